@@ -1,0 +1,1 @@
+//! adb (work in progress)

@@ -1,0 +1,1 @@
+//! phone (work in progress)

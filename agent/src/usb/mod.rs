@@ -1,0 +1,1 @@
+//! usb (work in progress)

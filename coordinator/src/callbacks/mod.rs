@@ -1,0 +1,1 @@
+//! Signed HTTP callbacks delivered from the Postgres outbox (work in progress).

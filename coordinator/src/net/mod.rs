@@ -1,0 +1,1 @@
+//! Outbound HTTP with the SSRF guard (work in progress).

@@ -1,0 +1,1 @@
+//! Device-side ADB peer (work in progress)
