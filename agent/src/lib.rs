@@ -1,10 +1,8 @@
 //! The Phonefarm agent: one per rack host. It speaks the ADB protocol itself (raw USB through
 //! rusb, or TCP for network phones, emulators and the simulator), keeps one actor per phone,
-//! drives apps through the UI layer with flows described by versioned flow packs, and reports
-//! to the coordinator over NATS JetStream.
+//! drives apps through the UI layer (`phonefarm-flows`) with flows described by versioned flow
+//! packs, and reports to the coordinator over NATS JetStream.
 
 pub mod adb;
-pub mod flows;
 pub mod phone;
-pub mod ui;
 pub mod usb;

@@ -1,5 +1,6 @@
-//! The model of one phone, with no I/O: the ADB peer calls into it for every shell command and
-//! sync request. This file fixes the interface between the peer and the model.
+//! The model of one simulated Android phone, with no I/O: its shell, an in-memory filesystem for
+//! sync, and the app's screens. The ADB peer in `phonefarm-phonesim` calls into it for every shell
+//! command and sync request; this crate fixes the interface between the two.
 
 use std::collections::BTreeMap;
 

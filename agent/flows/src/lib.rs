@@ -1,0 +1,1 @@
+//! UI automation and flows (work in progress).

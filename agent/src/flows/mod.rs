@@ -1,1 +1,0 @@
-//! flows (work in progress)
