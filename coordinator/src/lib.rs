@@ -4,3 +4,6 @@
 
 pub mod callbacks;
 pub mod net;
+pub mod config;
+pub mod domain;
+pub mod error;

@@ -1,0 +1,41 @@
+//! Timestamps as the contract writes them: RFC 3339, UTC, milliseconds, `Z`.
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+pub fn fmt(t: OffsetDateTime) -> String {
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    utc.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+pub fn fmt_opt(t: Option<OffsetDateTime>) -> Option<String> {
+    t.map(fmt)
+}
+
+/// Postgres keeps microseconds; the API shows milliseconds. Truncating at creation keeps what
+/// is stored and what is shown identical.
+pub fn now_ms() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let ms = now.millisecond();
+    now.replace_millisecond(ms).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn formats_with_milliseconds_and_z() {
+        assert_eq!(fmt(datetime!(2026-03-22 08:30:00.123456 +02:00)), "2026-03-22T06:30:00.123Z");
+        assert_eq!(fmt(datetime!(2026-03-22 08:30:00 UTC)), "2026-03-22T08:30:00.000Z");
+    }
+
+    #[test]
+    fn now_has_no_sub_millisecond_part() {
+        assert_eq!(now_ms().nanosecond() % 1_000_000, 0);
+    }
+}
