@@ -20,3 +20,6 @@ pub use version::{Version, VersionRange};
 pub mod ui;
 
 pub use ui::{Screen, Ui, UiConfig, UiError};
+pub mod pack;
+
+pub use pack::{FlowPack, Identified, PackError, PackProblem, PackSet, PackStore};

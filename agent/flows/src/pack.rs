@@ -1,0 +1,720 @@
+//! Flow packs: everything version-specific about an app's UI, as data.
+//!
+//! A pack is one TOML file keyed by app package and a version range. It names every selector the
+//! flows use (each an ordered list of fallbacks), the screen signatures that tell screens apart
+//! (checked in file order, the first whose signature holds wins), and pop-up watchers (update
+//! prompts, permission dialogs), each a `match` selector and a `dismiss` selector, checked before
+//! any screen. Packs are validated when loaded; every problem in a file is reported at once.
+//!
+//! ```toml
+//! [pack]
+//! name = "tiktok-32"
+//! package = "com.zhiliaoapp.musically"
+//! versions = ">=32.0.0, <33.0.0"
+//!
+//! [selectors]
+//! like_button = [{ resource_id = "com.zhiliaoapp.musically:id/like_button" }, { content_desc = "Like", clickable = true }]
+//!
+//! [[screens]]
+//! name = "feed"
+//! all = ["top_foryou", "feed_pager"]
+//!
+//! [[watchers]]
+//! name = "update_prompt"
+//! match = "update_dialog"
+//! dismiss = "update_dismiss"
+//! ```
+//!
+//! A [`PackSet`] holds the packs of a fleet and picks one for a package and installed version;
+//! a [`PackStore`] lets the agent swap in a new set at run time (runs in progress keep the pack
+//! they started with).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+use crate::dump::UiTree;
+use crate::selector::{Fallbacks, Match};
+use crate::version::{Version, VersionRange};
+
+/// Screens that mean the account, not the flow, is the problem.
+pub const ACCOUNT_OUTCOME_SCREENS: &[&str] =
+    &["logged_out", "banned", "captcha", "verification_required"];
+
+/// One problem found while validating a pack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackProblem {
+    #[error("bad package name {0:?}")]
+    BadPackage(String),
+    #[error("bad version range: {0}")]
+    BadVersionRange(String),
+    #[error("selector {name:?}: {reason}")]
+    BadSelector { name: String, reason: String },
+    #[error("{context} references unknown selector {selector:?}")]
+    UnknownSelector { context: String, selector: String },
+    #[error("duplicate screen {0:?}")]
+    DuplicateScreen(String),
+    #[error("duplicate watcher {0:?}")]
+    DuplicateWatcher(String),
+    #[error("screen {0:?} has an empty signature (give `all` or `any`)")]
+    EmptySignature(String),
+    #[error("missing selector {0:?}")]
+    MissingSelector(String),
+    #[error("missing screen {0:?}")]
+    MissingScreen(String),
+}
+
+/// Why packs could not be loaded or chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Toml { origin: String, message: String },
+    #[error("{origin}: {}", join(problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<PackProblem>,
+    },
+    #[error(
+        "packs {first} and {second} both cover {package} for overlapping versions ({first_range} / {second_range})"
+    )]
+    Overlap {
+        package: String,
+        first: String,
+        first_range: String,
+        second: String,
+        second_range: String,
+    },
+    #[error("two packs are named {0:?}")]
+    DuplicateName(String),
+    #[error("no flow pack for {package} {version}")]
+    NoPack { package: String, version: String },
+}
+
+fn join(problems: &[PackProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    pack: Header,
+    #[serde(default)]
+    selectors: BTreeMap<String, Fallbacks>,
+    #[serde(default)]
+    screens: Vec<ScreenDef>,
+    #[serde(default)]
+    watchers: Vec<Watcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: String,
+    package: String,
+    versions: String,
+    #[serde(default)]
+    revision: u32,
+    #[serde(default)]
+    description: String,
+}
+
+/// A screen and the selectors that identify it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenDef {
+    pub name: String,
+    /// Every one of these must match.
+    #[serde(default)]
+    pub all: Vec<String>,
+    /// At least one of these must match (when non-empty).
+    #[serde(default)]
+    pub any: Vec<String>,
+    /// None of these may match.
+    #[serde(default)]
+    pub none: Vec<String>,
+}
+
+/// A pop-up that can appear anywhere, and how to get rid of it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watcher {
+    pub name: String,
+    /// Selector name: the pop-up is showing when it matches.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// Selector name: tapped to dismiss the pop-up.
+    pub dismiss: String,
+}
+
+/// What the current screen is, according to a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identified<'p> {
+    /// A pop-up is showing: dismiss it and look again.
+    Popup(&'p Watcher),
+    Screen(&'p ScreenDef),
+    /// No watcher and no screen signature matches.
+    Unknown,
+}
+
+impl Identified<'_> {
+    /// `"popup:<name>"`, the screen name, or `"unknown"`: for logs and failure reasons.
+    pub fn label(&self) -> String {
+        match self {
+            Identified::Popup(w) => format!("popup:{}", w.name),
+            Identified::Screen(s) => s.name.clone(),
+            Identified::Unknown => "unknown".into(),
+        }
+    }
+
+    pub fn is(&self, screen: &str) -> bool {
+        matches!(self, Identified::Screen(s) if s.name == screen)
+    }
+}
+
+/// A validated flow pack.
+#[derive(Debug, Clone)]
+pub struct FlowPack {
+    name: String,
+    package: String,
+    range: VersionRange,
+    revision: u32,
+    description: String,
+    selectors: BTreeMap<String, Fallbacks>,
+    screens: Vec<ScreenDef>,
+    watchers: Vec<Watcher>,
+    origin: String,
+}
+
+fn valid_package(p: &str) -> bool {
+    !p.is_empty()
+        && p.split('.').all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
+
+impl FlowPack {
+    /// Parses and validates one pack; `origin` (a file name or KV key) prefixes every error.
+    pub fn from_toml_str(origin: &str, text: &str) -> Result<Self, PackError> {
+        let file: PackFile = toml::from_str(text).map_err(|e| PackError::Toml {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut problems = Vec::new();
+        if !valid_package(&file.pack.package) {
+            problems.push(PackProblem::BadPackage(file.pack.package.clone()));
+        }
+        let range = match file.pack.versions.parse::<VersionRange>() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(PackProblem::BadVersionRange(e.to_string()));
+                None
+            }
+        };
+        for (name, fallbacks) in &file.selectors {
+            if let Err(reason) = fallbacks.validate() {
+                problems.push(PackProblem::BadSelector {
+                    name: name.clone(),
+                    reason,
+                });
+            }
+        }
+        let refs = |context: String, name: &str, problems: &mut Vec<PackProblem>| {
+            if !file.selectors.contains_key(name) {
+                problems.push(PackProblem::UnknownSelector {
+                    context,
+                    selector: name.into(),
+                });
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for screen in &file.screens {
+            if !seen.insert(screen.name.as_str()) {
+                problems.push(PackProblem::DuplicateScreen(screen.name.clone()));
+            }
+            if screen.all.is_empty() && screen.any.is_empty() {
+                problems.push(PackProblem::EmptySignature(screen.name.clone()));
+            }
+            for name in screen.all.iter().chain(&screen.any).chain(&screen.none) {
+                refs(format!("screen {:?}", screen.name), name, &mut problems);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for w in &file.watchers {
+            if !seen.insert(w.name.as_str()) {
+                problems.push(PackProblem::DuplicateWatcher(w.name.clone()));
+            }
+            refs(format!("watcher {:?}", w.name), &w.matches, &mut problems);
+            refs(format!("watcher {:?}", w.name), &w.dismiss, &mut problems);
+        }
+        match range {
+            Some(range) if problems.is_empty() => Ok(Self {
+                name: file.pack.name,
+                package: file.pack.package,
+                range,
+                revision: file.pack.revision,
+                description: file.pack.description,
+                selectors: file.selectors,
+                screens: file.screens,
+                watchers: file.watchers,
+                origin: origin.to_string(),
+            }),
+            _ => Err(PackError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// Reads and validates one pack file.
+    pub fn load(path: &Path) -> Result<Self, PackError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&path.display().to_string(), &text)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn package(&self) -> &str {
+        &self.package
+    }
+
+    pub fn versions(&self) -> &VersionRange {
+        &self.range
+    }
+
+    pub fn revision(&self) -> u32 {
+        self.revision
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Where the pack came from (file path or KV key).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn screens(&self) -> &[ScreenDef] {
+        &self.screens
+    }
+
+    pub fn watchers(&self) -> &[Watcher] {
+        &self.watchers
+    }
+
+    pub fn selector(&self, name: &str) -> Option<&Fallbacks> {
+        self.selectors.get(name)
+    }
+
+    pub fn selector_names(&self) -> impl Iterator<Item = &str> {
+        self.selectors.keys().map(String::as_str)
+    }
+
+    pub fn has_screen(&self, name: &str) -> bool {
+        self.screens.iter().any(|s| s.name == name)
+    }
+
+    /// Finds the named view; None if the name is unknown or nothing matches.
+    pub fn find(&self, tree: &UiTree, selector: &str) -> Option<Match> {
+        self.selectors.get(selector)?.find(tree)
+    }
+
+    /// Every node the named selector finds (first alternative that finds any).
+    pub fn find_all(&self, tree: &UiTree, selector: &str) -> Vec<usize> {
+        self.selectors
+            .get(selector)
+            .map(|f| f.find_all(tree))
+            .unwrap_or_default()
+    }
+
+    fn holds(&self, tree: &UiTree, screen: &ScreenDef) -> bool {
+        let present = |n: &String| self.find(tree, n).is_some();
+        screen.all.iter().all(present)
+            && (screen.any.is_empty() || screen.any.iter().any(present))
+            && !screen.none.iter().any(present)
+    }
+
+    /// The screen named `name` is showing (false for an unknown name).
+    pub fn is_screen(&self, tree: &UiTree, name: &str) -> bool {
+        self.screens
+            .iter()
+            .find(|s| s.name == name)
+            .is_some_and(|s| self.holds(tree, s))
+    }
+
+    /// Watchers first, then screens in file order.
+    pub fn identify(&self, tree: &UiTree) -> Identified<'_> {
+        if let Some(w) = self
+            .watchers
+            .iter()
+            .find(|w| self.find(tree, &w.matches).is_some())
+        {
+            return Identified::Popup(w);
+        }
+        match self.screens.iter().find(|s| self.holds(tree, s)) {
+            Some(s) => Identified::Screen(s),
+            None => Identified::Unknown,
+        }
+    }
+
+    /// Checks that the pack defines what a flow needs; every missing name is reported.
+    pub fn require(&self, selectors: &[&str], screens: &[&str]) -> Result<(), PackError> {
+        let mut problems: Vec<PackProblem> = selectors
+            .iter()
+            .filter(|s| !self.selectors.contains_key(**s))
+            .map(|s| PackProblem::MissingSelector((*s).to_string()))
+            .collect();
+        problems.extend(
+            screens
+                .iter()
+                .filter(|s| !self.has_screen(s))
+                .map(|s| PackProblem::MissingScreen((*s).to_string())),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PackError::Invalid {
+                origin: self.origin.clone(),
+                problems,
+            })
+        }
+    }
+}
+
+impl fmt::Display for FlowPack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} r{} ({} {})",
+            self.name, self.revision, self.package, self.range
+        )
+    }
+}
+
+/// The packs of a fleet: at most one per package and version.
+#[derive(Debug, Clone, Default)]
+pub struct PackSet {
+    packs: Vec<Arc<FlowPack>>,
+}
+
+impl PackSet {
+    /// Rejects duplicate names and overlapping ranges for the same package.
+    pub fn new(packs: Vec<FlowPack>) -> Result<Self, PackError> {
+        for (i, a) in packs.iter().enumerate() {
+            for b in &packs[i + 1..] {
+                if a.name == b.name {
+                    return Err(PackError::DuplicateName(a.name.clone()));
+                }
+                if a.package == b.package && a.range.overlaps(&b.range) {
+                    return Err(PackError::Overlap {
+                        package: a.package.clone(),
+                        first: a.name.clone(),
+                        first_range: a.range.to_string(),
+                        second: b.name.clone(),
+                        second_range: b.range.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            packs: packs.into_iter().map(Arc::new).collect(),
+        })
+    }
+
+    /// Packs from `(origin, toml text)` pairs (files, or KV entries pushed by the coordinator).
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, PackError> {
+        let packs = sources
+            .into_iter()
+            .map(|(origin, text)| FlowPack::from_toml_str(origin, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(packs)
+    }
+
+    /// Every `*.toml` in `dir` (not recursive), or the single file `dir` points at.
+    pub fn load_path(path: &Path) -> Result<Self, PackError> {
+        let io = |source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if path.is_file() {
+            return Self::new(vec![FlowPack::load(path)?]);
+        }
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        files.retain(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file());
+        files.sort();
+        Self::new(
+            files
+                .iter()
+                .map(|p| FlowPack::load(p))
+                .collect::<Result<_, _>>()?,
+        )
+    }
+
+    pub fn packs(&self) -> &[Arc<FlowPack>] {
+        &self.packs
+    }
+
+    /// The pack for `package` at `version`.
+    pub fn select(&self, package: &str, version: &Version) -> Result<Arc<FlowPack>, PackError> {
+        self.packs
+            .iter()
+            .find(|p| p.package == package && p.range.matches(version))
+            .cloned()
+            .ok_or_else(|| PackError::NoPack {
+                package: package.to_string(),
+                version: version.to_string(),
+            })
+    }
+}
+
+/// The current pack set, replaceable at run time. Readers take a snapshot (`Arc`), so a reload
+/// never disturbs a run that already chose its pack.
+#[derive(Debug, Default)]
+pub struct PackStore {
+    current: RwLock<Arc<PackSet>>,
+}
+
+impl PackStore {
+    pub fn new(set: PackSet) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(set)),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<PackSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, set: PackSet) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    /// Loads `path` and swaps it in; on any error the current set stays.
+    pub fn reload(&self, path: &Path) -> Result<(), PackError> {
+        let set = PackSet::load_path(path)?;
+        self.replace(set);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::parse_dump;
+
+    const GOOD: &str = r#"
+[pack]
+name = "t-1"
+package = "com.example.app"
+versions = ">=1.0.0, <2.0.0"
+
+[selectors]
+title = [{ resource_id = "com.example.app:id/title" }, { text = "Home" }]
+list = [{ class = "L" }]
+popup = [{ text = "Update available" }]
+not_now = [{ text = "Not now", clickable = true }]
+
+[[screens]]
+name = "home"
+all = ["title"]
+none = ["list"]
+
+[[screens]]
+name = "list"
+all = ["list"]
+
+[[watchers]]
+name = "update"
+match = "popup"
+dismiss = "not_now"
+"#;
+
+    fn problems(text: &str) -> Vec<PackProblem> {
+        match FlowPack::from_toml_str("t.toml", text) {
+            Err(PackError::Invalid { problems, .. }) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn identifies_watchers_first_then_screens_in_order() {
+        let pack = FlowPack::from_toml_str("t.toml", GOOD).unwrap();
+        let home = parse_dump(r#"<hierarchy><node text="Home" bounds="[0,0][1,1]"/></hierarchy>"#)
+            .unwrap();
+        assert_eq!(pack.identify(&home).label(), "home");
+        let both = parse_dump(
+            r#"<hierarchy><node text="Home" bounds="[0,0][1,1]"/><node class="L" bounds="[0,0][1,1]"/></hierarchy>"#,
+        )
+        .unwrap();
+        assert_eq!(pack.identify(&both).label(), "list", "`none` excludes home");
+        let popup = parse_dump(
+            r#"<hierarchy><node text="Home" bounds="[0,0][1,1]"/><node text="Update available" bounds="[0,0][1,1]"/></hierarchy>"#,
+        )
+        .unwrap();
+        assert_eq!(pack.identify(&popup).label(), "popup:update");
+        let other =
+            parse_dump(r#"<hierarchy><node text="x" bounds="[0,0][1,1]"/></hierarchy>"#).unwrap();
+        assert_eq!(pack.identify(&other), Identified::Unknown);
+        assert!(pack.is_screen(&home, "home") && !pack.is_screen(&home, "list"));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let bad = GOOD
+            .replace("package = \"com.example.app\"", "package = \"com..app\"")
+            .replace(">=1.0.0, <2.0.0", ">=2, <1")
+            .replace("list = [{ class = \"L\" }]", "list = []")
+            .replace("dismiss = \"not_now\"", "dismiss = \"not-now\"")
+            .replace("name = \"list\"\n", "name = \"home\"\n");
+        let found = problems(&bad);
+        assert!(
+            found.contains(&PackProblem::BadPackage("com..app".into())),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| matches!(p, PackProblem::BadVersionRange(_))),
+            "{found:?}"
+        );
+        assert!(found.contains(&PackProblem::BadSelector {
+            name: "list".into(),
+            reason: "empty fallback list".into()
+        }));
+        assert!(found.contains(&PackProblem::UnknownSelector {
+            context: "watcher \"update\"".into(),
+            selector: "not-now".into()
+        }));
+        assert!(found.contains(&PackProblem::DuplicateScreen("home".into())));
+        assert_eq!(found.len(), 5, "{found:?}");
+        let msg = FlowPack::from_toml_str("t.toml", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("t.toml: "), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_selectors_are_rejected() {
+        let err = FlowPack::from_toml_str("t.toml", &GOOD.replace("[[watchers]]", "[[watcher]]"))
+            .unwrap_err();
+        assert!(matches!(err, PackError::Toml { .. }), "{err}");
+        assert!(err.to_string().contains("watcher"), "{err}");
+        let err = FlowPack::from_toml_str(
+            "t.toml",
+            &GOOD.replace("{ text = \"Home\" }", "{ txt = \"Home\" }"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("txt"), "{err}");
+        let found = problems(&GOOD.replace("all = [\"title\"]", "all = []"));
+        assert_eq!(found, vec![PackProblem::EmptySignature("home".into())]);
+        let found = problems(&GOOD.replace("all = [\"title\"]", "all = [\"titel\"]"));
+        assert_eq!(
+            found,
+            vec![PackProblem::UnknownSelector {
+                context: "screen \"home\"".into(),
+                selector: "titel".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn pack_set_selection_overlap_and_reload() {
+        let v1 = FlowPack::from_toml_str("a", GOOD).unwrap();
+        let v2 = FlowPack::from_toml_str(
+            "b",
+            &GOOD
+                .replace("t-1", "t-2")
+                .replace(">=1.0.0, <2.0.0", ">=2.0.0"),
+        )
+        .unwrap();
+        let set = PackSet::new(vec![v1.clone(), v2.clone()]).unwrap();
+        let pick = |v: &str| {
+            set.select("com.example.app", &v.parse().unwrap())
+                .map(|p| p.name().to_string())
+        };
+        assert_eq!(pick("1.5").unwrap(), "t-1");
+        assert_eq!(pick("2.0.0").unwrap(), "t-2");
+        assert!(matches!(pick("0.9"), Err(PackError::NoPack { .. })));
+        assert!(set.select("com.other", &"1.5".parse().unwrap()).is_err());
+
+        let overlapping = FlowPack::from_toml_str(
+            "c",
+            &GOOD
+                .replace("t-1", "t-3")
+                .replace(">=1.0.0, <2.0.0", ">=1.9"),
+        )
+        .unwrap();
+        assert!(matches!(
+            PackSet::new(vec![v1.clone(), overlapping]),
+            Err(PackError::Overlap { .. })
+        ));
+        assert!(matches!(
+            PackSet::new(vec![v1.clone(), v1.clone()]),
+            Err(PackError::DuplicateName(_))
+        ));
+
+        let dir = std::env::temp_dir().join(format!("pf-packs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("one.toml"), GOOD).unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let store = PackStore::new(PackSet::default());
+        store.reload(&dir).unwrap();
+        let before = store.snapshot();
+        assert_eq!(before.packs().len(), 1);
+        // A broken file leaves the current set in place.
+        std::fs::write(dir.join("two.toml"), "[pack]\nname = 1").unwrap();
+        assert!(store.reload(&dir).is_err());
+        assert_eq!(store.snapshot().packs().len(), 1);
+        // A fixed one replaces it for the next reader; the old snapshot is untouched.
+        std::fs::write(
+            dir.join("two.toml"),
+            GOOD.replace("t-1", "t-2")
+                .replace(">=1.0.0, <2.0.0", ">=2.0.0"),
+        )
+        .unwrap();
+        store.reload(&dir).unwrap();
+        assert_eq!(store.snapshot().packs().len(), 2);
+        assert_eq!(before.packs().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn require_names_what_is_missing() {
+        let pack = FlowPack::from_toml_str("t.toml", GOOD).unwrap();
+        assert!(pack.require(&["title"], &["home"]).is_ok());
+        let err = pack.require(&["title", "like"], &["feed"]).unwrap_err();
+        assert!(
+            matches!(&err, PackError::Invalid { problems, .. } if problems == &vec![
+                PackProblem::MissingSelector("like".into()),
+                PackProblem::MissingScreen("feed".into()),
+            ])
+        );
+    }
+}
