@@ -9,6 +9,7 @@ pub mod message;
 pub mod session;
 pub mod shell;
 pub mod sync;
+pub mod transport;
 
 pub use message::{Message, ParseError, Parser};
 pub use session::{Event, PeerInfo, Session, SessionError, State};

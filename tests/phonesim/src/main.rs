@@ -1,1 +1,115 @@
-fn main() {}
+//! `phonefarm-phonesim --listen 127.0.0.1:PORT --phones N`: N simulated phones on consecutive
+//! ports, serials SIM0001..., one line printed per listening address.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use phonefarm_phonesim::{AuthMode, KeyOffer, SimConfig, serve};
+use tokio_util::sync::CancellationToken;
+
+/// Simulated Android phones speaking ADB over TCP.
+#[derive(Debug, Parser)]
+#[command(name = "phonefarm-phonesim", version)]
+struct Args {
+    /// Address of the first phone; phone i listens on PORT + i.
+    #[arg(long, env = "PHONESIM_LISTEN", default_value = "127.0.0.1:5555")]
+    listen: SocketAddr,
+    /// Number of phones.
+    #[arg(long, env = "PHONESIM_PHONES", default_value_t = 1)]
+    phones: u16,
+    /// Authentication: `off`, `accept` (allow any offered key), `refuse`, or `accept-after:MS`.
+    #[arg(long, env = "PHONESIM_AUTH", default_value = "off")]
+    auth: String,
+    /// Model an old phone without shell protocol v2.
+    #[arg(long, env = "PHONESIM_NO_SHELL_V2")]
+    no_shell_v2: bool,
+    /// Also advertise `delayed_ack`.
+    #[arg(long, env = "PHONESIM_DELAYED_ACK")]
+    delayed_ack: bool,
+    /// Protocol version to advertise (e.g. 0x01000000 for checksummed messages).
+    #[arg(long, env = "PHONESIM_VERSION", value_parser = parse_u32, default_value = "0x01000001")]
+    protocol_version: u32,
+    /// Max payload to advertise.
+    #[arg(long, env = "PHONESIM_MAX_PAYLOAD", default_value_t = 1024 * 1024)]
+    max_payload: u32,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn auth_mode(s: &str) -> anyhow::Result<AuthMode> {
+    let on_offer = match s {
+        "off" => return Ok(AuthMode::Off),
+        "accept" => KeyOffer::Accept,
+        "refuse" => KeyOffer::Refuse,
+        other => {
+            let ms = other
+                .strip_prefix("accept-after:")
+                .and_then(|m| m.parse().ok())
+                .with_context(|| format!("bad --auth {other:?}"))?;
+            KeyOffer::AcceptAfter(Duration::from_millis(ms))
+        }
+    };
+    Ok(AuthMode::Required {
+        known_keys: Vec::new(),
+        on_offer,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let auth = auth_mode(&args.auth)?;
+    let shutdown = CancellationToken::new();
+    for i in 0..args.phones {
+        let serial = format!("SIM{:04}", i + 1);
+        let mut cfg = SimConfig::with_serial(&serial);
+        cfg.auth = auth.clone();
+        cfg.version = args.protocol_version;
+        cfg.max_payload = args.max_payload;
+        if args.no_shell_v2 {
+            cfg = cfg.without_feature("shell_v2");
+        }
+        if args.delayed_ack {
+            cfg = cfg.with_feature("delayed_ack");
+        }
+        let port = args
+            .listen
+            .port()
+            .checked_add(i)
+            .context("port range overflows")?;
+        let addr = SocketAddr::new(args.listen.ip(), port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        println!("{serial} listening on {}", listener.local_addr()?);
+        let phone = Arc::new(Mutex::new(phonefarm_phonesim::model::Phone::new(
+            cfg.identity.clone(),
+        )));
+        tokio::spawn(serve(
+            listener,
+            phone,
+            Arc::new(cfg),
+            shutdown.child_token(),
+        ));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+    Ok(())
+}

@@ -1,1 +1,387 @@
-//! Device-side ADB peer (work in progress)
+//! One ADB connection, device side: drives the core's device-role [`Session`] over TCP and
+//! serves `shell` (v2 and legacy), `exec`, `sync` and `reboot` from the phone model.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use phonefarm_agent::adb::auth::parse_public_key_line;
+use phonefarm_agent::adb::banner::{Banner, FEATURE_SHELL_V2};
+use phonefarm_agent::adb::session::{DeviceConfig, Event, Session};
+use phonefarm_agent::adb::shell::{Packet, PacketId, ShellService};
+use phonefarm_agent::adb::sync::{self, Dent, Request, RequestDecoder, Response, Stat2};
+use phonefarm_agent::adb::transport::{ByteSource, Writer, tcp_split};
+use phonefarm_phonemodel::{FileStat, Phone};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{AuthMode, KeyOffer, SimConfig};
+
+const ENOENT: u32 = 2;
+
+/// A sync stream in progress.
+#[derive(Default)]
+struct SyncState {
+    dec: RequestDecoder,
+    /// SEND in progress: path, mode, data so far.
+    receiving: Option<(String, u32, Vec<u8>)>,
+}
+
+enum SyncStep {
+    More,
+    Quit,
+    Error,
+}
+
+enum Service {
+    Sync(SyncState),
+    /// Output sent, waiting for the host to close.
+    Done,
+}
+
+/// Device side of one connection.
+pub struct Connection {
+    phone: Arc<Mutex<Phone>>,
+    config: Arc<SimConfig>,
+    allowed: Arc<Mutex<Vec<String>>>,
+}
+
+fn lock(phone: &Mutex<Phone>) -> std::sync::MutexGuard<'_, Phone> {
+    // A panic in the model must not take the whole simulator down.
+    phone.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    pub fn new(
+        phone: Arc<Mutex<Phone>>,
+        config: Arc<SimConfig>,
+        allowed: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        Self {
+            phone,
+            config,
+            allowed,
+        }
+    }
+
+    fn session(&self) -> Session {
+        let id = lock(&self.phone).identity().clone();
+        let features: Vec<&str> = self.config.features.iter().map(String::as_str).collect();
+        let banner = Banner::device(&id.product, &id.model, &id.device, &features);
+        let (auth_required, mut lines) = match &self.config.auth {
+            AuthMode::Off => (false, Vec::new()),
+            AuthMode::Required { known_keys, .. } => (true, known_keys.clone()),
+        };
+        lines.extend(
+            self.allowed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let known_keys = lines
+            .iter()
+            .filter_map(|l| parse_public_key_line(l.as_bytes()).ok())
+            .collect();
+        Session::device(DeviceConfig {
+            banner,
+            version: self.config.version,
+            max_payload: self.config.max_payload,
+            auth_required,
+            known_keys,
+        })
+    }
+
+    /// Serves the connection until the host leaves, a fault fires, or `shutdown`.
+    pub async fn run(self, stream: TcpStream, shutdown: CancellationToken) {
+        let (sink, mut source) = tcp_split(stream);
+        let mut writer = Writer::spawn(sink);
+        let mut session = self.session();
+        let mut services: HashMap<u32, Service> = HashMap::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut pending_accept: Option<(Instant, Bytes)> = None;
+        let mut passed: u64 = 0;
+        let mut hang_up = false;
+        loop {
+            while let Some(ev) = session.poll_event() {
+                match ev {
+                    Event::AuthKeyOffered(key) => match &self.config.auth {
+                        AuthMode::Required {
+                            on_offer: KeyOffer::Accept,
+                            ..
+                        } => {
+                            self.remember(&key);
+                            let _ = session.authorize(&key, true);
+                        }
+                        AuthMode::Required {
+                            on_offer: KeyOffer::AcceptAfter(d),
+                            ..
+                        } => {
+                            pending_accept = Some((Instant::now() + *d, key));
+                        }
+                        _ => {}
+                    },
+                    Event::OpenRequest { id, service } => {
+                        if self.open(&mut session, id, &service, &mut services) {
+                            hang_up = true;
+                        }
+                    }
+                    Event::Data { id, data } => {
+                        passed += data.len() as u64;
+                        if let Some(Service::Sync(st)) = services.get_mut(&id) {
+                            st.dec.feed(&data);
+                            match self.serve_sync(&mut session, id, st) {
+                                SyncStep::More => {}
+                                SyncStep::Quit => {
+                                    session.close(id);
+                                    services.insert(id, Service::Done);
+                                }
+                                SyncStep::Error => {
+                                    session.abort(id);
+                                    services.remove(&id);
+                                }
+                            }
+                        }
+                    }
+                    Event::Closed { id } => {
+                        services.remove(&id);
+                    }
+                    Event::Online(_)
+                    | Event::Unauthorized
+                    | Event::Opened { .. }
+                    | Event::OpenFailed { .. } => {}
+                }
+            }
+            while let Some(m) = session.poll_transmit() {
+                if m.command == phonefarm_agent::adb::message::cmd::WRTE {
+                    passed += m.payload.len() as u64;
+                }
+                let h = session.header(&m);
+                if !writer.send(h, m.payload) {
+                    return;
+                }
+            }
+            if let Some(limit) = self.config.faults.disconnect_after_bytes
+                && passed >= limit
+            {
+                tracing::debug!(passed, "fault: disconnecting mid-stream");
+                return;
+            }
+            if hang_up {
+                // Reboot: give the writer a moment to flush the OKAY/CLSE, then drop.
+                tokio::task::yield_now().await;
+                return;
+            }
+            let accept_at = pending_accept.as_ref().map(|(t, _)| *t);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = source.recv(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if let Err(e) = session.feed(&buf[..n]) {
+                            tracing::debug!(error = %e, "sim: protocol error, dropping connection");
+                            return;
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(accept_at.unwrap_or_else(Instant::now)), if accept_at.is_some() => {
+                    if let Some((_, key)) = pending_accept.take() {
+                        self.remember(&key);
+                        let _ = session.authorize(&key, true);
+                    }
+                }
+                _ = &mut writer.failed => return,
+            }
+        }
+    }
+
+    fn remember(&self, key: &[u8]) {
+        let line = String::from_utf8_lossy(key)
+            .trim_end_matches('\0')
+            .to_string();
+        self.allowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
+    }
+
+    fn has(&self, f: &str) -> bool {
+        self.config.features.iter().any(|x| x == f)
+    }
+
+    /// Handles an OPEN; returns true when the connection should then drop (reboot).
+    fn open(
+        &self,
+        s: &mut Session,
+        id: u32,
+        service: &str,
+        services: &mut HashMap<u32, Service>,
+    ) -> bool {
+        if let Some(sh) = ShellService::parse(service) {
+            if sh.v2 && !self.has(FEATURE_SHELL_V2) {
+                s.refuse(id);
+                return false;
+            }
+            let _ = s.accept(id);
+            let out = if sh.command.is_empty() {
+                phonefarm_phonemodel::ShellOutput::default()
+            } else {
+                lock(&self.phone).shell(&sh.command)
+            };
+            if sh.v2 {
+                let mut b = BytesMut::new();
+                if !out.stdout.is_empty() {
+                    b.extend_from_slice(&Packet::new(PacketId::Stdout, out.stdout).encode());
+                }
+                if !out.stderr.is_empty() {
+                    b.extend_from_slice(&Packet::new(PacketId::Stderr, out.stderr).encode());
+                }
+                b.extend_from_slice(&Packet::exit(out.exit).encode());
+                let _ = s.write(id, b.freeze());
+            } else {
+                let mut b = out.stdout;
+                b.extend_from_slice(&out.stderr);
+                if !b.is_empty() {
+                    let _ = s.write(id, Bytes::from(b));
+                }
+            }
+            s.close(id);
+            services.insert(id, Service::Done);
+            return false;
+        }
+        if let Some(cmd) = service.strip_prefix("exec:") {
+            let _ = s.accept(id);
+            let out = lock(&self.phone).shell(cmd);
+            if !out.stdout.is_empty() {
+                let _ = s.write(id, Bytes::from(out.stdout));
+            }
+            s.close(id);
+            services.insert(id, Service::Done);
+            return false;
+        }
+        if service == "sync:" {
+            let _ = s.accept(id);
+            services.insert(id, Service::Sync(SyncState::default()));
+            return false;
+        }
+        if service.starts_with("reboot:") {
+            let _ = s.accept(id);
+            lock(&self.phone).reboot();
+            s.close(id);
+            return true;
+        }
+        s.refuse(id);
+        false
+    }
+
+    /// Processes every complete sync request buffered so far.
+    fn serve_sync(&self, s: &mut Session, id: u32, st: &mut SyncState) -> SyncStep {
+        loop {
+            let req = match st.dec.next_request() {
+                Ok(Some(r)) => r,
+                Ok(None) => return SyncStep::More,
+                Err(e) => {
+                    tracing::debug!(error = %e, "sim: bad sync request");
+                    return SyncStep::Error;
+                }
+            };
+            let mut out = BytesMut::new();
+            let mut lstat = false;
+            let resp: Vec<Response> = match req {
+                Request::Stat(p) => {
+                    let r = lock(&self.phone).stat(&p);
+                    let r = r.unwrap_or(FileStat {
+                        mode: 0,
+                        size: 0,
+                        mtime: 0,
+                    });
+                    vec![Response::Stat {
+                        mode: r.mode,
+                        size: r.size as u32,
+                        mtime: r.mtime,
+                    }]
+                }
+                Request::Stat2(p) | Request::Lstat2(p) => {
+                    lstat = true;
+                    vec![Response::Stat2(self.stat2(&p))]
+                }
+                Request::List(p) => {
+                    let entries = lock(&self.phone).list(&p).unwrap_or_default();
+                    let mut v: Vec<Response> = entries
+                        .into_iter()
+                        .map(|(name, f)| {
+                            Response::Dent(Dent {
+                                mode: f.mode,
+                                size: f.size as u32,
+                                mtime: f.mtime,
+                                name,
+                            })
+                        })
+                        .collect();
+                    v.push(Response::ListDone);
+                    v
+                }
+                Request::Send { path, mode } => {
+                    st.receiving = Some((path, mode, Vec::new()));
+                    vec![]
+                }
+                Request::Data(d) => match &mut st.receiving {
+                    Some((_, _, buf)) => {
+                        buf.extend_from_slice(&d);
+                        vec![]
+                    }
+                    None => return SyncStep::Error,
+                },
+                Request::Done { mtime } => match st.receiving.take() {
+                    Some((path, mode, data)) => {
+                        match lock(&self.phone).write(&path, data, mode, mtime) {
+                            Ok(()) => vec![Response::Okay],
+                            Err(e) => vec![Response::Fail(e)],
+                        }
+                    }
+                    None => return SyncStep::Error,
+                },
+                Request::Recv(p) => match lock(&self.phone).read(&p) {
+                    Some(data) => {
+                        let mut v: Vec<Response> = data
+                            .chunks(sync::SYNC_DATA_MAX)
+                            .map(|c| Response::Data(Bytes::copy_from_slice(c)))
+                            .collect();
+                        v.push(Response::Done);
+                        v
+                    }
+                    None => vec![Response::Fail("No such file or directory".into())],
+                },
+                Request::Quit => return SyncStep::Quit,
+            };
+            if resp.is_empty() {
+                continue;
+            }
+            for r in &resp {
+                r.encode_into(&mut out, lstat && matches!(r, Response::Stat2(_)));
+            }
+            if s.write(id, out.freeze()).is_err() {
+                return SyncStep::Error;
+            }
+        }
+    }
+
+    fn stat2(&self, path: &str) -> Stat2 {
+        match lock(&self.phone).stat(path) {
+            Some(f) => Stat2 {
+                mode: f.mode,
+                size: f.size,
+                mtime: i64::from(f.mtime),
+                atime: i64::from(f.mtime),
+                ctime: i64::from(f.mtime),
+                nlink: 1,
+                ..Default::default()
+            },
+            None => Stat2 {
+                error: ENOENT,
+                ..Default::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Our host implementation against the simulator.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use phonefarm_agent::adb::message::{MAX_PAYLOAD_V1, VERSION_MIN};
+use phonefarm_agent::phone::{ConnState, PhoneError, PushSource};
+use phonefarm_phonesim::{AuthMode, Faults, KeyOffer, SimConfig, spawn};
+
+use crate::{connect, deadline, pattern, test_key};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_v2_gives_streams_and_exit_code() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let info = phone.wait_online(deadline(10)).await.unwrap();
+    assert_eq!(info.banner.model.as_deref(), Some("Phonesim_One"));
+    let out = phone.shell("echo hi", deadline(10)).await.unwrap();
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.exit, Some(0));
+    let out = phone.shell("exit 3", deadline(10)).await.unwrap();
+    assert_eq!(out.exit, Some(3));
+    let out = phone.shell("no-such-command", deadline(10)).await.unwrap();
+    assert_ne!(out.exit, Some(0));
+    assert!(
+        !out.stderr.is_empty(),
+        "stderr is kept separate under shell v2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_shell_without_shell_v2() {
+    let sim = spawn(SimConfig::default().without_feature("shell_v2"))
+        .await
+        .unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let out = phone.shell("echo legacy", deadline(10)).await.unwrap();
+    assert_eq!(out.stdout, b"legacy\n");
+    assert_eq!(out.exit, None, "legacy shell has no exit status");
+}
+
+async fn push_pull_roundtrip(cfg: SimConfig, len: usize) {
+    let sim = spawn(cfg).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let data = pattern(len, len as u64);
+    let mut seen = Vec::new();
+    phone
+        .push(
+            PushSource::Bytes(Bytes::from(data.clone())),
+            "/sdcard/blob.bin",
+            0o644,
+            deadline(60),
+            &mut |done, total| seen.push((done, total)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.last(), Some(&(len as u64, len as u64)));
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress is monotonic"
+    );
+    // The phone model holds exactly what we sent.
+    assert_eq!(
+        sim.phone
+            .lock()
+            .unwrap()
+            .read("/sdcard/blob.bin")
+            .as_deref(),
+        Some(&data[..])
+    );
+    let st = phone
+        .stat("/sdcard/blob.bin", deadline(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.size, len as u64);
+    assert_eq!(st.mode & 0o777, 0o644);
+    assert!(!st.is_dir());
+    assert_eq!(
+        phone.stat("/sdcard/missing", deadline(10)).await.unwrap(),
+        None
+    );
+    let back = phone.pull("/sdcard/blob.bin", deadline(60)).await.unwrap();
+    assert!(back == data, "pulled bytes differ");
+    let err = phone
+        .pull("/sdcard/missing", deadline(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PhoneError::Remote(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_pull_stat_byte_exact() {
+    push_pull_roundtrip(SimConfig::default(), 3 * 1024 * 1024 + 17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_protocol_with_checksums_and_small_payload() {
+    let mut cfg = SimConfig::default().without_feature("stat_v2");
+    cfg.version = VERSION_MIN;
+    cfg.max_payload = MAX_PAYLOAD_V1;
+    push_pull_roundtrip(cfg, 300 * 1024 + 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_ack_when_both_advertise() {
+    let cfg = SimConfig::default().with_feature("delayed_ack");
+    let sim = spawn(cfg.clone()).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    assert!(phone.wait_online(deadline(10)).await.unwrap().delayed_ack);
+    drop(sim);
+    push_pull_roundtrip(cfg, 5 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_files() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    let dst = dir.path().join("out.bin");
+    let data = pattern(1024 * 1024 + 3, 9);
+    std::fs::write(&src, &data).unwrap();
+    phone
+        .push(
+            PushSource::File(src),
+            "/data/local/tmp/f",
+            0o755,
+            deadline(30),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+    let n = phone
+        .pull_to_file("/data/local/tmp/f", &dst, deadline(30), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert!(std::fs::read(&dst).unwrap() == data);
+    let missing = dir.path().join("nope");
+    let err = phone
+        .push(
+            PushSource::File(missing),
+            "/x",
+            0o644,
+            deadline(5),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PhoneError::LocalIo { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_multiplex_on_one_connection() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let big = pattern(2 * 1024 * 1024, 1);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let p = phone.clone();
+        tasks.push(tokio::spawn(async move {
+            let out = p.shell(&format!("echo n{i}"), deadline(20)).await.unwrap();
+            assert_eq!(out.stdout, format!("n{i}\n").into_bytes());
+        }));
+    }
+    let p = phone.clone();
+    let b2 = big.clone();
+    let push = tokio::spawn(async move {
+        p.push(
+            PushSource::Bytes(b2.into()),
+            "/sdcard/c",
+            0o600,
+            deadline(30),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    push.await.unwrap();
+    assert!(phone.pull("/sdcard/c", deadline(30)).await.unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_with_known_key() {
+    let key = test_key();
+    let cfg = SimConfig {
+        auth: AuthMode::Required {
+            known_keys: vec![key.public_key_line()],
+            on_offer: KeyOffer::Refuse,
+        },
+        ..SimConfig::default()
+    };
+    let sim = spawn(cfg).await.unwrap();
+    // A ring whose first key is unknown: the second one signs.
+    let other = phonefarm_agent::adb::auth::AdbKey::generate().unwrap();
+    let phone = connect(&sim.address(), vec![other, key]).await;
+    phone.wait_online(deadline(20)).await.unwrap();
+    assert_eq!(
+        phone.shell("echo ok", deadline(10)).await.unwrap().stdout,
+        b"ok\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_then_user_allows_on_same_connection() {
+    let cfg = SimConfig {
+        auth: AuthMode::Required {
+            known_keys: vec![],
+            on_offer: KeyOffer::AcceptAfter(Duration::from_millis(400)),
+        },
+        ..SimConfig::default()
+    };
+    let sim = spawn(cfg).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let mut states = phone.watch_state();
+    let mut seen_unauth = false;
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match states.borrow_and_update().clone() {
+                ConnState::Unauthorized => seen_unauth = true,
+                ConnState::Online(_) => return,
+                ConnState::Offline(w) => panic!("offline: {w}"),
+                ConnState::Connecting => {}
+            }
+            states.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "never came online");
+    assert!(seen_unauth, "the prompt state was visible");
+    assert_eq!(
+        phone.shell("echo yes", deadline(10)).await.unwrap().exit,
+        Some(0)
+    );
+    // The allowed key is remembered: a new connection is online without a prompt.
+    let again = connect(&sim.address(), vec![test_key()]).await;
+    again.wait_online(deadline(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_key_reports_unauthorized_at_deadline() {
+    let cfg = SimConfig {
+        auth: AuthMode::Required {
+            known_keys: vec![],
+            on_offer: KeyOffer::Refuse,
+        },
+        ..SimConfig::default()
+    };
+    let sim = spawn(cfg).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let t = tokio::time::Instant::now() + Duration::from_millis(800);
+    let err = phone.shell("echo x", t).await.unwrap_err();
+    assert!(matches!(err, PhoneError::Unauthorized), "{err}");
+    assert_eq!(phone.state(), ConnState::Unauthorized);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_stream_fails_the_call_and_goes_offline() {
+    let cfg = SimConfig {
+        faults: Faults {
+            disconnect_after_bytes: Some(200_000),
+        },
+        ..SimConfig::default()
+    };
+    let sim = spawn(cfg).await.unwrap();
+    sim.phone
+        .lock()
+        .unwrap()
+        .write("/sdcard/big", pattern(1 << 20, 3), 0o100644, 0)
+        .unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let err = phone.pull("/sdcard/big", deadline(20)).await.unwrap_err();
+    assert!(
+        matches!(err, PhoneError::Disconnected(_) | PhoneError::Offline(_)),
+        "{err}"
+    );
+    let mut st = phone.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        st.wait_for(|s| matches!(s, ConnState::Offline(_))),
+    )
+    .await
+    .expect("goes offline")
+    .unwrap();
+    let err = phone.shell("echo", deadline(5)).await.unwrap_err();
+    assert!(matches!(err, PhoneError::Offline(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_drops_the_connection() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    phone.reboot(deadline(10)).await.unwrap();
+    let mut st = phone.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        st.wait_for(|s| matches!(s, ConnState::Offline(_))),
+    )
+    .await
+    .expect("goes offline")
+    .unwrap();
+}
