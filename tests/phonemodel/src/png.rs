@@ -1,0 +1,199 @@
+//! A valid, small PNG for `screencap`: a black 1080x2400 8-bit grayscale image whose zlib
+//! stream is run-length coded with fixed Huffman codes (about 16 KiB).
+
+const CRC_POLY: u32 = 0xEDB8_8320;
+
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for part in parts {
+        for &b in *part {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ CRC_POLY
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+    }
+    !crc
+}
+
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u32,
+    n: u32,
+}
+
+impl BitWriter {
+    /// Writes `len` bits of `value`, least significant bit first (deflate's bit order).
+    fn bits(&mut self, value: u32, len: u32) {
+        for i in 0..len {
+            self.acc |= ((value >> i) & 1) << self.n;
+            self.n += 1;
+            if self.n == 8 {
+                self.out.push(self.acc as u8);
+                self.acc = 0;
+                self.n = 0;
+            }
+        }
+    }
+
+    /// Writes a Huffman code, most significant bit first.
+    fn code(&mut self, code: u32, len: u32) {
+        for i in (0..len).rev() {
+            self.bits((code >> i) & 1, 1);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+/// A zlib stream of `len` zero bytes: one literal, then back-references at distance 1.
+fn zlib_zeros(len: usize) -> Vec<u8> {
+    let mut w = BitWriter {
+        out: vec![0x78, 0x01],
+        acc: 0,
+        n: 0,
+    };
+    w.bits(1, 1); // BFINAL
+    w.bits(1, 2); // BTYPE = fixed Huffman
+    let mut left = len;
+    if left > 0 {
+        w.code(0x30, 8); // literal 0
+        left -= 1;
+    }
+    while left >= 3 {
+        let run = left.min(258);
+        // A run of 258 has its own code; shorter tails use 3..=10 (codes 257..=264, no extra
+        // bits) or fall back to literals.
+        if run == 258 {
+            w.code(0b1100_0101, 8); // code 285
+        } else if run <= 10 {
+            w.code((run - 3 + 1) as u32, 7); // codes 257..=264 are 7-bit 0000001..
+        } else {
+            break;
+        }
+        w.code(0, 5); // distance code 0 = distance 1
+        left -= run;
+    }
+    for _ in 0..left {
+        w.code(0x30, 8);
+    }
+    w.code(0, 7); // end of block (code 256)
+    let mut out = w.finish();
+    // Adler-32 of zeros: a = 1, b = len (mod 65521).
+    let b = (len % 65_521) as u32;
+    let adler = (b << 16) | 1;
+    out.extend_from_slice(&adler.to_be_bytes());
+    out
+}
+
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc32(&[kind, data]).to_be_bytes());
+}
+
+/// A black `width`x`height` grayscale PNG.
+pub(crate) fn black_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    // Each row is a filter byte (0) and `width` zero pixels.
+    let raw_len = (width as usize + 1) * height as usize;
+    chunk(&mut out, b"IDAT", &zlib_zeros(raw_len));
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_the_png_reference() {
+        // The CRC of an empty IEND chunk is fixed by the spec.
+        assert_eq!(crc32(&[b"IEND"]), 0xAE42_6082);
+    }
+
+    #[test]
+    fn png_has_signature_ihdr_and_end() {
+        let png = black_png(1080, 2400);
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(
+            u32::from_be_bytes([png[16], png[17], png[18], png[19]]),
+            1080
+        );
+        assert_eq!(
+            u32::from_be_bytes([png[20], png[21], png[22], png[23]]),
+            2400
+        );
+        assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+        assert!(png.len() < 32 * 1024, "{}", png.len());
+    }
+
+    /// Inflates the fixed-Huffman stream back (only the codes `zlib_zeros` emits) to prove the
+    /// bit layout is right.
+    #[test]
+    fn zlib_stream_decodes_to_the_right_length() {
+        for len in [0usize, 1, 2, 3, 5, 13, 258, 259, 261, 1000, 2_594_400] {
+            let z = zlib_zeros(len);
+            assert_eq!(z[0], 0x78);
+            assert_eq!(
+                (u16::from(z[0]) << 8 | u16::from(z[1])) % 31,
+                0,
+                "zlib header check"
+            );
+            let body = &z[2..z.len() - 4];
+            let mut pos = 0usize;
+            let bit = |pos: &mut usize| -> u32 {
+                let b = (body[*pos / 8] >> (*pos % 8)) & 1;
+                *pos += 1;
+                u32::from(b)
+            };
+            let code = |pos: &mut usize, n: u32| -> u32 {
+                let mut v = 0;
+                for _ in 0..n {
+                    v = (v << 1) | bit(pos);
+                }
+                v
+            };
+            assert_eq!(bit(&mut pos), 1);
+            assert_eq!(bit(&mut pos) | (bit(&mut pos) << 1), 1);
+            let mut produced = 0usize;
+            loop {
+                let c7 = code(&mut pos, 7);
+                if c7 == 0 {
+                    break; // end of block
+                }
+                if (1..=8).contains(&c7) {
+                    produced += c7 as usize + 2;
+                    assert_eq!(code(&mut pos, 5), 0);
+                    continue;
+                }
+                let c8 = (c7 << 1) | bit(&mut pos);
+                match c8 {
+                    0x30 => produced += 1,
+                    0b1100_0101 => {
+                        produced += 258;
+                        assert_eq!(code(&mut pos, 5), 0);
+                    }
+                    other => panic!("unexpected code {other:#x}"),
+                }
+            }
+            assert_eq!(produced, len);
+        }
+    }
+}
