@@ -1073,4 +1073,32 @@ mod tests {
         let m = Message::new(cmd::STLS, 1, 0, Bytes::new());
         assert_eq!(h.handle(m), Err(SessionError::TlsRequested));
     }
+
+    proptest::proptest! {
+        /// Arbitrary well-framed messages in any order never panic either role.
+        #[test]
+        fn random_messages_never_panic(
+            msgs in proptest::collection::vec(
+                (0usize..8, proptest::prelude::any::<u32>(), 0u32..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+                0..30,
+            ),
+        ) {
+            let cmds = [cmd::CNXN, cmd::AUTH, cmd::OPEN, cmd::OKAY, cmd::WRTE, cmd::CLSE, cmd::SYNC, cmd::STLS];
+            let mut h = Session::host(HostConfig::new(KeyRing::new(vec![key(0)])));
+            let mut d = Session::device(device_cfg(&["delayed_ack"], true, vec![]));
+            for (c, a0, a1, p) in msgs {
+                let m = Message::new(cmds[c], a0 % 4, a1, p);
+                let _ = h.handle(m.clone());
+                let _ = d.handle(m);
+                while h.poll_transmit().is_some() || h.poll_event().is_some() {}
+                while d.poll_transmit().is_some() || d.poll_event().is_some() {}
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut h = Session::host(HostConfig::new(KeyRing::new(vec![key(0)])));
+            let _ = h.feed(&data);
+        }
+    }
 }
