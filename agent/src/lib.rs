@@ -4,5 +4,6 @@
 //! packs, and reports to the coordinator over NATS JetStream.
 
 pub mod adb;
+pub mod cli;
 pub mod phone;
 pub mod usb;

@@ -363,7 +363,7 @@ impl PhoneHandle {
                 source,
             }
         })?);
-        let n = self
+        let r = self
             .pull_with(
                 remote,
                 deadline,
@@ -376,7 +376,15 @@ impl PhoneHandle {
                 },
                 progress,
             )
-            .await?;
+            .await;
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => {
+                drop(f);
+                let _ = std::fs::remove_file(local);
+                return Err(e);
+            }
+        };
         f.flush().map_err(|source| PhoneError::LocalIo {
             action: "write",
             path: lp.clone(),

@@ -304,3 +304,66 @@ async fn reboot_drops_the_connection() {
     .expect("goes offline")
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_propagates_exit_code_and_moves_files() {
+    use clap::Parser as _;
+    use phonefarm_agent::cli::{Cli, run};
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let addr = sim.address();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cli = |args: &[&str]| {
+        let mut v = vec![
+            "phonefarm-agent",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--tcp",
+            &addr,
+        ];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap()
+    };
+    assert_eq!(
+        run(cli(&["shell", &addr, "--", "exit", "7"]))
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        run(cli(&["shell", "SIM0001", "--", "true"])).await.unwrap(),
+        0
+    );
+    let src = dir.path().join("a.bin");
+    let dst = dir.path().join("b.bin");
+    let data = pattern(700_000, 5);
+    std::fs::write(&src, &data).unwrap();
+    let target = format!("{addr}:/sdcard/a.bin");
+    assert_eq!(
+        run(cli(&["push", src.to_str().unwrap(), &target]))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        run(cli(&["pull", &target, dst.to_str().unwrap()]))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(std::fs::read(&dst).unwrap() == data);
+    let missing = format!("{addr}:/sdcard/none");
+    let err = run(cli(&[
+        "pull",
+        &missing,
+        dir.path().join("c").to_str().unwrap(),
+    ]))
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no such file"), "{err:#}");
+    assert!(
+        !dir.path().join("c").exists(),
+        "a failed pull leaves no partial file"
+    );
+    assert!(state.join("adbkey").exists());
+}
