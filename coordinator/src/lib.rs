@@ -7,3 +7,8 @@ pub mod net;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod db;
+pub mod auth;
+pub mod events;
+pub mod http;
+pub mod app;

@@ -1,1 +1,127 @@
-fn main() {}
+//! `phonefarm-coordinator`: parse the configuration, initialise tracing, run the command.
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use phonefarm_coordinator::config::{ApiKeyCommand, Cli, Command, ServeArgs};
+use phonefarm_coordinator::{app, auth, db};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let pool = db::connect(&args.database_url).await.context("connecting to Postgres")?;
+            db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::ApiKey(cmd) => api_key(cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&args.db.database_url).await.context("connecting to Postgres")?;
+    db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    tracing::info!(addr = %args.bind, "coordinator listening");
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    signal.cancel();
+                    return;
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    let settings = app::Settings {
+        ingest_secret: args.ingest_secret,
+        webhook_secret: args.webhook_secret,
+        allow: args.callback_allow_cidrs,
+        public_metrics: args.public_metrics,
+        deliverer: Default::default(),
+    };
+    app::run(listener, pool, settings, shutdown).await
+}
+
+async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCommand::Create { db: dbargs, name, role, system } => {
+            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
+            db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+            let key = auth::generate_key();
+            db::api_keys::insert(&pool, &name, &auth::hash_key(&key), &auth::key_prefix(&key), role.as_str(), system.as_deref())
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::anyhow!("a key named {name:?} exists already"),
+                    other => anyhow::Error::new(other).context("storing the key"),
+                })?;
+            println!("{key}");
+            Ok(())
+        }
+        ApiKeyCommand::List { db: dbargs } => {
+            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
+            println!("{:<24} {:<12} {:<11} {:<16} {:<24} revoked", "name", "prefix", "role", "system", "created");
+            for k in db::api_keys::list(&pool).await.context("listing keys")? {
+                println!(
+                    "{:<24} {:<12} {:<11} {:<16} {:<24} {}",
+                    k.name,
+                    k.prefix,
+                    k.role,
+                    k.system.unwrap_or_else(|| "-".into()),
+                    phonefarm_coordinator::domain::time::fmt(k.created_at),
+                    k.revoked_at.map(phonefarm_coordinator::domain::time::fmt).unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { db: dbargs, name } => {
+            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
+            if db::api_keys::revoke(&pool, &name).await.context("revoking the key")? {
+                println!("revoked {name}");
+                Ok(())
+            } else {
+                anyhow::bail!("no active key named {name:?}")
+            }
+        }
+    }
+}

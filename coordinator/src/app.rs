@@ -1,0 +1,40 @@
+//! Wiring: build the state from the configuration, start the background loops, serve.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::callbacks::{Deliverer, DelivererConfig};
+use crate::http::{self, AppState};
+use crate::net::{GuardedClient, SsrfPolicy};
+
+/// Everything `serve` needs besides the listener.
+pub struct Settings {
+    pub ingest_secret: Option<SecretString>,
+    pub webhook_secret: Option<SecretString>,
+    pub allow: Vec<ipnet::IpNet>,
+    pub public_metrics: bool,
+    pub deliverer: DelivererConfig,
+}
+
+/// Runs the API and the callback deliverer until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, db: PgPool, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let http_client = GuardedClient::new(SsrfPolicy::new(settings.allow.clone()), Duration::from_secs(10))
+        .context("building the HTTP client")?;
+    let notify = Arc::new(Notify::new());
+    let deliverer = Deliverer::new(db.clone(), http_client.clone(), settings.webhook_secret, Arc::clone(&notify))
+        .with_config(settings.deliverer);
+    let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
+    let state = AppState::new(db, http_client, Auth::new(settings.ingest_secret), notify, settings.public_metrics);
+    let served = http::serve(listener, state, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = deliverer.await;
+    served.context("serving HTTP")
+}

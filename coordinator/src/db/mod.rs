@@ -1,0 +1,31 @@
+//! Queries, one file per table. Handlers never write SQL; they call these with a pool or an
+//! open transaction.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod capabilities;
+pub mod processes;
+pub mod queue_items;
+pub mod snapshots;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+
+/// The embedded migrations of `coordinator/migrations`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A pool that fails fast when Postgres is away (503 instead of a hang) and reconnects by
+/// itself when it returns.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(32)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(60))
+        .test_before_acquire(true)
+}
+
+pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
+    pool_options().connect(url).await
+}

@@ -1,0 +1,182 @@
+//! The `processes` table: the public object.
+
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ProcessRow {
+    pub process_id: Uuid,
+    pub process_type: String,
+    pub request_id: String,
+    pub system: String,
+    pub mode: String,
+    pub status: String,
+    pub target: Value,
+    pub inputs: Value,
+    pub requested_by: Value,
+    pub callback: Value,
+    pub fingerprint: Vec<u8>,
+    pub result: Value,
+    pub error: Option<Value>,
+    pub partial_progress: Value,
+    pub created_at: OffsetDateTime,
+    pub accepted_at: Option<OffsetDateTime>,
+    pub queued_at: Option<OffsetDateTime>,
+    pub executing_at: Option<OffsetDateTime>,
+    pub retrying_at: Option<OffsetDateTime>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub cancel_strategy: Option<String>,
+    pub version: i64,
+}
+
+macro_rules! process_columns {
+    () => {
+        "process_id, process_type, request_id, system, mode, status, target, inputs, \
+    requested_by, callback, fingerprint, result, error, partial_progress, created_at, accepted_at, \
+    queued_at, executing_at, retrying_at, cancel_requested_at, finished_at, cancel_strategy, version"
+    };
+}
+
+pub struct NewProcess<'a> {
+    pub process_id: Uuid,
+    pub process_type: &'a str,
+    pub request_id: &'a str,
+    pub system: &'a str,
+    pub mode: &'a str,
+    pub target: Value,
+    pub inputs: &'a Value,
+    pub requested_by: Value,
+    pub callback: Value,
+    pub fingerprint: &'a [u8],
+    pub partial_progress: Value,
+    pub now: OffsetDateTime,
+}
+
+/// Inserts a new process (status `queued`, version 1 for the `accepted` callback) unless one
+/// with the same idempotency key exists. Returns whether it was inserted.
+pub async fn insert_if_new(conn: &mut PgConnection, p: NewProcess<'_>) -> Result<bool, sqlx::Error> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO processes (process_id, process_type, request_id, system, mode, status, target, \
+         inputs, requested_by, callback, fingerprint, partial_progress, created_at, accepted_at, \
+         queued_at, version) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $12, $12, 1) \
+         ON CONFLICT (process_type, system, request_id) DO NOTHING RETURNING process_id",
+    )
+    .bind(p.process_id)
+    .bind(p.process_type)
+    .bind(p.request_id)
+    .bind(p.system)
+    .bind(p.mode)
+    .bind(p.target)
+    .bind(p.inputs)
+    .bind(p.requested_by)
+    .bind(p.callback)
+    .bind(p.fingerprint)
+    .bind(p.partial_progress)
+    .bind(p.now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// The existing process for an idempotency key: (id, status, fingerprint).
+pub async fn find_by_key<'e>(
+    db: impl PgExecutor<'e>,
+    process_type: &str,
+    system: &str,
+    request_id: &str,
+) -> Result<Option<(Uuid, String, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT process_id, status, fingerprint FROM processes \
+         WHERE process_type = $1 AND system = $2 AND request_id = $3",
+    )
+    .bind(process_type)
+    .bind(system)
+    .bind(request_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ProcessRow>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes WHERE process_id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProcessRow>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes WHERE process_id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub process_type: Option<String>,
+    pub system: Option<String>,
+    /// Keyset cursor: rows strictly older than this (created_at, process_id).
+    pub before: Option<(OffsetDateTime, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn list<'e>(db: impl PgExecutor<'e>, f: &ListFilter) -> Result<Vec<ProcessRow>, sqlx::Error> {
+    let (before_at, before_id) = f.before.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes \
+         WHERE ($1::text IS NULL OR status = $1) \
+           AND ($2::text IS NULL OR process_type = $2) \
+           AND ($3::text IS NULL OR system = $3) \
+           AND ($4::timestamptz IS NULL OR (created_at, process_id) < ($4, $5)) \
+         ORDER BY created_at DESC, process_id DESC LIMIT $6"))
+    .bind(&f.status)
+    .bind(&f.process_type)
+    .bind(&f.system)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(f.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// What a state change writes back: status, derived fields and milestone timestamps.
+pub struct StateUpdate {
+    pub status: String,
+    pub partial_progress: Value,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub cancel_strategy: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub cancel_force_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    /// Callback events emitted by this change (the version moves by as many).
+    pub events: i64,
+}
+
+/// Applies a state change; returns the version before it (callback sequences follow it).
+pub async fn apply(conn: &mut PgConnection, id: Uuid, u: &StateUpdate) -> Result<i64, sqlx::Error> {
+    let (version,): (i64,) = sqlx::query_as(
+        "UPDATE processes SET status = $2, partial_progress = $3, \
+           cancel_requested_at = COALESCE(cancel_requested_at, $4), \
+           cancel_strategy = COALESCE($5, cancel_strategy), \
+           cancel_reason = COALESCE($6, cancel_reason), \
+           cancel_force_at = COALESCE($7, cancel_force_at), \
+           finished_at = COALESCE(finished_at, $8), \
+           version = version + $9 \
+         WHERE process_id = $1 RETURNING version - $9",
+    )
+    .bind(id)
+    .bind(&u.status)
+    .bind(&u.partial_progress)
+    .bind(u.cancel_requested_at)
+    .bind(&u.cancel_strategy)
+    .bind(&u.cancel_reason)
+    .bind(u.cancel_force_at)
+    .bind(u.finished_at)
+    .bind(u.events)
+    .fetch_one(conn)
+    .await?;
+    Ok(version)
+}

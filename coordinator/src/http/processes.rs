@@ -1,0 +1,418 @@
+//! The process API: enqueue, maintenance requests, read, list, cancel.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::extract::ApiJson;
+use super::{AppState, views};
+use crate::auth::Caller;
+use crate::db::{self, processes::ProcessRow};
+use crate::domain::requests::{self, CapabilityRequest, Strategy};
+use crate::domain::routing::{self, RoutingError};
+use crate::domain::status::{self, ItemState, Status};
+use crate::domain::{capabilities, time::now_ms};
+use crate::error::ApiError;
+use crate::events;
+
+/// `POST /capability-requests/enqueue`
+#[utoipa::path(post, path = "/capability-requests/enqueue", tag = "processes",
+    request_body = super::docs::EnqueueBody,
+    responses((status = 202, body = super::docs::Accepted), (status = 200, body = super::docs::Accepted),
+              (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(request_id))]
+pub async fn enqueue(State(st): State<AppState>, caller: Caller, ApiJson(body): ApiJson) -> Result<Response, ApiError> {
+    if let Some(system) = body.pointer("/requested_by/system").and_then(Value::as_str) {
+        caller.may_act_as(system)?;
+    }
+    let rules = st.capabilities().await?;
+    let parsed = requests::enqueue(&body);
+    // Registry rules join the shape errors whenever capability and mode are readable.
+    let mut errors = match &parsed {
+        Ok(_) => Vec::new(),
+        Err(e) => e.clone(),
+    };
+    if let (Some(cap), Some(mode)) = (
+        body.get("capability").and_then(Value::as_str),
+        body.get("mode").and_then(Value::as_str),
+    ) {
+        if let Some(rule) = rules.iter().find(|r| r.name == cap) {
+            let routing = body.pointer("/target/routing").and_then(Value::as_str);
+            errors.extend(capabilities::check(rule, mode, routing));
+        }
+    }
+    match parsed {
+        Ok(req) if errors.is_empty() => create(&st, req).await,
+        _ => Err(ApiError::unprocessable(errors)),
+    }
+}
+
+/// `POST /maintenance/requests`
+#[utoipa::path(post, path = "/maintenance/requests", tag = "processes",
+    request_body = super::docs::MaintenanceBody,
+    responses((status = 202, body = super::docs::Accepted), (status = 200, body = super::docs::Accepted),
+              (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all)]
+pub async fn maintenance(State(st): State<AppState>, caller: Caller, ApiJson(body): ApiJson) -> Result<Response, ApiError> {
+    if let Some(system) = body.pointer("/requested_by/system").and_then(Value::as_str) {
+        caller.may_act_as(system)?;
+    }
+    let req = requests::maintenance(&body).map_err(ApiError::unprocessable)?;
+    let rules = st.capabilities().await?;
+    if let Some(rule) = rules.iter().find(|r| r.name == "maintenance") {
+        let errors = capabilities::check(rule, "unattended", Some("queue"));
+        if !errors.is_empty() {
+            return Err(ApiError::unprocessable(errors));
+        }
+    }
+    create(&st, req).await
+}
+
+fn accepted_body(process_id: Uuid, req: &CapabilityRequest) -> Value {
+    json!({
+        "status": "accepted",
+        "process_id": process_id,
+        "request_id": req.request_id,
+        "process_type": req.capability,
+    })
+}
+
+/// Creates the process, its queue items and the `accepted` callback in one transaction, or
+/// answers for the existing process with the same idempotency key.
+async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiError> {
+    tracing::Span::current().record("request_id", req.request_id.as_str());
+    super::check_url(st, &req.callback.url, "callback_url_not_allowed").await?;
+    let fingerprint = req.fingerprint();
+    let now = now_ms();
+    let process_id = Uuid::now_v7();
+    let mut tx = st.db.begin().await?;
+    let dir = db::accounts::directory(&mut tx, &req.target.account_refs(), &req.target.phone_refs()).await?;
+    let planned = match routing::resolve(&req.target, &dir) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(tx);
+            // A duplicate is answered even if the registry changed since the first request.
+            if let Some(resp) = duplicate(st, &req, &fingerprint).await? {
+                return Ok(resp);
+            }
+            return Err(match e {
+                RoutingError::NotFound(errors) => ApiError::not_found(errors),
+                RoutingError::Invalid(errors) => ApiError::unprocessable(errors),
+            });
+        }
+    };
+    let states = vec![ItemState::Queued; planned.len()];
+    let row = db::processes::NewProcess {
+        process_id,
+        process_type: &req.capability,
+        request_id: &req.request_id,
+        system: &req.requested_by.system,
+        mode: &req.mode,
+        target: serde_json::to_value(&req.target).unwrap_or_default(),
+        inputs: &req.inputs,
+        requested_by: serde_json::to_value(&req.requested_by).unwrap_or_default(),
+        callback: serde_json::to_value(&req.callback).unwrap_or_default(),
+        fingerprint: &fingerprint,
+        partial_progress: status::progress(&states),
+        now,
+    };
+    let callback = row.callback.clone();
+    if !db::processes::insert_if_new(&mut tx, row).await? {
+        drop(tx);
+        return duplicate(st, &req, &fingerprint).await?.ok_or_else(ApiError::internal);
+    }
+    db::queue_items::insert_for_process(
+        &mut tx,
+        db::queue_items::NewItems {
+            process_id,
+            kind: &req.capability,
+            mode: &req.mode,
+            routing: &req.target.routing,
+            inputs: &req.inputs,
+            planned: &planned,
+            now,
+        },
+    )
+    .await?;
+    let view = ProcessRow {
+        process_id,
+        process_type: req.capability.clone(),
+        request_id: req.request_id.clone(),
+        system: req.requested_by.system.clone(),
+        mode: req.mode.clone(),
+        status: "queued".into(),
+        target: Value::Null,
+        inputs: Value::Null,
+        requested_by: Value::Null,
+        callback,
+        fingerprint: Vec::new(),
+        result: json!({}),
+        error: None,
+        partial_progress: json!({}),
+        created_at: now,
+        accepted_at: Some(now),
+        queued_at: Some(now),
+        executing_at: None,
+        retrying_at: None,
+        cancel_requested_at: None,
+        finished_at: None,
+        cancel_strategy: None,
+        version: 1,
+    };
+    events::process_updated(&mut tx, &view, "accepted", "queued", 1, now).await?;
+    tx.commit().await?;
+    st.callbacks.notify_one();
+    tracing::info!(%process_id, items = planned.len(), "process accepted");
+    Ok((StatusCode::ACCEPTED, Json(accepted_body(process_id, &req))).into_response())
+}
+
+async fn duplicate(st: &AppState, req: &CapabilityRequest, fingerprint: &[u8]) -> Result<Option<Response>, ApiError> {
+    let Some((id, status, stored)) =
+        db::processes::find_by_key(&st.db, &req.capability, &req.requested_by.system, &req.request_id).await?
+    else {
+        return Ok(None);
+    };
+    let mut body = accepted_body(id, req);
+    body["duplicate"] = json!(true);
+    body["process_status"] = json!(status);
+    if stored != fingerprint {
+        body["payload_mismatch"] = json!(true);
+    }
+    Ok(Some((StatusCode::OK, Json(body)).into_response()))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(vec![format!("process_not_found:{id}")]))
+}
+
+/// `GET /processes/{process_id}`
+#[utoipa::path(get, path = "/processes/{process_id}", tag = "processes",
+    params(("process_id" = String, Path)),
+    responses((status = 200, body = super::docs::ProcessDoc), (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(process_id = %id))]
+pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let pid = parse_id(&id)?;
+    let p = db::processes::get(&st.db, pid)
+        .await?
+        .filter(|p| caller.sees(&p.system))
+        .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
+    let items = db::queue_items::for_process(&st.db, pid).await?;
+    Ok(Json(views::process(&p, &items.iter().collect::<Vec<_>>())))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    status: Option<String>,
+    process_type: Option<String>,
+    system: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
+    let raw = format!("{}|{id}", at.unix_timestamp_nanos());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(s: &str) -> Option<(OffsetDateTime, Uuid)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (nanos, id) = raw.split_once('|')?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
+    Some((at, Uuid::parse_str(id).ok()?))
+}
+
+/// `GET /processes`: newest first, keyset pagination.
+#[utoipa::path(get, path = "/processes", tag = "processes", params(ListParams),
+    responses((status = 200, body = super::docs::ProcessList), (status = 422, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all)]
+pub async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(s) = &q.status {
+        if Status::parse(s).is_none() {
+            errors.push("invalid_value:status".to_string());
+        }
+    }
+    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=200).contains(&n) => n,
+        Some(_) => {
+            errors.push("out_of_range:limit:1_to_200".into());
+            50
+        }
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => match decode_cursor(c) {
+            Some(b) => Some(b),
+            None => {
+                errors.push("invalid_value:cursor".into());
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::unprocessable(errors));
+    }
+    let system = match (&caller.system, q.system) {
+        (Some(own), Some(asked)) if *own != asked => return Err(caller.may_act_as(&asked).unwrap_err()),
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let filter = db::processes::ListFilter { status: q.status, process_type: q.process_type, system, before, limit };
+    let rows = db::processes::list(&st.db, &filter).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|p| p.process_id).collect();
+    let items = db::queue_items::for_processes(&st.db, &ids).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|p| encode_cursor(p.created_at, p.process_id)))
+        .flatten();
+    let processes: Vec<Value> = rows
+        .iter()
+        .map(|p| {
+            let mine: Vec<_> = items.iter().filter(|i| i.process_id == Some(p.process_id)).collect();
+            views::process(p, &mine)
+        })
+        .collect();
+    Ok(Json(json!({"processes": processes, "next_cursor": next_cursor})))
+}
+
+/// `POST /processes/{process_id}/cancel`
+#[utoipa::path(post, path = "/processes/{process_id}/cancel", tag = "processes",
+    params(("process_id" = String, Path)), request_body = super::docs::CancelBody,
+    responses((status = 200, body = super::docs::CancelResponse), (status = 404, body = super::docs::Problem),
+              (status = 422, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(process_id = %id))]
+pub async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_id(&id)?;
+    let req = requests::cancel(&body).map_err(ApiError::unprocessable)?;
+    caller.may_act_as(&req.requested_by.system)?;
+    let now = now_ms();
+    let mut tx = st.db.begin().await?;
+    let p = db::processes::get_for_update(&mut tx, pid)
+        .await?
+        .filter(|p| caller.sees(&p.system))
+        .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
+    let current = Status::parse(&p.status).ok_or_else(ApiError::internal)?;
+    if current.is_terminal() {
+        return Ok(Json(json!({
+            "status": "ignored_terminal",
+            "process": {"process_id": p.process_id, "status": p.status},
+        })));
+    }
+    let items = db::queue_items::for_process_locked(&mut tx, pid).await?;
+    let mut states = Vec::with_capacity(items.len());
+    let (mut cancelled, mut active) = (Vec::new(), Vec::new());
+    for item in &items {
+        let s: ItemState = item.state.parse().map_err(|_| ApiError::internal())?;
+        if s.is_pending() {
+            cancelled.push(item);
+            states.push(ItemState::Cancelled);
+        } else {
+            if matches!(s, ItemState::Claimed | ItemState::Executing) {
+                active.push(item);
+            }
+            states.push(s);
+        }
+    }
+    let cancelled_ids: Vec<Uuid> = cancelled.iter().map(|i| i.queue_item_id).collect();
+    let active_ids: Vec<Uuid> = active.iter().map(|i| i.queue_item_id).collect();
+    db::queue_items::cancel(&mut tx, &cancelled_ids, now).await?;
+    db::queue_items::mark_cancel_requested(&mut tx, &active_ids, now).await?;
+    for i in &cancelled_ids {
+        db::queue_items::record_event(&mut tx, *i, "cancelled", now, json!({"reason": req.reason})).await?;
+    }
+    for i in &active_ids {
+        let payload = json!({"reason": req.reason, "strategy": req.strategy.as_str()});
+        db::queue_items::record_event(&mut tx, *i, "cancel_requested", now, payload).await?;
+    }
+    let next = status::next(current, &states, true);
+    let first_request = p.cancel_requested_at.is_none();
+    let mut milestones: Vec<&str> = Vec::new();
+    if first_request {
+        milestones.push("cancel_requested");
+    }
+    if next.is_terminal() {
+        milestones.push(next.as_str());
+    }
+    let (termination, force_at) = match (active.is_empty(), req.strategy) {
+        (true, _) => ("not_needed", None),
+        (false, Strategy::Soft) => ("requested", None),
+        (false, Strategy::Hard) => ("issued", None),
+        (false, Strategy::SoftThenForce) if req.force_after_seconds == 0 => ("issued", None),
+        (false, Strategy::SoftThenForce) => {
+            ("scheduled", Some(now + time::Duration::seconds(req.force_after_seconds)))
+        }
+    };
+    let update = db::processes::StateUpdate {
+        status: next.as_str().into(),
+        partial_progress: status::progress(&states),
+        cancel_requested_at: Some(now),
+        cancel_strategy: Some(req.strategy.as_str().into()),
+        cancel_reason: Some(req.reason.clone()),
+        cancel_force_at: force_at,
+        finished_at: next.is_terminal().then_some(now),
+        events: milestones.len() as i64,
+    };
+    let version = db::processes::apply(&mut tx, pid, &update).await?;
+    for (n, m) in milestones.iter().enumerate() {
+        events::process_updated(&mut tx, &p, m, next.as_str(), version + 1 + n as i64, now).await?;
+    }
+    tx.commit().await?;
+    if !milestones.is_empty() {
+        st.callbacks.notify_one();
+    }
+    let first_active = active.first();
+    let container = first_active.and_then(|i| {
+        i.agent_id.as_ref().map(|agent| json!({"agent_id": agent, "phone_id": i.phone_id, "run_id": i.run_id}))
+    });
+    Ok(Json(json!({
+        "status": "cancel_requested",
+        "cancelled_queue_item_ids": cancelled_ids,
+        "active_queue_item_ids": active_ids,
+        "active_target": {
+            "process_id": p.process_id,
+            "phone_id": first_active.and_then(|i| i.phone_id.clone()).or_else(|| p.target.get("phone_id").and_then(Value::as_str).map(String::from)),
+            "account_id": first_active.and_then(|i| i.account_id.clone()).or_else(|| p.target.get("account_id").and_then(Value::as_str).map(String::from)),
+            "queue_item_id": first_active.map(|i| i.queue_item_id),
+            "capability_request_id": p.request_id,
+        },
+        "termination": {
+            "process_id": p.process_id,
+            "status": termination,
+            "terminate_issued": termination == "issued",
+            "container": container,
+        },
+        "process": {"process_id": p.process_id, "status": next.as_str()},
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_774_000_000_123_456_000).unwrap();
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(decode_cursor("!!"), None);
+        assert_eq!(decode_cursor("YWJj"), None);
+    }
+}
