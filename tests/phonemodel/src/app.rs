@@ -322,12 +322,8 @@ fn file_name(path: &str) -> &str {
 }
 
 fn push_capped(s: &mut String, text: &str) {
-    for c in text.chars() {
-        if s.chars().count() >= MAX_FIELD_CHARS {
-            break;
-        }
-        s.push(c);
-    }
+    let room = MAX_FIELD_CHARS.saturating_sub(s.chars().count());
+    s.extend(text.chars().take(room));
 }
 
 /// Generic comments every video already has (shown after the account's own).

@@ -32,6 +32,7 @@ pub(crate) enum FsError {
     NotADirectory,
     Exists,
     ReadOnly,
+    PermissionDenied,
     NoSpace,
     InvalidPath,
 }
@@ -44,6 +45,7 @@ impl std::fmt::Display for FsError {
             Self::NotADirectory => "Not a directory",
             Self::Exists => "File exists",
             Self::ReadOnly => "Read-only file system",
+            Self::PermissionDenied => "Permission denied",
             Self::NoSpace => "No space left on device",
             Self::InvalidPath => "Invalid argument",
         })
@@ -71,9 +73,6 @@ const INITIAL_DIRS: &[&str] = &[
     "/system/bin",
     "/vendor",
 ];
-
-/// Prefixes nobody can write (as the shell user on a production build).
-const READ_ONLY: &[&str] = &["/system", "/vendor", "/proc", "/dev"];
 
 #[derive(Debug, Clone)]
 pub(crate) struct Fs {
@@ -224,15 +223,19 @@ impl Fs {
             .sum()
     }
 
-    fn check_writable(p: &str) -> Result<(), FsError> {
-        if READ_ONLY
-            .iter()
-            .any(|ro| p == *ro || p.starts_with(&format!("{ro}/")))
-            || p == "/"
-        {
-            return Err(FsError::ReadOnly);
+    /// The shell user may write below `/sdcard` and `/data/local/tmp` only: elsewhere under
+    /// `/data` is "Permission denied", everywhere else the root is read-only.
+    pub(crate) fn check_writable(p: &str) -> Result<(), FsError> {
+        let under = |dir: &str| {
+            p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
+        };
+        if under("/sdcard") || under("/data/local/tmp") {
+            Ok(())
+        } else if p == "/data" || under("/data") {
+            Err(FsError::PermissionDenied)
+        } else {
+            Err(FsError::ReadOnly)
         }
-        Ok(())
     }
 
     /// Creates `path` and its missing parents (`mkdir -p`).
@@ -291,12 +294,12 @@ impl Fs {
         free: u64,
     ) -> Result<(), FsError> {
         let p = normalize(path).ok_or(FsError::InvalidPath)?;
-        Self::check_writable(&p)?;
         let old_size = match self.entries.get(&p) {
             Some(Entry::Dir { .. }) => return Err(FsError::IsADirectory),
             Some(Entry::File { data, .. }) => data.len() as u64,
             None => 0,
         };
+        Self::check_writable(&p)?;
         if data.len() as u64 > free.saturating_add(old_size) {
             return Err(FsError::NoSpace);
         }
@@ -350,12 +353,6 @@ impl Fs {
             return Err(FsError::IsADirectory);
         }
         Self::check_writable(&p)?;
-        if INITIAL_DIRS.contains(&p.as_str())
-            && !p.starts_with("/sdcard/")
-            && p != "/data/local/tmp"
-        {
-            return Err(FsError::ReadOnly);
-        }
         let prefix = format!("{p}/");
         let doomed: Vec<String> = self
             .entries

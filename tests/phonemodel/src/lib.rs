@@ -111,6 +111,9 @@ pub struct PhoneConfig {
     pub clock: u32,
     /// After a reboot, how many `getprop sys.boot_completed` polls answer empty before `1`.
     pub boot_delay_polls: u32,
+    /// How many of the next `uiautomator dump`s fail with `ERROR: could not get idle state.`
+    /// (exit 1), as dumps do on real phones while the UI animates. Counts down.
+    pub failing_dumps: u32,
 }
 
 impl Default for PhoneConfig {
@@ -131,6 +134,7 @@ impl Default for PhoneConfig {
             feed_seed: 0,
             clock: 1_795_000_000,
             boot_delay_polls: 0,
+            failing_dumps: 0,
         }
     }
 }

@@ -281,12 +281,14 @@ impl Phone {
                             .rfind('/')
                             .map(|i| if i == 0 { "/" } else { &target[..i] })
                             .is_some_and(|parent| self.fs.is_dir(parent));
-                        if !parent_ok || self.fs.is_dir(&target) {
-                            let why = if parent_ok {
-                                FsError::IsADirectory
-                            } else {
-                                FsError::NotFound
-                            };
+                        let problem = if !parent_ok {
+                            Some(FsError::NotFound)
+                        } else if self.fs.is_dir(&target) {
+                            Some(FsError::IsADirectory)
+                        } else {
+                            crate::fs::Fs::check_writable(&target).err()
+                        };
+                        if let Some(why) = problem {
                             return (
                                 err(format!("/system/bin/sh: can't create {p}: {why}\n"), 1),
                                 false,
@@ -811,7 +813,7 @@ impl Phone {
             let pct = if m.2 == 0 {
                 0
             } else {
-                (used * 100).div_ceil(m.2)
+                (u128::from(used) * 100).div_ceil(u128::from(m.2))
             };
             s.push_str(&format!(
                 "{:<17} {:>10} {:>10} {:>10} {:>3}% {}\n",
@@ -1274,6 +1276,10 @@ impl Phone {
             }
         };
         let path = rest.first().copied().unwrap_or(DEFAULT_DUMP_PATH);
+        if self.config.failing_dumps > 0 && self.screen_on {
+            self.config.failing_dumps -= 1;
+            return err("ERROR: could not get idle state.\n", 1);
+        }
         let Some(xml) = self.dump_window() else {
             return err(
                 "ERROR: null root node returned by UiTestAutomationBridge.\n",

@@ -98,6 +98,19 @@ fn write_errors() {
         Err("Is a directory".into())
     );
     assert_eq!(
+        p.write("/data/app/x.apk", vec![], 0o644, 1),
+        Err("Permission denied".into())
+    );
+    assert_eq!(
+        p.write("/top.txt", vec![], 0o644, 1),
+        Err("Read-only file system".into())
+    );
+    assert_eq!(
+        p.write("/sdcard", vec![], 0o644, 1),
+        Err("Is a directory".into())
+    );
+    p.write("/data/local/tmp/ok", vec![], 0o644, 1).unwrap();
+    assert_eq!(
         p.write("/sdcard/big", vec![0; 101], 0o644, 1),
         Err("No space left on device".into())
     );

@@ -151,6 +151,26 @@ fn redirections() {
     let (_, err, code) = run(&mut p, "echo x > /system/x");
     assert_eq!(code, 1);
     assert!(err.contains("can't create /system/x"), "{err}");
+    assert_eq!(
+        run(&mut p, "echo x > /top.txt"),
+        (
+            String::new(),
+            "/system/bin/sh: can't create /top.txt: Read-only file system\n".into(),
+            1
+        )
+    );
+    assert_eq!(
+        run(&mut p, "echo x > /data/x").1,
+        "/system/bin/sh: can't create /data/x: Permission denied\n"
+    );
+    assert_eq!(
+        run(&mut p, "mkdir /data/foo").1,
+        "mkdir: '/data/foo': Permission denied\n"
+    );
+    assert_eq!(
+        run(&mut p, "rm -rf /sdcard").1,
+        "rm: /sdcard: Read-only file system\n"
+    );
     let (_, err, code) = run(&mut p, "echo x > /missing/dir/x");
     assert_eq!(code, 1);
     assert!(err.contains("No such file or directory"), "{err}");
@@ -459,4 +479,52 @@ fn screencap_wm_date_id() {
     assert!(sh(&mut p, "id").starts_with("uid=2000(shell)"));
     assert_eq!(sh(&mut p, "/system/bin/echo path"), "path\n");
     assert_eq!(sh(&mut p, "sleep 1"), "");
+}
+
+#[test]
+fn failing_dumps_knob_counts_down() {
+    let mut p = launched(UiVariant::A);
+    p.config_mut().failing_dumps = 2;
+    for _ in 0..2 {
+        assert_eq!(
+            run(&mut p, "uiautomator dump"),
+            (
+                String::new(),
+                "ERROR: could not get idle state.\n".into(),
+                1
+            )
+        );
+    }
+    assert_eq!(run(&mut p, "uiautomator dump").2, 0);
+    assert_eq!(p.config().failing_dumps, 0);
+}
+
+#[test]
+fn huge_storage_knobs_do_not_overflow() {
+    let mut p = Phone::with_config(
+        Identity::default(),
+        PhoneConfig {
+            storage_total: u64::MAX,
+            storage_free: 1,
+            ..PhoneConfig::default()
+        },
+    );
+    let out = sh(&mut p, "df /data");
+    assert!(out.contains("100% /data"), "{out}");
+}
+
+#[test]
+fn phone_is_send_for_the_peer() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Phone>();
+    let p = std::sync::Arc::new(std::sync::Mutex::new(Phone::default()));
+    let q = std::sync::Arc::clone(&p);
+    let out = std::thread::spawn(move || {
+        q.lock()
+            .map(|mut ph| ph.shell("echo ok").stdout)
+            .unwrap_or_default()
+    })
+    .join()
+    .unwrap_or_default();
+    assert_eq!(out, b"ok\n");
 }
