@@ -10,6 +10,7 @@
 //! bad bounds, bad flags, absurdly deep or large); the parser never panics.
 
 use quick_xml::XmlVersion;
+use quick_xml::errors::SyntaxError;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
@@ -29,7 +30,8 @@ pub enum DumpError {
     InvalidUtf8(usize),
     #[error("malformed dump xml at byte {position}: {message}")]
     Malformed { position: u64, message: String },
-    /// The input ended inside the hierarchy (a cut-off transfer or a partial file).
+    /// The input ended inside the hierarchy or inside a tag (a cut-off transfer or a partial
+    /// file); `open` counts the elements left open (0 if cut before the root opened).
     #[error("dump truncated: {open} element(s) still open at end of input")]
     Truncated { open: usize },
     /// The document's root element is not `<hierarchy>`.
@@ -275,10 +277,20 @@ pub fn parse_dump(xml: &str) -> Result<UiTree, DumpError> {
     let mut in_root = false;
     loop {
         let position = reader.buffer_position();
-        let event = reader.read_event().map_err(|e| DumpError::Malformed {
-            position: reader.error_position(),
-            message: e.to_string(),
-        })?;
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            // Input that ends inside a tag, comment or declaration was cut off.
+            Err(quick_xml::Error::Syntax(e)) if !matches!(e, SyntaxError::InvalidBangMarkup) => {
+                let open = if in_root { stack.len() + 1 } else { 0 };
+                return Err(DumpError::Truncated { open });
+            }
+            Err(e) => {
+                return Err(DumpError::Malformed {
+                    position: reader.error_position(),
+                    message: e.to_string(),
+                });
+            }
+        };
         match event {
             Event::Start(ref e) | Event::Empty(ref e) if !in_root => {
                 let name = e.name();
@@ -491,7 +503,13 @@ mod tests {
         let cut = &SMALL[..SMALL.len() - "</node></hierarchy>".len()];
         assert_eq!(parse_dump(cut), Err(DumpError::Truncated { open: 2 }));
         let cut = &SMALL[..SMALL.len() - 5];
-        assert!(matches!(parse_dump(cut), Err(DumpError::Malformed { .. })));
+        assert_eq!(parse_dump(cut), Err(DumpError::Truncated { open: 1 }));
+        let cut = &SMALL[..SMALL.find("bounds=\"[10").unwrap()];
+        assert_eq!(parse_dump(cut), Err(DumpError::Truncated { open: 2 }));
+        assert!(matches!(
+            parse_dump("<hierarchy><node bounds=\"[0,0][1,1]\"></nod></hierarchy>"),
+            Err(DumpError::Malformed { .. })
+        ));
     }
 
     #[test]
