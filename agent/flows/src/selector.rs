@@ -1,8 +1,8 @@
 //! Selectors: data that names views on a screen.
 //!
 //! A [`Selector`] is a conjunction of attribute predicates (resource-id, exact or partial text and
-//! content-desc, class, package, flags) with optional structure (`child_of`, `descendant_of`
-//! another selector) and an optional `nth` pick among the matches in document order. A
+//! content-desc, class, package, flags) with optional structure (`child_of`, `descendant_of` or
+//! `has_child` another selector) and an optional `nth` pick among the matches in document order. A
 //! [`Fallbacks`] list tries its selectors in order and takes the first that finds something: the
 //! resource-id first, then content-desc/text, then structure, so a renamed id degrades to the next
 //! alternative instead of failing. Both deserialize from the flow-pack TOML
@@ -55,6 +55,9 @@ pub struct Selector {
     /// Some ancestor of the node matches this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub descendant_of: Option<Box<Selector>>,
+    /// Some direct child of the node matches this selector (a container holding a view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_child: Option<Box<Selector>>,
     /// Take only the n-th (0-based) of all matches in document order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nth: Option<usize>,
@@ -121,14 +124,20 @@ impl Selector {
         if !has_predicate {
             return Err("selector has no attribute predicate (it would match any node)".into());
         }
-        for inner in [&self.child_of, &self.descendant_of].into_iter().flatten() {
+        for inner in [&self.child_of, &self.descendant_of, &self.has_child]
+            .into_iter()
+            .flatten()
+        {
             inner.validate_at(depth + 1)?;
         }
         Ok(())
     }
 
     fn is_simple(&self) -> bool {
-        self.child_of.is_none() && self.descendant_of.is_none() && self.nth.is_none()
+        self.child_of.is_none()
+            && self.descendant_of.is_none()
+            && self.has_child.is_none()
+            && self.nth.is_none()
     }
 
     /// True if the node itself satisfies every attribute predicate (structure and `nth` are not
@@ -175,6 +184,13 @@ impl Selector {
         if let Some(anc_sel) = &self.descendant_of {
             let covered = covered_by(tree, &anc_sel.find_all(tree));
             hits.retain(|&i| covered[i]);
+        }
+        if let Some(child_sel) = &self.has_child {
+            let mut is_child = vec![false; nodes.len()];
+            for c in child_sel.find_all(tree) {
+                is_child[c] = true;
+            }
+            hits.retain(|&i| tree.children(i).any(|c| is_child[c]));
         }
         if let Some(n) = self.nth {
             hits = hits.get(n).copied().into_iter().collect();
@@ -247,6 +263,9 @@ impl fmt::Display for Selector {
         }
         if let Some(a) = &self.descendant_of {
             parts.push(format!("descendant_of({a})"));
+        }
+        if let Some(c) = &self.has_child {
+            parts.push(format!("has_child({c})"));
         }
         if let Some(n) = self.nth {
             parts.push(format!("nth={n}"));
@@ -376,6 +395,10 @@ mod tests {
             "class = \"T\"\nchild_of = { class = \"G\", child_of = { resource_id = \"app:id/list\" } }",
         );
         assert_eq!(nested.find_all(&t), vec![4]);
+        let holder = sel("class = \"G\"\nhas_child = { text = \"two words\" }");
+        assert_eq!(holder.find_all(&t), vec![3]);
+        let none = sel("class = \"F\"\nhas_child = { text = \"two words\" }");
+        assert_eq!(none.find(&t), None, "a grandchild is not a child");
     }
 
     #[test]

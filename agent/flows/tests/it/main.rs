@@ -1,6 +1,8 @@
 //! Integration tests of phonefarm-flows: the shipped flow packs, parser robustness, and
-//! (against the in-process phone model) the UI layer and flows.
+//! (against the in-process phone model) screen identification and the flows.
 
 mod dump_props;
+mod model;
 mod packs;
+mod screens;
 mod synth;
