@@ -647,3 +647,42 @@ fn reboot_resets_the_app_and_delays_boot_completed() {
     assert_eq!(p.read("/data/local/tmp/keep"), Some(b"x".to_vec()));
     assert!(p.actions().contains(&Action::Rebooted));
 }
+
+#[test]
+fn action_log_serializes_to_tagged_json() {
+    let mut p = launched(UiVariant::A);
+    sh(&mut p, "input tap 1008 1388");
+    let json = serde_json::to_value(p.actions()).expect("json");
+    let kinds: Vec<&str> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a.get("kind").and_then(|k| k.as_str()))
+        .collect();
+    assert_eq!(kinds, vec!["app_launched", "video_shown", "tap", "liked"]);
+    assert_eq!(json[3]["video_id"], "vid-000000");
+    assert_eq!(
+        json[2]["node"]["resource_id"],
+        "com.zhiliaoapp.musically:id/like_button"
+    );
+    assert_eq!(json[2]["node"]["bounds"]["left"], 960);
+}
+
+#[test]
+fn huge_inputs_are_bounded() {
+    let mut p = launched(UiVariant::A);
+    tap_id(&mut p, "search_icon");
+    let long = "a".repeat(200_000);
+    sh(&mut p, &format!("input text {long}"));
+    sh(&mut p, &format!("input text {long}"));
+    let nodes = dump(&mut p);
+    let text = find(&nodes, &p, "search_input")
+        .expect("input")
+        .get("text")
+        .to_string();
+    assert_eq!(text.len(), 4096);
+    for _ in 0..50 {
+        sh(&mut p, "input tap 60 156; input tap 980 144");
+    }
+    assert_eq!(p.screen(), ScreenKind::SearchInput);
+}

@@ -274,3 +274,16 @@ fn default_dump_goes_to_the_sdcard_file() {
     assert!(p.stat("/data/local/tmp/d.xml").is_some());
     assert_eq!(p.ui_xml().as_deref(), Some(xml.as_str()));
 }
+
+#[test]
+fn dump_starts_exactly_like_android() {
+    let mut p = launched(UiVariant::A);
+    let raw = sh(&mut p, "uiautomator dump /dev/tty");
+    let expected = "<?xml version='1.0' encoding='UTF-8' standalone='yes' ?><hierarchy rotation=\"0\">\
+        <node index=\"0\" text=\"\" resource-id=\"\" class=\"android.widget.FrameLayout\" \
+        package=\"com.zhiliaoapp.musically\" content-desc=\"\" checkable=\"false\" checked=\"false\" \
+        clickable=\"false\" enabled=\"true\" focusable=\"false\" focused=\"false\" scrollable=\"false\" \
+        long-clickable=\"false\" password=\"false\" selected=\"false\" bounds=\"[0,0][1080,2400]\">";
+    assert!(raw.starts_with(expected), "{}", &raw[..raw.len().min(600)]);
+    assert!(raw.ends_with("</node></hierarchy>UI hierchary dumped to: /dev/tty\n"));
+}
