@@ -114,6 +114,10 @@ pub struct PhoneConfig {
     /// How many of the next `uiautomator dump`s fail with `ERROR: could not get idle state.`
     /// (exit 1), as dumps do on real phones while the UI animates. Counts down.
     pub failing_dumps: u32,
+    /// Model the on-screen keyboard: while a text field has focus it covers y >= 1500 (taps
+    /// there hit the keyboard, which is not in the app's dump, as on Android) and the first
+    /// BACK only hides it. Off by default.
+    pub keyboard: bool,
 }
 
 impl Default for PhoneConfig {
@@ -135,6 +139,7 @@ impl Default for PhoneConfig {
             clock: 1_795_000_000,
             boot_delay_polls: 0,
             failing_dumps: 0,
+            keyboard: false,
         }
     }
 }

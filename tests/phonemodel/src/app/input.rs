@@ -9,6 +9,9 @@ use crate::actions::Action;
 use crate::catalogue::{self, SUGGESTIONS, Video};
 use crate::ui::NodeRef;
 
+/// The on-screen keyboard covers the screen from here down.
+const KEYBOARD_TOP: i32 = 1500;
+
 impl Phone {
     // ---------------------------------------------------------------- input
 
@@ -23,8 +26,19 @@ impl Phone {
         }
     }
 
+    /// Whether the on-screen keyboard is up (only with the `keyboard` knob): a text field has
+    /// focus and BACK has not hidden it.
+    pub fn keyboard_shown(&self) -> bool {
+        self.config.keyboard && !self.app.keyboard_dismissed && self.focused_field().is_some()
+    }
+
     pub(crate) fn tap(&mut self, x: i32, y: i32) {
         if !self.input_allowed() {
+            return;
+        }
+        if self.keyboard_shown() && y >= KEYBOARD_TOP {
+            // The keyboard window is on top there; it is not part of the app's dump.
+            self.log(Action::Tap { x, y, node: None });
             return;
         }
         let variant = self.config.variant;
@@ -232,6 +246,10 @@ impl Phone {
     }
 
     fn back(&mut self) {
+        if self.keyboard_shown() {
+            self.app.keyboard_dismissed = true;
+            return;
+        }
         match self.screen() {
             ScreenKind::ScreenOff | ScreenKind::Launcher => {}
             ScreenKind::PlayStore => self.app.foreground = Foreground::Launcher,
@@ -245,6 +263,7 @@ impl Phone {
             _ => {
                 if self.app.stack.len() > 1 {
                     self.app.stack.pop();
+                    self.app.keyboard_dismissed = false;
                 } else {
                     self.go_home();
                 }
@@ -253,6 +272,7 @@ impl Phone {
     }
 
     fn push(&mut self, s: Screen) {
+        self.app.keyboard_dismissed = false;
         self.app.stack.push(s);
         if self.app.stack.len() > MAX_STACK {
             self.app.stack.remove(1);
@@ -526,6 +546,7 @@ impl Phone {
     }
 
     fn focus(&mut self, field: Field) {
+        self.app.keyboard_dismissed = false;
         if field == Field::VerifyCode {
             self.app.verify_focused = true;
             return;

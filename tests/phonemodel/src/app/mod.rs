@@ -283,6 +283,8 @@ pub(crate) struct App {
     pub pending_popups: Vec<(Popup, PopupTrigger, u32)>,
     pub verify_code: String,
     pub verify_focused: bool,
+    /// BACK hid the on-screen keyboard; focusing a field or changing screen shows it again.
+    pub keyboard_dismissed: bool,
 }
 
 impl Default for App {
@@ -305,6 +307,7 @@ impl Default for App {
             pending_popups: Vec::new(),
             verify_code: String::new(),
             verify_focused: false,
+            keyboard_dismissed: false,
         }
     }
 }

@@ -357,6 +357,8 @@ impl Phone {
 
     fn with_sheet(&self, nodes: Vec<Node>, sheet: Option<&CommentSheet>, v: &Video) -> Vec<Node> {
         let Some(sheet) = sheet else { return nodes };
+        // The input bar rides above the on-screen keyboard while it is up.
+        let bar_top = if self.keyboard_shown() { 1388 } else { 2248 };
         let mut out: Vec<Node> = nodes.into_iter().map(Node::under_modal).collect();
         let own = self.app.comments.get(&v.id).cloned().unwrap_or_default();
         let total = u64::from(v.comments) + own.len() as u64;
@@ -402,14 +404,14 @@ impl Phone {
                         .on_tap(Tap::CloseComments),
                     list,
                     edit_text(
-                        r(32, 2248, 880, 2360),
+                        r(32, bar_top, 880, bar_top + 112),
                         "comment_input",
                         &sheet.draft,
                         "Add comment...",
                         sheet.focused,
                         Field::Comment,
                     ),
-                    Node::new(IMAGE, r(904, 2248, 1048, 2360))
+                    Node::new(IMAGE, r(904, bar_top, 1048, bar_top + 112))
                         .id("comment_post")
                         .desc("Post comment")
                         .on_tap(Tap::PostComment)

@@ -217,6 +217,11 @@ impl Phone {
                      ResumedActivity: ActivityRecord{{4d2e9b7 u0 {focus} t42}}\n"
                 ))
             }
+            Some("input_method") => out(format!(
+                "Current Input Method Manager state:\n  mCurMethodId=com.google.android.inputmethod.latin/\
+                 com.android.inputmethod.latin.LatinIME\n  mInputShown={}\n",
+                self.keyboard_shown()
+            )),
             Some(other) => out(format!("Can't find service: {other}\n")),
             None => out(
                 "Currently running services:\n  activity\n  battery\n  package\n  power\n  window\n",

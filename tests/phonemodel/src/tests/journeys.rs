@@ -686,3 +686,46 @@ fn huge_inputs_are_bounded() {
     }
     assert_eq!(p.screen(), ScreenKind::SearchInput);
 }
+
+#[test]
+fn keyboard_knob_covers_the_bottom_and_back_hides_it_first() {
+    let mut p = launched(UiVariant::A);
+    p.config_mut().keyboard = true;
+    assert!(sh(&mut p, "dumpsys input_method").contains("mInputShown=false"));
+    tap_id(&mut p, "comment_button");
+    tap_id(&mut p, "comment_input");
+    assert!(p.keyboard_shown());
+    assert!(sh(&mut p, "dumpsys input_method").contains("mInputShown=true"));
+    // The input bar moved above the keyboard.
+    let nodes = dump(&mut p);
+    let post = find(&nodes, &p, "comment_post").expect("post").bounds();
+    assert_eq!((post.top, post.bottom), (1388, 1500));
+    sh(&mut p, "input text nice");
+    // A tap where the bar used to be hits the keyboard, not the app.
+    sh(&mut p, "input tap 976 2304");
+    assert!(
+        !p.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Commented { .. }))
+    );
+    tap_id(&mut p, "comment_post");
+    assert!(
+        p.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Commented { .. }))
+    );
+    // Posting unfocused the field: the keyboard is down. Focus again, then BACK twice.
+    tap_id(&mut p, "comment_input");
+    sh(&mut p, "input keyevent KEYCODE_BACK");
+    assert!(!p.keyboard_shown());
+    assert_eq!(p.screen(), ScreenKind::CommentSheet);
+    sh(&mut p, "input keyevent KEYCODE_BACK");
+    assert_eq!(p.screen(), ScreenKind::Feed);
+    // The search screen focuses its field on arrival, so the keyboard comes up with it.
+    tap_id(&mut p, "search_icon");
+    assert!(p.keyboard_shown());
+    sh(&mut p, "input keyevent 4");
+    assert_eq!(p.screen(), ScreenKind::SearchInput);
+    sh(&mut p, "input keyevent 4");
+    assert_eq!(p.screen(), ScreenKind::Feed);
+}
