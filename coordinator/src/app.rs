@@ -25,14 +25,33 @@ pub struct Settings {
 }
 
 /// Runs the API and the callback deliverer until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, db: PgPool, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let http_client = GuardedClient::new(SsrfPolicy::new(settings.allow.clone()), Duration::from_secs(10))
-        .context("building the HTTP client")?;
+pub async fn run(
+    listener: TcpListener,
+    db: PgPool,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let http_client = GuardedClient::new(
+        SsrfPolicy::new(settings.allow.clone()),
+        Duration::from_secs(10),
+    )
+    .context("building the HTTP client")?;
     let notify = Arc::new(Notify::new());
-    let deliverer = Deliverer::new(db.clone(), http_client.clone(), settings.webhook_secret, Arc::clone(&notify))
-        .with_config(settings.deliverer);
+    let deliverer = Deliverer::new(
+        db.clone(),
+        http_client.clone(),
+        settings.webhook_secret,
+        Arc::clone(&notify),
+    )
+    .with_config(settings.deliverer);
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
-    let state = AppState::new(db, http_client, Auth::new(settings.ingest_secret), notify, settings.public_metrics);
+    let state = AppState::new(
+        db,
+        http_client,
+        Auth::new(settings.ingest_secret),
+        notify,
+        settings.public_metrics,
+    );
     let served = http::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = deliverer.await;

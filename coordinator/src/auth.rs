@@ -63,7 +63,9 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("ingest_secret", &self.ingest_secret.is_some()).finish()
+        f.debug_struct("Auth")
+            .field("ingest_secret", &self.ingest_secret.is_some())
+            .finish()
     }
 }
 
@@ -71,7 +73,10 @@ impl std::fmt::Debug for Auth {
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    format!("pf_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "pf_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 pub fn hash_key(key: &str) -> [u8; 32] {
@@ -85,27 +90,43 @@ pub fn key_prefix(key: &str) -> String {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Compare digests so the length of the secret does not leak either.
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 impl Auth {
     pub fn new(ingest_secret: Option<SecretString>) -> Self {
         let ingest_secret = ingest_secret.filter(|s| !s.expose_secret().is_empty());
-        Self { ingest_secret, cache: Mutex::new(HashMap::new()) }
+        Self {
+            ingest_secret,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Resolves the `Authorization` header into a caller: 401 for a missing or wrong token,
     /// 500 `auth_not_configured` when there is neither a secret nor any key at all.
-    pub async fn authenticate(&self, db: &PgPool, header: Option<&str>) -> Result<Caller, ApiError> {
+    pub async fn authenticate(
+        &self,
+        db: &PgPool,
+        header: Option<&str>,
+    ) -> Result<Caller, ApiError> {
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty());
         if let Some(token) = token {
-            if let Some(secret) = &self.ingest_secret {
-                if constant_time_eq(token.as_bytes(), secret.expose_secret().as_bytes()) {
-                    return Ok(Caller { role: Role::Admin, system: None });
-                }
+            if let Some(secret) = &self.ingest_secret
+                && constant_time_eq(token.as_bytes(), secret.expose_secret().as_bytes())
+            {
+                return Ok(Caller {
+                    role: Role::Admin,
+                    system: None,
+                });
             }
             let hash = hash_key(token);
             if let Some(caller) = self.cached(&hash) {
@@ -161,7 +182,10 @@ mod tests {
 
     #[test]
     fn roles_are_ordered() {
-        let op = Caller { role: Role::Operator, system: None };
+        let op = Caller {
+            role: Role::Operator,
+            system: None,
+        };
         assert!(op.require(Role::Integrator).is_ok());
         assert!(op.require(Role::Operator).is_ok());
         assert_eq!(op.require(Role::Admin).unwrap_err().status, 403);
@@ -169,11 +193,20 @@ mod tests {
 
     #[test]
     fn system_binding() {
-        let c = Caller { role: Role::Integrator, system: Some("x".into()) };
+        let c = Caller {
+            role: Role::Integrator,
+            system: Some("x".into()),
+        };
         assert!(c.may_act_as("x").is_ok());
-        assert_eq!(c.may_act_as("y").unwrap_err().errors, vec!["system_mismatch"]);
+        assert_eq!(
+            c.may_act_as("y").unwrap_err().errors,
+            vec!["system_mismatch"]
+        );
         assert!(c.sees("x") && !c.sees("y"));
-        let any = Caller { role: Role::Integrator, system: None };
+        let any = Caller {
+            role: Role::Integrator,
+            system: None,
+        };
         assert!(any.may_act_as("y").is_ok() && any.sees("y"));
     }
 

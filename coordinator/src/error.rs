@@ -25,7 +25,11 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> Self {
-        Self { status, detail: detail.into(), errors }
+        Self {
+            status,
+            detail: detail.into(),
+            errors,
+        }
     }
 
     pub fn unprocessable(errors: Vec<String>) -> Self {
@@ -53,7 +57,11 @@ impl ApiError {
     }
 
     pub fn conflict(reason: String) -> Self {
-        Self::new(StatusCode::CONFLICT, "the resource is in a conflicting state", vec![reason])
+        Self::new(
+            StatusCode::CONFLICT,
+            "the resource is in a conflicting state",
+            vec![reason],
+        )
     }
 
     pub fn unavailable() -> Self {

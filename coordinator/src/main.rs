@@ -36,8 +36,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
-            let pool = db::connect(&args.database_url).await.context("connecting to Postgres")?;
-            db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+            let pool = db::connect(&args.database_url)
+                .await
+                .context("connecting to Postgres")?;
+            db::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
             println!("migrations applied");
             Ok(())
         }
@@ -46,8 +51,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let pool = db::connect(&args.db.database_url).await.context("connecting to Postgres")?;
-    db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let pool = db::connect(&args.db.database_url)
+        .await
+        .context("connecting to Postgres")?;
+    db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -58,14 +68,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    signal.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        signal.cancel();
+                        return;
+                    }
+                };
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -85,22 +96,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     match cmd {
-        ApiKeyCommand::Create { db: dbargs, name, role, system } => {
-            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
-            db::MIGRATOR.run(&pool).await.context("applying migrations")?;
-            let key = auth::generate_key();
-            db::api_keys::insert(&pool, &name, &auth::hash_key(&key), &auth::key_prefix(&key), role.as_str(), system.as_deref())
+        ApiKeyCommand::Create {
+            db: dbargs,
+            name,
+            role,
+            system,
+        } => {
+            let pool = db::connect(&dbargs.database_url)
                 .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::anyhow!("a key named {name:?} exists already"),
-                    other => anyhow::Error::new(other).context("storing the key"),
-                })?;
+                .context("connecting to Postgres")?;
+            db::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            let key = auth::generate_key();
+            db::api_keys::insert(
+                &pool,
+                &name,
+                &auth::hash_key(&key),
+                &auth::key_prefix(&key),
+                role.as_str(),
+                system.as_deref(),
+            )
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    anyhow::anyhow!("a key named {name:?} exists already")
+                }
+                other => anyhow::Error::new(other).context("storing the key"),
+            })?;
             println!("{key}");
             Ok(())
         }
         ApiKeyCommand::List { db: dbargs } => {
-            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
-            println!("{:<24} {:<12} {:<11} {:<16} {:<24} revoked", "name", "prefix", "role", "system", "created");
+            let pool = db::connect(&dbargs.database_url)
+                .await
+                .context("connecting to Postgres")?;
+            println!(
+                "{:<24} {:<12} {:<11} {:<16} {:<24} revoked",
+                "name", "prefix", "role", "system", "created"
+            );
             for k in db::api_keys::list(&pool).await.context("listing keys")? {
                 println!(
                     "{:<24} {:<12} {:<11} {:<16} {:<24} {}",
@@ -109,14 +144,21 @@ async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
                     k.role,
                     k.system.unwrap_or_else(|| "-".into()),
                     phonefarm_coordinator::domain::time::fmt(k.created_at),
-                    k.revoked_at.map(phonefarm_coordinator::domain::time::fmt).unwrap_or_else(|| "-".into())
+                    k.revoked_at
+                        .map(phonefarm_coordinator::domain::time::fmt)
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             Ok(())
         }
         ApiKeyCommand::Revoke { db: dbargs, name } => {
-            let pool = db::connect(&dbargs.database_url).await.context("connecting to Postgres")?;
-            if db::api_keys::revoke(&pool, &name).await.context("revoking the key")? {
+            let pool = db::connect(&dbargs.database_url)
+                .await
+                .context("connecting to Postgres")?;
+            if db::api_keys::revoke(&pool, &name)
+                .await
+                .context("revoking the key")?
+            {
                 println!("revoked {name}");
                 Ok(())
             } else {

@@ -45,7 +45,13 @@ pub async fn directory(
     let mut phone_accounts: HashMap<String, Vec<String>> = HashMap::new();
     for (id, other, active, is_account) in rows {
         if is_account {
-            dir.accounts.insert(id, AccountInfo { phone_id: other, active });
+            dir.accounts.insert(
+                id,
+                AccountInfo {
+                    phone_id: other,
+                    active,
+                },
+            );
         } else {
             phones.insert(id.clone());
             if let Some(acc) = other {
@@ -68,16 +74,24 @@ pub async fn is_active<'e>(db: impl PgExecutor<'e>, account_id: &str) -> Result<
 }
 
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: &str) -> Result<Option<AccountRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", account_columns!(), " FROM accounts WHERE account_id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE account_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn list<'e>(db: impl PgExecutor<'e>) -> Result<Vec<AccountRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY account_id"))
-        .fetch_all(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts ORDER BY account_id"
+    ))
+    .fetch_all(db)
+    .await
 }
 
 /// Creates or replaces an account. A phone the fleet has not reported yet is pre-provisioned

@@ -48,10 +48,12 @@ pub async fn list<'e>(db: impl PgExecutor<'e>) -> Result<Vec<ApiKeyRow>, sqlx::E
 
 /// Revokes a key by name; false if there was no such active key.
 pub async fn revoke<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL")
-        .bind(name)
-        .execute(db)
-        .await?;
+    let r = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+    )
+    .bind(name)
+    .execute(db)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 

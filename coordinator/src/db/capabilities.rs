@@ -7,7 +7,13 @@ use crate::domain::capabilities::CapabilityRule;
 type Row = (String, bool, bool, bool, Vec<String>);
 
 fn rule(r: Row) -> CapabilityRule {
-    CapabilityRule { name: r.0, manual: r.1, unattended: r.2, live_verified: r.3, routings: r.4 }
+    CapabilityRule {
+        name: r.0,
+        manual: r.1,
+        unattended: r.2,
+        live_verified: r.3,
+        routings: r.4,
+    }
 }
 
 pub async fn list<'e>(db: impl PgExecutor<'e>) -> Result<Vec<CapabilityRule>, sqlx::Error> {
@@ -20,7 +26,10 @@ pub async fn list<'e>(db: impl PgExecutor<'e>) -> Result<Vec<CapabilityRule>, sq
 }
 
 /// Replaces a known capability's rule; None if the name is unknown.
-pub async fn update<'e>(db: impl PgExecutor<'e>, r: &CapabilityRule) -> Result<Option<CapabilityRule>, sqlx::Error> {
+pub async fn update<'e>(
+    db: impl PgExecutor<'e>,
+    r: &CapabilityRule,
+) -> Result<Option<CapabilityRule>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(
         "UPDATE capabilities SET manual = $2, unattended = $3, live_verified = $4, routings = $5, \
          updated_at = now() WHERE name = $1 RETURNING name, manual, unattended, live_verified, routings",

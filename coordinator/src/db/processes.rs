@@ -57,7 +57,10 @@ pub struct NewProcess<'a> {
 
 /// Inserts a new process (status `queued`, version 1 for the `accepted` callback) unless one
 /// with the same idempotency key exists. Returns whether it was inserted.
-pub async fn insert_if_new(conn: &mut PgConnection, p: NewProcess<'_>) -> Result<bool, sqlx::Error> {
+pub async fn insert_if_new(
+    conn: &mut PgConnection,
+    p: NewProcess<'_>,
+) -> Result<bool, sqlx::Error> {
     let row: Option<(Uuid,)> = sqlx::query_as(
         "INSERT INTO processes (process_id, process_type, request_id, system, mode, status, target, \
          inputs, requested_by, callback, fingerprint, partial_progress, created_at, accepted_at, \
@@ -101,17 +104,28 @@ pub async fn find_by_key<'e>(
 }
 
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ProcessRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes WHERE process_id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        process_columns!(),
+        " FROM processes WHERE process_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
-pub async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProcessRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes WHERE process_id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ProcessRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        process_columns!(),
+        " FROM processes WHERE process_id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 #[derive(Debug, Default)]
@@ -124,14 +138,21 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list<'e>(db: impl PgExecutor<'e>, f: &ListFilter) -> Result<Vec<ProcessRow>, sqlx::Error> {
+pub async fn list<'e>(
+    db: impl PgExecutor<'e>,
+    f: &ListFilter,
+) -> Result<Vec<ProcessRow>, sqlx::Error> {
     let (before_at, before_id) = f.before.map_or((None, None), |(a, b)| (Some(a), Some(b)));
-    sqlx::query_as(concat!("SELECT ", process_columns!(), " FROM processes \
+    sqlx::query_as(concat!(
+        "SELECT ",
+        process_columns!(),
+        " FROM processes \
          WHERE ($1::text IS NULL OR status = $1) \
            AND ($2::text IS NULL OR process_type = $2) \
            AND ($3::text IS NULL OR system = $3) \
            AND ($4::timestamptz IS NULL OR (created_at, process_id) < ($4, $5)) \
-         ORDER BY created_at DESC, process_id DESC LIMIT $6"))
+         ORDER BY created_at DESC, process_id DESC LIMIT $6"
+    ))
     .bind(&f.status)
     .bind(&f.process_type)
     .bind(&f.system)

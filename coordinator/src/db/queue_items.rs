@@ -41,7 +41,10 @@ pub struct NewItems<'a> {
 }
 
 /// Inserts one QUEUED item per planned pair in one statement; returns their ids in order.
-pub async fn insert_for_process(conn: &mut PgConnection, n: NewItems<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn insert_for_process(
+    conn: &mut PgConnection,
+    n: NewItems<'_>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = n.planned.iter().map(|_| Uuid::now_v7()).collect();
     let phones: Vec<Option<String>> = n.planned.iter().map(|p| p.phone_id.clone()).collect();
     let accounts: Vec<String> = n.planned.iter().map(|p| p.account_id.clone()).collect();
@@ -65,30 +68,55 @@ pub async fn insert_for_process(conn: &mut PgConnection, n: NewItems<'_>) -> Res
     Ok(ids)
 }
 
-pub async fn for_process<'e>(db: impl PgExecutor<'e>, process_id: Uuid) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id"))
+pub async fn for_process<'e>(
+    db: impl PgExecutor<'e>,
+    process_id: Uuid,
+) -> Result<Vec<ItemRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id"
+    ))
     .bind(process_id)
     .fetch_all(db)
     .await
 }
 
 /// Items of many processes at once (for list pages).
-pub async fn for_processes<'e>(db: impl PgExecutor<'e>, ids: &[Uuid]) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE process_id = ANY($1) ORDER BY queue_item_id"))
+pub async fn for_processes<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> Result<Vec<ItemRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM queue_items WHERE process_id = ANY($1) ORDER BY queue_item_id"
+    ))
     .bind(ids)
     .fetch_all(db)
     .await
 }
 
-pub async fn for_process_locked(conn: &mut PgConnection, process_id: Uuid) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id FOR UPDATE"))
+pub async fn for_process_locked(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+) -> Result<Vec<ItemRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id FOR UPDATE"
+    ))
     .bind(process_id)
     .fetch_all(conn)
     .await
 }
 
 /// Moves the given items to CANCELLED.
-pub async fn cancel(conn: &mut PgConnection, ids: &[Uuid], now: OffsetDateTime) -> Result<(), sqlx::Error> {
+pub async fn cancel(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE queue_items SET state = 'CANCELLED', finished_at = $2, updated_at = $2, \
          cancel_requested_at = COALESCE(cancel_requested_at, $2) WHERE queue_item_id = ANY($1)",
@@ -101,7 +129,11 @@ pub async fn cancel(conn: &mut PgConnection, ids: &[Uuid], now: OffsetDateTime) 
 }
 
 /// Records a cancel request on running items (the agent-side stop acts on it).
-pub async fn mark_cancel_requested(conn: &mut PgConnection, ids: &[Uuid], now: OffsetDateTime) -> Result<(), sqlx::Error> {
+pub async fn mark_cancel_requested(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE queue_items SET cancel_requested_at = COALESCE(cancel_requested_at, $2), updated_at = $2 \
          WHERE queue_item_id = ANY($1)",
@@ -176,7 +208,11 @@ pub async fn find_ingest<'e>(
     account_id: &str,
     content_id: &str,
 ) -> Result<Option<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE account_id = $1 AND content_id = $2"))
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM queue_items WHERE account_id = $1 AND content_id = $2"
+    ))
     .bind(account_id)
     .bind(content_id)
     .fetch_optional(db)
@@ -188,7 +224,11 @@ pub async fn find_ingest_locked(
     account_id: &str,
     content_id: &str,
 ) -> Result<Option<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE account_id = $1 AND content_id = $2 FOR UPDATE"))
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM queue_items WHERE account_id = $1 AND content_id = $2 FOR UPDATE"
+    ))
     .bind(account_id)
     .bind(content_id)
     .fetch_optional(conn)

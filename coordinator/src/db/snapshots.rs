@@ -8,7 +8,10 @@ use crate::domain::requests::Snapshot;
 /// Stores the snapshot unless the stored one is newer (higher version, or the same version
 /// synced later). The comparison happens inside the one statement, so concurrent upserts can
 /// never let an older snapshot win. Returns the stored `strategy_synced_at` when written.
-pub async fn upsert<'e>(db: impl PgExecutor<'e>, s: &Snapshot) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+pub async fn upsert<'e>(
+    db: impl PgExecutor<'e>,
+    s: &Snapshot,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
     let row: Option<(OffsetDateTime,)> = sqlx::query_as(
         "INSERT INTO runtime_snapshots AS r (account_id, ugc_account_id, snapshot_id, strategy_version, \
            content_hash, strategy_synced_at, stage, active_action, active_skills, personality) \

@@ -27,10 +27,10 @@ pub fn check(rule: &CapabilityRule, mode: &str, routing: Option<&str>) -> Vec<St
         }
         _ => {}
     }
-    if let Some(r) = routing {
-        if !rule.routings.iter().any(|x| x == r) {
-            errors.push(format!("routing_not_supported:{}:{r}", rule.name));
-        }
+    if let Some(r) = routing
+        && !rule.routings.iter().any(|x| x == r)
+    {
+        errors.push(format!("routing_not_supported:{}:{r}", rule.name));
     }
     errors
 }

@@ -9,13 +9,21 @@ pub const INVALID_TYPE: &str = "invalid_type";
 pub const OUT_OF_RANGE: &str = "out_of_range";
 pub const INVALID_VALUE: &str = "invalid_value";
 
+/// Marker error: the problem is already recorded in the [`Checker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
+
 #[derive(Debug, Default)]
 pub struct Checker {
     pub errors: Vec<String>,
 }
 
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -72,7 +80,10 @@ impl Checker {
             None => Some(Value::Object(Map::new())),
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(_) => {
-                self.push(INVALID_TYPE, &format!("{}:expected_object", join(path, key)));
+                self.push(
+                    INVALID_TYPE,
+                    &format!("{}:expected_object", join(path, key)),
+                );
                 None
             }
         }
@@ -114,7 +125,7 @@ impl Checker {
         }
     }
 
-    /// Optional string: `Ok(None)` when absent or null, `Err(())` when present but invalid.
+    /// Optional string: `Ok(None)` when absent or null, `Err(Reported)` when present but invalid.
     pub fn opt_str(
         &mut self,
         obj: &Map<String, Value>,
@@ -122,10 +133,13 @@ impl Checker {
         path: &str,
         min: usize,
         max: usize,
-    ) -> Result<Option<String>, ()> {
+    ) -> Result<Option<String>, Reported> {
         match present(obj, key) {
             None => Ok(None),
-            Some(v) => self.str_in(v, &join(path, key), min, max).map(Some).ok_or(()),
+            Some(v) => self
+                .str_in(v, &join(path, key), min, max)
+                .map(Some)
+                .ok_or(Reported),
         }
     }
 
@@ -219,13 +233,16 @@ impl Checker {
         obj: &Map<String, Value>,
         key: &str,
         path: &str,
-    ) -> Result<Option<bool>, ()> {
+    ) -> Result<Option<bool>, Reported> {
         match present(obj, key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => {
-                self.push(INVALID_TYPE, &format!("{}:expected_boolean", join(path, key)));
-                Err(())
+                self.push(
+                    INVALID_TYPE,
+                    &format!("{}:expected_boolean", join(path, key)),
+                );
+                Err(Reported)
             }
         }
     }
@@ -237,7 +254,7 @@ impl Checker {
                 self.push(MISSING, &join(path, key));
                 None
             }
-            Err(()) => None,
+            Err(Reported) => None,
         }
     }
 
@@ -249,7 +266,7 @@ impl Checker {
         path: &str,
         (min, max): (usize, usize),
         max_items: usize,
-    ) -> Result<Option<Vec<String>>, ()> {
+    ) -> Result<Option<Vec<String>>, Reported> {
         let p = join(path, key);
         match present(obj, key) {
             None => Ok(None),
@@ -266,11 +283,11 @@ impl Checker {
                         None => ok = false,
                     }
                 }
-                if ok { Ok(Some(out)) } else { Err(()) }
+                if ok { Ok(Some(out)) } else { Err(Reported) }
             }
             Some(_) => {
                 self.push(INVALID_TYPE, &format!("{p}:expected_array"));
-                Err(())
+                Err(Reported)
             }
         }
     }
@@ -291,7 +308,10 @@ impl Checker {
         if allowed.contains(&s.as_str()) {
             Some(s)
         } else {
-            self.push(INVALID_VALUE, &format!("{p}:expected_one_of_{}", allowed.join("|")));
+            self.push(
+                INVALID_VALUE,
+                &format!("{p}:expected_one_of_{}", allowed.join("|")),
+            );
             None
         }
     }
@@ -360,7 +380,10 @@ mod tests {
     fn lengths_count_characters_not_bytes() {
         let v = json!({"a": "ééé"});
         let mut c = Checker::default();
-        assert_eq!(c.req_str(v.as_object().unwrap(), "a", "", 1, 3).as_deref(), Some("ééé"));
+        assert_eq!(
+            c.req_str(v.as_object().unwrap(), "a", "", 1, 3).as_deref(),
+            Some("ééé")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::check::{Checker, INVALID_VALUE, MISSING, OUT_OF_RANGE, join};
+use super::check::{Checker, INVALID_VALUE, MISSING, OUT_OF_RANGE, Reported, join};
 use super::routing::{MAX_GROUP_TARGETS, Target};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,17 +39,22 @@ impl CapabilityRequest {
     /// A canonical fingerprint of the request, to spot a duplicate whose body differs.
     pub fn fingerprint(&self) -> Vec<u8> {
         // serde_json's map keeps keys sorted, so this serialization is canonical.
-        let canonical = serde_json::to_vec(&serde_json::to_value(self).unwrap_or_default())
-            .unwrap_or_default();
+        let canonical =
+            serde_json::to_vec(&serde_json::to_value(self).unwrap_or_default()).unwrap_or_default();
         Sha256::digest(&canonical).to_vec()
     }
 }
 
 fn callback(c: &mut Checker, obj: &Map<String, Value>) -> Option<Callback> {
     let cb = c.req_obj(obj, "callback", "")?;
-    let url = c.req_str(cb, "url", "callback", 1, 2048).and_then(|u| c.url(u, "callback.url"));
+    let url = c
+        .req_str(cb, "url", "callback", 1, 2048)
+        .and_then(|u| c.url(u, "callback.url"));
     let metadata = c.opt_obj(cb, "metadata", "callback");
-    Some(Callback { url: url?, metadata: metadata? })
+    Some(Callback {
+        url: url?,
+        metadata: metadata?,
+    })
 }
 
 pub fn requested_by(c: &mut Checker, obj: &Map<String, Value>) -> Option<RequestedBy> {
@@ -57,7 +62,11 @@ pub fn requested_by(c: &mut Checker, obj: &Map<String, Value>) -> Option<Request
     let system = c.req_str(rb, "system", "requested_by", 1, 100);
     let user = c.opt_str(rb, "user", "requested_by", 1, 200);
     let metadata = c.opt_obj(rb, "metadata", "requested_by");
-    Some(RequestedBy { system: system?, user: user.ok()?, metadata: metadata? })
+    Some(RequestedBy {
+        system: system?,
+        user: user.ok()?,
+        metadata: metadata?,
+    })
 }
 
 fn target(c: &mut Checker, obj: &Map<String, Value>) -> Option<Target> {
@@ -100,7 +109,10 @@ fn target(c: &mut Checker, obj: &Map<String, Value>) -> Option<Target> {
             if n == 0 {
                 c.push(MISSING, "target.phone_ids|account_ids");
             } else if n > MAX_GROUP_TARGETS {
-                c.push(OUT_OF_RANGE, &format!("target:at_most_{MAX_GROUP_TARGETS}_targets"));
+                c.push(
+                    OUT_OF_RANGE,
+                    &format!("target:at_most_{MAX_GROUP_TARGETS}_targets"),
+                );
             }
         }
     }
@@ -144,7 +156,7 @@ fn keyword_warmup(c: &mut Checker, inputs: &Map<String, Value>) -> Option<Value>
             c.push(MISSING, "inputs.keywords");
             None
         }
-        Err(()) => None,
+        Err(Reported) => None,
     };
     let videos = c.opt_int(inputs, "videos_per_keyword", "inputs", 1, 20, 3);
     let watch = watch_seconds(c, inputs);
@@ -220,7 +232,8 @@ fn fyp_warmup(c: &mut Checker, inputs: &Map<String, Value>) -> Option<Value> {
 }
 
 fn username_ok(s: &str) -> bool {
-    s.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '.' || ch == '_')
+    s.chars()
+        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '.' || ch == '_')
 }
 
 /// `maintenance.inputs` (section 4), shared by enqueue and POST /maintenance/requests.
@@ -253,17 +266,22 @@ pub fn maintenance_inputs(c: &mut Checker, inputs: &Map<String, Value>) -> Optio
                 let display_name = c.opt_str(params, "display_name", &pp, 1, 30);
                 let bio = c.opt_str(params, "bio", &pp, 0, 80);
                 let username = c.opt_str(params, "username", &pp, 2, 24);
-                if let Ok(Some(u)) = &username {
-                    if !username_ok(u) {
-                        c.push(INVALID_VALUE, &format!("{pp}.username:allowed_a-z0-9._"));
-                        ok = false;
-                    }
+                if let Ok(Some(u)) = &username
+                    && !username_ok(u)
+                {
+                    c.push(INVALID_VALUE, &format!("{pp}.username:allowed_a-z0-9._"));
+                    ok = false;
                 }
                 let mutation_kind = c.opt_str(params, "mutation_kind", &pp, 1, 100);
                 let randomized = c.opt_bool(params, "randomized", &pp);
-                let (Some(action), Ok(display_name), Ok(bio), Ok(username), Ok(mk), Ok(rnd)) =
-                    (action, display_name, bio, username, mutation_kind, randomized)
-                else {
+                let (Some(action), Ok(display_name), Ok(bio), Ok(username), Ok(mk), Ok(rnd)) = (
+                    action,
+                    display_name,
+                    bio,
+                    username,
+                    mutation_kind,
+                    randomized,
+                ) else {
                     ok = false;
                     continue;
                 };
@@ -273,7 +291,12 @@ pub fn maintenance_inputs(c: &mut Checker, inputs: &Map<String, Value>) -> Optio
                     continue;
                 }
                 let mut params = Map::new();
-                for (k, v) in [("display_name", display_name), ("bio", bio), ("username", username), ("mutation_kind", mk)] {
+                for (k, v) in [
+                    ("display_name", display_name),
+                    ("bio", bio),
+                    ("username", username),
+                    ("mutation_kind", mk),
+                ] {
                     if let Some(v) = v {
                         params.insert(k.into(), Value::String(v));
                     }
@@ -294,7 +317,11 @@ pub fn maintenance_inputs(c: &mut Checker, inputs: &Map<String, Value>) -> Optio
     Some(json!({"steps": steps?, "metadata": metadata?}))
 }
 
-fn capability_inputs(c: &mut Checker, capability: Option<&str>, obj: &Map<String, Value>) -> Option<Value> {
+fn capability_inputs(
+    c: &mut Checker,
+    capability: Option<&str>,
+    obj: &Map<String, Value>,
+) -> Option<Value> {
     let inputs = c.req_obj(obj, "inputs", "")?;
     match capability? {
         "keyword_warmup" => keyword_warmup(c, inputs),
@@ -308,7 +335,9 @@ fn capability_inputs(c: &mut Checker, capability: Option<&str>, obj: &Map<String
 /// which holds the registry; their errors join these.
 pub fn enqueue(body: &Value) -> Result<CapabilityRequest, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let request_id = c.req_str(obj, "request_id", "", 1, 200);
     let capability = c.req_enum(obj, "capability", "", &super::capabilities::CAPABILITIES);
     let mode = c.req_enum(obj, "mode", "", &["manual", "unattended"]);
@@ -316,12 +345,32 @@ pub fn enqueue(body: &Value) -> Result<CapabilityRequest, Vec<String>> {
     let inputs = capability_inputs(&mut c, capability.as_deref(), obj);
     let callback = callback(&mut c, obj);
     let requested_by = requested_by(&mut c, obj);
-    match (request_id, capability, mode, target, inputs, callback, requested_by) {
-        (Some(request_id), Some(capability), Some(mode), Some(target), Some(inputs), Some(callback), Some(requested_by))
-            if c.is_ok() =>
-        {
-            Ok(CapabilityRequest { request_id, capability, mode, target, inputs, callback, requested_by })
-        }
+    match (
+        request_id,
+        capability,
+        mode,
+        target,
+        inputs,
+        callback,
+        requested_by,
+    ) {
+        (
+            Some(request_id),
+            Some(capability),
+            Some(mode),
+            Some(target),
+            Some(inputs),
+            Some(callback),
+            Some(requested_by),
+        ) if c.is_ok() => Ok(CapabilityRequest {
+            request_id,
+            capability,
+            mode,
+            target,
+            inputs,
+            callback,
+            requested_by,
+        }),
         _ => Err(c.errors),
     }
 }
@@ -329,19 +378,29 @@ pub fn enqueue(body: &Value) -> Result<CapabilityRequest, Vec<String>> {
 /// POST /maintenance/requests: routing `queue` on the account's phone, mode `unattended`.
 pub fn maintenance(body: &Value) -> Result<CapabilityRequest, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let request_id = c.req_str(obj, "request_id", "", 1, 200);
     let account_id = c.req_str(obj, "account_id", "", 1, 200);
-    let inputs = c.req_obj(obj, "inputs", "").and_then(|i| maintenance_inputs(&mut c, i));
+    let inputs = c
+        .req_obj(obj, "inputs", "")
+        .and_then(|i| maintenance_inputs(&mut c, i));
     let callback = callback(&mut c, obj);
     let requested_by = requested_by(&mut c, obj);
     match (request_id, account_id, inputs, callback, requested_by) {
-        (Some(request_id), Some(account_id), Some(inputs), Some(callback), Some(requested_by)) if c.is_ok() => {
+        (Some(request_id), Some(account_id), Some(inputs), Some(callback), Some(requested_by))
+            if c.is_ok() =>
+        {
             Ok(CapabilityRequest {
                 request_id,
                 capability: "maintenance".into(),
                 mode: "unattended".into(),
-                target: Target { routing: "queue".into(), account_id: Some(account_id), ..Target::default() },
+                target: Target {
+                    routing: "queue".into(),
+                    account_id: Some(account_id),
+                    ..Target::default()
+                },
                 inputs,
                 callback,
                 requested_by,
@@ -378,22 +437,33 @@ pub struct CancelRequest {
 
 pub fn cancel(body: &Value) -> Result<CancelRequest, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let reason = c.req_str(obj, "reason", "", 1, 500);
     let requested_by = requested_by(&mut c, obj);
     let strategy = match c.opt_str(obj, "strategy", "", 1, 50) {
         Ok(None) => Some(Strategy::SoftThenForce),
-        Ok(Some(s)) => c.enum_value(s, "strategy", &["soft", "hard", "soft_then_force"]).map(|s| match s.as_str() {
-            "soft" => Strategy::Soft,
-            "hard" => Strategy::Hard,
-            _ => Strategy::SoftThenForce,
-        }),
-        Err(()) => None,
+        Ok(Some(s)) => c
+            .enum_value(s, "strategy", &["soft", "hard", "soft_then_force"])
+            .map(|s| match s.as_str() {
+                "soft" => Strategy::Soft,
+                "hard" => Strategy::Hard,
+                _ => Strategy::SoftThenForce,
+            }),
+        Err(Reported) => None,
     };
     let force = c.opt_int(obj, "force_after_seconds", "", 0, 86_400, 10);
     match (reason, requested_by, strategy, force) {
-        (Some(reason), Some(requested_by), Some(strategy), Some(force_after_seconds)) if c.is_ok() => {
-            Ok(CancelRequest { reason, requested_by, strategy, force_after_seconds })
+        (Some(reason), Some(requested_by), Some(strategy), Some(force_after_seconds))
+            if c.is_ok() =>
+        {
+            Ok(CancelRequest {
+                reason,
+                requested_by,
+                strategy,
+                force_after_seconds,
+            })
         }
         _ => Err(c.errors),
     }
@@ -430,28 +500,43 @@ impl IngestRequest {
 
 pub fn ingest(body: &Value) -> Result<IngestRequest, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let content_id = c.req_str(obj, "content_id", "", 1, 200);
     let account_id = c.req_str(obj, "account_id", "", 1, 200);
-    let video_path = c.req_str(obj, "video_path", "", 1, 4096).and_then(|u| c.url(u, "video_path"));
+    let video_path = c
+        .req_str(obj, "video_path", "", 1, 4096)
+        .and_then(|u| c.url(u, "video_path"));
     let caption = c.req_str(obj, "caption", "", 1, 4000);
     let hashtags = c.opt_str_array(obj, "hashtags", "", (1, 200), 30);
     let sound_id = c.opt_str(obj, "sound_id", "", 1, 200);
     let cover = match c.opt_str(obj, "cover_image_path", "", 1, 4096) {
-        Ok(Some(u)) => c.url(u, "cover_image_path").map(Some).ok_or(()),
+        Ok(Some(u)) => c.url(u, "cover_image_path").map(Some).ok_or(Reported),
         other => other,
     };
     let callback_url = match c.opt_str(obj, "callback_url", "", 1, 2048) {
-        Ok(Some(u)) => c.url(u, "callback_url").map(Some).ok_or(()),
+        Ok(Some(u)) => c.url(u, "callback_url").map(Some).ok_or(Reported),
         other => other,
     };
     let hint = match c.opt_str(obj, "scheduling_hint", "", 1, 100) {
-        Ok(Some(s)) => c.timestamp(&s, "scheduling_hint").map(Some).ok_or(()),
+        Ok(Some(s)) => c.timestamp(&s, "scheduling_hint").map(Some).ok_or(Reported),
         Ok(None) => Ok(None),
-        Err(()) => Err(()),
+        Err(Reported) => Err(Reported),
     };
     let metadata = c.opt_obj(obj, "metadata", "");
-    match (content_id, account_id, video_path, caption, hashtags, sound_id, cover, callback_url, hint, metadata) {
+    match (
+        content_id,
+        account_id,
+        video_path,
+        caption,
+        hashtags,
+        sound_id,
+        cover,
+        callback_url,
+        hint,
+        metadata,
+    ) {
         (
             Some(content_id),
             Some(account_id),
@@ -482,7 +567,9 @@ pub fn ingest(body: &Value) -> Result<IngestRequest, Vec<String>> {
 /// POST /cancel (legacy).
 pub fn legacy_cancel(body: &Value) -> Result<(String, String, Option<String>), Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let content_id = c.req_str(obj, "content_id", "", 1, 200);
     let account_id = c.req_str(obj, "account_id", "", 1, 200);
     let reason = c.opt_str(obj, "reason", "", 0, 500);
@@ -508,7 +595,9 @@ pub struct Snapshot {
 
 pub fn snapshot(body: &Value) -> Result<Snapshot, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let account_id = c.req_str(obj, "account_id", "", 1, 200);
     let ugc = c.req_str(obj, "ugc_account_id", "", 1, 200);
     let snapshot_id = c.req_str(obj, "snapshot_id", "", 1, 200);
@@ -525,10 +614,23 @@ pub fn snapshot(body: &Value) -> Result<Snapshot, Vec<String>> {
             c.push(MISSING, "active_skills");
             None
         }
-        Err(()) => None,
+        Err(Reported) => None,
     };
-    let personality = c.req_obj(obj, "personality", "").map(|m| Value::Object(m.clone()));
-    match (account_id, ugc, snapshot_id, version, content_hash, synced, stage, action, skills, personality) {
+    let personality = c
+        .req_obj(obj, "personality", "")
+        .map(|m| Value::Object(m.clone()));
+    match (
+        account_id,
+        ugc,
+        snapshot_id,
+        version,
+        content_hash,
+        synced,
+        stage,
+        action,
+        skills,
+        personality,
+    ) {
         (
             Some(account_id),
             Some(ugc_account_id),
@@ -566,7 +668,9 @@ pub struct AccountPut {
 
 pub fn account_put(body: &Value) -> Result<AccountPut, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     if !obj.contains_key("phone_id") {
         c.push(MISSING, "phone_id");
     }
@@ -574,17 +678,24 @@ pub fn account_put(body: &Value) -> Result<AccountPut, Vec<String>> {
     let username = c.opt_str(obj, "platform_username", "", 1, 200);
     let active = c.opt_bool(obj, "active", "");
     match (phone_id, username, active) {
-        (Ok(phone_id), Ok(platform_username), Ok(active)) if c.is_ok() => {
-            Ok(AccountPut { phone_id, platform_username, active: active.unwrap_or(true) })
-        }
+        (Ok(phone_id), Ok(platform_username), Ok(active)) if c.is_ok() => Ok(AccountPut {
+            phone_id,
+            platform_username,
+            active: active.unwrap_or(true),
+        }),
         _ => Err(c.errors),
     }
 }
 
 /// PUT /capabilities/{name}.
-pub fn capability_put(name: &str, body: &Value) -> Result<super::capabilities::CapabilityRule, Vec<String>> {
+pub fn capability_put(
+    name: &str,
+    body: &Value,
+) -> Result<super::capabilities::CapabilityRule, Vec<String>> {
     let mut c = Checker::default();
-    let Some(obj) = c.root(body) else { return Err(c.errors) };
+    let Some(obj) = c.root(body) else {
+        return Err(c.errors);
+    };
     let manual = c.req_bool(obj, "manual", "");
     let unattended = c.req_bool(obj, "unattended", "");
     let live = c.req_bool(obj, "live_verified", "");
@@ -593,7 +704,10 @@ pub fn capability_put(name: &str, body: &Value) -> Result<super::capabilities::C
             let mut ok = true;
             for (i, x) in r.iter().enumerate() {
                 if !super::capabilities::ROUTINGS.contains(&x.as_str()) {
-                    c.push(INVALID_VALUE, &format!("routings[{i}]:expected_one_of_direct|queue|group"));
+                    c.push(
+                        INVALID_VALUE,
+                        &format!("routings[{i}]:expected_one_of_direct|queue|group"),
+                    );
                     ok = false;
                 }
             }
@@ -603,11 +717,17 @@ pub fn capability_put(name: &str, body: &Value) -> Result<super::capabilities::C
             c.push(MISSING, "routings");
             None
         }
-        Err(()) => None,
+        Err(Reported) => None,
     };
     match (manual, unattended, live, routings) {
         (Some(manual), Some(unattended), Some(live_verified), Some(routings)) if c.is_ok() => {
-            Ok(super::capabilities::CapabilityRule { name: name.into(), manual, unattended, live_verified, routings })
+            Ok(super::capabilities::CapabilityRule {
+                name: name.into(),
+                manual,
+                unattended,
+                live_verified,
+                routings,
+            })
         }
         _ => Err(c.errors),
     }
@@ -637,7 +757,10 @@ mod tests {
         assert_eq!(r.inputs["like_probability"], 0.0);
         assert_eq!(r.callback.metadata, json!({}));
         assert_eq!(r.requested_by.metadata, json!({}));
-        assert_eq!(serde_json::to_value(&r.target).unwrap(), json!({"routing": "direct", "phone_id": "p1", "account_id": "a1"}));
+        assert_eq!(
+            serde_json::to_value(&r.target).unwrap(),
+            json!({"routing": "direct", "phone_id": "p1", "account_id": "a1"})
+        );
     }
 
     #[test]
@@ -660,7 +783,10 @@ mod tests {
             "invalid_value:callback.url:expected_http_url",
             "missing_field:requested_by",
         ] {
-            assert!(errors.contains(&e.to_string()), "{e} missing from {errors:?}");
+            assert!(
+                errors.contains(&e.to_string()),
+                "{e} missing from {errors:?}"
+            );
         }
     }
 
@@ -668,8 +794,12 @@ mod tests {
     fn comment_plan_keys_must_match_keywords() {
         let mut b = base();
         b["inputs"]["comment_plan"] = json!({"fitness": {"text": "nice"}});
-        assert_eq!(enqueue(&b).unwrap_err(), vec!["needs_comment_plan:comment_plan_keys_must_match_keywords"]);
-        b["inputs"]["comment_plan"] = json!({"fitness": {"text": "nice"}, "cooking": {"text": "yum"}});
+        assert_eq!(
+            enqueue(&b).unwrap_err(),
+            vec!["needs_comment_plan:comment_plan_keys_must_match_keywords"]
+        );
+        b["inputs"]["comment_plan"] =
+            json!({"fitness": {"text": "nice"}, "cooking": {"text": "yum"}});
         assert!(enqueue(&b).is_ok());
     }
 
@@ -678,14 +808,20 @@ mod tests {
         let mut b = base();
         b["inputs"] = json!({"keywords": ["a", "a"], "videos_per_keyword": 21, "watch_seconds": {"min": 30, "max": 10}, "like_probability": 1.5});
         let errors = enqueue(&b).unwrap_err();
-        assert_eq!(errors, vec![
-            "invalid_value:inputs.keywords:duplicates",
-            "out_of_range:inputs.videos_per_keyword:1_to_20",
-            "out_of_range:inputs.watch_seconds:min_above_max",
-            "out_of_range:inputs.like_probability:0_to_1",
-        ]);
+        assert_eq!(
+            errors,
+            vec![
+                "invalid_value:inputs.keywords:duplicates",
+                "out_of_range:inputs.videos_per_keyword:1_to_20",
+                "out_of_range:inputs.watch_seconds:min_above_max",
+                "out_of_range:inputs.like_probability:0_to_1",
+            ]
+        );
         b["inputs"] = json!({"keywords": []});
-        assert_eq!(enqueue(&b).unwrap_err(), vec!["out_of_range:inputs.keywords:1_to_20_items"]);
+        assert_eq!(
+            enqueue(&b).unwrap_err(),
+            vec!["out_of_range:inputs.keywords:1_to_20_items"]
+        );
     }
 
     #[test]
@@ -693,7 +829,13 @@ mod tests {
         let mut b = base();
         b["capability"] = json!("fyp_warmup");
         b["inputs"] = json!({"duration_seconds": 30});
-        assert_eq!(enqueue(&b).unwrap_err(), vec!["out_of_range:inputs.duration_seconds:60_to_3600", "missing_fyp_judge_prompt"]);
+        assert_eq!(
+            enqueue(&b).unwrap_err(),
+            vec![
+                "out_of_range:inputs.duration_seconds:60_to_3600",
+                "missing_fyp_judge_prompt"
+            ]
+        );
         b["inputs"] = json!({"judge_prompt": "home workouts"});
         assert_eq!(enqueue(&b).unwrap().inputs["duration_seconds"], 600);
     }
@@ -703,14 +845,20 @@ mod tests {
         let mut c = Checker::default();
         let inputs = json!({"steps": [{"action": "edit_profile", "params": {"username": "Bad Name"}}, {"action": "delete", "params": {}}]});
         assert!(maintenance_inputs(&mut c, inputs.as_object().unwrap()).is_none());
-        assert_eq!(c.errors, vec![
-            "invalid_value:inputs.steps[0].params.username:allowed_a-z0-9._",
-            "invalid_value:inputs.steps[1].action:expected_one_of_edit_profile",
-        ]);
+        assert_eq!(
+            c.errors,
+            vec![
+                "invalid_value:inputs.steps[0].params.username:allowed_a-z0-9._",
+                "invalid_value:inputs.steps[1].action:expected_one_of_edit_profile",
+            ]
+        );
         let mut c = Checker::default();
         let inputs = json!({"steps": [{"action": "edit_profile", "params": {"bio": ""}}]});
         let v = maintenance_inputs(&mut c, inputs.as_object().unwrap()).unwrap();
-        assert_eq!(v, json!({"steps": [{"action": "edit_profile", "params": {"bio": ""}}], "metadata": {}}));
+        assert_eq!(
+            v,
+            json!({"steps": [{"action": "edit_profile", "params": {"bio": ""}}], "metadata": {}})
+        );
     }
 
     #[test]
@@ -727,29 +875,40 @@ mod tests {
     #[test]
     fn cancel_rules() {
         let errors = cancel(&json!({"reason": "x", "requested_by": {"system": "s"}, "strategy": "nuke", "force_after_seconds": -1})).unwrap_err();
-        assert_eq!(errors, vec![
-            "invalid_value:strategy:expected_one_of_soft|hard|soft_then_force",
-            "out_of_range:force_after_seconds:0_to_86400",
-        ]);
+        assert_eq!(
+            errors,
+            vec![
+                "invalid_value:strategy:expected_one_of_soft|hard|soft_then_force",
+                "out_of_range:force_after_seconds:0_to_86400",
+            ]
+        );
         let ok = cancel(&json!({"reason": "x", "requested_by": {"system": "s"}})).unwrap();
-        assert_eq!((ok.strategy, ok.force_after_seconds), (Strategy::SoftThenForce, 10));
+        assert_eq!(
+            (ok.strategy, ok.force_after_seconds),
+            (Strategy::SoftThenForce, 10)
+        );
     }
 
     #[test]
     fn ingest_rules() {
         let errors = ingest(&json!({"content_id": "c", "account_id": "a", "video_path": "file:///x", "caption": "", "hashtags": vec!["x"; 31], "scheduling_hint": "tomorrow"})).unwrap_err();
-        assert_eq!(errors, vec![
-            "invalid_value:video_path:expected_http_url",
-            "out_of_range:caption:length_1_to_4000",
-            "out_of_range:hashtags:at_most_30_items",
-            "invalid_value:scheduling_hint:expected_rfc3339_timestamp",
-        ]);
+        assert_eq!(
+            errors,
+            vec![
+                "invalid_value:video_path:expected_http_url",
+                "out_of_range:caption:length_1_to_4000",
+                "out_of_range:hashtags:at_most_30_items",
+                "invalid_value:scheduling_hint:expected_rfc3339_timestamp",
+            ]
+        );
     }
 
     #[test]
     fn snapshot_rules() {
         let errors = snapshot(&json!({"strategy_version": 0})).unwrap_err();
-        assert!(errors.contains(&"out_of_range:strategy_version:1_to_9223372036854775807".to_string()));
+        assert!(
+            errors.contains(&"out_of_range:strategy_version:1_to_9223372036854775807".to_string())
+        );
         assert!(errors.contains(&"missing_field:personality".to_string()));
     }
 }

@@ -25,12 +25,20 @@ pub struct Target {
 impl Target {
     /// Every account id the target names.
     pub fn account_refs(&self) -> Vec<String> {
-        self.account_id.iter().chain(&self.account_ids).cloned().collect()
+        self.account_id
+            .iter()
+            .chain(&self.account_ids)
+            .cloned()
+            .collect()
     }
 
     /// Every phone id the target names.
     pub fn phone_refs(&self) -> Vec<String> {
-        self.phone_id.iter().chain(&self.phone_ids).cloned().collect()
+        self.phone_id
+            .iter()
+            .chain(&self.phone_ids)
+            .cloned()
+            .collect()
     }
 }
 
@@ -68,7 +76,11 @@ pub enum RoutingError {
 
 pub const MAX_GROUP_TARGETS: usize = 100;
 
-fn active_account<'a>(dir: &'a Directory, id: &str, missing: &mut Vec<String>) -> Option<&'a AccountInfo> {
+fn active_account<'a>(
+    dir: &'a Directory,
+    id: &str,
+    missing: &mut Vec<String>,
+) -> Option<&'a AccountInfo> {
     match dir.accounts.get(id) {
         Some(a) if a.active => Some(a),
         _ => {
@@ -85,28 +97,38 @@ pub fn resolve(target: &Target, dir: &Directory) -> Result<Vec<Planned>, Routing
     match target.routing.as_str() {
         "direct" => {
             let (Some(phone), Some(account)) = (&target.phone_id, &target.account_id) else {
-                return Err(RoutingError::Invalid(vec!["missing_field:target.phone_id".into()]));
+                return Err(RoutingError::Invalid(vec![
+                    "missing_field:target.phone_id".into(),
+                ]));
             };
             if !dir.phones.contains(phone) {
                 missing.push(format!("phone_not_found:{phone}"));
             }
-            if let Some(a) = active_account(dir, account, &mut missing) {
-                if a.phone_id.as_deref() != Some(phone.as_str()) {
-                    invalid.push(format!("account_not_on_phone:{account}"));
-                }
+            if let Some(a) = active_account(dir, account, &mut missing)
+                && a.phone_id.as_deref() != Some(phone.as_str())
+            {
+                invalid.push(format!("account_not_on_phone:{account}"));
             }
-            planned.insert(Planned { phone_id: Some(phone.clone()), account_id: account.clone() });
+            planned.insert(Planned {
+                phone_id: Some(phone.clone()),
+                account_id: account.clone(),
+            });
         }
         "queue" => {
             let Some(account) = &target.account_id else {
-                return Err(RoutingError::Invalid(vec!["missing_field:target.account_id".into()]));
+                return Err(RoutingError::Invalid(vec![
+                    "missing_field:target.account_id".into(),
+                ]));
             };
-            if let Some(a) = active_account(dir, account, &mut missing) {
-                if a.phone_id.is_none() {
-                    invalid.push(format!("account_has_no_phone:{account}"));
-                }
+            if let Some(a) = active_account(dir, account, &mut missing)
+                && a.phone_id.is_none()
+            {
+                invalid.push(format!("account_has_no_phone:{account}"));
             }
-            planned.insert(Planned { phone_id: None, account_id: account.clone() });
+            planned.insert(Planned {
+                phone_id: None,
+                account_id: account.clone(),
+            });
         }
         "group" => {
             for account in &target.account_ids {
@@ -129,7 +151,10 @@ pub fn resolve(target: &Target, dir: &Directory) -> Result<Vec<Planned>, Routing
                 }
                 match dir.phone_accounts.get(phone).map(Vec::as_slice) {
                     Some([one]) => {
-                        planned.insert(Planned { phone_id: Some(phone.clone()), account_id: one.clone() });
+                        planned.insert(Planned {
+                            phone_id: Some(phone.clone()),
+                            account_id: one.clone(),
+                        });
                     }
                     Some([_, _, ..]) => invalid.push(format!("ambiguous_phone_account:{phone}")),
                     _ => invalid.push(format!("phone_has_no_account:{phone}")),
@@ -163,19 +188,29 @@ mod tests {
             ("a4", None, true),
             ("gone", Some("p1"), false),
         ] {
-            d.accounts.insert(acc.into(), AccountInfo { phone_id: phone.map(Into::into), active });
+            d.accounts.insert(
+                acc.into(),
+                AccountInfo {
+                    phone_id: phone.map(Into::into),
+                    active,
+                },
+            );
         }
         for p in ["p1", "p2", "p3", "p4"] {
             d.phones.insert(p.into());
         }
         d.phone_accounts.insert("p1".into(), vec!["a1".into()]);
         d.phone_accounts.insert("p2".into(), vec!["a2".into()]);
-        d.phone_accounts.insert("p3".into(), vec!["a3".into(), "a3b".into()]);
+        d.phone_accounts
+            .insert("p3".into(), vec!["a3".into(), "a3b".into()]);
         d
     }
 
     fn t(routing: &str) -> Target {
-        Target { routing: routing.into(), ..Target::default() }
+        Target {
+            routing: routing.into(),
+            ..Target::default()
+        }
     }
 
     #[test]
@@ -185,12 +220,17 @@ mod tests {
         target.account_id = Some("a1".into());
         assert_eq!(
             resolve(&target, &dir()).unwrap(),
-            vec![Planned { phone_id: Some("p1".into()), account_id: "a1".into() }]
+            vec![Planned {
+                phone_id: Some("p1".into()),
+                account_id: "a1".into()
+            }]
         );
         target.account_id = Some("a2".into());
         assert_eq!(
             resolve(&target, &dir()),
-            Err(RoutingError::Invalid(vec!["account_not_on_phone:a2".into()]))
+            Err(RoutingError::Invalid(vec![
+                "account_not_on_phone:a2".into()
+            ]))
         );
         target.account_id = Some("gone".into());
         target.phone_id = Some("p9".into());
@@ -209,10 +249,16 @@ mod tests {
         target.account_id = Some("a2".into());
         assert_eq!(
             resolve(&target, &dir()).unwrap(),
-            vec![Planned { phone_id: None, account_id: "a2".into() }]
+            vec![Planned {
+                phone_id: None,
+                account_id: "a2".into()
+            }]
         );
         target.account_id = Some("a4".into());
-        assert!(matches!(resolve(&target, &dir()), Err(RoutingError::Invalid(_))));
+        assert!(matches!(
+            resolve(&target, &dir()),
+            Err(RoutingError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -130,7 +130,10 @@ impl Status {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::FailedTerminal | Status::Cancelled)
+        matches!(
+            self,
+            Status::Completed | Status::FailedTerminal | Status::Cancelled
+        )
     }
 }
 
@@ -179,7 +182,10 @@ pub fn progress(items: &[ItemState]) -> serde_json::Value {
     if items.len() <= 1 {
         return serde_json::json!({});
     }
-    let mut p = Progress { total: items.len(), ..Progress::default() };
+    let mut p = Progress {
+        total: items.len(),
+        ..Progress::default()
+    };
     for i in items {
         match i.public() {
             Status::Queued => p.queued += 1,
@@ -231,19 +237,37 @@ mod tests {
     #[test]
     fn derivation_examples() {
         assert_eq!(derive(&[], false), None);
-        assert_eq!(derive(&[Done, Executing, Queued], false), Some(Status::Executing));
-        assert_eq!(derive(&[Done, Retryable, Queued], false), Some(Status::Retrying));
+        assert_eq!(
+            derive(&[Done, Executing, Queued], false),
+            Some(Status::Executing)
+        );
+        assert_eq!(
+            derive(&[Done, Retryable, Queued], false),
+            Some(Status::Retrying)
+        );
         assert_eq!(derive(&[Done, Claimed], false), Some(Status::Queued));
         assert_eq!(derive(&[Done, Done], false), Some(Status::Completed));
         assert_eq!(derive(&[Done, Cancelled], true), Some(Status::Cancelled));
-        assert_eq!(derive(&[Done, Cancelled], false), Some(Status::FailedTerminal));
-        assert_eq!(derive(&[DeadLetter, Cancelled], true), Some(Status::FailedTerminal));
-        assert_eq!(derive(&[Done, DeadLetter], false), Some(Status::FailedTerminal));
+        assert_eq!(
+            derive(&[Done, Cancelled], false),
+            Some(Status::FailedTerminal)
+        );
+        assert_eq!(
+            derive(&[DeadLetter, Cancelled], true),
+            Some(Status::FailedTerminal)
+        );
+        assert_eq!(
+            derive(&[Done, DeadLetter], false),
+            Some(Status::FailedTerminal)
+        );
     }
 
     #[test]
     fn terminal_is_final() {
-        assert_eq!(next(Status::Cancelled, &[Executing], true), Status::Cancelled);
+        assert_eq!(
+            next(Status::Cancelled, &[Executing], true),
+            Status::Cancelled
+        );
         assert_eq!(next(Status::Queued, &[Executing], false), Status::Executing);
     }
 

@@ -30,8 +30,14 @@ mod tests {
 
     #[test]
     fn formats_with_milliseconds_and_z() {
-        assert_eq!(fmt(datetime!(2026-03-22 08:30:00.123456 +02:00)), "2026-03-22T06:30:00.123Z");
-        assert_eq!(fmt(datetime!(2026-03-22 08:30:00 UTC)), "2026-03-22T08:30:00.000Z");
+        assert_eq!(
+            fmt(datetime!(2026-03-22 08:30:00.123456 +02:00)),
+            "2026-03-22T06:30:00.123Z"
+        );
+        assert_eq!(
+            fmt(datetime!(2026-03-22 08:30:00 UTC)),
+            "2026-03-22T08:30:00.000Z"
+        );
     }
 
     #[test]

@@ -40,15 +40,26 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Operator)?;
     if id.is_empty() || id.chars().count() > 200 {
-        return Err(ApiError::unprocessable(vec!["out_of_range:account_id:length_1_to_200".into()]));
+        return Err(ApiError::unprocessable(vec![
+            "out_of_range:account_id:length_1_to_200".into(),
+        ]));
     }
     let put = requests::account_put(&body).map_err(ApiError::unprocessable)?;
     let mut tx = st.db.begin().await?;
-    let (row, created) =
-        db::accounts::upsert(&mut tx, &id, put.phone_id.as_deref(), put.platform_username.as_deref(), put.active)
-            .await?;
+    let (row, created) = db::accounts::upsert(
+        &mut tx,
+        &id,
+        put.phone_id.as_deref(),
+        put.platform_username.as_deref(),
+        put.active,
+    )
+    .await?;
     tx.commit().await?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, Json(view(&row))))
 }
 
@@ -56,7 +67,11 @@ pub async fn put(
 #[utoipa::path(get, path = "/accounts/{account_id}", tag = "fleet", params(("account_id" = String, Path)),
     responses((status = 200, body = super::docs::AccountDoc), (status = 404, body = super::docs::Problem)),
     security(("bearer" = [])))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let row = db::accounts::get(&st.db, &id)
         .await?
@@ -70,5 +85,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
 pub async fn list(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
     let rows = db::accounts::list(&st.db).await?;
-    Ok(Json(json!({"accounts": rows.iter().map(view).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"accounts": rows.iter().map(view).collect::<Vec<_>>()}),
+    ))
 }

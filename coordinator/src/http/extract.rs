@@ -16,7 +16,12 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub struct ApiJson(pub Value);
 
 fn is_json(content_type: &str) -> bool {
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -55,7 +60,11 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the body is not valid JSON: {e}"),
-                vec![format!("malformed_json:line_{}_column_{}", e.line(), e.column())],
+                vec![format!(
+                    "malformed_json:line_{}_column_{}",
+                    e.line(),
+                    e.column()
+                )],
             )
         })
     }
@@ -64,8 +73,14 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         state.auth.authenticate(&state.db, header).await
     }
 }

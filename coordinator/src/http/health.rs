@@ -19,12 +19,20 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: Postgres answers within a second.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200), (status = 503)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let pg = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&st.db))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
-    let body = json!({"status": if pg { "ready" } else { "unavailable" }, "checks": {"postgres": pg}});
-    let code = if pg { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let pg = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(&st.db),
+    )
+    .await
+    .map(|r| r.is_ok())
+    .unwrap_or(false);
+    let body =
+        json!({"status": if pg { "ready" } else { "unavailable" }, "checks": {"postgres": pg}});
+    let code = if pg {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 

@@ -25,12 +25,21 @@ use crate::events;
               (status = 404, body = super::docs::Problem), (status = 422, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
-pub async fn ingest(State(st): State<AppState>, _caller: Caller, ApiJson(body): ApiJson) -> Result<Response, ApiError> {
+pub async fn ingest(
+    State(st): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson,
+) -> Result<Response, ApiError> {
     let req = requests::ingest(&body).map_err(ApiError::unprocessable)?;
     if !db::accounts::is_active(&st.db, &req.account_id).await? {
-        return Err(ApiError::not_found(vec![format!("account_not_found:{}", req.account_id)]));
+        return Err(ApiError::not_found(vec![format!(
+            "account_not_found:{}",
+            req.account_id
+        )]));
     }
-    if let Some(existing) = db::queue_items::find_ingest(&st.db, &req.account_id, &req.content_id).await? {
+    if let Some(existing) =
+        db::queue_items::find_ingest(&st.db, &req.account_id, &req.content_id).await?
+    {
         return Ok(duplicate(existing));
     }
     if let Some(url) = &req.callback_url {
@@ -59,7 +68,11 @@ pub async fn ingest(State(st): State<AppState>, _caller: Caller, ApiJson(body): 
     }
     let now = now_ms();
     let scheduled = req.scheduling_hint.filter(|t| *t > now);
-    let state = if scheduled.is_some() { ItemState::Scheduled } else { ItemState::Queued };
+    let state = if scheduled.is_some() {
+        ItemState::Scheduled
+    } else {
+        ItemState::Queued
+    };
     let id = Uuid::now_v7();
     let inputs = req.inputs();
     let mut tx = st.db.begin().await?;
@@ -133,19 +146,38 @@ fn duplicate(existing: db::queue_items::ItemRow) -> Response {
               (status = 409, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
-pub async fn cancel(State(st): State<AppState>, _caller: Caller, ApiJson(body): ApiJson) -> Result<Json<Value>, ApiError> {
-    let (content_id, account_id, reason) = requests::legacy_cancel(&body).map_err(ApiError::unprocessable)?;
+pub async fn cancel(
+    State(st): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson,
+) -> Result<Json<Value>, ApiError> {
+    let (content_id, account_id, reason) =
+        requests::legacy_cancel(&body).map_err(ApiError::unprocessable)?;
     let now = now_ms();
     let mut tx = st.db.begin().await?;
     let item = db::queue_items::find_ingest_locked(&mut tx, &account_id, &content_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(vec![format!("queue_item_not_found:{account_id}:{content_id}")]))?;
+        .ok_or_else(|| {
+            ApiError::not_found(vec![format!(
+                "queue_item_not_found:{account_id}:{content_id}"
+            )])
+        })?;
     let state: ItemState = item.state.parse().map_err(|_| ApiError::internal())?;
-    if !matches!(state, ItemState::Queued | ItemState::Scheduled | ItemState::Retryable) {
+    if !matches!(
+        state,
+        ItemState::Queued | ItemState::Scheduled | ItemState::Retryable
+    ) {
         return Err(ApiError::conflict(format!("not_cancellable:{state}")));
     }
     db::queue_items::cancel(&mut tx, &[item.queue_item_id], now).await?;
-    db::queue_items::record_event(&mut tx, item.queue_item_id, "cancelled", now, json!({"reason": reason})).await?;
+    db::queue_items::record_event(
+        &mut tx,
+        item.queue_item_id,
+        "cancelled",
+        now,
+        json!({"reason": reason}),
+    )
+    .await?;
     events::queue_item_updated(
         &mut tx,
         item.callback_url.as_deref(),
@@ -173,7 +205,11 @@ pub async fn cancel(State(st): State<AppState>, _caller: Caller, ApiJson(body): 
     responses((status = 200, body = super::docs::SnapshotResult), (status = 422, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
-pub async fn snapshot(State(st): State<AppState>, _caller: Caller, ApiJson(body): ApiJson) -> Result<Json<Value>, ApiError> {
+pub async fn snapshot(
+    State(st): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson,
+) -> Result<Json<Value>, ApiError> {
     let s = requests::snapshot(&body).map_err(ApiError::unprocessable)?;
     Ok(Json(match db::snapshots::upsert(&st.db, &s).await? {
         Some(synced) => json!({

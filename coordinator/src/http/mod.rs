@@ -35,6 +35,9 @@ use crate::net::{GuardedClient, SsrfError};
 /// within this time (at once on the replica that served the PUT).
 const CAPABILITY_TTL: Duration = Duration::from_secs(2);
 
+/// The registry and when it was read.
+type CapabilityCache = Arc<Mutex<Option<(Instant, Arc<Vec<CapabilityRule>>)>>>;
+
 /// Shared, cheap-to-clone state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -45,7 +48,7 @@ pub struct AppState {
     pub callbacks: Arc<Notify>,
     pub metrics: PrometheusHandle,
     pub public_metrics: bool,
-    capabilities: Arc<Mutex<Option<(Instant, Arc<Vec<CapabilityRule>>)>>>,
+    capabilities: CapabilityCache,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -63,7 +66,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 impl AppState {
-    pub fn new(db: PgPool, http: GuardedClient, auth: Auth, callbacks: Arc<Notify>, public_metrics: bool) -> Self {
+    pub fn new(
+        db: PgPool,
+        http: GuardedClient,
+        auth: Auth,
+        callbacks: Arc<Notify>,
+        public_metrics: bool,
+    ) -> Self {
         Self {
             db,
             http,
@@ -77,12 +86,11 @@ impl AppState {
 
     /// The capability registry, cached for [`CAPABILITY_TTL`].
     pub async fn capabilities(&self) -> Result<Arc<Vec<CapabilityRule>>, ApiError> {
-        if let Ok(guard) = self.capabilities.lock() {
-            if let Some((at, rules)) = guard.as_ref() {
-                if at.elapsed() < CAPABILITY_TTL {
-                    return Ok(Arc::clone(rules));
-                }
-            }
+        if let Ok(guard) = self.capabilities.lock()
+            && let Some((at, rules)) = guard.as_ref()
+            && at.elapsed() < CAPABILITY_TTL
+        {
+            return Ok(Arc::clone(rules));
         }
         let rules = Arc::new(db::capabilities::list(&self.db).await?);
         if let Ok(mut guard) = self.capabilities.lock() {
@@ -103,10 +111,13 @@ impl AppState {
 pub async fn check_url(st: &AppState, url: &str, reason: &str) -> Result<(), ApiError> {
     match st.http.check_url(url).await {
         Ok(()) | Err(SsrfError::Resolve { .. }) => Ok(()),
-        Err(SsrfError::Refused { reason: why, .. }) | Err(SsrfError::NoAllowedAddress { reason: why, .. }) => {
-            Err(ApiError::unprocessable(vec![format!("{reason}:{}", why.as_str())]))
-        }
-        Err(_) => Err(ApiError::unprocessable(vec![format!("{reason}:invalid_url")])),
+        Err(SsrfError::Refused { reason: why, .. })
+        | Err(SsrfError::NoAllowedAddress { reason: why, .. }) => Err(ApiError::unprocessable(
+            vec![format!("{reason}:{}", why.as_str())],
+        )),
+        Err(_) => Err(ApiError::unprocessable(vec![format!(
+            "{reason}:invalid_url"
+        )])),
     }
 }
 
@@ -133,7 +144,10 @@ async fn track(req: Request, next: Next) -> Response {
 
 async fn metrics_guarded(State(st): State<AppState>, req: Request) -> Response {
     if !st.public_metrics {
-        let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if let Err(e) = st.auth.authenticate(&st.db, header).await {
             return e.into_response();
         }
@@ -158,7 +172,10 @@ pub fn router(state: AppState) -> Router {
         .route("/cancel", post(legacy::cancel))
         .route("/runtime-snapshots/upsert", post(legacy::snapshot))
         .route("/accounts", get(accounts::list))
-        .route("/accounts/{account_id}", put(accounts::put).get(accounts::get))
+        .route(
+            "/accounts/{account_id}",
+            put(accounts::put).get(accounts::get),
+        )
         .route("/capabilities", get(capabilities::list))
         .route("/capabilities/{name}", put(capabilities::put))
         .route("/healthz", get(health::healthz))
@@ -166,21 +183,32 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_guarded))
         .fallback(fallback)
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", vec!["method_not_allowed".into()])
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                vec!["method_not_allowed".into()],
+            )
         })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state);
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi());
+    let docs =
+        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi());
     Router::new()
         .merge(docs)
         .merge(api)
         .layer(middleware::from_fn(track))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Serves the API on an already bound listener until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -29,7 +29,11 @@ use crate::events;
               (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(request_id))]
-pub async fn enqueue(State(st): State<AppState>, caller: Caller, ApiJson(body): ApiJson) -> Result<Response, ApiError> {
+pub async fn enqueue(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson,
+) -> Result<Response, ApiError> {
     if let Some(system) = body.pointer("/requested_by/system").and_then(Value::as_str) {
         caller.may_act_as(system)?;
     }
@@ -43,11 +47,10 @@ pub async fn enqueue(State(st): State<AppState>, caller: Caller, ApiJson(body): 
     if let (Some(cap), Some(mode)) = (
         body.get("capability").and_then(Value::as_str),
         body.get("mode").and_then(Value::as_str),
-    ) {
-        if let Some(rule) = rules.iter().find(|r| r.name == cap) {
-            let routing = body.pointer("/target/routing").and_then(Value::as_str);
-            errors.extend(capabilities::check(rule, mode, routing));
-        }
+    ) && let Some(rule) = rules.iter().find(|r| r.name == cap)
+    {
+        let routing = body.pointer("/target/routing").and_then(Value::as_str);
+        errors.extend(capabilities::check(rule, mode, routing));
     }
     match parsed {
         Ok(req) if errors.is_empty() => create(&st, req).await,
@@ -62,7 +65,11 @@ pub async fn enqueue(State(st): State<AppState>, caller: Caller, ApiJson(body): 
               (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
-pub async fn maintenance(State(st): State<AppState>, caller: Caller, ApiJson(body): ApiJson) -> Result<Response, ApiError> {
+pub async fn maintenance(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson,
+) -> Result<Response, ApiError> {
     if let Some(system) = body.pointer("/requested_by/system").and_then(Value::as_str) {
         caller.may_act_as(system)?;
     }
@@ -95,7 +102,12 @@ async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiEr
     let now = now_ms();
     let process_id = Uuid::now_v7();
     let mut tx = st.db.begin().await?;
-    let dir = db::accounts::directory(&mut tx, &req.target.account_refs(), &req.target.phone_refs()).await?;
+    let dir = db::accounts::directory(
+        &mut tx,
+        &req.target.account_refs(),
+        &req.target.phone_refs(),
+    )
+    .await?;
     let planned = match routing::resolve(&req.target, &dir) {
         Ok(p) => p,
         Err(e) => {
@@ -128,7 +140,9 @@ async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiEr
     let callback = row.callback.clone();
     if !db::processes::insert_if_new(&mut tx, row).await? {
         drop(tx);
-        return duplicate(st, &req, &fingerprint).await?.ok_or_else(ApiError::internal);
+        return duplicate(st, &req, &fingerprint)
+            .await?
+            .ok_or_else(ApiError::internal);
     }
     db::queue_items::insert_for_process(
         &mut tx,
@@ -175,9 +189,18 @@ async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiEr
     Ok((StatusCode::ACCEPTED, Json(accepted_body(process_id, &req))).into_response())
 }
 
-async fn duplicate(st: &AppState, req: &CapabilityRequest, fingerprint: &[u8]) -> Result<Option<Response>, ApiError> {
-    let Some((id, status, stored)) =
-        db::processes::find_by_key(&st.db, &req.capability, &req.requested_by.system, &req.request_id).await?
+async fn duplicate(
+    st: &AppState,
+    req: &CapabilityRequest,
+    fingerprint: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    let Some((id, status, stored)) = db::processes::find_by_key(
+        &st.db,
+        &req.capability,
+        &req.requested_by.system,
+        &req.request_id,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -200,7 +223,11 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     responses((status = 200, body = super::docs::ProcessDoc), (status = 404, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(process_id = %id))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let pid = parse_id(&id)?;
     let p = db::processes::get(&st.db, pid)
         .await?
@@ -225,7 +252,9 @@ fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
 }
 
 fn decode_cursor(s: &str) -> Option<(OffsetDateTime, Uuid)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (nanos, id) = raw.split_once('|')?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
@@ -237,12 +266,16 @@ fn decode_cursor(s: &str) -> Option<(OffsetDateTime, Uuid)> {
     responses((status = 200, body = super::docs::ProcessList), (status = 422, body = super::docs::Problem)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
     let mut errors = Vec::new();
-    if let Some(s) = &q.status {
-        if Status::parse(s).is_none() {
-            errors.push("invalid_value:status".to_string());
-        }
+    if let Some(s) = &q.status
+        && Status::parse(s).is_none()
+    {
+        errors.push("invalid_value:status".to_string());
     }
     let limit = match q.limit.as_deref().map(str::parse::<i64>) {
         None => 50,
@@ -266,25 +299,41 @@ pub async fn list(State(st): State<AppState>, caller: Caller, Query(q): Query<Li
         return Err(ApiError::unprocessable(errors));
     }
     let system = match (&caller.system, q.system) {
-        (Some(own), Some(asked)) if *own != asked => return Err(caller.may_act_as(&asked).unwrap_err()),
+        (Some(own), Some(asked)) if *own != asked => {
+            return Err(caller.may_act_as(&asked).unwrap_err());
+        }
         (Some(own), _) => Some(own.clone()),
         (None, asked) => asked,
     };
-    let filter = db::processes::ListFilter { status: q.status, process_type: q.process_type, system, before, limit };
+    let filter = db::processes::ListFilter {
+        status: q.status,
+        process_type: q.process_type,
+        system,
+        before,
+        limit,
+    };
     let rows = db::processes::list(&st.db, &filter).await?;
     let ids: Vec<Uuid> = rows.iter().map(|p| p.process_id).collect();
     let items = db::queue_items::for_processes(&st.db, &ids).await?;
     let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|p| encode_cursor(p.created_at, p.process_id)))
+        .then(|| {
+            rows.last()
+                .map(|p| encode_cursor(p.created_at, p.process_id))
+        })
         .flatten();
     let processes: Vec<Value> = rows
         .iter()
         .map(|p| {
-            let mine: Vec<_> = items.iter().filter(|i| i.process_id == Some(p.process_id)).collect();
+            let mine: Vec<_> = items
+                .iter()
+                .filter(|i| i.process_id == Some(p.process_id))
+                .collect();
             views::process(p, &mine)
         })
         .collect();
-    Ok(Json(json!({"processes": processes, "next_cursor": next_cursor})))
+    Ok(Json(
+        json!({"processes": processes, "next_cursor": next_cursor}),
+    ))
 }
 
 /// `POST /processes/{process_id}/cancel`
@@ -336,7 +385,8 @@ pub async fn cancel(
     db::queue_items::cancel(&mut tx, &cancelled_ids, now).await?;
     db::queue_items::mark_cancel_requested(&mut tx, &active_ids, now).await?;
     for i in &cancelled_ids {
-        db::queue_items::record_event(&mut tx, *i, "cancelled", now, json!({"reason": req.reason})).await?;
+        db::queue_items::record_event(&mut tx, *i, "cancelled", now, json!({"reason": req.reason}))
+            .await?;
     }
     for i in &active_ids {
         let payload = json!({"reason": req.reason, "strategy": req.strategy.as_str()});
@@ -356,9 +406,10 @@ pub async fn cancel(
         (false, Strategy::Soft) => ("requested", None),
         (false, Strategy::Hard) => ("issued", None),
         (false, Strategy::SoftThenForce) if req.force_after_seconds == 0 => ("issued", None),
-        (false, Strategy::SoftThenForce) => {
-            ("scheduled", Some(now + time::Duration::seconds(req.force_after_seconds)))
-        }
+        (false, Strategy::SoftThenForce) => (
+            "scheduled",
+            Some(now + time::Duration::seconds(req.force_after_seconds)),
+        ),
     };
     let update = db::processes::StateUpdate {
         status: next.as_str().into(),
@@ -380,7 +431,9 @@ pub async fn cancel(
     }
     let first_active = active.first();
     let container = first_active.and_then(|i| {
-        i.agent_id.as_ref().map(|agent| json!({"agent_id": agent, "phone_id": i.phone_id, "run_id": i.run_id}))
+        i.agent_id
+            .as_ref()
+            .map(|agent| json!({"agent_id": agent, "phone_id": i.phone_id, "run_id": i.run_id}))
     });
     Ok(Json(json!({
         "status": "cancel_requested",

@@ -1,0 +1,10 @@
+//! Integration tests of the coordinator's public API: real Postgres (a database per test),
+//! real HTTP over loopback, real callback receivers.
+
+mod auth;
+mod cancel;
+mod contract;
+mod enqueue;
+mod faults;
+mod legacy;
+mod support;

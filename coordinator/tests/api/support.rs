@@ -1,0 +1,340 @@
+//! `spawn_app()`: a coordinator on 127.0.0.1:0 over a fresh database, and a client with one
+//! method per endpoint. Callback receivers are real HTTP servers on loopback.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use phonefarm_coordinator::callbacks::{Backoff, DelivererConfig};
+use phonefarm_coordinator::{app, auth, db};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, migrated database, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        Self::on(&admin_url()).await
+    }
+
+    pub async fn on(admin: &str) -> TestDb {
+        let name = format!("pf_test_{}", uuid::Uuid::new_v4().simple());
+        let admin_pool = PgPool::connect(admin)
+            .await
+            .expect("connect to the admin database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin_pool)
+            .await
+            .expect("create test database");
+        admin_pool.close().await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+        let url = format!("{base}/{name}");
+        let pool = db::connect(&url)
+            .await
+            .expect("connect to the test database");
+        db::MIGRATOR.run(&pool).await.expect("migrate");
+        TestDb { name, url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        if !self
+            .url
+            .starts_with(admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin))
+        {
+            return; // a private server the test stops itself
+        }
+        // Drop from a separate thread with its own runtime: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(pool) = PgPool::connect(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&pool)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    pub admin_key: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Default, Clone)]
+pub struct Options {
+    pub ingest_secret: Option<String>,
+    pub webhook_secret: Option<String>,
+    /// No SSRF allow-list (production behaviour).
+    pub no_allow_list: bool,
+    /// No API key is created.
+    pub no_keys: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(opts: Options) -> TestApp {
+    spawn_on(TestDb::new().await, opts).await
+}
+
+pub async fn spawn_on(db: TestDb, opts: Options) -> TestApp {
+    let admin_key = auth::generate_key();
+    if !opts.no_keys {
+        db::api_keys::insert(
+            &db.pool,
+            "test-admin",
+            &auth::hash_key(&admin_key),
+            "pf_",
+            "admin",
+            None,
+        )
+        .await
+        .expect("insert admin key");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let allow = if opts.no_allow_list {
+        vec![]
+    } else {
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+    };
+    let settings = app::Settings {
+        ingest_secret: opts.ingest_secret.map(SecretString::from),
+        webhook_secret: opts.webhook_secret.map(SecretString::from),
+        allow,
+        public_metrics: true,
+        deliverer: DelivererConfig {
+            poll_interval: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                steps: vec![],
+                then: Duration::from_millis(200),
+                give_up_after: Duration::from_secs(3600),
+                jitter: 0.0,
+            },
+            ..DelivererConfig::default()
+        },
+    };
+    tokio::spawn(app::run(
+        listener,
+        db.pool.clone(),
+        settings,
+        shutdown.clone(),
+    ));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    TestApp {
+        base: format!("http://{addr}"),
+        db,
+        admin_key,
+        client,
+        shutdown,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(&self.admin_key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call(reqwest::Method::GET, path, Some(&self.admin_key), None)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.call(
+            reqwest::Method::PUT,
+            path,
+            Some(&self.admin_key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn enqueue(&self, body: &Value) -> Resp {
+        self.post("/capability-requests/enqueue", body).await
+    }
+
+    pub async fn account(&self, account: &str, phone: &str) {
+        let r = self
+            .put(&format!("/accounts/{account}"), &json!({"phone_id": phone}))
+            .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+    }
+
+    pub async fn key(&self, name: &str, role: &str, system: Option<&str>) -> String {
+        let key = auth::generate_key();
+        db::api_keys::insert(
+            &self.db.pool,
+            name,
+            &auth::hash_key(&key),
+            "pf_",
+            role,
+            system,
+        )
+        .await
+        .unwrap();
+        key
+    }
+}
+
+/// A keyword_warmup request on queue routing for `account`.
+pub fn keyword_request(request_id: &str, account: &str, callback: &str) -> Value {
+    json!({
+        "request_id": request_id,
+        "capability": "keyword_warmup",
+        "mode": "unattended",
+        "target": {"routing": "queue", "account_id": account},
+        "inputs": {"keywords": ["fitness", "cooking"], "videos_per_keyword": 2},
+        "callback": {"url": callback, "metadata": {"campaign": "c-1"}},
+        "requested_by": {"system": "ugc-tracker", "user": "ana", "metadata": {}}
+    })
+}
+
+/// Waits for `cond` with a deadline instead of sleeping.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One received callback.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A callback receiver on loopback. `script` gives the status for the n-th request.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub async fn start(script: fn(usize) -> u16) -> Receiver {
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let store = Arc::clone(&got);
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let store = Arc::clone(&store);
+            async move {
+                let n = {
+                    let mut g = store.lock().unwrap();
+                    g.push(Received { headers, body });
+                    g.len() - 1
+                };
+                StatusCode::from_u16(script(n)).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{addr}/callback"),
+            got,
+        }
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,101 @@
+# Shared set-up for deploy/local/run and deploy/local/test: installs what is missing and starts
+# what is not running. Safe to run again on a machine where everything is there already.
+# shellcheck shell=bash
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+NATS_PORT=4222
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root apt-get update -qq || die "apt-get update failed"
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+
+ensure_packages() {
+  local missing=()
+  command -v psql >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql postgresql-client)
+  command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
+  [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+  command -v adb >/dev/null 2>&1 || missing+=(adb)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  pkg-config --exists libusb-1.0 2>/dev/null || missing+=(libusb-1.0-0-dev)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  command -v cargo >/dev/null 2>&1 || die "cargo is missing: install the Rust toolchain (rustup) first"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {
+  local host=$1 port=$2 what=$3 i
+  for i in $(seq 1 100); do
+    port_open "$host" "$port" && return 0
+    sleep 0.2
+  done
+  die "$what did not start listening on $host:$port"
+}
+
+ensure_postgres() {
+  if ! port_open "$PG_HOST" "$PG_PORT"; then
+    log "starting PostgreSQL"
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$version" ] || die "no PostgreSQL cluster found under /etc/postgresql"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+      || die "could not start PostgreSQL $version/main"
+    wait_port "$PG_HOST" "$PG_PORT" PostgreSQL
+  fi
+  # A fresh Debian cluster asks for passwords on TCP. For this local development set-up, trust
+  # loopback connections (never do this on a shared host).
+  if ! psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+    log "allowing trusted loopback connections to PostgreSQL (local development only)"
+    local hba
+    hba=$(as_root runuser -u postgres -- psql -Atqc 'show hba_file') || die "cannot reach PostgreSQL as the postgres user"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    as_root runuser -u postgres -- psql -Atqc 'select pg_reload_conf()' >/dev/null
+    psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' >/dev/null \
+      || die "PostgreSQL still refuses postgres@$PG_HOST"
+  fi
+}
+
+ensure_database() {
+  local name=$1
+  if [ "$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc "select 1 from pg_database where datname = '$name'")" != 1 ]; then
+    log "creating database $name"
+    psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -qc "create database \"$name\"" >/dev/null
+  fi
+}
+
+ensure_nats() {
+  if ! port_open 127.0.0.1 "$NATS_PORT"; then
+    log "starting nats-server with JetStream"
+    local bin
+    bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+    as_root mkdir -p /var/lib/nats-server /var/log
+    as_root start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+      -a 127.0.0.1 -p "$NATS_PORT" -js -sd /var/lib/nats-server -l /var/log/nats-server.log \
+      || die "could not start nats-server"
+    wait_port 127.0.0.1 "$NATS_PORT" nats-server
+  fi
+}
+
+ensure_all() {
+  ensure_packages
+  ensure_postgres
+  ensure_nats
+}
