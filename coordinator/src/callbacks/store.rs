@@ -1,0 +1,272 @@
+//! SQL over `callback_deliveries` and `callback_attempts`.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::NewCallback;
+
+/// A delivery row claimed (leased) by this deliverer for one attempt.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Claimed {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub process_id: Option<Uuid>,
+    pub queue_item_id: Option<Uuid>,
+    pub sequence: Option<i64>,
+    pub url: String,
+    pub body: String,
+    /// The attempt number of this claim (1-based; already incremented).
+    pub attempts: i32,
+    /// Seconds since the delivery was created, at claim time.
+    pub age_secs: f64,
+}
+
+/// The result of one attempt, as recorded.
+#[derive(Debug)]
+pub(crate) struct AttemptRecord<'a> {
+    pub status_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration_ms: i32,
+}
+
+/// What the delivery row becomes after an attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Next {
+    Delivered,
+    RetryIn(Duration),
+    GiveUp,
+}
+
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    cb: &NewCallback<'_>,
+) -> Result<(), sqlx::Error> {
+    // Serializing a `serde_json::Value` cannot fail (its map keys are strings); the error arm is
+    // kept for completeness.
+    let body = serde_json::to_string(cb.body).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    sqlx::query(
+        "INSERT INTO callback_deliveries \
+             (event_id, event_type, process_id, queue_item_id, sequence, url, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(cb.event_id)
+    .bind(cb.event_type)
+    .bind(cb.process_id)
+    .bind(cb.queue_item_id)
+    .bind(cb.sequence)
+    .bind(cb.url)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due deliveries: bumps their attempt counter and pushes
+/// `next_attempt_at` out by `lease`, so a crashed deliverer's rows come back once the lease runs
+/// out. `SKIP LOCKED` lets several replicas claim side by side.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    sqlx::query_as::<_, Claimed>(
+        "UPDATE callback_deliveries AS d \
+         SET attempts = d.attempts + 1, \
+             next_attempt_at = now() + $2::bigint * interval '1 millisecond' \
+         FROM ( \
+             SELECT id FROM callback_deliveries \
+             WHERE state = 'pending' AND next_attempt_at <= now() \
+             ORDER BY next_attempt_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED \
+         ) AS due \
+         WHERE d.id = due.id \
+         RETURNING d.id, d.event_id, d.event_type, d.process_id, d.queue_item_id, d.sequence, \
+                   d.url, d.body, d.attempts, \
+                   EXTRACT(EPOCH FROM (now() - d.created_at))::float8 AS age_secs",
+    )
+    .bind(limit)
+    .bind(millis(lease))
+    .fetch_all(pool)
+    .await
+}
+
+/// How long until the earliest pending delivery is due (zero if overdue), `None` if there is
+/// nothing pending.
+pub(crate) async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now()))::float8 \
+         FROM callback_deliveries WHERE state = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(secs.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)))
+}
+
+/// Records an attempt and moves the delivery on, in one transaction. A failure only reschedules
+/// the row if this deliverer still holds the claim (the attempt counter is unchanged); a
+/// success always wins.
+pub(crate) async fn record(
+    pool: &PgPool,
+    claimed: &Claimed,
+    attempt: &AttemptRecord<'_>,
+    next: Next,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO callback_attempts (delivery_id, attempt, status_code, error, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(claimed.id)
+    .bind(claimed.attempts)
+    .bind(attempt.status_code)
+    .bind(attempt.error)
+    .bind(attempt.duration_ms)
+    .execute(&mut *tx)
+    .await?;
+    match next {
+        Next::Delivered => {
+            sqlx::query(
+                "UPDATE callback_deliveries \
+                 SET state = 'delivered', delivered_at = now(), last_status = $2, \
+                     last_error = NULL \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(claimed.id)
+            .bind(attempt.status_code)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Next::RetryIn(delay) => {
+            sqlx::query(
+                "UPDATE callback_deliveries \
+                 SET next_attempt_at = now() + $3::bigint * interval '1 millisecond', \
+                     last_status = $4, last_error = $5 \
+                 WHERE id = $1 AND state = 'pending' AND attempts = $2",
+            )
+            .bind(claimed.id)
+            .bind(claimed.attempts)
+            .bind(millis(delay))
+            .bind(attempt.status_code)
+            .bind(attempt.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Next::GiveUp => {
+            sqlx::query(
+                "UPDATE callback_deliveries \
+                 SET state = 'failed', last_status = $3, last_error = $4 \
+                 WHERE id = $1 AND state = 'pending' AND attempts = $2",
+            )
+            .bind(claimed.id)
+            .bind(claimed.attempts)
+            .bind(attempt.status_code)
+            .bind(attempt.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One callback delivery, for operator views.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRecord {
+    /// Row id.
+    pub id: i64,
+    /// The event id (the same on every attempt, also in the body and `webhook-id`).
+    pub event_id: Uuid,
+    /// `process.updated` or `queue_item.updated`.
+    pub event_type: String,
+    /// The process, for `process.updated`.
+    pub process_id: Option<Uuid>,
+    /// The queue item, for `queue_item.updated`.
+    pub queue_item_id: Option<Uuid>,
+    /// The per-process sequence number, as given.
+    pub sequence: Option<i64>,
+    /// The receiver.
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// When the next attempt is due (or the current lease ends).
+    pub next_attempt_at: OffsetDateTime,
+    /// Status code of the last answered attempt.
+    pub last_status: Option<i32>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// When the event was enqueued.
+    pub created_at: OffsetDateTime,
+    /// When a 2xx was received.
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// One delivery attempt, for operator views.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptView {
+    /// The attempt number (1-based).
+    pub attempt: i32,
+    /// When the attempt was recorded.
+    pub at: OffsetDateTime,
+    /// The response status, if one arrived.
+    pub status_code: Option<i32>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: i32,
+}
+
+/// The deliveries of one process's callbacks, in sequence order.
+pub async fn deliveries_for_process<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    process_id: Uuid,
+) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+    sqlx::query_as::<_, DeliveryRecord>(
+        "SELECT id, event_id, event_type, process_id, queue_item_id, sequence, url, state, \
+                attempts, next_attempt_at, last_status, last_error, created_at, delivered_at \
+         FROM callback_deliveries WHERE process_id = $1 ORDER BY sequence, id",
+    )
+    .bind(process_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// The deliveries of one queue item's legacy callbacks, oldest first.
+pub async fn deliveries_for_queue_item<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    queue_item_id: Uuid,
+) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+    sqlx::query_as::<_, DeliveryRecord>(
+        "SELECT id, event_id, event_type, process_id, queue_item_id, sequence, url, state, \
+                attempts, next_attempt_at, last_status, last_error, created_at, delivered_at \
+         FROM callback_deliveries WHERE queue_item_id = $1 ORDER BY id",
+    )
+    .bind(queue_item_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// The attempts of one delivery, in order.
+pub async fn attempts<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    delivery_id: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptView>(
+        "SELECT attempt, at, status_code, error, duration_ms \
+         FROM callback_attempts WHERE delivery_id = $1 ORDER BY attempt, id",
+    )
+    .bind(delivery_id)
+    .fetch_all(executor)
+    .await
+}
