@@ -18,6 +18,8 @@ pub struct Video {
     pub topic: String,
     pub likes: u64,
     pub comments: u32,
+    /// An ad: the feed shows a `Sponsored` label on it.
+    pub sponsored: bool,
 }
 
 struct Topic {
@@ -189,6 +191,7 @@ pub fn feed_video(seed: u64, index: u64) -> Video {
         topic: topic.name.to_string(),
         likes: (r >> 40) % 2_000_000,
         comments: ((r >> 20) % 5_000) as u32,
+        sponsored: false,
     }
 }
 
@@ -281,10 +284,33 @@ pub fn search(seed: u64, query: &str) -> Vec<Video> {
             topic: "search".into(),
             likes: (r >> 16) % 500_000,
             comments: ((r >> 40) % 2_000) as u32,
+            sponsored: false,
         });
         i += 1;
     }
     out
+}
+
+const ADS: &[(&str, &str)] = &[
+    ("brightwear.shop", "Summer sale: everything 30% off"),
+    ("fitfuel.drinks", "Fuel your workout with zero sugar"),
+    ("wanderstays", "Book your next getaway tonight"),
+];
+
+/// The ad shown at feed position `index` (when the ads knob puts one there).
+pub fn ad_video(index: u64) -> Video {
+    let (author, caption) = *pick(ADS, mix(index));
+    let hashtags = vec!["ad".to_string()];
+    Video {
+        id: format!("ad-{index:06}"),
+        author: author.to_string(),
+        caption: with_tags(caption, &hashtags),
+        hashtags,
+        topic: "ad".into(),
+        likes: mix(index) % 50_000,
+        comments: (mix(index) % 300) as u32,
+        sponsored: true,
+    }
 }
 
 /// Search suggestions shown on the empty search screen.

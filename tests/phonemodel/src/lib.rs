@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use actions::Action;
 pub use app::{AccountState, Popup, PopupTrigger, Post, Profile, ProfileField, ScreenKind};
-pub use catalogue::{Video, feed_video, search as search_catalogue};
+pub use catalogue::{Video, ad_video, feed_video, search as search_catalogue};
 pub use ui::{
     APP_LAUNCH_ACTIVITY, APP_PACKAGE, NodeRef, Rect, SCREEN_HEIGHT, SCREEN_WIDTH, UiVariant,
     app_resource_id,
@@ -118,6 +118,8 @@ pub struct PhoneConfig {
     /// there hit the keyboard, which is not in the app's dump, as on Android) and the first
     /// BACK only hides it. Off by default.
     pub keyboard: bool,
+    /// Every Nth feed video is an ad (`Sponsored` label, id `ad-…`); 0 means no ads.
+    pub ad_every: u32,
 }
 
 impl Default for PhoneConfig {
@@ -140,6 +142,7 @@ impl Default for PhoneConfig {
             boot_delay_polls: 0,
             failing_dumps: 0,
             keyboard: false,
+            ad_every: 0,
         }
     }
 }

@@ -134,6 +134,7 @@ pub(crate) const ID_TABLE: &[(&str, &str)] = &[
     ("verify_code", "av2"),
     ("verify_submit", "av3"),
     ("placeholder_title", "ph0"),
+    ("ad_label", "adl"),
 ];
 
 /// The full resource-id of an app id (given by its variant-A name) in `variant`.

@@ -442,6 +442,7 @@ impl Phone {
                         topic: "own".into(),
                         likes: 0,
                         comments: 0,
+                        sponsored: false,
                     })
                     .collect();
                 if k < list.len() {

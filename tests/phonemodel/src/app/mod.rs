@@ -414,13 +414,20 @@ impl Phone {
         }
     }
 
+    /// The feed's video at `index`: the catalogue's, or an ad where the ads knob puts one.
+    pub(crate) fn feed_item(&self, index: u64) -> Video {
+        let every = u64::from(self.config.ad_every);
+        if every > 0 && (index + 1).is_multiple_of(every) {
+            catalogue::ad_video(index)
+        } else {
+            catalogue::feed_video(self.config.feed_seed, index)
+        }
+    }
+
     /// The video on screen (feed or player), if any.
     pub fn current_video(&self) -> Option<Video> {
         match self.top()? {
-            Screen::Feed { .. } => Some(catalogue::feed_video(
-                self.config.feed_seed,
-                self.app.feed_index,
-            )),
+            Screen::Feed { .. } => Some(self.feed_item(self.app.feed_index)),
             Screen::Player { list, index, .. } => list.get(*index).cloned(),
             _ => None,
         }

@@ -5,7 +5,7 @@ use super::{
     Tap, UploadStatus, file_name, full, r,
 };
 use crate::Phone;
-use crate::catalogue::{self, SUGGESTIONS, Video, short_count};
+use crate::catalogue::{SUGGESTIONS, Video, short_count};
 use crate::ui::{
     APP_PACKAGE, BUTTON, EDIT, FRAME, IMAGE, LAUNCHER_PACKAGE, LINEAR, Node, PAGER,
     PERMISSION_PACKAGE, PLAY_STORE_PACKAGE, RECYCLER, Rect, SCREEN_HEIGHT, SEEKBAR, TEXT, Window,
@@ -71,7 +71,7 @@ impl Phone {
         };
         match top {
             Screen::Feed { sheet } => {
-                let v = catalogue::feed_video(self.config.feed_seed, self.app.feed_index);
+                let v = self.feed_item(self.app.feed_index);
                 let mut nodes = vec![
                     self.video_pager(&v, 2232),
                     Node::new(TEXT, r(300, 96, 520, 192))
@@ -348,6 +348,13 @@ impl Phone {
                 .id("music_title")
                 .text(format!("♬ original sound - {}", v.author)),
         ]);
+        if v.sponsored {
+            container = container.child(
+                Node::new(TEXT, r(48, 1840, 300, 1890))
+                    .id("ad_label")
+                    .text("Sponsored"),
+            );
+        }
         let mut pager = Node::new(PAGER, r(0, 0, 1080, bottom))
             .id("feed_pager")
             .scrollable();

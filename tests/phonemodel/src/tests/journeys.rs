@@ -729,3 +729,32 @@ fn keyboard_knob_covers_the_bottom_and_back_hides_it_first() {
     sh(&mut p, "input keyevent 4");
     assert_eq!(p.screen(), ScreenKind::Feed);
 }
+
+#[test]
+fn ads_knob_puts_sponsored_videos_in_the_feed() {
+    for variant in VARIANTS {
+        let mut p = launched(variant);
+        let nodes = dump(&mut p);
+        assert!(find(&nodes, &p, "ad_label").is_none());
+        p.config_mut().ad_every = 3;
+        sh(
+            &mut p,
+            "input swipe 540 1800 540 600; input swipe 540 1800 540 600",
+        );
+        let v = p.current_video().expect("video");
+        assert!(v.sponsored && v.id == "ad-000002", "{v:?}");
+        let nodes = dump(&mut p);
+        assert_eq!(
+            find(&nodes, &p, "ad_label").map(|n| n.get("text")),
+            Some("Sponsored")
+        );
+        assert!(
+            find(&nodes, &p, "video_caption")
+                .expect("caption")
+                .get("text")
+                .ends_with("#ad")
+        );
+        sh(&mut p, "input swipe 540 1800 540 600");
+        assert!(!p.current_video().expect("video").sponsored);
+    }
+}
