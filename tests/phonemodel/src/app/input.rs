@@ -212,6 +212,7 @@ impl Phone {
         self.app.upload_status = None;
         match code {
             3 => self.go_home(),
+            4 if self.keyboard_shown() => self.app.keyboard_dismissed = true,
             4 => self.back(),
             66 if self.screen() == ScreenKind::SearchInput => self.apply(Tap::SubmitSearch),
             67 => {
@@ -245,11 +246,8 @@ impl Phone {
         self.app.foreground = Foreground::Launcher;
     }
 
+    /// Goes back one step (BACK key with no keyboard up, or an on-screen back button).
     fn back(&mut self) {
-        if self.keyboard_shown() {
-            self.app.keyboard_dismissed = true;
-            return;
-        }
         match self.screen() {
             ScreenKind::ScreenOff | ScreenKind::Launcher => {}
             ScreenKind::PlayStore => self.app.foreground = Foreground::Launcher,

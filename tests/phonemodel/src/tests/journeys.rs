@@ -721,9 +721,13 @@ fn keyboard_knob_covers_the_bottom_and_back_hides_it_first() {
     assert_eq!(p.screen(), ScreenKind::CommentSheet);
     sh(&mut p, "input keyevent KEYCODE_BACK");
     assert_eq!(p.screen(), ScreenKind::Feed);
-    // The search screen focuses its field on arrival, so the keyboard comes up with it.
+    // The search screen focuses its field on arrival, so the keyboard comes up with it; the
+    // on-screen back button navigates at once.
     tap_id(&mut p, "search_icon");
     assert!(p.keyboard_shown());
+    tap_id(&mut p, "search_back");
+    assert_eq!(p.screen(), ScreenKind::Feed);
+    tap_id(&mut p, "search_icon");
     sh(&mut p, "input keyevent 4");
     assert_eq!(p.screen(), ScreenKind::SearchInput);
     sh(&mut p, "input keyevent 4");
