@@ -69,6 +69,7 @@ const INITIAL_DIRS: &[&str] = &[
     "/sdcard/Music",
     "/sdcard/Pictures",
     "/storage",
+    "/storage/emulated",
     "/system",
     "/system/bin",
     "/vendor",

@@ -264,6 +264,7 @@ fn df_reports_free_storage() {
         .collect();
     assert_eq!(cols[3], ((2u64 << 20) - 1024).to_string());
     assert_eq!(cols[5], "/storage/emulated");
+    assert!(sh(&mut p, "df /storage/emulated/0/DCIM").contains(" /storage/emulated\n"));
     let all = sh(&mut p, "df");
     assert!(all.lines().count() >= 5);
     assert!(sh(&mut p, "df -h /data").contains("64G"));
