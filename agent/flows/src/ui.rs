@@ -231,6 +231,17 @@ impl<D: Device> Ui<D> {
         self.run(&format!("input keyevent {code}")).await.map(drop)
     }
 
+    /// Several key presses in one command (`input keyevent A B C`).
+    pub async fn keyevents(&self, codes: &[u32]) -> Result<(), UiError> {
+        if codes.is_empty() {
+            return Ok(());
+        }
+        let codes: Vec<String> = codes.iter().map(u32::to_string).collect();
+        self.run(&format!("input keyevent {}", codes.join(" ")))
+            .await
+            .map(drop)
+    }
+
     /// Starts the app through its launcher activity, as tapping its icon would.
     pub async fn launch(&self, package: &str) -> Result<(), UiError> {
         check_package(package)?;

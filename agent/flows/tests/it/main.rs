@@ -2,6 +2,7 @@
 //! (against the in-process phone model) screen identification and the flows.
 
 mod dump_props;
+mod flows;
 mod model;
 mod packs;
 mod screens;

@@ -1,0 +1,275 @@
+//! `keyword_warmup`: for each keyword, search it, open the first result and watch
+//! `videos_per_keyword` videos in the player (swiping up between them), liking each with
+//! `like_probability`, and posting the planned comment (if any) on the first one.
+//!
+//! Result: `{"keywords": {"<kw>": {"videos_watched": 3, "liked": 1, "commented": false}}}`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, WatchSeconds, check_probability, require,
+    typeable,
+};
+use crate::device::Device;
+use crate::ui::keycode;
+
+/// The comment to post for one keyword.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CommentPlan {
+    pub text: String,
+}
+
+/// `keyword_warmup.inputs` (API.md section 4).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct KeywordWarmupInputs {
+    pub keywords: Vec<String>,
+    #[serde(default = "default_videos")]
+    pub videos_per_keyword: u32,
+    #[serde(default)]
+    pub watch_seconds: WatchSeconds,
+    #[serde(default)]
+    pub like_probability: f64,
+    #[serde(default)]
+    pub comment_plan: Option<BTreeMap<String, CommentPlan>>,
+}
+
+fn default_videos() -> u32 {
+    3
+}
+
+impl KeywordWarmupInputs {
+    /// The API's rules, plus: every text must be typeable with `input text`.
+    pub fn validate(&self) -> Result<(), FlowError> {
+        let bad = |what: &str, msg: String| {
+            Err(FlowError::new(FlowFailure::InvalidInput(what.into()), msg))
+        };
+        if self.keywords.is_empty() || self.keywords.len() > 20 {
+            return bad("keywords", "1..20 keywords are required".into());
+        }
+        for (i, kw) in self.keywords.iter().enumerate() {
+            if kw.trim().is_empty() || kw.chars().count() > 100 {
+                return bad("keywords", format!("keyword {i} must be 1..100 characters"));
+            }
+            if self.keywords[..i].contains(kw) {
+                return bad("keywords", format!("keyword {kw:?} is repeated"));
+            }
+            typeable("keyword", kw)?;
+        }
+        if !(1..=20).contains(&self.videos_per_keyword) {
+            return bad(
+                "videos_per_keyword",
+                "videos_per_keyword must be 1..20".into(),
+            );
+        }
+        self.watch_seconds.validate()?;
+        check_probability(self.like_probability)?;
+        if let Some(plan) = &self.comment_plan {
+            let mut keys: Vec<_> = plan.keys().collect();
+            let mut kws: Vec<_> = self.keywords.iter().collect();
+            keys.sort();
+            kws.sort();
+            if keys != kws {
+                return Err(FlowError::new(
+                    FlowFailure::InvalidInput("needs_comment_plan".into()),
+                    "comment_plan_keys_must_match_keywords",
+                ));
+            }
+            for c in plan.values() {
+                if c.text.is_empty() || c.text.chars().count() > 150 {
+                    return bad(
+                        "comment_plan",
+                        "comment text must be 1..150 characters".into(),
+                    );
+                }
+                typeable("comment", &c.text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const SELECTORS: &[&str] = &[
+    "tab_home",
+    "search_icon",
+    "search_clear",
+    "search_submit",
+    "result_tile",
+    "feed_pager",
+    "like_button",
+    "comment_button",
+    "comment_input",
+    "comment_post",
+];
+
+#[derive(Debug, Default, Clone)]
+struct KeywordResult {
+    videos_watched: u32,
+    liked: u32,
+    commented: bool,
+}
+
+fn result(done: &BTreeMap<String, KeywordResult>) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = done
+        .iter()
+        .map(|(k, r)| {
+            let v = json!({"videos_watched": r.videos_watched, "liked": r.liked, "commented": r.commented});
+            (k.clone(), v)
+        })
+        .collect();
+    json!({ "keywords": map })
+}
+
+/// Runs keyword warm-up; the result (or the partial result in the error) as documented above.
+pub async fn keyword_warmup<D: Device, S: MilestoneSink + ?Sized>(
+    ctx: &FlowCtx<'_, D, S>,
+    inputs: &KeywordWarmupInputs,
+) -> Result<serde_json::Value, FlowError> {
+    inputs.validate()?;
+    require(ctx.pack, SELECTORS)?;
+    let mut run = Run::new(ctx);
+    let mut done: BTreeMap<String, KeywordResult> = BTreeMap::new();
+    for kw in &inputs.keywords {
+        done.insert(kw.clone(), KeywordResult::default());
+        let outcome = keyword(&mut run, inputs, kw, &mut done).await;
+        if let Err(e) = outcome {
+            return Err(run.fail(e, result(&done)).await);
+        }
+    }
+    Ok(result(&done))
+}
+
+async fn keyword<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    inputs: &KeywordWarmupInputs,
+    kw: &str,
+    done: &mut BTreeMap<String, KeywordResult>,
+) -> Result<(), FlowError> {
+    run.begin(format!("search:{kw}"))?;
+    let r = search(run, kw).await;
+    run.end(r)?;
+
+    run.begin(format!("open_result:{kw}"))?;
+    let r = async {
+        let results = run.expect(&["search_results"]).await?;
+        run.tap(&results, "result_tile").await?;
+        run.expect(&["video"]).await.map(drop)
+    }
+    .await;
+    run.end(r)?;
+
+    let comment = inputs
+        .comment_plan
+        .as_ref()
+        .and_then(|p| p.get(kw))
+        .map(|c| c.text.clone());
+    for i in 0..inputs.videos_per_keyword {
+        run.begin(format!("watch:{kw}:{}", i + 1))?;
+        let r = watch_one(run, inputs, comment.as_deref().filter(|_| i == 0)).await;
+        let r = r.map(|(liked, commented)| {
+            let entry = done.entry(kw.to_string()).or_default();
+            entry.videos_watched += 1;
+            entry.liked += u32::from(liked);
+            entry.commented |= commented;
+            entry.clone()
+        });
+        let entry = run.end(r)?;
+        run.ctx.sink.progress(&json!({
+            "keyword": kw,
+            "videos_watched": entry.videos_watched,
+            "liked": entry.liked,
+            "commented": entry.commented,
+        }));
+        if i + 1 < inputs.videos_per_keyword {
+            run.begin(format!("next_video:{kw}:{}", i + 2))?;
+            let r = async {
+                let screen = run.expect(&["video"]).await?;
+                run.swipe_up_in(&screen, "feed_pager").await
+            }
+            .await;
+            run.end(r)?;
+        }
+    }
+    Ok(())
+}
+
+async fn search<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    kw: &str,
+) -> Result<(), FlowError> {
+    let feed = run.ensure_feed().await?;
+    run.tap(&feed, "search_icon").await?;
+    let search = run.expect(&["search"]).await?;
+    if run.pack().find(&search.tree, "search_clear").is_some() {
+        run.tap(&search, "search_clear").await?;
+    }
+    run.type_text(kw).await?;
+    run.key(keycode::ENTER).await?;
+    run.expect(&["search_results"]).await.map(drop)
+}
+
+/// Watches the current video; returns (liked now, commented).
+async fn watch_one<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    inputs: &KeywordWarmupInputs,
+    comment: Option<&str>,
+) -> Result<(bool, bool), FlowError> {
+    run.expect(&["video"]).await?;
+    let seconds = run.draw_watch(inputs.watch_seconds);
+    run.dwell(seconds).await?;
+    let mut liked = false;
+    if run.chance(inputs.like_probability) {
+        let screen = run.expect(&["video"]).await?;
+        if !run.node(&screen, "like_button")?.selected {
+            run.tap(&screen, "like_button").await?;
+            let screen = run.expect(&["video"]).await?;
+            liked = run.node(&screen, "like_button")?.selected;
+            if !liked {
+                return Err(run.flow_error("the like did not register"));
+            }
+        }
+    }
+    let commented = match comment {
+        Some(text) => {
+            post_comment(run, text).await?;
+            true
+        }
+        None => false,
+    };
+    Ok((liked, commented))
+}
+
+async fn post_comment<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    text: &str,
+) -> Result<(), FlowError> {
+    let screen = run.expect(&["video"]).await?;
+    run.tap(&screen, "comment_button").await?;
+    let sheet = run.expect(&["comments"]).await?;
+    run.tap(&sheet, "comment_input").await?;
+    run.type_text(text).await?;
+    let sheet = run.expect(&["comments"]).await?;
+    if !run.node(&sheet, "comment_post")?.enabled {
+        return Err(run.flow_error("the comment did not reach the input"));
+    }
+    run.tap(&sheet, "comment_post").await?;
+    // Posted: the draft is cleared and the comment is listed.
+    let sheet = run.expect(&["comments"]).await?;
+    let input = run
+        .pack()
+        .find(&sheet.tree, "comment_input")
+        .map(|m| m.node);
+    let listed = sheet
+        .tree
+        .nodes()
+        .iter()
+        .enumerate()
+        .any(|(i, n)| n.text == text && Some(i) != input);
+    if !listed {
+        return Err(run.flow_error("the comment does not appear in the list"));
+    }
+    run.key(keycode::BACK).await?;
+    run.expect(&["video"]).await.map(drop)
+}
