@@ -36,8 +36,10 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
+use crate::device::Device;
 use crate::dump::UiTree;
 use crate::selector::{Fallbacks, Match};
+use crate::ui::{Screen, Ui, UiError};
 use crate::version::{Version, VersionRange};
 
 /// Screens that mean the account, not the flow, is the problem.
@@ -409,6 +411,41 @@ impl fmt::Display for FlowPack {
     }
 }
 
+/// Reads the current screen and names it with `pack`, dismissing pop-ups first: while a watcher
+/// matches, its `dismiss` view is tapped and the screen read again (at most `max_popups` times,
+/// then [`UiError::PopupStuck`]). Dumps that fail transiently are retried until `deadline`.
+/// Returns the screen and its label (a screen name, or `unknown`).
+pub async fn read_screen<D: Device>(
+    ui: &Ui<D>,
+    pack: &FlowPack,
+    deadline: std::time::Duration,
+    max_popups: u32,
+) -> Result<(Screen, String), UiError> {
+    let mut popups = 0;
+    loop {
+        let (screen, ()) = ui
+            .wait_until("a readable screen", deadline, |_| Some(()))
+            .await?;
+        match pack.identify(&screen.tree) {
+            Identified::Popup(w) => {
+                if popups >= max_popups {
+                    return Err(UiError::PopupStuck(w.name.clone()));
+                }
+                popups += 1;
+                tracing::info!(popup = %w.name, "dismissing pop-up");
+                let dismiss = pack.selector(&w.dismiss).ok_or_else(|| UiError::NotFound {
+                    what: w.dismiss.clone(),
+                })?;
+                ui.tap_in(&screen.tree, dismiss, &w.dismiss).await?;
+            }
+            other => {
+                let label = other.label();
+                return Ok((screen, label));
+            }
+        }
+    }
+}
+
 /// The packs of a fleet: at most one per package and version.
 #[derive(Debug, Clone, Default)]
 pub struct PackSet {
@@ -528,6 +565,7 @@ impl PackStore {
 mod tests {
     use super::*;
     use crate::dump::parse_dump;
+    use std::time::Duration;
 
     const GOOD: &str = r#"
 [pack]
@@ -703,6 +741,46 @@ dismiss = "not_now"
         assert_eq!(store.snapshot().packs().len(), 2);
         assert_eq!(before.packs().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_screen_dismisses_pop_ups_and_gives_up_on_a_stuck_one() {
+        use crate::ui::tests::FakeDevice;
+        use crate::ui::{Ui, UiConfig};
+        let pack = FlowPack::from_toml_str("t.toml", GOOD).unwrap();
+        let popup = r#"<hierarchy><node text="Home" bounds="[0,0][10,10]"/><node text="Update available" bounds="[0,0][10,10]"/><node text="Not now" clickable="true" bounds="[20,40][60,80]"/></hierarchy>"#;
+        let home = r#"<hierarchy><node text="Home" bounds="[0,0][10,10]"/></hierarchy>"#;
+        let dev = FakeDevice::default();
+        dev.push_dump(popup);
+        dev.push_dump(home);
+        let ui = Ui::new(&dev, UiConfig::default());
+        let (_, label) = read_screen(&ui, &pack, Duration::from_secs(5), 3)
+            .await
+            .unwrap();
+        assert_eq!(label, "home");
+        assert!(
+            dev.log().contains(&"input tap 40 60".to_string()),
+            "{:?}",
+            dev.log()
+        );
+
+        let dev = FakeDevice::default();
+        dev.push_dump(popup);
+        let ui = Ui::new(&dev, UiConfig::default());
+        let err = read_screen(&ui, &pack, Duration::from_secs(5), 3)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UiError::PopupStuck(ref w) if w == "update"),
+            "{err}"
+        );
+        assert_eq!(
+            dev.log()
+                .iter()
+                .filter(|c| c.starts_with("input tap"))
+                .count(),
+            3
+        );
     }
 
     #[test]

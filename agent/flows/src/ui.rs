@@ -58,6 +58,8 @@ pub enum UiError {
         #[source]
         source: VersionError,
     },
+    #[error("pop-up {0} keeps coming back after being dismissed")]
+    PopupStuck(String),
     #[error("invalid package name {0:?}")]
     BadPackage(String),
 }

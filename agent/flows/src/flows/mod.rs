@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::Device;
 use crate::dump::Node;
-use crate::pack::{ACCOUNT_OUTCOME_SCREENS, FlowPack, Identified, PackSet};
+use crate::pack::{ACCOUNT_OUTCOME_SCREENS, FlowPack, PackSet, read_screen};
 use crate::text::input_text_commands;
 use crate::ui::{Screen, Ui, UiError, keycode};
 
@@ -263,6 +263,14 @@ pub async fn select_pack<D: Device>(
     })
 }
 
+/// What a hard abort leaves behind: the app force-stopped and the phone on its home screen
+/// (API.md section 7). Both are attempted even if the first fails.
+pub async fn abort<D: Device>(ui: &Ui<D>, package: &str) -> Result<(), UiError> {
+    let stopped = ui.force_stop(package).await;
+    let home = ui.home().await;
+    stopped.and(home)
+}
+
 /// Refuses text `input text` cannot type, naming the input.
 fn typeable(what: &str, text: &str) -> Result<(), FlowError> {
     input_text_commands(text).map(drop).map_err(|e| {
@@ -352,6 +360,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
     fn begin(&mut self, step: impl Into<String>) -> Result<(), FlowError> {
         let step = step.into();
         self.check_cancel()?;
+        tracing::debug!(%step, "step started");
         self.ctx.sink.step_started(&step);
         self.step = Some(step);
         Ok(())
@@ -360,6 +369,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
     /// Ends the current step with its outcome.
     fn end<T>(&mut self, result: Result<T, FlowError>) -> Result<T, FlowError> {
         if let Some(step) = &self.step {
+            tracing::debug!(%step, ok = result.is_ok(), "step finished");
             self.ctx.sink.step_finished(step, result.is_ok());
         }
         result.map_err(|mut e| {
@@ -392,45 +402,29 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
 
     /// Reads the screen, dismissing pop-ups; an account screen ends the run.
     async fn settle(&mut self) -> Result<Screen, FlowError> {
-        let mut popups = 0;
-        loop {
-            let (screen, ()) = self
-                .ui()
-                .wait_until("a readable screen", self.ctx.options.screen_timeout, |_| {
-                    Some(())
-                })
-                .await
-                .map_err(|e| self.ui_error(e))?;
-            let pack = self.pack();
-            let identified = pack.identify(&screen.tree);
-            self.last_screen = identified.label();
-            match identified {
-                Identified::Popup(w) => {
-                    if popups >= self.ctx.options.max_popups {
-                        return Err(self.flow_error(format!("pop-up {} keeps coming back", w.name)));
-                    }
-                    popups += 1;
-                    tracing::info!(popup = %w.name, "dismissing pop-up");
-                    let dismiss = pack.selector(&w.dismiss).ok_or_else(|| {
-                        self.flow_error(format!("watcher {} has no dismiss selector", w.name))
-                    })?;
-                    self.ui()
-                        .tap_in(&screen.tree, dismiss, &w.dismiss)
-                        .await
-                        .map_err(|e| self.ui_error(e))?;
-                }
-                Identified::Screen(s) => {
-                    if let Some(outcome) = AccountOutcome::from_screen(&s.name) {
-                        return Err(FlowError::new(
-                            FlowFailure::Account(outcome),
-                            format!("the app shows the {} screen", s.name),
-                        ));
-                    }
-                    return Ok(screen);
-                }
-                Identified::Unknown => return Ok(screen),
+        let options = &self.ctx.options;
+        let read = read_screen(
+            self.ui(),
+            self.pack(),
+            options.screen_timeout,
+            options.max_popups,
+        );
+        let (screen, label) = match read.await {
+            Ok(read) => read,
+            Err(UiError::PopupStuck(name)) => {
+                self.last_screen = format!("popup:{name}");
+                return Err(self.flow_error(format!("pop-up {name} keeps coming back")));
             }
+            Err(e) => return Err(self.ui_error(e)),
+        };
+        self.last_screen = label;
+        if let Some(outcome) = AccountOutcome::from_screen(&self.last_screen) {
+            return Err(FlowError::new(
+                FlowFailure::Account(outcome),
+                format!("the app shows the {} screen", self.last_screen),
+            ));
         }
+        Ok(screen)
     }
 
     /// Waits until the screen is one of `names`.

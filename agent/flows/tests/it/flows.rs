@@ -440,3 +440,15 @@ async fn the_32_pack_drives_a_33_phone_on_fallbacks_alone() {
     assert_eq!(result["profile"]["bio"], "ids renamed");
     assert_eq!(h.device.phone().profile().bio, "ids renamed");
 }
+
+#[tokio::test]
+async fn abort_force_stops_the_app_and_goes_home() {
+    let h = Harness::variant(UiVariant::A);
+    let ui = ui(&h.device);
+    ui.launch(APP).await.unwrap();
+    phonefarm_flows::flows::abort(&ui, APP).await.unwrap();
+    let actions = h.actions();
+    assert!(actions.contains(&Action::AppForceStopped));
+    assert_eq!(actions.last(), Some(&Action::Key { code: 3 }));
+    assert!(!h.device.phone().app_running());
+}
