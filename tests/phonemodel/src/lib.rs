@@ -308,8 +308,11 @@ impl Phone {
     }
 
     /// Stores a pushed file. `mode` is the full mode from the sync SEND request (permission
-    /// bits alone are taken as a regular file). Missing parent directories are created.
-    /// Errors (read-only path, a directory in the way, no space) are the strerror text.
+    /// bits alone are taken as a regular file). Missing parent directories are created. As for
+    /// the shell user, only paths below `/sdcard` (alias `/storage/emulated/0`) and
+    /// `/data/local/tmp` are writable. Errors are the strerror text for the sync FAIL reply:
+    /// `Permission denied` (elsewhere under /data), `Read-only file system`, `Is a directory`,
+    /// `Not a directory`, `No space left on device`, `Invalid argument`.
     pub fn write(
         &mut self,
         path: &str,
