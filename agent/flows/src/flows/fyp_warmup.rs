@@ -108,7 +108,13 @@ pub async fn fyp_warmup<D: Device, S: MilestoneSink + ?Sized>(
             run.begin(format!("video:{}", watched + 1))?;
             let r = async {
                 let screen = run.expect(&["feed"]).await?;
-                let caption = run.node(&screen, "video_caption")?.text.clone();
+                // A video without a caption is judged on nothing: not relevant.
+                let caption = run
+                    .pack()
+                    .find(&screen.tree, "video_caption")
+                    .and_then(|m| screen.tree.get(m.node))
+                    .map(|n| n.text.clone())
+                    .unwrap_or_default();
                 let fits = judge.relevant(&inputs.judge_prompt, &caption);
                 let seconds = if fits {
                     inputs.watch_seconds.max

@@ -263,6 +263,31 @@ pub async fn select_pack<D: Device>(
     })
 }
 
+/// Runs a capability from its work-order JSON: `keyword_warmup`, `fyp_warmup` (with `judge`)
+/// or `maintenance`. Inputs that do not deserialize are `invalid_input:inputs`; an unknown
+/// capability is `invalid_input:capability`. (`post_video` takes the fetched video bytes, so it
+/// is called directly.)
+pub async fn run_capability<D: Device, S: MilestoneSink + ?Sized>(
+    ctx: &FlowCtx<'_, D, S>,
+    capability: &str,
+    inputs: serde_json::Value,
+    judge: &dyn Judge,
+) -> Result<serde_json::Value, FlowError> {
+    fn parse<T: serde::de::DeserializeOwned>(inputs: serde_json::Value) -> Result<T, FlowError> {
+        serde_json::from_value(inputs)
+            .map_err(|e| FlowError::new(FlowFailure::InvalidInput("inputs".into()), e.to_string()))
+    }
+    match capability {
+        "keyword_warmup" => keyword_warmup(ctx, &parse(inputs)?).await,
+        "fyp_warmup" => fyp_warmup(ctx, &parse(inputs)?, judge).await,
+        "maintenance" => edit_profile(ctx, &parse(inputs)?).await,
+        other => Err(FlowError::new(
+            FlowFailure::InvalidInput("capability".into()),
+            format!("unknown capability {other:?}"),
+        )),
+    }
+}
+
 /// What a hard abort leaves behind: the app force-stopped and the phone on its home screen
 /// (API.md section 7). Both are attempted even if the first fails.
 pub async fn abort<D: Device>(ui: &Ui<D>, package: &str) -> Result<(), UiError> {
@@ -281,9 +306,9 @@ fn typeable(what: &str, text: &str) -> Result<(), FlowError> {
     })
 }
 
-/// Dwell range `{min, max}` in seconds.
+/// Dwell range `{min, max}` in seconds. (Like every input struct here, unknown JSON fields are
+/// ignored, as the API does.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct WatchSeconds {
     pub min: u32,
     pub max: u32,

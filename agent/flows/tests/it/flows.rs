@@ -452,3 +452,40 @@ async fn abort_force_stops_the_app_and_goes_home() {
     assert_eq!(actions.last(), Some(&Action::Key { code: 3 }));
     assert!(!h.device.phone().app_running());
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_capability_takes_work_order_json() {
+    let h = Harness::variant(UiVariant::A);
+    let inputs = json!({"keywords": ["pets"], "videos_per_keyword": 1, "watch_seconds": {"min": 1, "max": 2}, "future_field": true});
+    let result = with_ctx(&h, async |ctx| {
+        phonefarm_flows::flows::run_capability(ctx, "keyword_warmup", inputs, &OverlapJudge).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        result,
+        json!({"keywords": {"pets": {"videos_watched": 1, "liked": 0, "commented": false}}})
+    );
+    let err = with_ctx(&h, async |ctx| {
+        phonefarm_flows::flows::run_capability(
+            ctx,
+            "fyp_warmup",
+            json!({"duration_seconds": 60}),
+            &OverlapJudge,
+        )
+        .await
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "invalid_input:inputs",
+        "judge_prompt is required: {err}"
+    );
+    let err = with_ctx(&h, async |ctx| {
+        phonefarm_flows::flows::run_capability(ctx, "teleport", json!({}), &OverlapJudge).await
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "invalid_input:capability");
+}
