@@ -39,7 +39,7 @@ pub enum Command {
     Devices,
     /// Run a shell command; the phone's exit status becomes ours.
     Shell {
-        /// host:port of a --tcp phone, or a serial.
+        /// host:port of a network phone, a usb port path (e.g. 1-2.3), or a serial.
         phone: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -233,18 +233,26 @@ pub struct DeviceRow {
     pub android: String,
 }
 
-async fn probe(ctx: &Ctx, addr: &str) -> DeviceRow {
-    let mut row = DeviceRow {
-        transport: "tcp",
-        address: addr.to_string(),
+fn blank_row(transport: &'static str, address: &str) -> DeviceRow {
+    DeviceRow {
+        transport,
+        address: address.to_string(),
         serial: "?".into(),
         state: "offline".into(),
         model: "?".into(),
         android: "?".into(),
-    };
+    }
+}
+
+async fn probe(ctx: &Ctx, addr: &str) -> DeviceRow {
+    let row = blank_row("tcp", addr);
     let Ok(h) = ctx.connect(addr).await else {
         return row;
     };
+    probe_handle(ctx, &h, row).await
+}
+
+async fn probe_handle(ctx: &Ctx, h: &PhoneHandle, mut row: DeviceRow) -> DeviceRow {
     let deadline = ctx.deadline();
     match h.wait_online(deadline).await {
         Ok(info) => {
@@ -254,10 +262,12 @@ async fn probe(ctx: &Ctx, addr: &str) -> DeviceRow {
             }
             if !info.banner.serial.is_empty() {
                 row.serial = info.banner.serial;
-            } else if let Some(s) = serial(&h, deadline).await {
+            } else if row.serial == "?"
+                && let Some(s) = serial(h, deadline).await
+            {
                 row.serial = s;
             }
-            if let Some(v) = getprop(&h, "ro.build.version.release", deadline).await {
+            if let Some(v) = getprop(h, "ro.build.version.release", deadline).await {
                 row.android = v;
             }
         }
@@ -271,9 +281,76 @@ async fn probe(ctx: &Ctx, addr: &str) -> DeviceRow {
     row
 }
 
+/// A USB phone opened for this command.
+struct UsbPhone {
+    port_path: String,
+    serial: Option<String>,
+    handle: Option<PhoneHandle>,
+    error: Option<String>,
+}
+
+/// Opens every ADB interface on the bus (none when USB is unavailable here).
+async fn usb_phones(ctx: &Ctx) -> Vec<UsbPhone> {
+    let found = tokio::task::spawn_blocking(|| {
+        let Some(c) = crate::usb::rusb_io::context() else {
+            return Vec::new();
+        };
+        crate::usb::rusb_io::find_adb_interfaces(&c)
+            .into_iter()
+            .map(|cand| (cand.port_path.clone(), cand.open()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    found
+        .into_iter()
+        .map(|(port_path, opened)| match opened {
+            Ok(bulk) => {
+                let serial = bulk.serial.clone();
+                let (sink, source) = crate::usb::spawn(bulk, crate::usb::UsbTiming::default());
+                let opts = PhoneOptions::new(ctx.keys.clone());
+                let handle = PhoneHandle::spawn(sink, source, &port_path, opts);
+                UsbPhone {
+                    port_path,
+                    serial,
+                    handle: Some(handle),
+                    error: None,
+                }
+            }
+            Err(e) => UsbPhone {
+                port_path,
+                serial: None,
+                handle: None,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect()
+}
+
+async fn probe_usb(ctx: &Ctx, p: &UsbPhone) -> DeviceRow {
+    let mut row = blank_row("usb", &p.port_path);
+    if let Some(s) = &p.serial {
+        row.serial = s.clone();
+    }
+    match &p.handle {
+        Some(h) => probe_handle(ctx, h, row).await,
+        None => {
+            row.state = format!("offline ({})", p.error.as_deref().unwrap_or("cannot open"));
+            row
+        }
+    }
+}
+
 async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
     // Probe all phones at once: one slow phone must not hold up the list.
-    let rows = futures::future::join_all(ctx.tcp.iter().map(|a| probe(ctx, a))).await;
+    let usb = usb_phones(ctx).await;
+    let (mut rows, usb_rows) = futures::future::join(
+        futures::future::join_all(ctx.tcp.iter().map(|a| probe(ctx, a))),
+        futures::future::join_all(usb.iter().map(|p| probe_usb(ctx, p))),
+    )
+    .await;
+    rows.extend(usb_rows);
+    let rows_empty = rows.is_empty();
     println!(
         "{:<9} {:<22} {:<16} {:<13} {:<20} ANDROID",
         "TRANSPORT", "ADDRESS", "SERIAL", "STATE", "MODEL"
@@ -284,8 +361,8 @@ async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
             r.transport, r.address, r.serial, r.state, r.model, r.android
         );
     }
-    if ctx.tcp.is_empty() {
-        eprintln!("no phones: add network phones with --tcp host:port (usb is not supported yet)");
+    if rows_empty {
+        eprintln!("no phones found on usb; add network phones with --tcp host:port");
     }
     Ok(0)
 }
