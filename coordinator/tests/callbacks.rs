@@ -600,6 +600,48 @@ async fn ssrf_guard_applies_at_delivery_time() {
     running.stop().await;
 }
 
+/// URLs that can never work fail at once; a name resolving to a refused address is retried
+/// (DNS may change).
+#[tokio::test]
+async fn permanent_errors_fail_at_the_first_attempt() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(vec![]).await;
+    let port = receiver.addr.port();
+    let strict =
+        GuardedClient::new(SsrfPolicy::new(vec![]), Duration::from_secs(10)).expect("client");
+    let running = Running::start(&db.pool, strict, None, fast_config());
+
+    let mut permanent = Vec::new();
+    for url in [
+        "ftp://example.invalid/hook".to_owned(),
+        "not a url".to_owned(),
+        "http://10.0.0.1/hook".to_owned(),
+        format!("http://127.0.0.1:{port}/"),
+    ] {
+        permanent.push(enqueue(&db.pool, Some(&running.notify), &url, &process_body(1)).await);
+    }
+    let by_name = enqueue(
+        &db.pool,
+        Some(&running.notify),
+        &format!("http://localhost:{port}/"),
+        &process_body(1),
+    )
+    .await;
+    for id in permanent {
+        assert!(wait_until(WAIT, || state_is(&db.pool, id, "failed")).await);
+        assert_eq!(attempts(&db.pool, id).await.len(), 1);
+    }
+    assert!(
+        wait_until(WAIT, || async {
+            attempts(&db.pool, by_name).await.len() >= 2
+        })
+        .await
+    );
+    assert!(state_is(&db.pool, by_name, "pending").await);
+    assert_eq!(receiver.count(), 0);
+    running.stop().await;
+}
+
 /// Two deliverers (two coordinator replicas) on one database deliver each event exactly once in
 /// the normal case.
 #[tokio::test]

@@ -258,8 +258,11 @@ async fn deliver(shared: Arc<Shared>, row: Claimed) {
         Outcome::Failed(err) => (None, Some(err.to_string())),
     };
     let attempt = u32::try_from(row.attempts).unwrap_or(1).max(1);
+    let permanent = matches!(&outcome, Outcome::Failed(err) if err.is_permanent());
     let next = if error.is_none() {
         Next::Delivered
+    } else if permanent {
+        Next::GiveUp
     } else {
         let age =
             Duration::try_from_secs_f64(row.age_secs.max(0.0)).unwrap_or(Duration::ZERO) + elapsed;

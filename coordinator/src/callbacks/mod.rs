@@ -11,7 +11,9 @@
 //! with a bounded number in flight and a timeout per attempt: a slow or dead receiver holds one
 //! slot, never the API or other receivers. Every attempt is recorded in `callback_attempts`.
 //! A 2xx is success; anything else (3xx included: redirects are not followed) is retried on the
-//! [`Backoff`] schedule until 24 h after creation, then the delivery becomes `failed`.
+//! [`Backoff`] schedule until 24 h after creation, then the delivery becomes `failed`. A URL
+//! that can never work (not http(s), no host, or an IP-literal host the SSRF policy refuses)
+//! fails at its first attempt.
 //!
 //! Every attempt of an event sends the same `event_id` and the same body bytes (serialized once
 //! by [`enqueue`]); only the timestamp and signatures are fresh per attempt.

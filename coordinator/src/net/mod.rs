@@ -30,6 +30,9 @@ use url_host::HostKind;
 
 pub use policy::{Refusal, SsrfPolicy};
 
+/// The longest [`GuardedClient::check_url`] waits for name resolution.
+const CHECK_URL_DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A URL or address refused by the SSRF guard, or a URL that cannot be used at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SsrfError {
@@ -93,6 +96,23 @@ pub enum SendError {
     /// Any other transport failure.
     #[error("request failed: {0}")]
     Request(String),
+}
+
+impl SendError {
+    /// Whether retrying cannot help: the URL is unusable, or its host is an IP literal the
+    /// policy refuses. A name that resolved only to refused addresses is not permanent (DNS
+    /// may change).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SendError::Ssrf(
+                SsrfError::Refused { .. }
+                    | SsrfError::InvalidUrl(_)
+                    | SsrfError::UnsupportedScheme(_)
+                    | SsrfError::MissingHost
+            )
+        )
+    }
 }
 
 /// Why an asset URL failed its HEAD check.
@@ -242,14 +262,16 @@ impl GuardedClient {
     /// Request-time check of a URL: scheme `http`/`https`, and the host is an allowed address or
     /// a name resolving only to allowed addresses. Used by the API to reject callback and asset
     /// URLs early. A name that does not resolve (now) is an error too; callers that want to
-    /// accept unresolvable names can match [`SsrfError::Resolve`].
+    /// accept unresolvable names can match [`SsrfError::Resolve`]. Name resolution is bounded by
+    /// `min(timeout, 3 s)` so a slow resolver cannot hold an API request for long.
     pub async fn check_url(&self, url: &str) -> Result<(), SsrfError> {
         let parsed = parse_http_url(url)?;
         match url_host::kind(&parsed)? {
             HostKind::Ip(ip) => self.policy.check_ip(ip),
             HostKind::Name(host) => {
                 let port = parsed.port_or_known_default().unwrap_or(80);
-                let addrs = match tokio::time::timeout(self.timeout, lookup(&host, port)).await {
+                let dns_timeout = self.timeout.min(CHECK_URL_DNS_TIMEOUT);
+                let addrs = match tokio::time::timeout(dns_timeout, lookup(&host, port)).await {
                     Ok(result) => result?,
                     Err(_) => {
                         return Err(SsrfError::Resolve {
