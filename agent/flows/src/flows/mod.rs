@@ -397,8 +397,9 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
             tracing::debug!(%step, ok = result.is_ok(), "step finished");
             self.ctx.sink.step_finished(step, result.is_ok());
         }
+        let step = self.step.take();
         result.map_err(|mut e| {
-            e.step = e.step.take().or_else(|| self.step.clone());
+            e.step = e.step.take().or(step);
             e
         })
     }

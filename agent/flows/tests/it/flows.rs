@@ -259,6 +259,14 @@ async fn cancellation_stops_at_the_next_boundary_or_dwell() {
         started.elapsed()
     );
     assert_eq!(err.partial["keywords"]["cooking"]["videos_watched"], 1);
+    assert_eq!(err.step.as_deref(), Some("watch:cooking:2"));
+    assert_eq!(
+        h.sink.milestones().last(),
+        Some(&Milestone::StepFinished {
+            step: "watch:cooking:2".into(),
+            ok: false
+        })
+    );
     assert!(err.evidence.is_none());
 }
 
@@ -488,4 +496,29 @@ async fn run_capability_takes_work_order_json() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), "invalid_input:capability");
+}
+
+#[tokio::test]
+async fn pack_selection_reports_a_missing_app_or_an_uncovered_version() {
+    let set = PackSet::load_path(&packs_dir()).unwrap();
+    let h = Harness::new(PhoneConfig {
+        app_installed: false,
+        ..PhoneConfig::default()
+    });
+    let err = select_pack(&ui(&h.device), &set, APP).await.unwrap_err();
+    assert_eq!(err.code(), "flow_pack:app_not_installed", "{err}");
+    let h = Harness::new(PhoneConfig {
+        app_version: Some("34.0.1".into()),
+        ..PhoneConfig::default()
+    });
+    let err = select_pack(&ui(&h.device), &set, APP).await.unwrap_err();
+    assert_eq!(err.code(), "flow_pack:no_pack:34.0.1", "{err}");
+    let h = Harness::new(PhoneConfig {
+        app_version: Some("33.9.2".into()),
+        ..PhoneConfig::default()
+    });
+    assert_eq!(
+        select_pack(&ui(&h.device), &set, APP).await.unwrap().name(),
+        "tiktok-33"
+    );
 }
