@@ -491,6 +491,17 @@ mod tests {
     }
 
     #[test]
+    fn lstat_reply_carries_its_own_id() {
+        let r = Response::Stat2(Stat2::default());
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        r.encode_into(&mut a, false);
+        r.encode_into(&mut b, true);
+        assert_eq!(&a[..4], b"STA2");
+        assert_eq!(&b[..4], b"LST2");
+        assert_eq!(a.len(), 72);
+    }
+
+    #[test]
     fn rejects_oversized_and_unknown() {
         let mut d = RequestDecoder::default();
         d.feed(b"DATA\x01\x00\x02\x00");

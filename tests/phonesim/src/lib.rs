@@ -50,6 +50,10 @@ pub enum AuthMode {
 pub struct Faults {
     /// Drop the connection once this many stream payload bytes (either direction) have passed.
     pub disconnect_after_bytes: Option<u64>,
+    /// Stop answering (but keep the connection open) after this many bytes.
+    pub stall_after_bytes: Option<u64>,
+    /// Send one malformed message after this many bytes.
+    pub garbage_after_bytes: Option<u64>,
 }
 
 /// Knobs of one simulated phone.

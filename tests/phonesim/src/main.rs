@@ -35,6 +35,15 @@ struct Args {
     /// Max payload to advertise.
     #[arg(long, env = "PHONESIM_MAX_PAYLOAD", default_value_t = 1024 * 1024)]
     max_payload: u32,
+    /// Fault: drop each connection after this many stream bytes.
+    #[arg(long, env = "PHONESIM_DISCONNECT_AFTER_BYTES")]
+    disconnect_after_bytes: Option<u64>,
+    /// Fault: stop answering after this many stream bytes.
+    #[arg(long, env = "PHONESIM_STALL_AFTER_BYTES")]
+    stall_after_bytes: Option<u64>,
+    /// Fault: send a malformed message after this many stream bytes.
+    #[arg(long, env = "PHONESIM_GARBAGE_AFTER_BYTES")]
+    garbage_after_bytes: Option<u64>,
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -79,6 +88,11 @@ async fn main() -> anyhow::Result<()> {
         cfg.auth = auth.clone();
         cfg.version = args.protocol_version;
         cfg.max_payload = args.max_payload;
+        cfg.faults = phonefarm_phonesim::Faults {
+            disconnect_after_bytes: args.disconnect_after_bytes,
+            stall_after_bytes: args.stall_after_bytes,
+            garbage_after_bytes: args.garbage_after_bytes,
+        };
         if args.no_shell_v2 {
             cfg = cfg.without_feature("shell_v2");
         }

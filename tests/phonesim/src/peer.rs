@@ -103,6 +103,8 @@ impl Connection {
         let mut pending_accept: Option<(Instant, Bytes)> = None;
         let mut passed: u64 = 0;
         let mut hang_up = false;
+        let mut garbage_sent = false;
+        let faults = &self.config.faults;
         loop {
             while let Some(ev) = session.poll_event() {
                 match ev {
@@ -162,11 +164,27 @@ impl Connection {
                     return;
                 }
             }
-            if let Some(limit) = self.config.faults.disconnect_after_bytes
-                && passed >= limit
-            {
+            let tripped = |limit: Option<u64>| limit.is_some_and(|l| passed >= l);
+            if tripped(faults.disconnect_after_bytes) {
                 tracing::debug!(passed, "fault: disconnecting mid-stream");
                 return;
+            }
+            if tripped(faults.garbage_after_bytes) && !garbage_sent {
+                tracing::debug!(passed, "fault: sending garbage");
+                garbage_sent = true;
+                if !writer.send([0xa5; 24], Bytes::from_static(b"garbage")) {
+                    return;
+                }
+            }
+            if tripped(faults.stall_after_bytes) {
+                tracing::debug!(passed, "fault: stalling");
+                // A hung adbd: swallow everything, answer nothing, until the host leaves.
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = source.recv(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return },
+                    }
+                }
             }
             if hang_up {
                 // Reboot: give the writer a moment to flush the OKAY/CLSE, then drop.
@@ -302,7 +320,8 @@ impl Connection {
                         mtime: r.mtime,
                     }]
                 }
-                Request::Stat2(p) | Request::Lstat2(p) => {
+                Request::Stat2(p) => vec![Response::Stat2(self.stat2(&p))],
+                Request::Lstat2(p) => {
                     lstat = true;
                     vec![Response::Stat2(self.stat2(&p))]
                 }
@@ -344,12 +363,18 @@ impl Connection {
                 },
                 Request::Recv(p) => match lock(&self.phone).read(&p) {
                     Some(data) => {
-                        let mut v: Vec<Response> = data
-                            .chunks(sync::SYNC_DATA_MAX)
-                            .map(|c| Response::Data(Bytes::copy_from_slice(c)))
-                            .collect();
-                        v.push(Response::Done);
-                        v
+                        let chunks = data.len().div_ceil(sync::SYNC_DATA_MAX);
+                        let mut b = BytesMut::with_capacity(data.len() + 8 * chunks + 8);
+                        for c in data.chunks(sync::SYNC_DATA_MAX) {
+                            b.extend_from_slice(&sync::ID_DATA);
+                            b.extend_from_slice(&(c.len() as u32).to_le_bytes());
+                            b.extend_from_slice(c);
+                        }
+                        Response::Done.encode_into(&mut b, false);
+                        if s.write(id, b.freeze()).is_err() {
+                            return SyncStep::Error;
+                        }
+                        vec![]
                     }
                     None => vec![Response::Fail("No such file or directory".into())],
                 },

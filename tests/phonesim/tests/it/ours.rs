@@ -263,6 +263,7 @@ async fn disconnect_mid_stream_fails_the_call_and_goes_offline() {
     let cfg = SimConfig {
         faults: Faults {
             disconnect_after_bytes: Some(200_000),
+            ..Faults::default()
         },
         ..SimConfig::default()
     };
@@ -366,4 +367,72 @@ async fn cli_propagates_exit_code_and_moves_files() {
         "a failed pull leaves no partial file"
     );
     assert!(state.join("adbkey").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_phone_times_out_and_others_are_unaffected() {
+    let stalled = spawn(SimConfig {
+        faults: Faults {
+            stall_after_bytes: Some(100_000),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    stalled
+        .phone
+        .lock()
+        .unwrap()
+        .write("/sdcard/big", pattern(1 << 20, 4), 0o100644, 0)
+        .unwrap();
+    let healthy = spawn(SimConfig::default()).await.unwrap();
+    let a = connect(&stalled.address(), vec![test_key()]).await;
+    let b = connect(&healthy.address(), vec![test_key()]).await;
+    let t = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let slow = tokio::spawn(async move { a.pull("/sdcard/big", t).await });
+    // While the stalled phone hangs, the healthy one answers promptly.
+    for _ in 0..20 {
+        assert_eq!(
+            b.shell("echo ok", deadline(2)).await.unwrap().stdout,
+            b"ok\n"
+        );
+    }
+    let err = slow.await.unwrap().unwrap_err();
+    assert!(matches!(err, PhoneError::Timeout), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_phone_fails_calls_cleanly() {
+    let sim = spawn(SimConfig {
+        faults: Faults {
+            garbage_after_bytes: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.phone
+        .lock()
+        .unwrap()
+        .write("/sdcard/f", pattern(10_000, 4), 0o100644, 0)
+        .unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let err = phone.pull("/sdcard/f", deadline(10)).await.unwrap_err();
+    assert!(
+        matches!(err, PhoneError::Disconnected(_) | PhoneError::Offline(_)),
+        "{err}"
+    );
+    let mut st = phone.watch_state();
+    let off = tokio::time::timeout(
+        Duration::from_secs(5),
+        st.wait_for(|s| matches!(s, ConnState::Offline(w) if w.contains("protocol error"))),
+    )
+    .await;
+    assert!(
+        off.is_ok(),
+        "offline with a protocol error, got {:?}",
+        phone.state()
+    );
 }
