@@ -90,19 +90,24 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(file.path(), &data)?;
     let path = file.path().to_str().unwrap_or_default().to_string();
     let a2 = addr.clone();
-    let (adb_push, adb_shell) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Duration, Duration)> {
+    let back_path = format!("{path}.back");
+    let (adb_push, adb_pull, adb_shell) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Duration, Duration, Duration)> {
             let adb = AdbServer::start()?;
             adb.connect(&a2, Duration::from_secs(20))?;
             let t = Instant::now();
             adb.run_ok(&["-s", &a2, "push", &path, "/sdcard/adb.bin"])?;
             let push = t.elapsed();
             let t = Instant::now();
+            adb.run_ok(&["-s", &a2, "pull", "/sdcard/adb.bin", &back_path])?;
+            let pull = t.elapsed();
+            let _ = std::fs::remove_file(&back_path);
+            let t = Instant::now();
             for _ in 0..shells {
                 let o = adb.run(&["-s", &a2, "shell", "true"])?;
                 anyhow::ensure!(o.status.success(), "adb shell failed");
             }
-            Ok((push, t.elapsed()))
+            Ok((push, pull, t.elapsed()))
         })
         .await??;
     anyhow::ensure!(
@@ -114,15 +119,18 @@ async fn main() -> anyhow::Result<()> {
             == Some(data.len())
     );
     println!(
-        "adb:  push {:.1} MiB/s ({:.2?}), {shells} x adb shell true {:.2?} ({:.3} ms each)",
+        "adb:  push {:.1} MiB/s ({:.2?}), pull {:.1} MiB/s ({:.2?}), {shells} x adb shell true {:.2?} ({:.3} ms each)",
         mib_s(data.len(), adb_push),
         adb_push,
+        mib_s(data.len(), adb_pull),
+        adb_pull,
         adb_shell,
         adb_shell.as_secs_f64() * 1000.0 / shells as f64
     );
     println!(
-        "ratio: push throughput ours/adb = {:.2}x; shell total time adb/ours = {:.1}x",
+        "ratio: push throughput ours/adb = {:.2}x; pull throughput ours/adb = {:.2}x; shell total time adb/ours = {:.1}x",
         adb_push.as_secs_f64() / ours_push.as_secs_f64(),
+        adb_pull.as_secs_f64() / ours_pull.as_secs_f64(),
         adb_shell.as_secs_f64() / ours_shell.as_secs_f64()
     );
     Ok(())

@@ -138,3 +138,62 @@ async fn adb_legacy_shell_without_shell_v2() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adb_with_old_protocol_checksums_and_small_payload() {
+    require_adb!();
+    // Version 0x01000000: every message carries a byte-sum checksum, payloads up to 4 KiB.
+    let mut cfg = SimConfig::default().without_feature("stat_v2");
+    cfg.version = phonefarm_agent::adb::message::VERSION_MIN;
+    cfg.max_payload = phonefarm_agent::adb::message::MAX_PAYLOAD_V1;
+    let sim = spawn(cfg).await.unwrap();
+    let addr = sim.address();
+    blocking(move || {
+        let adb = AdbServer::start().unwrap();
+        adb.connect(&addr, WAIT).unwrap();
+        assert_eq!(
+            adb.run(&["-s", &addr, "shell", "echo v1"]).unwrap().stdout,
+            b"v1\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (src, back) = (dir.path().join("a"), dir.path().join("b"));
+        let data = pattern(200_000, 8);
+        std::fs::write(&src, &data).unwrap();
+        adb.run_ok(&["-s", &addr, "push", src.to_str().unwrap(), "/sdcard/v1.bin"])
+            .unwrap();
+        adb.run_ok(&[
+            "-s",
+            &addr,
+            "pull",
+            "/sdcard/v1.bin",
+            back.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(std::fs::read(&back).unwrap() == data);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_ack_stays_off_with_an_adb_that_lacks_it() {
+    require_adb!();
+    // The sim offers delayed_ack; adb 29 does not, so both must stay on one WRTE in flight.
+    let sim = spawn(SimConfig::default().with_feature("delayed_ack"))
+        .await
+        .unwrap();
+    let addr = sim.address();
+    blocking(move || {
+        let adb = AdbServer::start().unwrap();
+        adb.connect(&addr, WAIT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, back) = (dir.path().join("a"), dir.path().join("b"));
+        let data = pattern(2 * 1024 * 1024, 9);
+        std::fs::write(&src, &data).unwrap();
+        adb.run_ok(&["-s", &addr, "push", src.to_str().unwrap(), "/sdcard/d.bin"])
+            .unwrap();
+        adb.run_ok(&["-s", &addr, "pull", "/sdcard/d.bin", back.to_str().unwrap()])
+            .unwrap();
+        assert!(std::fs::read(&back).unwrap() == data);
+    })
+    .await;
+}
