@@ -21,7 +21,9 @@ pub struct Settings {
     pub webhook_secret: Option<SecretString>,
     pub allow: Vec<ipnet::IpNet>,
     pub public_metrics: bool,
-    pub deliverer: DelivererConfig,
+    /// `None` runs no callback deliverer in this process (benchmarks; or a replica that only
+    /// serves the API while others deliver).
+    pub deliverer: Option<DelivererConfig>,
 }
 
 /// Runs the API and the callback deliverer until `shutdown` is cancelled.
@@ -37,14 +39,16 @@ pub async fn run(
     )
     .context("building the HTTP client")?;
     let notify = Arc::new(Notify::new());
-    let deliverer = Deliverer::new(
-        db.clone(),
-        http_client.clone(),
-        settings.webhook_secret,
-        Arc::clone(&notify),
-    )
-    .with_config(settings.deliverer);
-    let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
+    let deliverer = settings.deliverer.map(|config| {
+        let deliverer = Deliverer::new(
+            db.clone(),
+            http_client.clone(),
+            settings.webhook_secret,
+            Arc::clone(&notify),
+        )
+        .with_config(config);
+        tokio::spawn(deliverer.run(shutdown.clone()))
+    });
     let state = AppState::new(
         db,
         http_client,
@@ -54,6 +58,8 @@ pub async fn run(
     );
     let served = http::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = deliverer.await;
+    if let Some(d) = deliverer {
+        let _ = d.await;
+    }
     served.context("serving HTTP")
 }

@@ -9,10 +9,15 @@ use phonefarm_coordinator::{app, auth, db};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One-shot commands print their result only; the server logs at info.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info,sqlx=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -89,7 +94,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhook_secret: args.webhook_secret,
         allow: args.callback_allow_cidrs,
         public_metrics: args.public_metrics,
-        deliverer: Default::default(),
+        deliverer: Some(Default::default()),
     };
     app::run(listener, pool, settings, shutdown).await
 }

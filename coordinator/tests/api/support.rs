@@ -136,7 +136,7 @@ pub async fn spawn_on(db: TestDb, opts: Options) -> TestApp {
         webhook_secret: opts.webhook_secret.map(SecretString::from),
         allow,
         public_metrics: true,
-        deliverer: DelivererConfig {
+        deliverer: Some(DelivererConfig {
             poll_interval: Duration::from_millis(100),
             attempt_timeout: Duration::from_secs(2),
             backoff: Backoff {
@@ -146,7 +146,7 @@ pub async fn spawn_on(db: TestDb, opts: Options) -> TestApp {
                 jitter: 0.0,
             },
             ..DelivererConfig::default()
-        },
+        }),
     };
     tokio::spawn(app::run(
         listener,

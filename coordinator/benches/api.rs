@@ -1,0 +1,301 @@
+//! API throughput against pgbench running the same SQL, side by side in one run.
+//!
+//! `cargo bench -p phonefarm-coordinator --bench api` (env: `PF_BENCH_SECONDS`, default 10;
+//! `PF_BENCH_CONNECTIONS`, default 16; `DATABASE_URL`, an admin URL, default the local
+//! postgres). It creates a scratch database, starts the coordinator in-process on loopback
+//! (no callback deliverer, so only the handler's work is measured), drives
+//! `POST /capability-requests/enqueue` and `GET /processes/{id}` from N connections for a fixed
+//! time, then runs `pgbench -M prepared` with N clients on the identical statements, and prints
+//! req/s, p50/p99 and the ratio ours ÷ pgbench.
+//!
+//! The pgbench scripts below repeat the SQL of `db::accounts::directory`,
+//! `db::processes::insert_if_new`, `db::queue_items::insert_for_process`,
+//! `callbacks::enqueue`, `db::processes::get` and `db::queue_items::for_process`: keep them in
+//! step when those change.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use phonefarm_coordinator::{app, auth, db};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+struct Figures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn figures(mut lat_ms: Vec<f64>, elapsed: Duration, errors: u64) -> Figures {
+    lat_ms.sort_by(|a, b| a.total_cmp(b));
+    Figures {
+        rate: lat_ms.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&lat_ms, 0.5),
+        p99_ms: percentile(&lat_ms, 0.99),
+        errors,
+    }
+}
+
+async fn drive<F, Fut>(conns: usize, dur: Duration, make: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let make = Arc::new(make);
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + dur;
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let make = Arc::clone(&make);
+            let errors = Arc::clone(&errors);
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if make(c, n).await {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    figures(all, start.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> Figures {
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script).expect("write the pgbench script");
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pgbench_log")
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-c", &conns.to_string(), "-j", "2", "-T", &secs.to_string()])
+        .arg("-f")
+        .arg(&file)
+        .arg("-l")
+        .arg(format!(
+            "--log-prefix={}",
+            dir.join("pgbench_log").display()
+        ))
+        .arg(db_name)
+        .output()
+        .expect("run pgbench (apt-get install postgresql-contrib)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut lat = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pgbench_log")
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            lat.extend(
+                text.lines()
+                    .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
+                    .map(|us| us / 1000.0),
+            );
+        }
+    }
+    figures(lat, Duration::from_secs(secs), failed)
+}
+
+fn print(name: &str, ours: &Figures, base: &Figures) {
+    println!(
+        "{name:<8} ours {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:<4} | pgbench {:>8.0} tps  p50 {:>6.2} ms  p99 {:>6.2} ms  failed {:<4} | ratio {:.2}",
+        ours.rate,
+        ours.p50_ms,
+        ours.p99_ms,
+        ours.errors,
+        base.rate,
+        base.p50_ms,
+        base.p99_ms,
+        base.errors,
+        ours.rate / base.rate
+    );
+}
+
+const ENQUEUE_SQL: &str = r#"BEGIN;
+SELECT a.account_id, a.phone_id, a.active, true FROM accounts a WHERE a.account_id = ANY(ARRAY['bench-acc']) UNION ALL SELECT p.phone_id, a.account_id, COALESCE(a.active, false), false FROM phones p LEFT JOIN accounts a ON a.phone_id = p.phone_id AND a.active WHERE p.phone_id = ANY(ARRAY[]::text[]);
+INSERT INTO processes (process_id, process_type, request_id, system, mode, status, target, inputs, requested_by, callback, fingerprint, partial_progress, created_at, accepted_at, queued_at, version) VALUES (gen_random_uuid(), 'keyword_warmup', gen_random_uuid()::text, 'bench', 'unattended', 'queued', '{"routing":"queue","account_id":"bench-acc"}', '{"keywords":["fitness","cooking"],"like_probability":0.0,"videos_per_keyword":2,"watch_seconds":{"max":25,"min":8}}', '{"metadata":{},"system":"bench","user":null}', '{"metadata":{},"url":"http://127.0.0.1:9/cb"}', '\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'::bytea, '{}', now(), now(), now(), 1) ON CONFLICT (process_type, system, request_id) DO NOTHING RETURNING process_id \gset
+INSERT INTO queue_items (queue_item_id, process_id, kind, state, mode, routing, phone_id, account_id, inputs, created_at, updated_at) SELECT id, :process_id, 'keyword_warmup', 'QUEUED', 'unattended', 'queue', phone, account, '{"keywords":["fitness","cooking"],"like_probability":0.0,"videos_per_keyword":2,"watch_seconds":{"max":25,"min":8}}', now(), now() FROM UNNEST(ARRAY[gen_random_uuid()], ARRAY[NULL::text], ARRAY['bench-acc']) AS t(id, phone, account);
+INSERT INTO callback_deliveries (event_id, event_type, process_id, queue_item_id, sequence, url, body) VALUES (gen_random_uuid(), 'process.updated', :process_id, NULL, 1, 'http://127.0.0.1:9/cb', '{"emitted_at":"2026-11-28T10:35:19.725Z","event_id":"01a221b9-453d-765d-954c-7d3000000000","event_type":"process.updated","milestone":"accepted","process":{"callback_metadata":{},"process_id":"01a221b9-452d-70f4-ada1-14f589f43354","process_type":"keyword_warmup","request_id":"b-1-1","status":"queued"},"sequence":1}') ON CONFLICT (event_id) DO NOTHING;
+END;
+"#;
+
+fn get_sql(id: &str) -> String {
+    format!(
+        "SELECT process_id, process_type, request_id, system, mode, status, target, inputs, requested_by, callback, fingerprint, result, error, partial_progress, created_at, accepted_at, queued_at, executing_at, retrying_at, cancel_requested_at, finished_at, cancel_strategy, version FROM processes WHERE process_id = '{id}';\n\
+         SELECT queue_item_id, process_id, kind, state, phone_id, account_id, attempt, agent_id, run_id, content_id, callback_url, created_at FROM queue_items WHERE process_id = '{id}' ORDER BY queue_item_id;\n"
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let secs: u64 = std::env::var("PF_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let conns: usize = std::env::var("PF_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let name = format!("pf_bench_{}", uuid::Uuid::new_v4().simple());
+        let admin_pool = PgPool::connect(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin_pool)
+            .await?;
+        let url = format!(
+            "{}/{name}",
+            admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
+        );
+        let pool = db::connect(&url).await?;
+        db::MIGRATOR.run(&pool).await?;
+        sqlx::query("INSERT INTO phones (phone_id) VALUES ('bench-phone')")
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO accounts (account_id, phone_id) VALUES ('bench-acc', 'bench-phone')",
+        )
+        .execute(&pool)
+        .await?;
+        let key = auth::generate_key();
+        db::api_keys::insert(&pool, "bench", &auth::hash_key(&key), "pf_", "admin", None).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let settings = app::Settings {
+            ingest_secret: None,
+            webhook_secret: None,
+            allow: vec!["127.0.0.0/8".parse()?],
+            public_metrics: true,
+            deliverer: None,
+        };
+        tokio::spawn(app::run(listener, pool.clone(), settings, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(conns)
+            .build()?;
+        let dur = Duration::from_secs(secs);
+        println!("# {conns} connections, {secs} s per run, database {name}");
+
+        let enqueue = {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            move |c: usize, n: u64| {
+                let (client, base, key) = (client.clone(), base.clone(), key.clone());
+                async move {
+                    let body = json!({
+                        "request_id": format!("b-{c}-{n}-{}", uuid::Uuid::new_v4().simple()),
+                        "capability": "keyword_warmup",
+                        "mode": "unattended",
+                        "target": {"routing": "queue", "account_id": "bench-acc"},
+                        "inputs": {"keywords": ["fitness", "cooking"], "videos_per_keyword": 2},
+                        "callback": {"url": "http://127.0.0.1:9/cb"},
+                        "requested_by": {"system": "bench"}
+                    });
+                    let r = client
+                        .post(format!("{base}/capability-requests/enqueue"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    matches!(r, Ok(r) if r.status() == 202)
+                }
+            }
+        };
+        // Warm up connections and caches.
+        drive(conns, Duration::from_secs(1), enqueue.clone()).await;
+        let ours = drive(conns, dur, enqueue).await;
+        let dir = tempfile::tempdir()?;
+        let base_fig = tokio::task::spawn_blocking({
+            let name = name.clone();
+            let dir = dir.path().to_path_buf();
+            move || pgbench(&name, ENQUEUE_SQL, conns, secs, &dir)
+        })
+        .await?;
+        print("enqueue", &ours, &base_fig);
+
+        let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT process_id FROM processes LIMIT 1")
+            .fetch_one(&pool)
+            .await?;
+        let get = {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            move |_c: usize, _n: u64| {
+                let (client, base, key) = (client.clone(), base.clone(), key.clone());
+                async move {
+                    let r = client
+                        .get(format!("{base}/processes/{id}"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        drive(conns, Duration::from_secs(1), get.clone()).await;
+        let ours = drive(conns, dur, get).await;
+        let base_fig = tokio::task::spawn_blocking({
+            let name = name.clone();
+            let dir = dir.path().to_path_buf();
+            let sql = get_sql(&id.to_string());
+            move || pgbench(&name, &sql, conns, secs, &dir)
+        })
+        .await?;
+        print("get", &ours, &base_fig);
+
+        shutdown.cancel();
+        pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin_pool)
+        .await?;
+        anyhow::Ok(())
+    })
+}
