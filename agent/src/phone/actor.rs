@@ -137,7 +137,16 @@ impl<R: ByteSource> Actor<R> {
         let mut slots: HashMap<u32, Slot> = HashMap::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut opens_open = true;
+        // Calls made before the connection is online wait here (their own deadlines apply).
+        let mut waiting: Vec<OpenRequest> = Vec::new();
         loop {
+            if self.session.is_online() {
+                for req in waiting.drain(..) {
+                    if !req.reply.is_closed() {
+                        self.on_open(req, &mut slots);
+                    }
+                }
+            }
             // Events first: they may release waiters; then transmit what the session queued.
             while let Some(ev) = self.session.poll_event() {
                 self.on_event(ev, &mut slots);
@@ -177,8 +186,9 @@ impl<R: ByteSource> Actor<R> {
                         return msg;
                     }
                 },
-                req = self.opens.recv(), if online && opens_open => match req {
-                    Some(req) => self.on_open(req, &mut slots),
+                req = self.opens.recv(), if opens_open => match req {
+                    Some(req) if online => self.on_open(req, &mut slots),
+                    Some(req) => waiting.push(req),
                     None => {
                         opens_open = false;
                         if slots.is_empty() {

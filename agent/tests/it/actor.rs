@@ -181,3 +181,33 @@ async fn garbage_from_phone_takes_it_offline_without_panic() {
     );
     assert_eq!(phone.state().label(), "offline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_before_online_ends_the_connection() {
+    let ((hs, hr), (_ds, mut dr)) = duplex_pair(1 << 16);
+    let key = AdbKey::generate().unwrap();
+    let phone = PhoneHandle::spawn(hs, hr, "mem", PhoneOptions::new(KeyRing::new(vec![key])));
+    let mut state = phone.watch_state();
+    // The phone never answers the CNXN; the last handle goes away.
+    drop(phone);
+    let ended = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| matches!(s, phonefarm_agent::phone::ConnState::Offline(_))),
+    )
+    .await;
+    assert!(ended.is_ok(), "actor kept running without handles");
+    // And the device side sees the connection close (after the CNXN bytes).
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), dr.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total >= 24);
+}
