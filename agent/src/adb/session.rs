@@ -95,8 +95,6 @@ pub enum SessionError {
     NotOnline,
     #[error("unknown stream {0}")]
     UnknownStream(u32),
-    #[error("bad delayed-ack window {0}")]
-    BadWindow(u32),
 }
 
 /// Host role settings.
@@ -549,12 +547,16 @@ impl Session {
                 .push_back(Message::new(cmd::CLSE, 0, remote, Bytes::new()));
             return Ok(());
         }
+        // As adbd does: the OPEN's window (arg1) must be present exactly when delayed ack was
+        // negotiated, else the stream is refused.
+        if self.delayed_ack != (m.arg1 != 0) {
+            self.outbox
+                .push_back(Message::new(cmd::CLSE, 0, remote, Bytes::new()));
+            return Ok(());
+        }
         let id = self.alloc_id();
         let mut s = Stream::new(remote, StreamState::Pending);
         if self.delayed_ack {
-            if m.arg1 == 0 {
-                return Err(SessionError::BadWindow(0));
-            }
             s.window = i64::from(m.arg1);
         }
         self.streams.insert(id, s);
@@ -608,7 +610,8 @@ impl Session {
                     "delayed ack",
                 ));
             }
-            i64::from(u32::from_le_bytes([
+            // A signed delta: negative values shrink the window.
+            i64::from(i32::from_le_bytes([
                 m.payload[0],
                 m.payload[1],
                 m.payload[2],
@@ -979,6 +982,23 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 4, "all four fit in the 8 MiB window without waiting");
+    }
+
+    #[test]
+    fn open_window_must_match_negotiation() {
+        let (_h, mut d) = online_pair(&[]);
+        // Not negotiated, but the OPEN carries a window: refused like adbd does.
+        d.handle(Message::new(cmd::OPEN, 7, 1024, &b"shell:x\0"[..]))
+            .unwrap();
+        let m = d.poll_transmit().unwrap();
+        assert_eq!((m.command, m.arg0, m.arg1), (cmd::CLSE, 0, 7));
+        assert!(d.poll_event().is_none());
+
+        let (_h, mut d) = online_pair(&[banner::FEATURE_DELAYED_ACK]);
+        d.handle(Message::new(cmd::OPEN, 8, 0, &b"shell:x\0"[..]))
+            .unwrap();
+        let m = d.poll_transmit().unwrap();
+        assert_eq!((m.command, m.arg0, m.arg1), (cmd::CLSE, 0, 8));
     }
 
     #[test]

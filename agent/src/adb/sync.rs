@@ -517,7 +517,42 @@ mod tests {
         assert!(r.next_response(Expect::Recv).is_err());
     }
 
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let path = "[a-z/._-]{0,40}";
+        prop_oneof![
+            path.prop_map(Request::Stat),
+            path.prop_map(Request::Stat2),
+            path.prop_map(Request::List),
+            path.prop_map(Request::Recv),
+            (path, 0u32..0o200000).prop_map(|(p, m)| Request::Send { path: p, mode: m }),
+            prop::collection::vec(any::<u8>(), 0..200).prop_map(|d| Request::Data(d.into())),
+            any::<u32>().prop_map(|t| Request::Done { mtime: t }),
+            Just(Request::Quit),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn request_stream_survives_any_split(
+            reqs in prop::collection::vec(arb_request(), 1..10),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let stream: Vec<u8> = reqs.iter().flat_map(|r| r.encode().to_vec()).collect();
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            points.push(0);
+            points.push(stream.len());
+            points.sort_unstable();
+            let mut d = RequestDecoder::default();
+            let mut out = Vec::new();
+            for w in points.windows(2) {
+                d.feed(&stream[w[0]..w[1]]);
+                while let Some(r) = d.next_request().unwrap() {
+                    out.push(r);
+                }
+            }
+            prop_assert_eq!(out, reqs);
+        }
+
         #[test]
         fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..300)) {
             let mut d = RequestDecoder::default();
