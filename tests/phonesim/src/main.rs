@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "phonefarm-phonesim", version)]
 struct Args {
-    /// Address of the first phone; phone i listens on PORT + i.
+    /// Address of the first phone; phone i listens on PORT + i (port 0: any free ports).
     #[arg(long, env = "PHONESIM_LISTEN", default_value = "127.0.0.1:5555")]
     listen: SocketAddr,
     /// Number of phones.
@@ -99,11 +99,11 @@ async fn main() -> anyhow::Result<()> {
         if args.delayed_ack {
             cfg = cfg.with_feature("delayed_ack");
         }
-        let port = args
-            .listen
-            .port()
-            .checked_add(i)
-            .context("port range overflows")?;
+        // Port 0 means "any free port" for every phone.
+        let port = match args.listen.port() {
+            0 => 0,
+            p => p.checked_add(i).context("port range overflows")?,
+        };
         let addr = SocketAddr::new(args.listen.ip(), port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await

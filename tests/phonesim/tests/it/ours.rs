@@ -436,3 +436,43 @@ async fn garbage_from_the_phone_fails_calls_cleanly() {
         phone.state()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_n_phones_and_prints_their_addresses() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-phonesim"))
+        .args(["--listen", "127.0.0.1:0", "--phones", "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let serial = format!("SIM{:04}", i + 1);
+        let addr = line
+            .strip_prefix(&format!("{serial} listening on "))
+            .expect(line);
+        let phone = connect(addr, vec![test_key()]).await;
+        let out = phone
+            .shell("getprop ro.serialno", deadline(10))
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), serial);
+    }
+}
