@@ -210,7 +210,7 @@ async fn unauthorized_then_user_allows_on_same_connection() {
     let cfg = SimConfig {
         auth: AuthMode::Required {
             known_keys: vec![],
-            on_offer: KeyOffer::AcceptAfter(Duration::from_millis(400)),
+            on_offer: KeyOffer::AcceptAfter(Duration::from_millis(1000)),
         },
         ..SimConfig::default()
     };
@@ -252,7 +252,15 @@ async fn refused_key_reports_unauthorized_at_deadline() {
     };
     let sim = spawn(cfg).await.unwrap();
     let phone = connect(&sim.address(), vec![test_key()]).await;
-    let t = tokio::time::Instant::now() + Duration::from_millis(800);
+    let mut st = phone.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| *s == ConnState::Unauthorized),
+    )
+    .await
+    .expect("reaches the prompt")
+    .unwrap();
+    let t = tokio::time::Instant::now() + Duration::from_millis(300);
     let err = phone.shell("echo x", t).await.unwrap_err();
     assert!(matches!(err, PhoneError::Unauthorized), "{err}");
     assert_eq!(phone.state(), ConnState::Unauthorized);
