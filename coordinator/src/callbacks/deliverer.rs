@@ -1,7 +1,7 @@
 //! The delivery loop: claim due rows, POST them concurrently, record every attempt.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -129,40 +130,62 @@ impl Deliverer {
 
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut db_failures: u32 = 0;
+        // After a task finishes, claim only once a batch of slots is free: claiming costs a
+        // round trip to Postgres, and one claim per finished task would bound throughput by
+        // claim latency. A notify or the timer claims for any free slot at once.
+        let batch = (shared.config.concurrency / 4).max(1);
+        let mut wake = Wake::Start;
+        let mut next_look = Instant::now();
         loop {
             while let Some(done) = tasks.try_join_next() {
                 log_join(done);
             }
 
             let free = shared.config.concurrency.saturating_sub(tasks.len());
-            let mut wait = poll_interval;
-            if free > 0 {
-                match claim_and_spawn(&shared, &mut tasks, free).await {
+            let now = Instant::now();
+            let claim_now = free > 0
+                && (wake != Wake::TaskDone
+                    || free >= batch
+                    || tasks.is_empty()
+                    || now >= next_look);
+            if claim_now {
+                let wait = match claim_and_spawn(&shared, &mut tasks, free).await {
                     Ok(Some(next_due)) => {
                         db_failures = 0;
-                        wait = next_due.clamp(Duration::from_millis(10), poll_interval);
+                        next_due.clamp(Duration::from_millis(10), poll_interval)
                     }
-                    Ok(None) => db_failures = 0,
+                    Ok(None) => {
+                        db_failures = 0;
+                        poll_interval
+                    }
                     Err(err) => {
                         db_failures = db_failures.saturating_add(1);
-                        wait = db_retry_delay(db_failures)
+                        let wait = db_retry_delay(db_failures)
                             .min(poll_interval.max(Duration::from_secs(1)));
                         tracing::warn!(
                             error = %crate::net::error_chain(&err),
                             retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                             "callback deliverer cannot reach the database"
                         );
+                        wait
                     }
-                }
+                };
+                next_look = Instant::now() + wait;
+            } else if next_look <= now {
+                // All slots busy: a finishing task wakes the loop; until then look rarely.
+                next_look = now + poll_interval;
             }
 
-            tokio::select! {
+            wake = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = notify.notified() => {}
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
-                () = tokio::time::sleep(wait) => {}
-            }
+                () = notify.notified() => Wake::Notify,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    log_join(done);
+                    Wake::TaskDone
+                }
+                () = tokio::time::sleep_until(next_look) => Wake::Timer,
+            };
         }
 
         let in_flight = tasks.len();
@@ -225,6 +248,15 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
 fn db_retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(5);
     Duration::from_millis(250u64 << exp)
+}
+
+/// Why the loop woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Start,
+    Notify,
+    TaskDone,
+    Timer,
 }
 
 /// How one attempt ended.

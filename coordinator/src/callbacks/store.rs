@@ -109,70 +109,47 @@ pub(crate) async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx:
     Ok(secs.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
-/// Records an attempt and moves the delivery on, in one transaction. A failure only reschedules
-/// the row if this deliverer still holds the claim (the attempt counter is unchanged); a
-/// success always wins.
+/// Records an attempt and moves the delivery on, in one statement (one round trip). A failure
+/// only reschedules the row if this deliverer still holds the claim (the attempt counter is
+/// unchanged); a success always wins.
 pub(crate) async fn record(
     pool: &PgPool,
     claimed: &Claimed,
     attempt: &AttemptRecord<'_>,
     next: Next,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let (outcome, delay) = match next {
+        Next::Delivered => ("delivered", Duration::ZERO),
+        Next::RetryIn(delay) => ("retry", delay),
+        Next::GiveUp => ("failed", Duration::ZERO),
+    };
     sqlx::query(
-        "INSERT INTO callback_attempts (delivery_id, attempt, status_code, error, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "WITH recorded AS ( \
+             INSERT INTO callback_attempts \
+                 (delivery_id, attempt, status_code, error, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+         ) \
+         UPDATE callback_deliveries SET \
+             state = CASE $6::text WHEN 'delivered' THEN 'delivered' \
+                                   WHEN 'failed' THEN 'failed' ELSE state END, \
+             delivered_at = CASE WHEN $6::text = 'delivered' THEN now() ELSE delivered_at END, \
+             next_attempt_at = CASE WHEN $6::text = 'retry' \
+                 THEN now() + $7::bigint * interval '1 millisecond' \
+                 ELSE next_attempt_at END, \
+             last_status = $3, \
+             last_error = $4 \
+         WHERE id = $1 AND state = 'pending' AND ($6::text = 'delivered' OR attempts = $2)",
     )
     .bind(claimed.id)
     .bind(claimed.attempts)
     .bind(attempt.status_code)
     .bind(attempt.error)
     .bind(attempt.duration_ms)
-    .execute(&mut *tx)
+    .bind(outcome)
+    .bind(millis(delay))
+    .execute(pool)
     .await?;
-    match next {
-        Next::Delivered => {
-            sqlx::query(
-                "UPDATE callback_deliveries \
-                 SET state = 'delivered', delivered_at = now(), last_status = $2, \
-                     last_error = NULL \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(claimed.id)
-            .bind(attempt.status_code)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Next::RetryIn(delay) => {
-            sqlx::query(
-                "UPDATE callback_deliveries \
-                 SET next_attempt_at = now() + $3::bigint * interval '1 millisecond', \
-                     last_status = $4, last_error = $5 \
-                 WHERE id = $1 AND state = 'pending' AND attempts = $2",
-            )
-            .bind(claimed.id)
-            .bind(claimed.attempts)
-            .bind(millis(delay))
-            .bind(attempt.status_code)
-            .bind(attempt.error)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Next::GiveUp => {
-            sqlx::query(
-                "UPDATE callback_deliveries \
-                 SET state = 'failed', last_status = $3, last_error = $4 \
-                 WHERE id = $1 AND state = 'pending' AND attempts = $2",
-            )
-            .bind(claimed.id)
-            .bind(claimed.attempts)
-            .bind(attempt.status_code)
-            .bind(attempt.error)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await
+    Ok(())
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -30,6 +30,11 @@ use url_host::HostKind;
 
 pub use policy::{Refusal, SsrfPolicy};
 
+/// How much of a response body is read (and discarded) to keep the connection reusable.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long reading it may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The longest [`GuardedClient::check_url`] waits for name resolution.
 const CHECK_URL_DNS_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -317,7 +322,8 @@ impl GuardedClient {
 
     /// `POST url` with `Content-Type: application/json`, the given extra headers and the body
     /// bytes exactly as given, through the guard. Returns the response status (any status,
-    /// including 3xx: redirects are not followed); the response body is not read.
+    /// including 3xx: redirects are not followed). Up to 64 KiB of the response body is read
+    /// and discarded (for at most 1 s) so the connection can be reused.
     pub async fn post_json_bytes(
         &self,
         url: &str,
@@ -334,8 +340,26 @@ impl GuardedClient {
             .send()
             .await
             .map_err(classify_reqwest)?;
-        Ok(response.status())
+        let status = response.status();
+        drain(response).await;
+        Ok(status)
     }
+}
+
+/// Reads and discards a small response body so the connection can go back to the pool; a
+/// large or slow body is abandoned (the connection is then closed). The status has already
+/// decided the outcome.
+async fn drain(mut response: reqwest::Response) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut read = 0usize;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            read = read.saturating_add(chunk.len());
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn parse_http_url(url: &str) -> Result<Url, SsrfError> {
