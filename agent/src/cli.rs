@@ -115,7 +115,7 @@ impl Ctx {
                 return Ok(h);
             }
         }
-        bail!("no phone {spec:?} among --tcp {:?}", self.tcp)
+        bail!("no phone {spec:?} on usb or among --tcp {:?}", self.tcp)
     }
 }
 
