@@ -314,6 +314,7 @@ async fn deliver(shared: Arc<Shared>, row: Claimed) {
         Next::GiveUp => "failed",
     };
     metrics::counter!("phonefarm_callback_attempts_total", "outcome" => outcome_label).increment(1);
+    metrics::histogram!("phonefarm_callback_attempt_seconds").record(elapsed.as_secs_f64());
     match (&next, &error) {
         (Next::Delivered, _) => {
             tracing::info!(status = status_code, duration_ms, "callback delivered");
