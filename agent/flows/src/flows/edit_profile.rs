@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    AccountOutcome, FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, require, typeable,
+    AccountOutcome, FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, require, text_of, typeable,
 };
 use crate::device::Device;
+use crate::pack::FlowPack;
+use crate::ui::Screen;
 use crate::ui::keycode;
 
 /// `params` of an `edit_profile` step.
@@ -150,14 +152,15 @@ async fn edit_once<D: Device, S: MilestoneSink + ?Sized>(
     }
     let screen = run.expect(&["edit_profile"]).await?;
     run.tap(&screen, "edit_save").await?;
-    let screen = run.expect(&["profile", "edit_profile"]).await?;
+    // Saved (back on the profile) or rejected (an error under the form).
+    let settled = |pack: &FlowPack, label: &str, s: &Screen| {
+        label == "profile" || text_of(pack, &s.tree, "edit_error").is_some_and(|e| !e.is_empty())
+    };
+    let screen = run
+        .expect_where(&["profile", "edit_profile"], "the save to finish", settled)
+        .await?;
     if run.last_screen == "edit_profile" {
-        let error = run
-            .pack()
-            .find(&screen.tree, "edit_error")
-            .and_then(|m| screen.tree.get(m.node))
-            .map(|n| n.text.clone())
-            .unwrap_or_default();
+        let error = text_of(run.pack(), &screen.tree, "edit_error").unwrap_or_default();
         if error.contains("isn't available") {
             return Err(FlowError::new(
                 FlowFailure::Account(AccountOutcome::UsernameTaken),
@@ -166,13 +169,7 @@ async fn edit_once<D: Device, S: MilestoneSink + ?Sized>(
         }
         return Err(run.flow_error(format!("save rejected: {error}")));
     }
-    let text = |name: &str| {
-        run.pack()
-            .find(&screen.tree, name)
-            .and_then(|m| screen.tree.get(m.node))
-            .map(|n| n.text.clone())
-            .unwrap_or_default()
-    };
+    let text = |name: &str| text_of(run.pack(), &screen.tree, name).unwrap_or_default();
     let username = text("profile_username");
     Ok(json!({
         "display_name": text("profile_display_name"),
@@ -205,10 +202,12 @@ async fn set_field<D: Device, S: MilestoneSink + ?Sized>(
         }
     }
     run.type_text(value).await?;
-    let screen = run.expect(&["edit_profile"]).await?;
-    let shown = run.node(&screen, field)?.text.clone();
-    if !value.is_empty() && shown != value {
-        return Err(run.flow_error(format!("{field} shows {shown:?} after typing {value:?}")));
+    if !value.is_empty() {
+        let shows = |pack: &FlowPack, _: &str, s: &Screen| {
+            text_of(pack, &s.tree, field).is_some_and(|t| t == value)
+        };
+        let what = format!("{field} to show the typed text");
+        run.expect_where(&["edit_profile"], &what, shows).await?;
     }
     Ok(())
 }

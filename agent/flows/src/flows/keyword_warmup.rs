@@ -14,6 +14,8 @@ use super::{
     typeable,
 };
 use crate::device::Device;
+use crate::pack::FlowPack;
+use crate::ui::Screen;
 use crate::ui::keycode;
 
 /// The comment to post for one keyword.
@@ -224,11 +226,14 @@ async fn watch_one<D: Device, S: MilestoneSink + ?Sized>(
         let screen = run.expect(&["video"]).await?;
         if !run.node(&screen, "like_button")?.selected {
             run.tap(&screen, "like_button").await?;
-            let screen = run.expect(&["video"]).await?;
-            liked = run.node(&screen, "like_button")?.selected;
-            if !liked {
-                return Err(run.flow_error("the like did not register"));
-            }
+            let liked_now = |pack: &FlowPack, _: &str, s: &Screen| {
+                pack.find(&s.tree, "like_button")
+                    .and_then(|m| s.tree.get(m.node))
+                    .is_some_and(|n| n.selected)
+            };
+            run.expect_where(&["video"], "the like to register", liked_now)
+                .await?;
+            liked = true;
         }
     }
     let commented = match comment {
@@ -250,26 +255,26 @@ async fn post_comment<D: Device, S: MilestoneSink + ?Sized>(
     let sheet = run.expect(&["comments"]).await?;
     run.tap(&sheet, "comment_input").await?;
     run.type_text(text).await?;
-    let sheet = run.expect(&["comments"]).await?;
-    if !run.node(&sheet, "comment_post")?.enabled {
-        return Err(run.flow_error("the comment did not reach the input"));
-    }
+    let ready = |pack: &FlowPack, _: &str, s: &Screen| {
+        pack.find(&s.tree, "comment_post")
+            .and_then(|m| s.tree.get(m.node))
+            .is_some_and(|n| n.enabled)
+    };
+    let sheet = run
+        .expect_where(&["comments"], "the comment to reach the input", ready)
+        .await?;
     run.tap(&sheet, "comment_post").await?;
     // Posted: the draft is cleared and the comment is listed.
-    let sheet = run.expect(&["comments"]).await?;
-    let input = run
-        .pack()
-        .find(&sheet.tree, "comment_input")
-        .map(|m| m.node);
-    let listed = sheet
-        .tree
-        .nodes()
-        .iter()
-        .enumerate()
-        .any(|(i, n)| n.text == text && Some(i) != input);
-    if !listed {
-        return Err(run.flow_error("the comment does not appear in the list"));
-    }
+    let listed = |pack: &FlowPack, _: &str, s: &Screen| {
+        let input = pack.find(&s.tree, "comment_input").map(|m| m.node);
+        s.tree
+            .nodes()
+            .iter()
+            .enumerate()
+            .any(|(i, n)| n.text == text && Some(i) != input)
+    };
+    run.expect_where(&["comments"], "the comment to appear in the list", listed)
+        .await?;
     run.key(keycode::BACK).await?;
     run.expect(&["video"]).await.map(drop)
 }

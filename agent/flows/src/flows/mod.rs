@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::Device;
-use crate::dump::Node;
+use crate::dump::{Node, UiTree};
 use crate::pack::{ACCOUNT_OUTCOME_SCREENS, FlowPack, PackSet, read_screen};
 use crate::text::input_text_commands;
 use crate::ui::{Screen, Ui, UiError, keycode};
@@ -455,14 +455,29 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
 
     /// Waits until the screen is one of `names`.
     async fn expect(&mut self, names: &[&str]) -> Result<Screen, FlowError> {
+        let what = format!("expected {}", names.join(" or "));
+        self.expect_where(names, &what, |_, _, _| true).await
+    }
+
+    /// Waits until the screen is one of `names` and `check(pack, label, screen)` holds: the UI
+    /// may lag behind an action by a frame or two on a real phone. `what` names the awaited
+    /// state in the error.
+    async fn expect_where(
+        &mut self,
+        names: &[&str],
+        what: &str,
+        check: impl Fn(&FlowPack, &str, &Screen) -> bool,
+    ) -> Result<Screen, FlowError> {
         let start = tokio::time::Instant::now();
         loop {
             let screen = self.settle().await?;
-            if names.iter().any(|n| *n == self.last_screen) {
+            if names.iter().any(|n| *n == self.last_screen)
+                && check(self.pack(), &self.last_screen, &screen)
+            {
                 return Ok(screen);
             }
             if start.elapsed() >= self.ctx.options.screen_timeout {
-                return Err(self.flow_error(format!("expected {}", names.join(" or "))));
+                return Err(self.flow_error(what));
             }
             tokio::time::sleep(self.ui().config().poll_interval).await;
         }
@@ -574,6 +589,13 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
         tracing::warn!(code = %error.code(), step = ?error.step, "flow failed: {}", error.message);
         error
     }
+}
+
+/// The text of the named view, if it is on screen.
+fn text_of(pack: &FlowPack, tree: &UiTree, selector: &str) -> Option<String> {
+    pack.find(tree, selector)
+        .and_then(|m| tree.get(m.node))
+        .map(|n| n.text.clone())
 }
 
 /// Every screen name the executors navigate by; packs must define them.

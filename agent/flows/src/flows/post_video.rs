@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, require, typeable};
+use super::{FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, require, text_of, typeable};
 use crate::device::Device;
+use crate::pack::FlowPack;
 use crate::text::shell_quote;
+use crate::ui::Screen;
 
 /// Where pushed videos go (the gallery lists scanned videos under /sdcard).
 pub const MEDIA_DIR: &str = "/sdcard/DCIM/Camera";
@@ -132,12 +134,12 @@ pub async fn post_video<D: Device, S: MilestoneSink + ?Sized>(
             let screen = run.expect(&["upload_caption"]).await?;
             run.tap(&screen, "post_caption").await?;
             run.type_text(&caption).await?;
-            let screen = run.expect(&["upload_caption"]).await?;
-            let shown = run.node(&screen, "post_caption")?.text.clone();
-            if shown != caption {
-                return Err(run.flow_error(format!("caption shows {shown:?}")));
-            }
-            Ok(())
+            let shows = |p: &FlowPack, _: &str, s: &Screen| {
+                text_of(p, &s.tree, "post_caption").is_some_and(|t| t == caption)
+            };
+            run.expect_where(&["upload_caption"], "the caption to show", shows)
+                .await
+                .map(drop)
         }
         .await;
         run.end(r)?;
@@ -171,9 +173,8 @@ async fn select_media<D: Device, S: MilestoneSink + ?Sized>(
     run: &mut Run<'_, '_, D, S>,
     file_name: &str,
 ) -> Result<(), FlowError> {
-    let screen = run.expect(&["upload_gallery"]).await?;
-    let pack = run.pack();
-    let ours = |screen: &crate::ui::Screen| {
+    // Our file's tile, once the media scanner has indexed it.
+    let ours = |pack: &FlowPack, screen: &Screen| {
         pack.find_all(&screen.tree, "gallery_item")
             .into_iter()
             .find(|&i| {
@@ -183,18 +184,24 @@ async fn select_media<D: Device, S: MilestoneSink + ?Sized>(
                     .is_some_and(|n| n.content_desc.ends_with(file_name))
             })
     };
-    let item = ours(&screen)
-        .ok_or_else(|| run.flow_error(format!("{file_name} is not in the gallery")))?;
-    if let Some(node) = screen.tree.get(item).filter(|n| !n.checked) {
+    let what = format!("{file_name} to appear in the gallery");
+    let screen = run
+        .expect_where(&["upload_gallery"], &what, |p, _, s| ours(p, s).is_some())
+        .await?;
+    let pack = run.pack();
+    let tile = ours(pack, &screen).and_then(|i| screen.tree.get(i));
+    if let Some(node) = tile.filter(|n| !n.checked) {
         run.ui().tap_node(node).await.map_err(|e| run.ui_error(e))?;
     }
-    let screen = run.expect(&["upload_gallery"]).await?;
-    let checked = ours(&screen)
-        .and_then(|i| screen.tree.get(i))
-        .is_some_and(|n| n.checked);
-    if !checked {
-        return Err(run.flow_error(format!("{file_name} did not get selected")));
-    }
+    let checked = |p: &FlowPack, _: &str, s: &Screen| {
+        ours(p, s)
+            .and_then(|i| s.tree.get(i))
+            .is_some_and(|n| n.checked)
+    };
+    let what = format!("{file_name} to be selected");
+    let screen = run
+        .expect_where(&["upload_gallery"], &what, checked)
+        .await?;
     run.tap(&screen, "gallery_next").await?;
     run.expect(&["upload_caption"]).await.map(drop)
 }

@@ -522,3 +522,24 @@ async fn pack_selection_reports_a_missing_app_or_an_uncovered_version() {
         "tiktok-33"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn transient_dump_failures_are_ridden_out() {
+    let h = Harness::new(PhoneConfig {
+        failing_dumps: 3,
+        ..PhoneConfig::default()
+    });
+    let inputs: MaintenanceInputs = serde_json::from_value(
+        json!({"steps": [{"action": "edit_profile", "params": {"display_name": "Patient"}}]}),
+    )
+    .unwrap();
+    let result = with_ctx(&h, async |ctx| edit_profile(ctx, &inputs).await)
+        .await
+        .unwrap();
+    assert_eq!(result["profile"]["display_name"], "Patient");
+    assert_eq!(
+        h.device.phone().config().failing_dumps,
+        0,
+        "the failing dumps were consumed"
+    );
+}
