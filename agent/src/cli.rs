@@ -341,7 +341,17 @@ async fn probe_usb(ctx: &Ctx, p: &UsbPhone) -> DeviceRow {
     }
 }
 
-async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
+/// Probes every phone (the `--tcp` ones and those on USB) for `devices`.
+pub async fn device_rows(cli: &Cli) -> anyhow::Result<Vec<DeviceRow>> {
+    let ctx = Ctx {
+        keys: KeyRing::new(vec![load_key(cli)?]),
+        timeout: Duration::from_secs(cli.timeout.max(1)),
+        tcp: cli.tcp.clone(),
+    };
+    Ok(rows(&ctx).await)
+}
+
+async fn rows(ctx: &Ctx) -> Vec<DeviceRow> {
     // Probe all phones at once: one slow phone must not hold up the list.
     let usb = usb_phones(ctx).await;
     let (mut rows, usb_rows) = futures::future::join(
@@ -350,6 +360,11 @@ async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
     )
     .await;
     rows.extend(usb_rows);
+    rows
+}
+
+async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
+    let rows = rows(ctx).await;
     let rows_empty = rows.is_empty();
     println!(
         "{:<9} {:<22} {:<16} {:<13} {:<20} ANDROID",

@@ -484,3 +484,50 @@ async fn binary_serves_n_phones_and_prints_their_addresses() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), serial);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_devices_reports_online_unauthorized_and_offline() {
+    use clap::Parser as _;
+    use phonefarm_agent::cli::{Cli, device_rows};
+    let online = spawn(SimConfig::with_serial("SIMON")).await.unwrap();
+    let locked = spawn(SimConfig {
+        auth: AuthMode::Required {
+            known_keys: vec![],
+            on_offer: KeyOffer::Refuse,
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (online.address(), locked.address());
+    let cli = Cli::try_parse_from([
+        "phonefarm-agent",
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--timeout",
+        "3",
+        "--tcp",
+        &a,
+        "--tcp",
+        &b,
+        "--tcp",
+        &dead,
+        "devices",
+    ])
+    .unwrap();
+    let rows = device_rows(&cli).await.unwrap();
+    let tcp: Vec<_> = rows.iter().filter(|r| r.transport == "tcp").collect();
+    assert_eq!(tcp.len(), 3);
+    assert_eq!(tcp[0].address, a);
+    assert_eq!(tcp[0].state, "online");
+    assert_eq!(tcp[0].serial, "SIMON");
+    assert_eq!(tcp[0].model, "Phonesim_One");
+    assert_eq!(tcp[0].android, "13");
+    assert_eq!(tcp[1].state, "unauthorized");
+    assert_eq!(tcp[2].state, "offline");
+}
