@@ -6,4 +6,5 @@ mod flows;
 mod model;
 mod packs;
 mod screens;
+mod selector_props;
 mod synth;
