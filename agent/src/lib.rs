@@ -5,5 +5,9 @@
 
 pub mod adb;
 pub mod cli;
+pub mod daemon;
+pub mod fleet;
 pub mod phone;
+pub mod runner;
+pub mod uplink;
 pub mod usb;

@@ -1,0 +1,375 @@
+//! The agent daemon: everything a rack host runs, wired together and stopped by one token.
+//!
+//! ```text
+//! PF_WORK agent-<id> --> work handler --> runner (journal order, Accepted) --ack-->
+//!                                            \--> run task per phone --> events --> journal --> publisher --> pf.evt.<id>.run
+//! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard)
+//! fleet (phones, probes) --> inventory reporter --> pf.evt.<id>.inventory ; presence --> KV pf_agents
+//! KV pf_flows --> pack watcher --> PackStore (next run)
+//! ```
+//!
+//! Start it with [`run`]`(config, shutdown)`; cancel `shutdown` (e.g. on SIGTERM) to stop.
+//! Runs in progress are dropped on shutdown; their orders stay unfinished in the journal and the
+//! next process reports them `Finished{Failed, agent_restarted, retryable}`. Unpublished events
+//! stay journaled and are published by the next process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind};
+use phonefarm_flows::{FlowOptions, PackSet, PackStore, UiConfig};
+use phonefarm_shared::{Control, WorkOrder, is_subject_token, subjects};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::adb::auth::{AdbKey, KeyRing};
+use crate::fleet::{FleetConfig, FleetHandle};
+use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
+use crate::uplink::consumer::{PullOptions, consume};
+use crate::uplink::evidence::EvidenceStore;
+use crate::uplink::journal::Journal;
+use crate::uplink::packs::{PackBook, run_pack_watcher};
+use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
+use crate::uplink::publisher::{EventSink, PublisherOptions};
+use crate::uplink::{self, NatsAuth};
+
+/// Everything the daemon needs. Build it with [`DaemonConfig::new`] (production defaults) and
+/// override fields; `phonefarm-agent run` maps its flags and environment onto it.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// This agent's id: a subject-safe token (`is_subject_token`), e.g. `rack-01`. It names
+    /// the subjects (`pf.work.<id>`, `pf.evt.<id>.…`), the consumers (`agent-<id>`) and the
+    /// presence key.
+    pub agent_id: String,
+    /// NATS server URL(s), comma-separated (`nats://host:4222`).
+    pub nats_url: String,
+    /// NATS credentials (user/password, nkey seed or `.creds` file).
+    pub nats_auth: NatsAuth,
+    /// Durable state: the ADB host key (`adbkey`, `adbkey.pub`) and the journal
+    /// (`journal/orders`, `journal/events`). Must survive restarts.
+    pub state_dir: PathBuf,
+    /// Network phones, emulators or simulators as `host:port`.
+    pub tcp: Vec<String>,
+    /// Open USB phones too (needs libusb and permissions; harmless without).
+    pub usb: bool,
+    /// Flow packs shipped on disk (a directory of `*.toml` or one file); KV `pf_flows` adds to
+    /// and replaces them at run time. None: only packs from KV.
+    pub flow_packs_dir: Option<PathBuf>,
+    /// The app the flows drive.
+    pub app_package: String,
+    /// Presence is written this often (10 s).
+    pub presence_interval: Duration,
+    /// `Heartbeat` events this often while a run is going (10 s).
+    pub heartbeat_interval: Duration,
+    /// Phones are reconnected and probed this often (30 s).
+    pub probe_interval: Duration,
+    /// Deadline of one probe of one phone (10 s).
+    pub probe_timeout: Duration,
+    /// How long a work order waits for its `Accepted` to be stored before it is left unacked
+    /// for redelivery (30 s).
+    pub accept_timeout: Duration,
+    /// An order for a busy phone is handed back (NAK) with this delay (5 s).
+    pub busy_retry: Duration,
+    /// Evidence uploads give up after this long (30 s).
+    pub evidence_timeout: Duration,
+    /// UI timings of flows.
+    pub ui: UiConfig,
+    /// Flow knobs (screen timeout, pop-up limit…); the seed is set per run.
+    pub flow: FlowOptions,
+    /// Pull tuning of the work and control consumers.
+    pub pull: PullOptions,
+    /// Event publisher timings.
+    pub publisher: PublisherOptions,
+}
+
+impl DaemonConfig {
+    /// Production defaults for an agent `agent_id` talking to `nats_url`, keeping state in
+    /// `state_dir`, with no phones, no USB and no local flow packs.
+    pub fn new(
+        agent_id: impl Into<String>,
+        nats_url: impl Into<String>,
+        state_dir: PathBuf,
+    ) -> Self {
+        Self {
+            agent_id: agent_id.into(),
+            nats_url: nats_url.into(),
+            nats_auth: NatsAuth::None,
+            state_dir,
+            tcp: Vec::new(),
+            usb: false,
+            flow_packs_dir: None,
+            app_package: "com.zhiliaoapp.musically".into(),
+            presence_interval: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(10),
+            accept_timeout: Duration::from_secs(30),
+            busy_retry: Duration::from_secs(5),
+            evidence_timeout: Duration::from_secs(30),
+            ui: UiConfig::default(),
+            flow: FlowOptions::default(),
+            pull: PullOptions::default(),
+            publisher: PublisherOptions::default(),
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs the agent until `shutdown` is cancelled. Fails only on bad configuration or an
+/// unusable state directory, before anything is started; NATS being away is not an error
+/// (the agent connects in the background and journals meanwhile).
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let agent_id = config.agent_id.clone();
+    anyhow::ensure!(
+        is_subject_token(&agent_id),
+        "agent id {agent_id:?} is not a subject-safe token (no '.', '*', '>', spaces; 1..64 bytes)"
+    );
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let key = AdbKey::load_or_generate(&config.state_dir)
+        .with_context(|| format!("adb key in {}", config.state_dir.display()))?;
+    let local_packs = match &config.flow_packs_dir {
+        Some(dir) => {
+            PackSet::load_path(dir).with_context(|| format!("flow packs in {}", dir.display()))?
+        }
+        None => PackSet::default(),
+    };
+    let journal_dir = config.state_dir.join("journal");
+    let journal = {
+        let dir = journal_dir.clone();
+        tokio::task::spawn_blocking(move || Journal::open(&dir))
+            .await
+            .context("opening the journal")?
+            .with_context(|| format!("journal in {}", journal_dir.display()))?
+    };
+    let journal = Arc::new(journal);
+    let started_at = uplink::now_ms();
+    tracing::info!(%agent_id, nats = %config.nats_url, phones = config.tcp.len(), usb = config.usb, "agent starting");
+
+    let client = uplink::connect(&config.nats_url, &agent_id, &config.nats_auth).await?;
+    let js = uplink::jetstream(client.clone());
+    let inner = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+
+    let events = EventSink::spawn(
+        journal,
+        js.clone(),
+        &agent_id,
+        config.publisher.clone(),
+        inner.clone(),
+    );
+    let orphans = runner::finish_orphans(&events)
+        .await
+        .context("finishing runs of the previous process")?;
+    if orphans > 0 {
+        tracing::warn!(%agent_id, orphans, "reported runs cut short by the last shutdown");
+    }
+
+    let fleet = FleetHandle::spawn(
+        FleetConfig {
+            tcp: config.tcp.clone(),
+            usb: config.usb,
+            keys: KeyRing::new(vec![key]),
+            probe_interval: config.probe_interval,
+            probe_timeout: config.probe_timeout,
+            app_package: config.app_package.clone(),
+        },
+        inner.clone(),
+    );
+
+    let packs = Arc::new(PackStore::new(local_packs.clone()));
+    tasks.spawn(run_pack_watcher(
+        js.clone(),
+        agent_id.clone(),
+        PackBook::new(&local_packs),
+        packs.clone(),
+        inner.clone(),
+    ));
+
+    let runner = RunnerHandle::spawn(
+        RunnerDeps {
+            agent_id: agent_id.clone(),
+            events: events.clone(),
+            fleet: fleet.clone(),
+            packs,
+            evidence: Some(Arc::new(EvidenceStore::new(
+                js.clone(),
+                config.evidence_timeout,
+            ))),
+            options: RunnerOptions {
+                heartbeat_interval: config.heartbeat_interval,
+                app_package: config.app_package.clone(),
+                ui: config.ui.clone(),
+                flow: config.flow.clone(),
+                abort_timeout: Duration::from_secs(30),
+            },
+        },
+        inner.clone(),
+    );
+
+    {
+        let runner = runner.clone();
+        let shutdown = inner.clone();
+        let accept_timeout = config.accept_timeout;
+        let busy_retry = config.busy_retry;
+        let id = agent_id.clone();
+        tasks.spawn(consume(
+            js.clone(),
+            subjects::WORK_STREAM,
+            agent_id.clone(),
+            config.pull.clone(),
+            inner.clone(),
+            move |msg| {
+                let runner = runner.clone();
+                let shutdown = shutdown.clone();
+                let id = id.clone();
+                async move {
+                    on_work(&id, msg, &runner, accept_timeout, busy_retry, &shutdown).await;
+                }
+            },
+        ));
+    }
+    {
+        let runner = runner.clone();
+        let id = agent_id.clone();
+        tasks.spawn(consume(
+            js.clone(),
+            subjects::CTL_STREAM,
+            agent_id.clone(),
+            PullOptions {
+                batch: 16,
+                ..config.pull.clone()
+            },
+            inner.clone(),
+            move |msg| {
+                let runner = runner.clone();
+                let id = id.clone();
+                async move { on_control(&id, msg, &runner).await }
+            },
+        ));
+    }
+    tasks.spawn(run_presence(
+        js.clone(),
+        PresenceInfo {
+            agent_id: agent_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            host: host_name(),
+            started_at_unix_ms: started_at,
+        },
+        config.presence_interval,
+        fleet.statuses(),
+        inner.clone(),
+    ));
+    tasks.spawn(run_inventory(
+        js.clone(),
+        agent_id.clone(),
+        started_at,
+        fleet.statuses(),
+        inner.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!(%agent_id, "agent stopping");
+    inner.cancel();
+    let join_all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), join_all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(%agent_id, "tasks did not stop in time");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    Ok(())
+}
+
+/// One work message: decode, admit, wait for `Accepted` to be stored, then ack.
+async fn on_work(
+    agent_id: &str,
+    msg: jetstream::Message,
+    runner: &RunnerHandle,
+    accept_timeout: Duration,
+    busy_retry: Duration,
+    shutdown: &CancellationToken,
+) {
+    let order = match phonefarm_shared::decode::<WorkOrder>(&msg.payload) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(%agent_id, subject = %msg.subject, error = %e, "undecodable work order terminated");
+            if let Err(e) = msg.ack_with(AckKind::Term).await {
+                tracing::warn!(%agent_id, error = %e, "cannot terminate a bad work order");
+            }
+            return;
+        }
+    };
+    let stored = match runner.submit(order.clone()).await {
+        Ok(Admission::Accepted(s)) => {
+            tracing::info!(%agent_id, queue_item_id = %order.queue_item_id, attempt = order.attempt, phone_id = %order.phone_id, "work order accepted");
+            s
+        }
+        Ok(Admission::Duplicate(s)) => {
+            tracing::info!(%agent_id, queue_item_id = %order.queue_item_id, attempt = order.attempt, "work order redelivered; already accepted");
+            s
+        }
+        Ok(Admission::Busy { running }) => {
+            tracing::info!(%agent_id, queue_item_id = %order.queue_item_id, phone_id = %order.phone_id, %running, "phone busy; order handed back");
+            let _ = msg.ack_with(AckKind::Nak(Some(busy_retry))).await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(%agent_id, queue_item_id = %order.queue_item_id, error = %e, "cannot admit work order; handed back");
+            let _ = msg.ack_with(AckKind::Nak(Some(busy_retry))).await;
+            return;
+        }
+    };
+    let waited = tokio::select! {
+        () = shutdown.cancelled() => return,
+        w = tokio::time::timeout(accept_timeout, stored.wait()) => w,
+    };
+    match waited {
+        Ok(true) => {
+            if let Err(e) = msg.ack().await {
+                // Redelivery is harmless: the journal knows the order.
+                tracing::warn!(%agent_id, queue_item_id = %order.queue_item_id, error = %e, "work ack failed");
+            }
+        }
+        Ok(false) => {}
+        Err(_) => {
+            tracing::warn!(%agent_id, queue_item_id = %order.queue_item_id, "Accepted not stored in time; the order stays unacked for redelivery")
+        }
+    }
+}
+
+/// One control message: decode, route, ack (controls for unknown runs are acked and ignored).
+async fn on_control(agent_id: &str, msg: jetstream::Message, runner: &RunnerHandle) {
+    match phonefarm_shared::decode::<Control>(&msg.payload) {
+        Ok(Control::Cancel {
+            queue_item_id,
+            attempt,
+            mode,
+        }) => {
+            let found = runner.cancel(queue_item_id, attempt, mode).await;
+            if found {
+                tracing::info!(%agent_id, %queue_item_id, attempt, ?mode, "cancel delivered");
+            } else {
+                tracing::info!(%agent_id, %queue_item_id, attempt, ?mode, "cancel for no running run ignored");
+            }
+            if let Err(e) = msg.ack().await {
+                tracing::warn!(%agent_id, error = %e, "control ack failed");
+            }
+        }
+        Err(e) => {
+            tracing::error!(%agent_id, error = %e, "undecodable control terminated");
+            let _ = msg.ack_with(AckKind::Term).await;
+        }
+    }
+}

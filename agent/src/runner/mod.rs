@@ -1,0 +1,293 @@
+//! The runner: admits work orders (journal the order, journal and publish `Accepted`), runs at
+//! most one order per phone, and routes cancels to the run they name.
+//!
+//! [`RunnerHandle`] is the cloneable handle to the runner actor. Each admitted order runs in
+//! its own task ([`run`]): the flow from `phonefarm-flows` over a [`device::PhoneDevice`],
+//! milestones and heartbeats as [`phonefarm_shared::AgentEvent`]s, evidence on failure,
+//! then `Finished`.
+
+pub mod device;
+pub mod run;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phonefarm_flows::{FlowOptions, PackStore, UiConfig};
+use phonefarm_shared::{CancelMode, EventKind, Outcome, RunError, WorkOrder};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::fleet::FleetHandle;
+use crate::uplink::evidence::EvidenceStore;
+use crate::uplink::publisher::{EmitError, EventSink, Stored};
+
+/// Knobs of every run.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// A `Heartbeat` event this often while a run is going (extends the coordinator's lease).
+    pub heartbeat_interval: Duration,
+    /// The app the flows drive (its installed version chooses the flow pack).
+    pub app_package: String,
+    /// UI timings (command deadline, dump polling).
+    pub ui: UiConfig,
+    /// Flow knobs; the seed is replaced per run (derived from the run id).
+    pub flow: FlowOptions,
+    /// How long a hard abort (force-stop, home) may take.
+    pub abort_timeout: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(10),
+            app_package: "com.zhiliaoapp.musically".into(),
+            ui: UiConfig::default(),
+            flow: FlowOptions::default(),
+            abort_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("cannot journal the order")]
+    Emit(#[from] EmitError),
+    #[error("the runner has stopped")]
+    Stopped,
+}
+
+/// What became of a submitted order.
+#[derive(Debug)]
+pub enum Admission {
+    /// Journaled and started; `Stored` resolves once `Accepted` is stored on the server.
+    Accepted(Stored),
+    /// Seen before (a redelivery): resolves once its `Accepted` is stored (at once if it is).
+    Duplicate(Stored),
+    /// The phone is running another order: try again later.
+    Busy { running: Uuid },
+}
+
+/// Everything a run needs, shared by all runs.
+#[derive(Debug)]
+pub struct RunnerDeps {
+    pub agent_id: String,
+    pub events: EventSink,
+    pub fleet: FleetHandle,
+    pub packs: Arc<PackStore>,
+    pub evidence: Option<Arc<EvidenceStore>>,
+    pub options: RunnerOptions,
+}
+
+enum Command {
+    Submit {
+        order: WorkOrder,
+        reply: oneshot::Sender<Result<Admission, RunnerError>>,
+    },
+    Cancel {
+        queue_item_id: Uuid,
+        attempt: u32,
+        mode: CancelMode,
+        reply: oneshot::Sender<bool>,
+    },
+    Done {
+        phone_id: String,
+        queue_item_id: Uuid,
+        attempt: u32,
+    },
+}
+
+struct Active {
+    queue_item_id: Uuid,
+    attempt: u32,
+    soft: CancellationToken,
+    hard: CancellationToken,
+}
+
+/// Cloneable handle to the runner actor.
+#[derive(Debug, Clone)]
+pub struct RunnerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl RunnerHandle {
+    pub fn spawn(deps: RunnerDeps, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let actor = Actor {
+            deps: Arc::new(deps),
+            active: HashMap::new(),
+            rx,
+            tx: tx.downgrade(),
+            shutdown,
+        };
+        tokio::spawn(actor.run());
+        Self { tx }
+    }
+
+    /// Admits an order (see [`Admission`]).
+    pub async fn submit(&self, order: WorkOrder) -> Result<Admission, RunnerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Submit { order, reply })
+            .await
+            .map_err(|_| RunnerError::Stopped)?;
+        rx.await.map_err(|_| RunnerError::Stopped)?
+    }
+
+    /// Cancels the named run; false if no such run is going (the control is then ignored).
+    pub async fn cancel(&self, queue_item_id: Uuid, attempt: u32, mode: CancelMode) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Command::Cancel {
+                queue_item_id,
+                attempt,
+                mode,
+                reply,
+            })
+            .await;
+        sent.is_ok() && rx.await.unwrap_or(false)
+    }
+}
+
+/// Finishes every order a previous agent process left unfinished (its run died with it):
+/// `Finished{Failed}` with the retryable code `agent_restarted`.
+pub async fn finish_orphans(events: &EventSink) -> Result<usize, EmitError> {
+    let orphans = events.journal().unfinished_orders();
+    for o in &orphans {
+        tracing::warn!(queue_item_id = %o.queue_item_id, attempt = o.attempt, phone_id = %o.phone_id, "run cut short by an agent restart");
+        let finished = EventKind::Finished {
+            outcome: Outcome::Failed,
+            result_json: "null".into(),
+            error: Some(RunError {
+                code: "agent_restarted".into(),
+                message: "the agent restarted during the run".into(),
+                retryable: true,
+            }),
+        };
+        events.emit(o.queue_item_id, o.attempt, finished).await?;
+    }
+    Ok(orphans.len())
+}
+
+struct Actor {
+    deps: Arc<RunnerDeps>,
+    active: HashMap<String, Active>,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::WeakSender<Command>,
+    shutdown: CancellationToken,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            let cmd = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                cmd = self.rx.recv() => cmd,
+            };
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                Command::Submit { order, reply } => {
+                    let r = self.submit(order).await;
+                    let _ = reply.send(r);
+                }
+                Command::Cancel {
+                    queue_item_id,
+                    attempt,
+                    mode,
+                    reply,
+                } => {
+                    let run = self
+                        .active
+                        .values()
+                        .find(|a| a.queue_item_id == queue_item_id && a.attempt == attempt);
+                    let found = match run {
+                        Some(a) => {
+                            tracing::info!(%queue_item_id, attempt, ?mode, "cancelling run");
+                            match mode {
+                                CancelMode::Soft => a.soft.cancel(),
+                                CancelMode::Hard => a.hard.cancel(),
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    let _ = reply.send(found);
+                }
+                Command::Done {
+                    phone_id,
+                    queue_item_id,
+                    attempt,
+                } => {
+                    if self
+                        .active
+                        .get(&phone_id)
+                        .is_some_and(|a| a.queue_item_id == queue_item_id && a.attempt == attempt)
+                    {
+                        self.active.remove(&phone_id);
+                        self.deps.fleet.set_running(&phone_id, None).await;
+                    }
+                }
+            }
+        }
+        // Runs end with the agent: their orders stay unfinished in the journal and are
+        // reported as `agent_restarted` by the next process.
+        for a in self.active.values() {
+            a.hard.cancel();
+        }
+    }
+
+    async fn submit(&mut self, order: WorkOrder) -> Result<Admission, RunnerError> {
+        let events = &self.deps.events;
+        let accepted_id = format!("{}:{}:1", order.queue_item_id, order.attempt);
+        if events
+            .journal()
+            .order(order.queue_item_id, order.attempt)
+            .is_some()
+        {
+            return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+        }
+        if let Some(a) = self.active.get(&order.phone_id) {
+            return Ok(Admission::Busy {
+                running: a.queue_item_id,
+            });
+        }
+        let Some(stored) = events.accept(&order).await? else {
+            return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+        };
+        let soft = CancellationToken::new();
+        let hard = self.shutdown.child_token();
+        self.active.insert(
+            order.phone_id.clone(),
+            Active {
+                queue_item_id: order.queue_item_id,
+                attempt: order.attempt,
+                soft: soft.clone(),
+                hard: hard.clone(),
+            },
+        );
+        self.deps
+            .fleet
+            .set_running(&order.phone_id, Some(order.queue_item_id))
+            .await;
+        let deps = self.deps.clone();
+        let done = self.tx.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let (phone_id, queue_item_id, attempt) =
+                (order.phone_id.clone(), order.queue_item_id, order.attempt);
+            run::execute(&deps, order, soft, hard, shutdown).await;
+            if let Some(tx) = done.upgrade() {
+                let _ = tx
+                    .send(Command::Done {
+                        phone_id,
+                        queue_item_id,
+                        attempt,
+                    })
+                    .await;
+            }
+        });
+        Ok(Admission::Accepted(stored))
+    }
+}

@@ -1,0 +1,297 @@
+//! One run of one work order on one phone.
+//!
+//! Milestones from the flow (a synchronous [`MilestoneSink`]) go through a channel to a
+//! forwarder task that journals them in order (assigning `seq`), interleaved with a
+//! `Heartbeat` every `heartbeat_interval`. Soft cancel is the flow's cancellation token
+//! (checked at step boundaries and during dwells); hard cancel drops the flow future at once,
+//! then force-stops the app and goes home ([`phonefarm_flows::flows::abort`]). The order's
+//! deadline is a hard stop too. On failure the flow's evidence (UI dump, screenshot) is
+//! uploaded and announced with `Evidence` events before `Finished`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phonefarm_flows::flows::{self, FlowCtx, FlowError, FlowFailure, MilestoneSink, OverlapJudge};
+use phonefarm_flows::{FlowOptions, Ui};
+use phonefarm_shared::{EventKind, Outcome, RunError, WorkOrder};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::RunnerDeps;
+use super::device::PhoneDevice;
+use crate::uplink::evidence::object_name;
+
+/// Milestones into the forwarder's channel (the sink must not block the flow).
+struct ChannelSink(mpsc::UnboundedSender<EventKind>);
+
+impl MilestoneSink for ChannelSink {
+    fn step_started(&self, step: &str) {
+        let _ = self.0.send(EventKind::StepStarted {
+            step: step.to_string(),
+        });
+    }
+
+    fn step_finished(&self, step: &str, _ok: bool) {
+        let _ = self.0.send(EventKind::StepFinished {
+            step: step.to_string(),
+        });
+    }
+
+    fn progress(&self, progress: &serde_json::Value) {
+        let _ = self.0.send(EventKind::Progress {
+            counters_json: progress.to_string(),
+        });
+    }
+}
+
+/// How a run ended, before it becomes `Finished`.
+enum End {
+    Done(serde_json::Value),
+    Flow(Box<FlowError>),
+    HardCancelled,
+    DeadlineExceeded,
+    Refused {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+fn now_ms() -> i64 {
+    crate::uplink::now_ms()
+}
+
+/// Runs `order` to its `Finished` event. If `shutdown` fires the run is dropped without
+/// `Finished` (the next agent process reports it as `agent_restarted`).
+pub async fn execute(
+    deps: &Arc<RunnerDeps>,
+    order: WorkOrder,
+    soft: CancellationToken,
+    hard: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!(
+        "run",
+        agent_id = %deps.agent_id,
+        phone_id = %order.phone_id,
+        queue_item_id = %order.queue_item_id,
+        attempt = order.attempt,
+        capability = order.capability.as_str(),
+    );
+    execute_inner(deps, order, soft, hard, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn execute_inner(
+    deps: &Arc<RunnerDeps>,
+    order: WorkOrder,
+    soft: CancellationToken,
+    hard: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let (qid, attempt) = (order.queue_item_id, order.attempt);
+    let (tx, mut rx) = mpsc::unbounded_channel::<EventKind>();
+    let events = deps.events.clone();
+    let heartbeat = deps.options.heartbeat_interval;
+    let forwarder = tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + heartbeat,
+                heartbeat.max(Duration::from_millis(10)),
+            );
+            loop {
+                let kind = tokio::select! {
+                    k = rx.recv() => match k {
+                        Some(k) => k,
+                        None => return,
+                    },
+                    _ = tick.tick() => EventKind::Heartbeat,
+                };
+                if let Err(e) = events.emit(qid, attempt, kind).await {
+                    tracing::error!(error = %e, "cannot journal a run event");
+                }
+            }
+        }
+        .in_current_span(),
+    );
+
+    tracing::info!("run started");
+    let end = tokio::select! {
+        end = drive(deps, &order, &soft, &hard, ChannelSink(tx)) => end,
+        () = shutdown.cancelled() => {
+            forwarder.abort();
+            tracing::warn!("agent shutting down: run dropped");
+            return;
+        }
+    };
+    // Every milestone sender is gone: the forwarder drains the rest and ends.
+    let _ = forwarder.await;
+    if shutdown.is_cancelled() {
+        return;
+    }
+    finish(deps, &order, end).await;
+}
+
+/// Selects the pack and runs the flow, with hard cancel and the deadline as hard stops.
+async fn drive(
+    deps: &RunnerDeps,
+    order: &WorkOrder,
+    soft: &CancellationToken,
+    hard: &CancellationToken,
+    sink: ChannelSink,
+) -> End {
+    let Some(phone) = deps.fleet.phone(&order.phone_id) else {
+        return End::Refused {
+            code: "device_error".into(),
+            message: format!("phone {} is not attached to this agent", order.phone_id),
+            retryable: true,
+        };
+    };
+    let inputs: serde_json::Value = match serde_json::from_str(&order.inputs_json) {
+        Ok(v) => v,
+        Err(e) => {
+            return End::Refused {
+                code: "invalid_input:inputs".into(),
+                message: format!("inputs are not JSON: {e}"),
+                retryable: false,
+            };
+        }
+    };
+    let ui = Ui::new(PhoneDevice::new(phone), deps.options.ui.clone());
+    let package = deps.options.app_package.clone();
+    let remaining = order.deadline_unix_ms.saturating_sub(now_ms());
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(remaining.max(0)).unwrap_or(0));
+    let seed = u64::from_le_bytes(order.run_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    let flow = async {
+        let packs = deps.packs.snapshot();
+        let pack = flows::select_pack(&ui, &packs, &package).await?;
+        if let Some(want) = &order.flow_pack_version
+            && want != pack.name()
+            && *want != format!("{}@{}", pack.name(), pack.revision())
+        {
+            tracing::warn!(wanted = %want, chosen = %pack.name(), revision = pack.revision(), "order pins another flow pack; running the one for the installed app");
+        }
+        tracing::info!(pack = %pack.name(), revision = pack.revision(), "flow pack chosen");
+        let ctx = FlowCtx {
+            ui: &ui,
+            pack: &pack,
+            sink: &sink,
+            cancel: soft,
+            options: FlowOptions {
+                seed,
+                ..deps.options.flow.clone()
+            },
+        };
+        flows::run_capability(&ctx, order.capability.as_str(), inputs, &OverlapJudge).await
+    };
+    let end = tokio::select! {
+        r = flow => match r {
+            Ok(result) => End::Done(result),
+            Err(e) => End::Flow(Box::new(e)),
+        },
+        () = hard.cancelled() => End::HardCancelled,
+        () = tokio::time::sleep_until(deadline) => End::DeadlineExceeded,
+    };
+    if matches!(end, End::HardCancelled | End::DeadlineExceeded) {
+        let abort = tokio::time::timeout(deps.options.abort_timeout, flows::abort(&ui, &package));
+        match abort.await {
+            Ok(Ok(())) => tracing::info!("app force-stopped, phone at home"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "abort did not complete"),
+            Err(_) => tracing::warn!("abort timed out"),
+        }
+    }
+    end
+}
+
+async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
+    let (qid, attempt) = (order.queue_item_id, order.attempt);
+    let (outcome, result_json, error) = match end {
+        End::Done(result) => (Outcome::Completed, result.to_string(), None),
+        End::HardCancelled => (Outcome::Cancelled, "null".into(), None),
+        End::DeadlineExceeded => (
+            Outcome::Failed,
+            "null".into(),
+            Some(RunError {
+                code: "deadline_exceeded".into(),
+                message: "the run did not finish by the order's deadline".into(),
+                retryable: false,
+            }),
+        ),
+        End::Refused {
+            code,
+            message,
+            retryable,
+        } => (
+            Outcome::Failed,
+            "null".into(),
+            Some(RunError {
+                code,
+                message,
+                retryable,
+            }),
+        ),
+        End::Flow(e) if matches!(e.failure, FlowFailure::Cancelled) => {
+            (Outcome::Cancelled, e.partial.to_string(), None)
+        }
+        End::Flow(e) => {
+            upload_evidence(deps, order, &e).await;
+            (
+                Outcome::Failed,
+                e.partial.to_string(),
+                Some(RunError {
+                    code: e.code(),
+                    message: e.to_string(),
+                    retryable: matches!(e.failure, FlowFailure::Device(_)),
+                }),
+            )
+        }
+    };
+    tracing::info!(
+        ?outcome,
+        code = error.as_ref().map(|e| e.code.as_str()),
+        "run finished"
+    );
+    let finished = EventKind::Finished {
+        outcome,
+        result_json,
+        error,
+    };
+    if let Err(e) = deps.events.emit(qid, attempt, finished).await {
+        tracing::error!(error = %e, "cannot journal Finished");
+    }
+}
+
+/// Uploads the dump and screenshot (best effort, bounded by the store's timeout) and
+/// announces each stored object with an `Evidence` event.
+async fn upload_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
+    let (Some(store), Some(evidence)) = (&deps.evidence, &e.evidence) else {
+        return;
+    };
+    let items = [
+        ("ui_dump.xml", "ui_dump", evidence.dump.clone()),
+        ("screenshot.png", "screenshot", evidence.screenshot.clone()),
+    ];
+    for (name, kind, data) in items {
+        let Some(data) = data else { continue };
+        let object = object_name(order.queue_item_id, order.attempt, name);
+        match store.put(&object, data).await {
+            Ok(()) => {
+                let ev = EventKind::Evidence {
+                    object: object.clone(),
+                    kind: kind.into(),
+                };
+                if let Err(err) = deps
+                    .events
+                    .emit(order.queue_item_id, order.attempt, ev)
+                    .await
+                {
+                    tracing::error!(error = %err, "cannot journal an Evidence event");
+                }
+            }
+            Err(err) => tracing::warn!(%object, error = %err, "evidence upload failed"),
+        }
+    }
+}

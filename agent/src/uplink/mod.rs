@@ -1,0 +1,148 @@
+//! The agent's side of NATS JetStream, designed to nats-server 2.9.10 (DESIGN.md section 3).
+//!
+//! - [`connect`]: the connection, with the agent's credentials and its own inbox prefix
+//!   (`_INBOX_<agent_id>`, so least-privilege permissions can allow exactly that), retrying the
+//!   first connect and reconnecting forever: the agent starts and runs while NATS is away.
+//! - [`journal`] + [`publisher`]: every run event is journaled (fsync) before it is published
+//!   with `Nats-Msg-Id = AgentEvent::msg_id()`, and deleted only after the publish ack.
+//! - [`consumer`]: binding to the agent's durable pull consumers `agent-<id>` on `PF_WORK` and
+//!   `PF_CTL` (created by the coordinator; the agent never creates streams or consumers),
+//!   riding out `MissingHeartbeat` and rebinding on `ConsumerDeleted`.
+//! - [`presence`]: the presence heartbeat in KV `pf_agents` and the inventory reporter.
+//! - [`packs`]: the flow-pack watcher on KV `pf_flows`.
+//! - [`evidence`]: uploads to the object store `pf_evidence`.
+
+pub mod consumer;
+pub mod evidence;
+pub mod journal;
+pub mod packs;
+pub mod presence;
+pub mod publisher;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+/// How the agent authenticates to NATS.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials (tests, a local server).
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    /// An nkey seed (`SU…`).
+    NkeySeed(String),
+    /// A `.creds` file (JWT + nkey seed), as `nsc` writes it.
+    CredsFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => write!(f, "None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            NatsAuth::NkeySeed(_) => write!(f, "NkeySeed(***)"),
+            NatsAuth::CredsFile(p) => write!(f, "CredsFile({})", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("agent id {0:?} is not a subject-safe token")]
+    BadAgentId(String),
+    #[error("cannot read the NATS credentials file {path}")]
+    Creds {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// The inbox prefix of an agent: replies to its requests come only there.
+pub fn inbox_prefix(agent_id: &str) -> String {
+    format!("_INBOX_{agent_id}")
+}
+
+/// Connects to NATS as `agent_id`. The first connect is retried in the background (the call
+/// returns at once), and reconnects never give up.
+pub async fn connect(
+    url: &str,
+    agent_id: &str,
+    auth: &NatsAuth,
+) -> Result<async_nats::Client, UplinkError> {
+    if !phonefarm_shared::is_subject_token(agent_id) {
+        return Err(UplinkError::BadAgentId(agent_id.to_string()));
+    }
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("phonefarm-agent {agent_id}"))
+        .custom_inbox_prefix(inbox_prefix(agent_id))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            // 100 ms, doubling, at most 2 s: an outage ends quickly once the server is back.
+            let ms = 100u64.saturating_mul(1 << attempts.min(5));
+            Duration::from_millis(ms.min(2000))
+        })
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    opts = match auth {
+        NatsAuth::None => opts,
+        NatsAuth::UserPassword { user, password } => {
+            opts.user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::NkeySeed(seed) => opts.nkey(seed.clone()),
+        NatsAuth::CredsFile(path) => {
+            opts.credentials_file(path)
+                .await
+                .map_err(|source| UplinkError::Creds {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+    };
+    opts.connect(url)
+        .await
+        .map_err(|source| UplinkError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// A JetStream context over the agent's connection.
+pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
+    jetstream::new(client)
+}
+
+/// Sleeps `delay` unless `shutdown` fires first (then false).
+pub(crate) async fn pause(delay: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

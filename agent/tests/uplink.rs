@@ -1,0 +1,849 @@
+//! The agent daemon against a real `nats-server` (2.9.10, spawned per test on a free port with
+//! its own store dir, killed on drop) and simulated phones (`phonefarm_phonesim`). The test
+//! plays the coordinator: it creates the streams, buckets and the agent's consumers as the
+//! coordinator's bootstrap does, publishes work and controls, and reads `PF_EVT`.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use phonefarm_agent::daemon::{self, DaemonConfig};
+use phonefarm_agent::uplink::consumer::PullOptions;
+use phonefarm_agent::uplink::publisher::PublisherOptions;
+use phonefarm_flows::UiConfig;
+use phonefarm_phonemodel::AccountState;
+use phonefarm_phonesim::{Sim, SimConfig};
+use phonefarm_shared::{
+    AgentEvent, CancelMode, Capability, Control, EventKind, Inventory, Outcome, Presence,
+    WorkOrder, subjects,
+};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+fn packs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flowpacks")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A nats-server child process; killed (SIGKILL) on drop.
+struct NatsServer {
+    port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    async fn start(store: &Path) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            store: store.to_path_buf(),
+            child: None,
+        };
+        s.spawn().await;
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(NATS_SERVER)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            "nats-server to listen",
+            Duration::from_secs(10),
+            async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    /// Kills the server (as a crash or a network cut would look to the agent).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store dir.
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it yields a value; panics after `timeout`.
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn js_client(url: &str) -> jetstream::Context {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .expect("test client connects");
+    jetstream::new(client)
+}
+
+/// Streams, buckets and the agent's consumers, shaped as the coordinator's bootstrap makes them.
+async fn bootstrap(js: &jetstream::Context, agent_id: &str, with_events: bool) {
+    let work = stream::Config {
+        name: subjects::WORK_STREAM.into(),
+        subjects: vec![subjects::WORK_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: Duration::from_secs(900),
+        ..Default::default()
+    };
+    let ctl = stream::Config {
+        name: subjects::CTL_STREAM.into(),
+        subjects: vec![subjects::CTL_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    };
+    let kv = |bucket: &str, history: i64| stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let obj = stream::Config {
+        name: format!("OBJ_{}", subjects::EVIDENCE_BUCKET),
+        subjects: vec![
+            format!("$O.{}.C.>", subjects::EVIDENCE_BUCKET),
+            format!("$O.{}.M.>", subjects::EVIDENCE_BUCKET),
+        ],
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let work = retry(async || js.get_or_create_stream(work.clone()).await.ok()).await;
+    let ctl = retry(async || js.get_or_create_stream(ctl.clone()).await.ok()).await;
+    if with_events {
+        create_event_stream(js).await;
+    }
+    for (bucket, history) in [(subjects::AGENTS_BUCKET, 1), (subjects::FLOWS_BUCKET, 5)] {
+        let cfg = kv(bucket, history);
+        retry(async || js.get_or_create_stream(cfg.clone()).await.ok()).await;
+    }
+    retry(async || js.get_or_create_stream(obj.clone()).await.ok()).await;
+    for (s, filter) in [
+        (&work, subjects::work(agent_id)),
+        (&ctl, subjects::control(agent_id)),
+    ] {
+        let cfg = consumer::pull::Config {
+            durable_name: Some(subjects::agent_consumer(agent_id)),
+            filter_subject: filter,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(3),
+            ..Default::default()
+        };
+        retry(async || s.create_consumer(cfg.clone()).await.ok()).await;
+    }
+}
+
+async fn create_event_stream(js: &jetstream::Context) {
+    let evt = stream::Config {
+        name: subjects::EVT_STREAM.into(),
+        subjects: vec![subjects::EVT_SUBJECTS.into()],
+        duplicate_window: Duration::from_secs(900),
+        ..Default::default()
+    };
+    retry(async || js.get_or_create_stream(evt.clone()).await.ok()).await;
+}
+
+async fn retry<T>(f: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_for("jetstream to answer", Duration::from_secs(15), f).await
+}
+
+/// Every message stored on `subject` in `PF_EVT`: (Nats-Msg-Id, payload), in stream order.
+async fn stored(js: &jetstream::Context, subject: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut s = js.get_stream(subjects::EVT_STREAM).await.ok()?;
+    let info = s.info().await.ok()?.state.clone();
+    let mut out = Vec::new();
+    if info.messages == 0 {
+        return Some(out);
+    }
+    for seq in info.first_sequence..=info.last_sequence {
+        let Ok(m) = s.get_raw_message(seq).await else {
+            continue;
+        };
+        if m.subject.as_str() != subject {
+            continue;
+        }
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        out.push((id, m.payload.to_vec()));
+    }
+    Some(out)
+}
+
+/// The run events stored so far, each checked against its msg id.
+async fn run_events(js: &jetstream::Context, agent_id: &str) -> Option<Vec<AgentEvent>> {
+    let raw = stored(js, &subjects::run_events(agent_id)).await?;
+    Some(
+        raw.into_iter()
+            .map(|(id, payload)| {
+                let e: AgentEvent = phonefarm_shared::decode(&payload).expect("event decodes");
+                assert_eq!(id, e.msg_id(), "published with its msg id");
+                e
+            })
+            .collect(),
+    )
+}
+
+fn of(events: &[AgentEvent], qid: Uuid) -> Vec<AgentEvent> {
+    events
+        .iter()
+        .filter(|e| e.queue_item_id == qid)
+        .cloned()
+        .collect()
+}
+
+fn finished(
+    events: &[AgentEvent],
+) -> Option<(Outcome, String, Option<phonefarm_shared::RunError>)> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::Finished {
+            outcome,
+            result_json,
+            error,
+        } => Some((*outcome, result_json.clone(), error.clone())),
+        _ => None,
+    })
+}
+
+/// Waits for the Finished event of `qid` and returns all of its events.
+async fn wait_finished(
+    js: &jetstream::Context,
+    agent: &str,
+    qid: Uuid,
+    timeout: Duration,
+) -> Vec<AgentEvent> {
+    wait_for("Finished", timeout, async || {
+        let evs = of(&run_events(js, agent).await?, qid);
+        finished(&evs).map(|_| evs)
+    })
+    .await
+}
+
+/// Exactly once each, seq 1..=n without gaps, Accepted first and Finished last.
+fn assert_complete_sequence(events: &[AgentEvent]) {
+    let ids: HashSet<String> = events.iter().map(AgentEvent::msg_id).collect();
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "every event stored once: {events:#?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let want: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, want, "seq strictly increasing with none lost");
+    assert_eq!(events.first().map(|e| &e.kind), Some(&EventKind::Accepted));
+    assert!(matches!(
+        events.last().map(|e| &e.kind),
+        Some(EventKind::Finished { .. })
+    ));
+}
+
+fn order(phone: &str, inputs: serde_json::Value) -> WorkOrder {
+    WorkOrder {
+        queue_item_id: Uuid::new_v4(),
+        attempt: 1,
+        run_id: Uuid::new_v4(),
+        process_id: None,
+        capability: Capability::KeywordWarmup,
+        phone_id: phone.into(),
+        account_id: "acc-1".into(),
+        inputs_json: inputs.to_string(),
+        flow_pack_version: None,
+        deadline_unix_ms: now_ms() + 300_000,
+    }
+}
+
+fn short_warmup() -> serde_json::Value {
+    json!({"keywords": ["cooking"], "videos_per_keyword": 1, "watch_seconds": {"min": 1, "max": 1}})
+}
+
+fn long_warmup() -> serde_json::Value {
+    json!({"keywords": ["cooking", "travel"], "videos_per_keyword": 5, "watch_seconds": {"min": 30, "max": 30}})
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn publish_order(js: &jetstream::Context, agent: &str, o: &WorkOrder) {
+    js.publish(subjects::work(agent), phonefarm_shared::encode(o).into())
+        .await
+        .expect("publish")
+        .await
+        .expect("order stored");
+}
+
+async fn publish_control(js: &jetstream::Context, agent: &str, c: &Control) {
+    js.publish(subjects::control(agent), phonefarm_shared::encode(c).into())
+        .await
+        .expect("publish")
+        .await
+        .expect("control stored");
+}
+
+async fn stream_messages(js: &jetstream::Context, name: &str) -> Option<u64> {
+    let mut s = js.get_stream(name).await.ok()?;
+    Some(s.info().await.ok()?.state.messages)
+}
+
+/// A running daemon; `stop` cancels it and waits for it to end.
+struct Agent {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    fn start(config: DaemonConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon::run(config, shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("daemon stops in time")
+            .expect("daemon task does not panic");
+        r.expect("daemon ends cleanly");
+    }
+}
+
+fn config(agent: &str, url: &str, state: &Path, phones: &[&Sim]) -> DaemonConfig {
+    let mut c = DaemonConfig::new(agent, url, state.to_path_buf());
+    c.tcp = phones.iter().map(|s| s.address()).collect();
+    c.flow_packs_dir = Some(packs_dir());
+    c.presence_interval = Duration::from_millis(300);
+    c.heartbeat_interval = Duration::from_millis(700);
+    c.probe_interval = Duration::from_millis(300);
+    c.probe_timeout = Duration::from_secs(5);
+    c.accept_timeout = Duration::from_secs(2);
+    c.busy_retry = Duration::from_millis(500);
+    c.evidence_timeout = Duration::from_secs(10);
+    c.ui = UiConfig {
+        poll_interval: Duration::from_millis(100),
+        ..UiConfig::default()
+    };
+    c.pull = PullOptions {
+        heartbeat: Duration::from_secs(1),
+        expires: Duration::from_secs(5),
+        batch: 1,
+        rebind_delay: Duration::from_millis(200),
+    };
+    c.publisher = PublisherOptions {
+        ack_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    };
+    c
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    nats: NatsServer,
+    js: jetstream::Context,
+}
+
+async fn env(agent: &str, with_events: bool) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("nats");
+    let state = dir.path().join("agent");
+    let nats = NatsServer::start(&store).await;
+    let js = js_client(&nats.url()).await;
+    bootstrap(&js, agent, with_events).await;
+    Env {
+        _dir: dir,
+        state,
+        nats,
+        js,
+    }
+}
+
+async fn sim(serial: &str) -> Sim {
+    phonefarm_phonesim::spawn(SimConfig::with_serial(serial))
+        .await
+        .expect("sim starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_order_is_acked_after_accepted_is_stored_and_runs_to_completion() {
+    let agent = "rack-a";
+    // No event stream yet: Accepted cannot be stored, so the order must stay unacked.
+    let env = env(agent, false).await;
+    let phone = sim("SIMA1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+
+    // A bad message first: terminated, never crash-looping, and the next order still runs.
+    env.js
+        .publish(subjects::work(agent), vec![1u8, 0xff, 0xff].into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let o = order("SIMA1", short_warmup());
+    publish_order(&env.js, agent, &o).await;
+    wait_for("the order journaled", Duration::from_secs(20), async || {
+        std::fs::read_dir(env.state.join("journal/orders"))
+            .ok()?
+            .next()
+            .map(drop)
+    })
+    .await;
+    // Accepted stays journaled and the order unacked (past the agent's accept timeout and
+    // the consumer's ack wait: a redelivery must not start a second run).
+    wait_for(
+        "the order redelivered",
+        Duration::from_secs(20),
+        async || {
+            let mut c: jetstream::consumer::PullConsumer = env
+                .js
+                .get_consumer_from_stream(subjects::agent_consumer(agent), subjects::WORK_STREAM)
+                .await
+                .ok()?;
+            (c.info().await.ok()?.num_redelivered >= 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stream_messages(&env.js, subjects::WORK_STREAM).await,
+        Some(1),
+        "order acked before Accepted was stored"
+    );
+
+    create_event_stream(&env.js).await;
+    wait_for("the order acked", Duration::from_secs(20), async || {
+        (stream_messages(&env.js, subjects::WORK_STREAM).await? == 0).then_some(())
+    })
+    .await;
+    let accepted = run_events(&env.js, agent).await.unwrap();
+    assert!(
+        of(&accepted, o.queue_item_id)
+            .iter()
+            .any(|e| e.kind == EventKind::Accepted),
+        "Accepted is stored by the time the order is acked"
+    );
+
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    let (outcome, result, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Completed, "{error:?}");
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(
+        result["keywords"]["cooking"]["videos_watched"], 1,
+        "{result}"
+    );
+    let steps: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepStarted { step } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!steps.is_empty(), "steps were reported");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::StepFinished { .. })),
+        "step ends were reported"
+    );
+    let accepted_runs = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Accepted)
+        .count();
+    assert_eq!(accepted_runs, 1, "the redelivered order did not run twice");
+    let searched = phone
+        .phone
+        .lock()
+        .unwrap()
+        .actions()
+        .iter()
+        .filter(|a| matches!(a, phonefarm_phonemodel::Action::Searched { .. }))
+        .count();
+    assert_eq!(searched, 1, "one run on the phone");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
+    let agent = "rack-b";
+    let mut env = env(agent, true).await;
+    let phone = sim("SIMB1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let o = order(
+        "SIMB1",
+        json!({"keywords": ["cooking", "travel"], "videos_per_keyword": 2, "watch_seconds": {"min": 1, "max": 2}}),
+    );
+    publish_order(&env.js, agent, &o).await;
+    wait_for("the first step", Duration::from_secs(30), async || {
+        let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+        evs.iter()
+            .any(|e| matches!(e.kind, EventKind::StepStarted { .. }))
+            .then_some(())
+    })
+    .await;
+
+    env.nats.kill();
+    // The run goes on while the server is away: its events pile up in the journal.
+    let events_dir = env.state.join("journal/events");
+    wait_for(
+        "events journaled during the outage",
+        Duration::from_secs(30),
+        async || (std::fs::read_dir(&events_dir).ok()?.count() >= 3).then_some(()),
+    )
+    .await;
+    env.nats.restart().await;
+
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(90)).await;
+    assert_complete_sequence(&events);
+    assert_eq!(finished(&events).unwrap().0, Outcome::Completed);
+    wait_for("the journal drained", Duration::from_secs(20), async || {
+        (std::fs::read_dir(&events_dir).ok()?.count() == 0).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_events_are_published_by_the_next_agent_process() {
+    let agent = "rack-c";
+    let mut env = env(agent, true).await;
+    let phone = sim("SIMC1").await;
+    let cfg = config(agent, &env.nats.url(), &env.state, &[&phone]);
+    let daemon = Agent::start(cfg.clone());
+    let o = order("SIMC1", short_warmup());
+    publish_order(&env.js, agent, &o).await;
+    wait_for("Accepted", Duration::from_secs(30), async || {
+        (!of(&run_events(&env.js, agent).await?, o.queue_item_id).is_empty()).then_some(())
+    })
+    .await;
+    env.nats.kill();
+    // The run finishes offline: everything after Accepted is only in the journal.
+    let state = env.state.clone();
+    let pending = wait_for(
+        "the run finished into the journal",
+        Duration::from_secs(60),
+        async || {
+            let journal =
+                phonefarm_agent::uplink::journal::Journal::open(&state.join("journal")).ok()?;
+            journal
+                .order(o.queue_item_id, o.attempt)
+                .filter(|r| r.finished)
+                .map(|_| journal.pending_count())
+        },
+    )
+    .await;
+    assert!(
+        pending >= 2,
+        "unpublished events stay journaled ({pending})"
+    );
+    daemon.stop().await;
+
+    env.nats.restart().await;
+    let daemon = Agent::start(cfg);
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    assert_eq!(finished(&events).unwrap().0, Outcome::Completed);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_and_hard_cancel_end_runs_as_cancelled() {
+    let agent = "rack-d";
+    let env = env(agent, true).await;
+    let (p1, p2) = (sim("SIMD1").await, sim("SIMD2").await);
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&p1, &p2]));
+    // A control for no known run is acked and ignored.
+    publish_control(
+        &env.js,
+        agent,
+        &Control::Cancel {
+            queue_item_id: Uuid::new_v4(),
+            attempt: 1,
+            mode: CancelMode::Hard,
+        },
+    )
+    .await;
+    let soft = order("SIMD1", long_warmup());
+    let hard = order("SIMD2", long_warmup());
+    publish_order(&env.js, agent, &soft).await;
+    publish_order(&env.js, agent, &hard).await;
+    for o in [&soft, &hard] {
+        wait_for("a run watching videos", Duration::from_secs(60), async || {
+            let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+            evs.iter()
+                .any(|e| matches!(&e.kind, EventKind::StepStarted { step } if step.contains("watch")))
+                .then_some(())
+        })
+        .await;
+    }
+    let t0 = Instant::now();
+    for (o, mode) in [(&soft, CancelMode::Soft), (&hard, CancelMode::Hard)] {
+        publish_control(
+            &env.js,
+            agent,
+            &Control::Cancel {
+                queue_item_id: o.queue_item_id,
+                attempt: o.attempt,
+                mode,
+            },
+        )
+        .await;
+    }
+    for o in [&soft, &hard] {
+        let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(20)).await;
+        assert_complete_sequence(&events);
+        assert_eq!(finished(&events).unwrap().0, Outcome::Cancelled);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "cancels did not wait for 30 s dwells"
+    );
+    assert_eq!(
+        stream_messages(&env.js, subjects::CTL_STREAM).await,
+        Some(0),
+        "every control acked"
+    );
+    {
+        let hard_phone = p2.phone.lock().unwrap();
+        assert!(
+            hard_phone
+                .actions()
+                .iter()
+                .any(|a| matches!(a, phonefarm_phonemodel::Action::AppForceStopped)),
+            "hard cancel force-stopped the app"
+        );
+        assert!(!hard_phone.app_running());
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_account_fails_non_retryably_with_evidence() {
+    let agent = "rack-e";
+    let env = env(agent, true).await;
+    let phone = sim("SIME1").await;
+    phone.phone.lock().unwrap().config_mut().account = AccountState::Banned;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let o = order("SIME1", short_warmup());
+    publish_order(&env.js, agent, &o).await;
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    let (outcome, _, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.expect("a failure has an error");
+    assert_eq!(error.code, "account_outcome:banned");
+    assert!(!error.retryable, "an account outcome is not retryable");
+    let objects: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Evidence { object, kind } => Some((object.clone(), kind.clone())),
+            _ => None,
+        })
+        .collect();
+    let kinds: HashSet<&str> = objects.iter().map(|(_, k)| k.as_str()).collect();
+    assert!(
+        kinds.contains("ui_dump") && kinds.contains("screenshot"),
+        "{objects:?}"
+    );
+    let store = env
+        .js
+        .get_object_store(subjects::EVIDENCE_BUCKET)
+        .await
+        .expect("evidence store");
+    for (object, kind) in &objects {
+        assert!(
+            object.starts_with(&format!("{}/{}/", o.queue_item_id, o.attempt)),
+            "{object}"
+        );
+        let mut obj = store.get(object).await.expect("evidence object stored");
+        let mut data = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut data)
+            .await
+            .unwrap();
+        match kind.as_str() {
+            "screenshot" => assert!(data.starts_with(b"\x89PNG"), "a PNG"),
+            _ => assert!(
+                String::from_utf8_lossy(&data).contains("<hierarchy"),
+                "a UI dump"
+            ),
+        }
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_inventory_report_the_phones_and_their_changes() {
+    let agent = "rack-f";
+    let env = env(agent, true).await;
+    let (p1, p2) = (sim("SIMF1").await, sim("SIMF2").await);
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&p1, &p2]));
+    let kv = env.js.get_key_value(subjects::AGENTS_BUCKET).await.unwrap();
+    let presence: Presence = wait_for("presence", Duration::from_secs(20), async || {
+        let v = kv.get(agent).await.ok()??;
+        let p: Presence = phonefarm_shared::decode(&v).ok()?;
+        (p.phones == 2).then_some(p)
+    })
+    .await;
+    assert_eq!(presence.agent_id, agent);
+
+    let inventories = async || -> Option<Vec<Inventory>> {
+        let raw = stored(&env.js, &subjects::inventory(agent)).await?;
+        Some(
+            raw.iter()
+                .map(|(_, p)| phonefarm_shared::decode::<Inventory>(p).expect("inventory decodes"))
+                .collect(),
+        )
+    };
+    let first = wait_for(
+        "an inventory with both phones probed",
+        Duration::from_secs(20),
+        async || {
+            inventories().await?.into_iter().rev().find(|i| {
+                i.phones.len() == 2
+                    && i.phones
+                        .iter()
+                        .all(|p| p.battery_level.is_some() && p.app_version.is_some())
+            })
+        },
+    )
+    .await;
+    let f1 = first
+        .phones
+        .iter()
+        .find(|p| p.phone_id == "SIMF1")
+        .expect("SIMF1 listed");
+    assert_eq!(f1.serial, "SIMF1");
+    assert_eq!(f1.transport, "tcp");
+    assert_eq!(f1.location, p1.address());
+    assert_eq!(f1.state, phonefarm_shared::PhoneState::Online);
+    assert_eq!(f1.battery_level, Some(85));
+    assert_eq!(f1.temperature_decicelsius, Some(287));
+    assert_eq!(f1.storage_free_bytes, Some(40 * 1024 * 1024 * 1024));
+    assert_eq!(f1.screen_on, Some(true));
+    assert_eq!(f1.app_version.as_deref(), Some("32.5.3"));
+    assert_eq!(f1.model.as_deref(), Some("Phonesim_One"));
+
+    p2.phone.lock().unwrap().config_mut().battery_level = 42;
+    let later = wait_for(
+        "an inventory with the new battery level",
+        Duration::from_secs(20),
+        async || {
+            inventories().await?.into_iter().find(|i| {
+                i.phones
+                    .iter()
+                    .any(|p| p.phone_id == "SIMF2" && p.battery_level == Some(42))
+            })
+        },
+    )
+    .await;
+    assert!(later.seq > first.seq, "a new report, not a rewrite");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_packs_from_kv_apply_to_the_next_run_and_bad_ones_are_ignored() {
+    let agent = "rack-g";
+    let env = env(agent, true).await;
+    let phone = sim("SIMG1").await;
+    let mut cfg = config(agent, &env.nats.url(), &env.state, &[&phone]);
+    cfg.flow_packs_dir = None;
+    let daemon = Agent::start(cfg);
+    let kv = env.js.get_key_value(subjects::FLOWS_BUCKET).await.unwrap();
+    kv.put("broken", "[pack]\nname = 1\n".into()).await.unwrap();
+
+    // No pack for the installed app yet: the run fails for want of one.
+    let first = order("SIMG1", short_warmup());
+    publish_order(&env.js, agent, &first).await;
+    let events = wait_finished(&env.js, agent, first.queue_item_id, Duration::from_secs(60)).await;
+    let (outcome, _, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let code = error.unwrap().code;
+    assert!(code.starts_with("flow_pack:no_pack"), "{code}");
+
+    let toml = std::fs::read_to_string(packs_dir().join("tiktok-32.toml")).unwrap();
+    kv.put("tiktok-32", toml.into()).await.unwrap();
+    // The watcher applies it shortly; retry the run until it has (each run is a new item).
+    let done = wait_for(
+        "a run with the KV pack",
+        Duration::from_secs(90),
+        async || {
+            let o = order("SIMG1", short_warmup());
+            publish_order(&env.js, agent, &o).await;
+            let evs = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+            let (outcome, ..) = finished(&evs)?;
+            (outcome == Outcome::Completed).then_some(evs)
+        },
+    )
+    .await;
+    assert_complete_sequence(&done);
+    daemon.stop().await;
+}
