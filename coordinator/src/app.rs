@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::bus::{self, BusHandle};
 use crate::callbacks::{Deliverer, DelivererConfig};
 use crate::http::{self, AppState};
 use crate::net::{GuardedClient, SsrfPolicy};
@@ -33,6 +34,18 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_bus(listener, db, settings, None, shutdown).await
+}
+
+/// As [`run`], plus the NATS bus when `bus` is given (connected and bootstrapped by
+/// [`bus::connect`]): runs the relay, dispatcher, ingester, sweeper and fleet mirror too.
+pub async fn run_with_bus(
+    listener: TcpListener,
+    db: PgPool,
+    settings: Settings,
+    bus: Option<BusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let http_client = GuardedClient::new(
         SsrfPolicy::new(settings.allow.clone()),
         Duration::from_secs(10),
@@ -49,17 +62,25 @@ pub async fn run(
         .with_config(config);
         tokio::spawn(deliverer.run(shutdown.clone()))
     });
+    let loops = match &bus {
+        Some(handle) => bus::spawn(handle, db.clone(), Arc::clone(&notify), shutdown.clone()),
+        None => Vec::new(),
+    };
     let state = AppState::new(
         db,
         http_client,
         Auth::new(settings.ingest_secret),
         notify,
         settings.public_metrics,
-    );
+    )
+    .with_bus(bus);
     let served = http::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(d) = deliverer {
         let _ = d.await;
+    }
+    for l in loops {
+        let _ = l.await;
     }
     served.context("serving HTTP")
 }

@@ -45,6 +45,18 @@ pub struct ServeArgs {
     /// NATS server URL (used for dispatch to agents).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Serve the API only: no NATS connection, no dispatch (another replica dispatches).
+    #[arg(long, env = "PHONEFARM_NO_NATS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub no_nats: bool,
+    /// Lease of a running queue item: renewed by every milestone or heartbeat of the agent.
+    #[arg(long, env = "PHONEFARM_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
+    pub lease_seconds: u64,
+    /// How long a dispatched work order may wait for the agent's Accepted.
+    #[arg(long, env = "PHONEFARM_ACCEPT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
+    pub accept_timeout_seconds: u64,
+    /// An agent silent for this long is offline, and so are its phones.
+    #[arg(long, env = "PHONEFARM_AGENT_OFFLINE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub agent_offline_seconds: u64,
     /// Compatibility shared secret accepted as a bearer token on every endpoint, every role.
     #[arg(long, env = "INGEST_SECRET", hide_env_values = true)]
     pub ingest_secret: Option<SecretString>,

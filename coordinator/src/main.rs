@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use phonefarm_coordinator::config::{ApiKeyCommand, Cli, Command, ServeArgs};
-use phonefarm_coordinator::{app, auth, db};
+use phonefarm_coordinator::{app, auth, bus, db};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -63,6 +63,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .run(&pool)
         .await
         .context("applying migrations")?;
+    let bus = if args.no_nats {
+        None
+    } else {
+        let mut config = bus::BusConfig::new(args.nats_url.clone());
+        config.lease = std::time::Duration::from_secs(args.lease_seconds);
+        config.accept_timeout = std::time::Duration::from_secs(args.accept_timeout_seconds);
+        config.offline_after = std::time::Duration::from_secs(args.agent_offline_seconds);
+        Some(bus::connect(config).await.context("connecting to NATS")?)
+    };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -96,7 +105,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_metrics: args.public_metrics,
         deliverer: Some(Default::default()),
     };
-    app::run(listener, pool, settings, shutdown).await
+    app::run_with_bus(listener, pool, settings, bus, shutdown).await
 }
 
 async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {

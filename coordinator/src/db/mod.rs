@@ -2,8 +2,13 @@
 //! open transaction.
 
 pub mod accounts;
+pub mod agents;
 pub mod api_keys;
 pub mod capabilities;
+pub mod dispatch;
+pub mod item_events;
+pub mod outbox;
+pub mod phones;
 pub mod processes;
 pub mod queue_items;
 pub mod snapshots;

@@ -201,3 +201,48 @@ pub async fn apply(conn: &mut PgConnection, id: Uuid, u: &StateUpdate) -> Result
     .await?;
     Ok(version)
 }
+
+/// What a run milestone (from the bus) writes back to its process.
+pub struct RunUpdate {
+    pub status: String,
+    pub partial_progress: Value,
+    pub result: Value,
+    /// `None` keeps the stored error.
+    pub error: Option<Value>,
+    /// Set only if not set yet (first item started).
+    pub executing_at: Option<OffsetDateTime>,
+    /// Moves forward only (latest retry scheduled).
+    pub retrying_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    /// Callback events emitted by this change (the version moves by as many).
+    pub events: i64,
+}
+
+/// Applies a run milestone; returns the version before it (callback sequences follow it).
+pub async fn apply_run(
+    conn: &mut PgConnection,
+    id: Uuid,
+    u: &RunUpdate,
+) -> Result<i64, sqlx::Error> {
+    let (version,): (i64,) = sqlx::query_as(
+        "UPDATE processes SET status = $2, partial_progress = $3, result = $4, \
+           error = COALESCE($5, error), \
+           executing_at = COALESCE(executing_at, $6), \
+           retrying_at = GREATEST(retrying_at, $7), \
+           finished_at = COALESCE(finished_at, $8), \
+           version = version + $9 \
+         WHERE process_id = $1 RETURNING version - $9",
+    )
+    .bind(id)
+    .bind(&u.status)
+    .bind(&u.partial_progress)
+    .bind(&u.result)
+    .bind(&u.error)
+    .bind(u.executing_at)
+    .bind(u.retrying_at)
+    .bind(u.finished_at)
+    .bind(u.events)
+    .fetch_one(conn)
+    .await?;
+    Ok(version)
+}

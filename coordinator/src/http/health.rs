@@ -16,7 +16,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: Postgres answers within a second.
+/// `GET /readyz`: Postgres answers within a second, and NATS does too when this coordinator
+/// dispatches (`"nats": null` when it runs without a bus).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200), (status = 503)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let pg = tokio::time::timeout(
@@ -26,9 +27,20 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     .await
     .map(|r| r.is_ok())
     .unwrap_or(false);
-    let body =
-        json!({"status": if pg { "ready" } else { "unavailable" }, "checks": {"postgres": pg}});
-    let code = if pg {
+    let nats = match &st.bus {
+        None => None,
+        Some(bus) => Some(
+            bus.connected()
+                && tokio::time::timeout(Duration::from_secs(1), bus.client.flush())
+                    .await
+                    .map(|r| r.is_ok())
+                    .unwrap_or(false),
+        ),
+    };
+    let ready = pg && nats.unwrap_or(true);
+    let body = json!({"status": if ready { "ready" } else { "unavailable" },
+                      "checks": {"postgres": pg, "nats": nats}});
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

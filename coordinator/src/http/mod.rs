@@ -4,9 +4,11 @@ pub mod accounts;
 pub mod capabilities;
 pub mod docs;
 pub mod extract;
+pub mod fleet;
 pub mod health;
 pub mod legacy;
 pub mod processes;
+pub mod queue_items;
 pub mod views;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub callbacks: Arc<Notify>,
     pub metrics: PrometheusHandle,
     pub public_metrics: bool,
+    /// NATS, when this coordinator dispatches (readiness, cancel orders, fleet heartbeats).
+    pub bus: Option<crate::bus::BusHandle>,
     capabilities: CapabilityCache,
 }
 
@@ -80,8 +84,15 @@ impl AppState {
             callbacks,
             metrics: metrics_handle(),
             public_metrics,
+            bus: None,
             capabilities: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The same state with a NATS bus.
+    pub fn with_bus(mut self, bus: Option<crate::bus::BusHandle>) -> Self {
+        self.bus = bus;
+        self
     }
 
     /// The capability registry, cached for [`CAPABILITY_TTL`].
@@ -176,6 +187,13 @@ pub fn router(state: AppState) -> Router {
             "/accounts/{account_id}",
             put(accounts::put).get(accounts::get),
         )
+        .route("/agents", get(fleet::agents))
+        .route("/phones", get(fleet::phones))
+        .route(
+            "/phones/{phone_id}",
+            get(fleet::phone).put(fleet::put_phone),
+        )
+        .route("/queue-items/{queue_item_id}", get(queue_items::get))
         .route("/capabilities", get(capabilities::list))
         .route("/capabilities/{name}", put(capabilities::put))
         .route("/healthz", get(health::healthz))

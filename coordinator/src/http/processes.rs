@@ -21,6 +21,7 @@ use crate::domain::status::{self, ItemState, Status};
 use crate::domain::{capabilities, time::now_ms};
 use crate::error::ApiError;
 use crate::events;
+use phonefarm_shared::CancelMode;
 
 /// `POST /capability-requests/enqueue`
 #[utoipa::path(post, path = "/capability-requests/enqueue", tag = "processes",
@@ -425,9 +426,40 @@ pub async fn cancel(
     for (n, m) in milestones.iter().enumerate() {
         events::process_updated(&mut tx, &p, m, next.as_str(), version + 1 + n as i64, now).await?;
     }
+    // Cancel orders to the agents running the active items, committed with the request (the
+    // relay publishes them on pf.ctl.<agent>); the forced half of soft_then_force is the
+    // sweeper's, at cancel_force_at.
+    let mode = match termination {
+        "issued" => Some(CancelMode::Hard),
+        "requested" | "scheduled" => Some(CancelMode::Soft),
+        _ => None,
+    };
+    let mut orders = 0;
+    if let Some(mode) = mode {
+        let tag = Uuid::now_v7().to_string();
+        for i in &active {
+            if let Some(agent) = i.agent_id.as_deref() {
+                crate::bus::settle::enqueue_cancel(
+                    &mut tx,
+                    agent,
+                    i.queue_item_id,
+                    i.attempt,
+                    mode,
+                    &tag,
+                )
+                .await?;
+                orders += 1;
+            }
+        }
+    }
     tx.commit().await?;
     if !milestones.is_empty() {
         st.callbacks.notify_one();
+    }
+    if orders > 0
+        && let Some(bus) = &st.bus
+    {
+        bus.wakers.relay.notify_one();
     }
     let first_active = active.first();
     let container = first_active.and_then(|i| {

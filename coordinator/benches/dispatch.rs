@@ -1,0 +1,443 @@
+//! Dispatch latency: enqueue (HTTP) → the simulated agent receives the work order, and →
+//! the agent's `Accepted` is acked by JetStream, at 100 concurrent processes on 100 phones,
+//! beside a plain NATS request round trip measured in the same run on the same server.
+//!
+//! `cargo bench -p phonefarm-coordinator --bench dispatch` (env: `PF_BENCH_ROUNDS`, default 5;
+//! `PF_BENCH_CONCURRENCY`, default 100; `DATABASE_URL`, an admin URL, default the local
+//! postgres). It starts a private nats-server (`/usr/sbin/nats-server`, temp store), a scratch
+//! database and the coordinator in-process with its bus, then runs rounds of N concurrent
+//! enqueues; the simulated agent acks each order, publishes `Accepted` and then `Finished` so
+//! the phones are free for the next round.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use phonefarm_coordinator::bus::{self, BusConfig};
+use phonefarm_coordinator::{app, auth, db};
+use phonefarm_shared::{
+    AgentEvent, EventKind, Inventory, Outcome, PhoneState, PhoneStatus, Presence, WorkOrder,
+    subjects,
+};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name:<44} n={:<5} p50={:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+struct Nats {
+    child: std::process::Child,
+    _store: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nats() -> anyhow::Result<Nats> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let store = tempfile::tempdir()?;
+    let child = Command::new("/usr/sbin/nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < until, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Nats {
+        child,
+        _store: store,
+        url: format!("nats://127.0.0.1:{port}"),
+    })
+}
+
+async fn scratch_db(admin: &str) -> anyhow::Result<(String, PgPool)> {
+    let name = format!("pf_bench_dispatch_{}", Uuid::new_v4().simple());
+    let admin_pool = PgPool::connect(admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin_pool)
+        .await?;
+    admin_pool.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    let pool = db::connect(&format!("{base}/{name}")).await?;
+    db::MIGRATOR.run(&pool).await?;
+    Ok((name, pool))
+}
+
+async fn drop_db(admin: &str, name: &str) {
+    if let Ok(pool) = PgPool::connect(admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&pool)
+        .await;
+    }
+}
+
+/// When each order reached the agent, and when its Accepted was acked.
+type Seen = Arc<Mutex<HashMap<Uuid, (Instant, Option<Instant>)>>>;
+
+async fn publish_event(
+    js: &jetstream::Context,
+    agent: &str,
+    ev: &AgentEvent,
+) -> anyhow::Result<()> {
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(phonefarm_shared::encode(ev).into())
+        .message_id(ev.msg_id());
+    js.send_publish(subjects::run_events(agent), publish)
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// The simulated agent: pulls orders, acks, publishes Accepted (timed), then Finished.
+async fn agent_loop(js: jetstream::Context, agent: String, seen: Seen, stop: CancellationToken) {
+    let consumer = loop {
+        match js
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                subjects::agent_consumer(&agent),
+                subjects::WORK_STREAM,
+            )
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let Ok(mut messages) = consumer.messages().await else {
+        return;
+    };
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = messages.next() => n,
+        };
+        let Some(Ok(m)) = next else { continue };
+        let received = Instant::now();
+        let Ok(order) = phonefarm_shared::decode::<WorkOrder>(&m.payload) else {
+            continue;
+        };
+        let js = js.clone();
+        let agent = agent.clone();
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let _ = m.ack().await;
+            let pid = order.process_id.unwrap_or(order.queue_item_id);
+            if let Ok(mut s) = seen.lock() {
+                s.insert(pid, (received, None));
+            }
+            let mut ev = AgentEvent {
+                queue_item_id: order.queue_item_id,
+                attempt: order.attempt,
+                seq: 1,
+                at_unix_ms: now_ms(),
+                kind: EventKind::Accepted,
+            };
+            if publish_event(&js, &agent, &ev).await.is_ok()
+                && let Ok(mut s) = seen.lock()
+                && let Some(e) = s.get_mut(&pid)
+            {
+                e.1 = Some(Instant::now());
+            }
+            ev.seq = 2;
+            ev.at_unix_ms = now_ms();
+            ev.kind = EventKind::Finished {
+                outcome: Outcome::Completed,
+                result_json: "{}".into(),
+                error: None,
+            };
+            let _ = publish_event(&js, &agent, &ev).await;
+        });
+    }
+}
+
+fn phone(id: String) -> PhoneStatus {
+    PhoneStatus {
+        serial: id.clone(),
+        phone_id: id,
+        transport: "usb".into(),
+        location: "1-1".into(),
+        state: PhoneState::Online,
+        model: None,
+        android_version: None,
+        battery_level: None,
+        temperature_decicelsius: None,
+        storage_free_bytes: None,
+        screen_on: None,
+        app_version: None,
+        current_queue_item_id: None,
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let rounds: usize = std::env::var("PF_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let n: usize = std::env::var("PF_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let nats = start_nats()?;
+    let (dbname, pool) = scratch_db(&admin).await?;
+    let key = auth::generate_key();
+    db::api_keys::insert(&pool, "bench", &auth::hash_key(&key), "pf_", "admin", None).await?;
+
+    let mut config = BusConfig::new(nats.url.clone());
+    config.offline_after = Duration::from_secs(60);
+    let handle = bus::connect(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let settings = app::Settings {
+        ingest_secret: None,
+        webhook_secret: None,
+        allow: vec![],
+        public_metrics: true,
+        deliverer: None,
+    };
+    let server = tokio::spawn(app::run_with_bus(
+        listener,
+        pool.clone(),
+        settings,
+        Some(handle),
+        shutdown.clone(),
+    ));
+
+    // The agent: presence, 100 phones, 100 accounts.
+    let agent_id = "bench-rack".to_string();
+    let client = async_nats::connect(nats.url.as_str()).await?;
+    let js = jetstream::new(client.clone());
+    let presence = Presence {
+        agent_id: agent_id.clone(),
+        version: "bench".into(),
+        host: "localhost".into(),
+        started_at_unix_ms: now_ms(),
+        phones: n as u32,
+    };
+    js.publish(
+        format!("$KV.{}.{agent_id}", subjects::AGENTS_BUCKET),
+        phonefarm_shared::encode(&presence).into(),
+    )
+    .await?
+    .await?;
+    let inv = Inventory {
+        agent_id: agent_id.clone(),
+        seq: 1,
+        at_unix_ms: now_ms(),
+        phones: (0..n).map(|i| phone(format!("BP{i:04}"))).collect(),
+    };
+    js.publish(
+        subjects::inventory(&agent_id),
+        phonefarm_shared::encode(&inv).into(),
+    )
+    .await?
+    .await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    for i in 0..n {
+        let r = http
+            .put(format!("{base}/accounts/bacc-{i}"))
+            .bearer_auth(&key)
+            .json(&json!({"phone_id": format!("BP{i:04}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "account setup: {}", r.status());
+    }
+    // Wait until the fleet mirror made every phone dispatchable.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (k,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM phones p JOIN agents a ON a.agent_id = p.agent_id \
+             WHERE a.online AND p.state = 'online'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if k as usize >= n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < until,
+            "fleet never came online ({k} phones)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(agent_loop(
+        js.clone(),
+        agent_id.clone(),
+        Arc::clone(&seen),
+        stop.clone(),
+    ));
+
+    let mut to_order = Vec::new();
+    let mut to_accepted = Vec::new();
+    for round in 0..rounds {
+        let started: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let http = http.clone();
+            let base = base.clone();
+            let key = key.clone();
+            let started = Arc::clone(&started);
+            tasks.push(tokio::spawn(async move {
+                let body = json!({
+                    "request_id": format!("bench-{round}-{i}"),
+                    "capability": "keyword_warmup",
+                    "mode": "unattended",
+                    "target": {"routing": "queue", "account_id": format!("bacc-{i}")},
+                    "inputs": {"keywords": ["bench"]},
+                    "callback": {"url": "http://127.0.0.1:9/cb"},
+                    "requested_by": {"system": "bench"}
+                });
+                let t0 = Instant::now();
+                let r = http
+                    .post(format!("{base}/capability-requests/enqueue"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                let v: serde_json::Value = r.json().await.ok()?;
+                let pid = Uuid::parse_str(v["process_id"].as_str()?).ok()?;
+                started.lock().ok()?.insert(pid, t0);
+                Some(())
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        let started = started.lock().map(|s| s.clone()).unwrap_or_default();
+        anyhow::ensure!(
+            started.len() == n,
+            "only {} of {n} enqueues succeeded",
+            started.len()
+        );
+        // Wait for every Accepted of this round (and the phones to be free again).
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = seen
+                .lock()
+                .map(|s| {
+                    started
+                        .keys()
+                        .filter(|p| s.get(p).is_some_and(|e| e.1.is_some()))
+                        .count()
+                })
+                .unwrap_or(0);
+            if done == n {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < until,
+                "round {round}: only {done} of {n} accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Ok(s) = seen.lock() {
+            for (pid, t0) in &started {
+                if let Some((recv, Some(acc))) = s.get(pid) {
+                    to_order.push(recv.duration_since(*t0).as_secs_f64() * 1e3);
+                    to_accepted.push(acc.duration_since(*t0).as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (busy,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM queue_items WHERE state NOT IN ('DONE', 'DEAD_LETTER', 'CANCELLED')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if busy == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < until,
+                "round {round}: {busy} items never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // A plain NATS request round trip on the same server.
+    let mut sub = client.subscribe("bench.echo").await?;
+    let responder_client = client.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder_client.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let mut rtt = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        client.request("bench.echo", "ping".into()).await?;
+        rtt.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    responder.abort();
+
+    println!("dispatch latency, {rounds} rounds x {n} concurrent processes on {n} phones:");
+    summary("enqueue -> agent receives the work order", to_order);
+    summary(
+        "enqueue -> agent's Accepted acked by JetStream",
+        to_accepted,
+    );
+    summary("NATS request round trip (same server)", rtt);
+
+    stop.cancel();
+    let _ = agent.await;
+    shutdown.cancel();
+    let _ = server.await;
+    pool.close().await;
+    drop_db(&admin, &dbname).await;
+    Ok(())
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}

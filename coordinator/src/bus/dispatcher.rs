@@ -1,0 +1,146 @@
+//! The dispatcher: one replica at a time (transaction-scoped advisory lock) releases SCHEDULED
+//! items whose time came and turns dispatchable items into work orders: the item becomes
+//! CLAIMED with attempt + 1 and a fresh run id, and its `WorkOrder` goes to the outbox for
+//! `pf.work.<agent_id>`, in one transaction. The message id `work:<item>:<attempt>` makes a
+//! re-published order land once.
+//!
+//! Routing rules live in the candidate query (`db::dispatch::candidates`): the phone is pinned
+//! (direct, group) or the account's bound phone (queue); it must be enabled, online on an online
+//! agent and free (one run per phone at a time, also enforced by a unique index); manual work
+//! goes only to attended phones.
+
+use std::collections::HashSet;
+
+use phonefarm_shared::{Capability, WorkOrder, subjects};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{BusHandle, idle, td};
+use crate::db;
+use crate::domain::status::ItemState;
+use crate::domain::time::now_ms;
+
+/// Most items claimed in one transaction.
+const BATCH: i64 = 256;
+
+/// One dispatch pass; returns how many items were dispatched (0 if another replica holds the
+/// dispatcher lock).
+pub async fn pass(
+    bus: &BusHandle,
+    db: &PgPool,
+    callbacks: &tokio::sync::Notify,
+) -> Result<usize, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    if !db::dispatch::try_xact_lock(&mut tx, db::dispatch::DISPATCH_LOCK).await? {
+        return Ok(0);
+    }
+    let released = db::dispatch::release_scheduled(&mut tx, now).await?;
+    let mut notify_callbacks = false;
+    for r in &released {
+        db::queue_items::record_event(&mut tx, r.queue_item_id, "released", now, json!({})).await?;
+        if r.process_id.is_none()
+            && let (Some(url), Some(content), Some(account)) = (
+                r.callback_url.as_deref(),
+                r.content_id.as_deref(),
+                r.account_id.as_deref(),
+            )
+        {
+            crate::events::queue_item_updated(
+                &mut tx,
+                Some(url),
+                r.queue_item_id,
+                content,
+                account,
+                ItemState::Queued.as_str(),
+                None,
+                now,
+            )
+            .await?;
+            notify_callbacks = true;
+        }
+        tracing::info!(queue_item_id = %r.queue_item_id, "scheduled item released");
+    }
+    let candidates = db::dispatch::candidates(&mut tx, now, BATCH).await?;
+    let mut phones = HashSet::new();
+    let mut dispatched = 0;
+    let accept_by = now + td(bus.config.accept_timeout);
+    let deadline = now + td(bus.config.run_deadline);
+    for c in &candidates {
+        if !phones.insert(c.phone_id.clone()) {
+            continue; // one run per phone: the older item goes first
+        }
+        let Some(capability) = Capability::parse(&c.kind) else {
+            tracing::error!(queue_item_id = %c.queue_item_id, kind = %c.kind, "unknown capability; not dispatched");
+            continue;
+        };
+        let run_id = Uuid::now_v7();
+        let attempt = db::dispatch::claim(&mut tx, c, run_id, now, accept_by).await?;
+        let order = WorkOrder {
+            queue_item_id: c.queue_item_id,
+            attempt: attempt.max(0) as u32,
+            run_id,
+            process_id: c.process_id,
+            capability,
+            phone_id: c.phone_id.clone(),
+            account_id: c.account_id.clone().unwrap_or_default(),
+            inputs_json: c.inputs.to_string(),
+            flow_pack_version: None,
+            deadline_unix_ms: (deadline.unix_timestamp_nanos() / 1_000_000) as i64,
+        };
+        db::outbox::insert(
+            &mut tx,
+            &subjects::work(&c.agent_id),
+            &format!("work:{}:{attempt}", c.queue_item_id),
+            &phonefarm_shared::encode(&order),
+        )
+        .await?;
+        db::queue_items::record_event(
+            &mut tx,
+            c.queue_item_id,
+            "dispatched",
+            now,
+            json!({"attempt": attempt, "agent_id": c.agent_id, "phone_id": c.phone_id, "run_id": run_id}),
+        )
+        .await?;
+        tracing::info!(queue_item_id = %c.queue_item_id, process_id = ?c.process_id, agent_id = %c.agent_id,
+            phone_id = %c.phone_id, attempt, "dispatched");
+        dispatched += 1;
+    }
+    tx.commit().await?;
+    if dispatched > 0 {
+        bus.wakers.relay.notify_one();
+    }
+    if notify_callbacks {
+        callbacks.notify_one();
+    }
+    Ok(dispatched)
+}
+
+/// Dispatches until shutdown: on every wake-up (new work, a phone freed or appeared) and at
+/// least every `dispatch_interval` (scheduled items, retry backoffs).
+pub async fn run(
+    bus: BusHandle,
+    db: PgPool,
+    callbacks: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match pass(&bus, &db, &callbacks).await {
+            Ok(n) if n as i64 >= BATCH => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dispatcher: database"),
+        }
+        if !idle(
+            &bus.wakers.dispatch,
+            bus.config.dispatch_interval,
+            &shutdown,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The fleet mirror of presence: every replica watches the KV bucket `pf_agents` (last value per
+//! key first, then updates; agents put
+//! their `Presence` there every 10 s) and keeps the latest heartbeat per agent in memory.
+//! Postgres is written only when something changed: a new agent (which is also enrolled: its
+//! consumers are created), other facts (version, host, start time, phone count), an agent coming
+//! back online, or a stored `last_seen_at` older than half the offline threshold. The sweeper
+//! marks silent agents offline (2.9 sends no event when the bucket's max age expires a key).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use phonefarm_shared::{Presence, subjects};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::{BusHandle, bootstrap, td};
+use crate::db;
+use crate::domain::time::now_ms;
+
+/// What this replica last saw and wrote of one agent.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: OffsetDateTime,
+    presence: Presence,
+    written_at: Option<OffsetDateTime>,
+    enrolled: bool,
+}
+
+/// The latest heartbeats seen by this replica.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    inner: Mutex<HashMap<String, Seen>>,
+}
+
+impl Heartbeats {
+    /// When `agent_id` last put its presence, as seen here.
+    pub fn last_seen(&self, agent_id: &str) -> Option<OffsetDateTime> {
+        self.inner.lock().ok()?.get(agent_id).map(|s| s.at)
+    }
+}
+
+fn ms(t: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(t as i128 * 1_000_000).ok()
+}
+
+/// Applies one presence put; returns true if Postgres was written.
+pub async fn apply_presence(
+    bus: &BusHandle,
+    db: &PgPool,
+    key: &str,
+    presence: Presence,
+    created: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    if presence.agent_id != key || !phonefarm_shared::is_subject_token(key) {
+        tracing::warn!(key, agent_id = %presence.agent_id, "presence under a foreign or unsafe key; ignored");
+        return Ok(false);
+    }
+    let now = now_ms();
+    let refresh = bus.config.offline_after / 2;
+    let (need_write, need_enroll) = {
+        let Ok(mut map) = bus.heartbeats.inner.lock() else {
+            return Ok(false);
+        };
+        let entry = map.entry(key.to_string()).or_insert_with(|| Seen {
+            at: created,
+            presence: presence.clone(),
+            written_at: None,
+            enrolled: false,
+        });
+        if created > entry.at {
+            entry.at = created;
+        }
+        let changed = entry.presence != presence;
+        entry.presence = presence.clone();
+        let stale = entry.written_at.is_none_or(|w| now - w >= td(refresh));
+        (changed || stale, !entry.enrolled)
+    };
+    if now - created > td(bus.config.offline_after) {
+        // An old entry replayed by the watch: the agent is silent, nothing to write.
+        return Ok(false);
+    }
+    if need_enroll {
+        match bootstrap::enroll_agent(&bus.js, key).await {
+            Ok(()) => {
+                if let Ok(mut map) = bus.heartbeats.inner.lock()
+                    && let Some(s) = map.get_mut(key)
+                {
+                    s.enrolled = true;
+                }
+                tracing::info!(
+                    agent_id = key,
+                    "agent enrolled (work and control consumers ready)"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(agent_id = key, error = %e, "enrolling an agent failed; will retry")
+            }
+        }
+    }
+    if !need_write {
+        return Ok(false);
+    }
+    let written = db::agents::upsert_presence(
+        db,
+        &db::agents::PresenceWrite {
+            agent_id: key,
+            version: &presence.version,
+            host: &presence.host,
+            started_at: ms(presence.started_at_unix_ms),
+            phones: presence.phones.min(i32::MAX as u32) as i32,
+            seen_at: created,
+            refresh_after_seconds: refresh.as_secs_f64(),
+        },
+    )
+    .await?;
+    if let Ok(mut map) = bus.heartbeats.inner.lock()
+        && let Some(s) = map.get_mut(key)
+    {
+        s.written_at = Some(now);
+    }
+    if written {
+        tracing::info!(agent_id = key, "agent presence mirrored");
+        bus.wakers.dispatch.notify_one();
+    }
+    Ok(written)
+}
+
+/// Watches `pf_agents` until shutdown (re-watching after errors).
+pub async fn run_presence(bus: BusHandle, db: PgPool, shutdown: CancellationToken) {
+    // Agents enrolled before this start get their consumers back even if they stay silent.
+    match db::agents::ids(&db).await {
+        Ok(ids) => {
+            for id in ids {
+                if let Err(e) = bootstrap::enroll_agent(&bus.js, &id).await {
+                    tracing::warn!(agent_id = %id, error = %e, "re-enrolling a known agent failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing known agents"),
+    }
+    loop {
+        let watch = match bus.js.get_key_value(subjects::AGENTS_BUCKET).await {
+            Ok(kv) => kv
+                .watch_with_history(">")
+                .await
+                .map_err(async_nats::Error::from),
+            Err(e) => Err(async_nats::Error::from(e)),
+        };
+        match watch {
+            Ok(mut watch) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = watch.next() => n,
+                };
+                match next {
+                    None => break,
+                    Some(Ok(entry)) => {
+                        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                            continue;
+                        }
+                        match phonefarm_shared::decode::<Presence>(&entry.value) {
+                            Ok(p) => {
+                                if let Err(e) =
+                                    apply_presence(&bus, &db, &entry.key, p, entry.created).await
+                                {
+                                    tracing::warn!(agent_id = %entry.key, error = %e, "mirroring presence failed");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(key = %entry.key, error = %e, "undecodable presence; ignored")
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "presence watch failed; re-watching");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot watch pf_agents; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

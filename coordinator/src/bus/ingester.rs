@@ -1,0 +1,527 @@
+//! The ingester: the shared durable `coordinator` consumer on `PF_EVT`. Each run event is
+//! applied in one transaction (queue item state, milestone history, process status and
+//! timestamps, result, error, partial progress, callbacks), then acked.
+//!
+//! Exactly-once effect: the event is recorded under the unique `(queue_item_id, attempt, seq)`
+//! first; a replay inserts nothing and changes nothing. Events of an attempt other than the
+//! item's current one are ignored (fencing); a stale run that reports `Accepted` is sent a hard
+//! cancel. A message that cannot be decoded is logged and terminated (never redelivered); a
+//! database failure naks it for redelivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use phonefarm_shared::{
+    AgentEvent, CancelMode, EventKind, Inventory, Outcome, PhoneState, RunError, subjects,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::settle::{self, Change};
+use super::{BusHandle, bootstrap, td};
+use crate::db::{self, dispatch::RunItem};
+use crate::domain::status::ItemState;
+use crate::domain::time::now_ms;
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// State changed (or the milestone was recorded).
+    Recorded,
+    /// The same (item, attempt, seq) was applied before.
+    Replay,
+    /// The event is of another attempt than the item's current one.
+    Stale,
+    /// Unknown item, or an agent that does not hold it.
+    Ignored,
+}
+
+/// Side effects to trigger after the commit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Wake {
+    pub callbacks: bool,
+    pub relay: bool,
+    pub dispatch: bool,
+}
+
+/// Whether a failed run may be tried again: `device_error` is; `flow_error` and
+/// `account_outcome` never are; other codes follow the agent's `retryable` flag.
+pub fn retryable(e: &RunError) -> bool {
+    let reason = e.code.split(':').next().unwrap_or("");
+    match reason {
+        "device_error" => true,
+        "flow_error" | "account_outcome" => false,
+        _ => e.retryable,
+    }
+}
+
+fn at(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or_else(|_| now_ms())
+}
+
+fn json_text(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!({"raw": s}))
+}
+
+/// The history row of an event: (kind, payload).
+fn history(kind: &EventKind) -> (&'static str, Value) {
+    match kind {
+        EventKind::Accepted => ("accepted", json!({})),
+        EventKind::StepStarted { step } => ("step_started", json!({"step": step})),
+        EventKind::StepFinished { step } => ("step_finished", json!({"step": step})),
+        EventKind::Progress { counters_json } => {
+            ("progress", json!({"counters": json_text(counters_json)}))
+        }
+        EventKind::Heartbeat => ("heartbeat", json!({})),
+        EventKind::Evidence { object, kind } => {
+            ("evidence", json!({"object": object, "kind": kind}))
+        }
+        EventKind::Finished {
+            outcome,
+            result_json,
+            error,
+        } => (
+            "finished",
+            json!({
+                "outcome": match outcome { Outcome::Completed => "completed", Outcome::Failed => "failed", Outcome::Cancelled => "cancelled" },
+                "result": json_text(result_json),
+                "error": error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "retryable": e.retryable})),
+            }),
+        ),
+    }
+}
+
+/// Applies one run event of `agent_id` in one transaction.
+#[tracing::instrument(skip_all, fields(agent_id = %agent_id, queue_item_id = %ev.queue_item_id, attempt = ev.attempt, seq = ev.seq))]
+pub async fn apply_event(
+    bus: &BusHandle,
+    db: &PgPool,
+    agent_id: &str,
+    ev: &AgentEvent,
+) -> Result<(Applied, Wake), sqlx::Error> {
+    let mut wake = Wake::default();
+    let Some(pre) = db::dispatch::run_item(db, ev.queue_item_id).await? else {
+        tracing::warn!(agent_id, "event for an unknown queue item; ignored");
+        return Ok((Applied::Ignored, wake));
+    };
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    // Lock order everywhere: process, then its items.
+    let process = match pre.process_id {
+        Some(pid) => {
+            let p = db::processes::get_for_update(&mut tx, pid).await?;
+            db::queue_items::for_process_locked(&mut tx, pid).await?;
+            p
+        }
+        None => None,
+    };
+    let Some(item) = db::dispatch::run_item_locked(&mut tx, ev.queue_item_id).await? else {
+        return Ok((Applied::Ignored, wake));
+    };
+    if i64::from(ev.attempt) != i64::from(item.attempt) {
+        // Fencing: a stale attempt never changes state. A stale run that starts is stopped.
+        if matches!(ev.kind, EventKind::Accepted) {
+            settle::enqueue_cancel(
+                &mut tx,
+                agent_id,
+                item.queue_item_id,
+                ev.attempt as i32,
+                CancelMode::Hard,
+                "fence",
+            )
+            .await?;
+            wake.relay = true;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            agent_id,
+            current = item.attempt,
+            "event of a stale attempt ignored"
+        );
+        return Ok((Applied::Stale, wake));
+    }
+    if item.agent_id.as_deref() != Some(agent_id) {
+        tracing::warn!(agent_id, holder = ?item.agent_id, "event from an agent that does not hold the item; ignored");
+        return Ok((Applied::Ignored, wake));
+    }
+    let (kind, payload) = history(&ev.kind);
+    let fresh = db::item_events::insert_agent_event(
+        &mut tx,
+        item.queue_item_id,
+        item.attempt,
+        ev.seq.min(i64::MAX as u64) as i64,
+        kind,
+        at(ev.at_unix_ms),
+        &payload,
+    )
+    .await?;
+    if !fresh {
+        tx.commit().await?;
+        return Ok((Applied::Replay, wake));
+    }
+    let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
+    let lease_until = now + td(bus.config.lease);
+    let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
+    match &ev.kind {
+        EventKind::Finished {
+            outcome,
+            result_json,
+            error,
+        } => {
+            if matches!(state, ItemState::Claimed | ItemState::Executing) {
+                let result = json_text(result_json);
+                let (next, err) = match outcome {
+                    Outcome::Completed => (ItemState::Done, None),
+                    Outcome::Cancelled => (ItemState::Cancelled, None),
+                    Outcome::Failed => {
+                        let e = error.clone().unwrap_or(RunError {
+                            code: "device_error".into(),
+                            message: "the agent reported a failure without an error".into(),
+                            retryable: true,
+                        });
+                        let err = settle::error_value(&e.code, &e.message, item.queue_item_id, now);
+                        let next = if item.cancel_requested_at.is_some() {
+                            ItemState::Cancelled
+                        } else if retryable(&e) && item.attempt < item.max_attempts {
+                            ItemState::Retryable
+                        } else {
+                            ItemState::DeadLetter
+                        };
+                        (next, Some(err))
+                    }
+                };
+                let next_at = (next == ItemState::Retryable)
+                    .then(|| now + td(bus.config.backoff(item.attempt)));
+                db::dispatch::finish(
+                    &mut tx,
+                    item.queue_item_id,
+                    next.as_str(),
+                    Some(&result),
+                    err.as_ref(),
+                    next_at,
+                    now,
+                )
+                .await?;
+                change = Some((next, Some(result), err));
+                wake.dispatch = true;
+            }
+        }
+        other => {
+            match state {
+                ItemState::Claimed => {
+                    db::dispatch::start(&mut tx, item.queue_item_id, now, lease_until).await?;
+                    change = Some((ItemState::Executing, None, None));
+                }
+                ItemState::Executing => {
+                    db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
+                }
+                s if s.is_terminal() && matches!(other, EventKind::Accepted) => {
+                    // The run starts although the item is over (cancelled while queued on the
+                    // agent): stop it.
+                    settle::enqueue_cancel(
+                        &mut tx,
+                        agent_id,
+                        item.queue_item_id,
+                        item.attempt,
+                        CancelMode::Hard,
+                        "fence",
+                    )
+                    .await?;
+                    wake.relay = true;
+                }
+                _ => {}
+            }
+            if let EventKind::Progress { counters_json } = other
+                && matches!(state, ItemState::Claimed | ItemState::Executing)
+            {
+                db::dispatch::progress(&mut tx, item.queue_item_id, &json_text(counters_json))
+                    .await?;
+            }
+        }
+    }
+    if let Some((next, result, err)) = change {
+        wake.callbacks |= settle_change(
+            &mut tx,
+            process.as_ref(),
+            &item,
+            next,
+            result.as_ref(),
+            err,
+            now,
+        )
+        .await?;
+        tracing::info!(agent_id, from = %state, to = %next, "queue item state");
+    }
+    tx.commit().await?;
+    Ok((Applied::Recorded, wake))
+}
+
+/// Settles the process (or the legacy item's callback) after an item changed.
+pub(crate) async fn settle_change(
+    conn: &mut sqlx::PgConnection,
+    process: Option<&crate::db::processes::ProcessRow>,
+    item: &RunItem,
+    next: ItemState,
+    result: Option<&Value>,
+    error: Option<Value>,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    match process {
+        Some(p) => {
+            settle::process(
+                conn,
+                p,
+                &Change {
+                    item,
+                    new_state: next,
+                    result,
+                    error,
+                },
+                now,
+            )
+            .await
+        }
+        None => settle::legacy(conn, item, next, error, now).await,
+    }
+}
+
+fn phone_state(s: PhoneState) -> &'static str {
+    match s {
+        PhoneState::Online => "online",
+        PhoneState::Unauthorized => "unauthorized",
+        PhoneState::Offline => "offline",
+        PhoneState::NeedsAttention => "needs_attention",
+    }
+}
+
+/// Mirrors an inventory report into `phones`, writing only rows that changed. Returns how many
+/// phone rows were written (0 for an out-of-order report).
+#[tracing::instrument(skip_all, fields(agent_id = %agent_id, seq = inv.seq))]
+pub async fn apply_inventory(
+    db: &PgPool,
+    agent_id: &str,
+    inv: &Inventory,
+) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    if !db::agents::advance_inventory(
+        &mut *tx,
+        agent_id,
+        at(inv.at_unix_ms),
+        inv.seq.min(i64::MAX as u64) as i64,
+    )
+    .await?
+    {
+        tx.commit().await?;
+        tracing::debug!(agent_id, "out-of-order inventory ignored");
+        return Ok(0);
+    }
+    let mut written = 0;
+    let mut present = Vec::with_capacity(inv.phones.len());
+    for ph in &inv.phones {
+        if !phonefarm_shared::is_subject_token(&ph.phone_id) {
+            tracing::warn!(agent_id, phone_id = %ph.phone_id, "phone id is not subject-safe; skipped");
+            continue;
+        }
+        present.push(ph.phone_id.clone());
+        let r = db::phones::Reported {
+            phone_id: ph.phone_id.clone(),
+            serial: ph.serial.clone(),
+            transport: ph.transport.clone(),
+            location: ph.location.clone(),
+            state: phone_state(ph.state),
+            model: ph.model.clone(),
+            android_version: ph.android_version.clone(),
+            battery_level: ph.battery_level.map(i32::from),
+            temperature_c: ph.temperature_decicelsius.map(|t| f32::from(t) / 10.0),
+            storage_free_bytes: ph.storage_free_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+            screen_state: ph.screen_on.map(|on| if on { "on" } else { "off" }),
+            app_version: ph.app_version.clone(),
+            current_queue_item_id: ph.current_queue_item_id,
+        };
+        if db::phones::upsert_reported(&mut tx, agent_id, &r, now).await? {
+            written += 1;
+        }
+    }
+    written += db::phones::mark_missing_offline(&mut tx, agent_id, &present, now).await?;
+    tx.commit().await?;
+    if written > 0 {
+        tracing::info!(agent_id, written, "inventory mirrored");
+    }
+    Ok(written)
+}
+
+/// `pf.evt.<agent>.<kind>` → (agent, kind).
+fn parse_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("pf.evt.")?;
+    let (agent, kind) = rest.split_once('.')?;
+    Some((agent, kind))
+}
+
+/// Handles one message; returns how to ack it.
+async fn handle(
+    bus: &BusHandle,
+    db: &PgPool,
+    callbacks: &Notify,
+    subject: &str,
+    payload: &[u8],
+) -> AckKind {
+    let Some((agent, kind)) = parse_subject(subject) else {
+        tracing::warn!(subject, "event on an unexpected subject; dropped");
+        return AckKind::Term;
+    };
+    let result = match kind {
+        "run" => match phonefarm_shared::decode::<AgentEvent>(payload) {
+            Ok(ev) => apply_event(bus, db, agent, &ev).await.map(|(_, w)| w),
+            Err(e) => {
+                tracing::warn!(agent_id = agent, error = %e, "undecodable run event; dropped");
+                return AckKind::Term;
+            }
+        },
+        "inventory" => match phonefarm_shared::decode::<Inventory>(payload) {
+            Ok(inv) if inv.agent_id == agent => {
+                apply_inventory(db, agent, &inv).await.map(|n| Wake {
+                    dispatch: n > 0,
+                    ..Wake::default()
+                })
+            }
+            Ok(inv) => {
+                tracing::warn!(agent_id = agent, claimed = %inv.agent_id, "inventory names another agent; dropped");
+                return AckKind::Term;
+            }
+            Err(e) => {
+                tracing::warn!(agent_id = agent, error = %e, "undecodable inventory; dropped");
+                return AckKind::Term;
+            }
+        },
+        other => {
+            tracing::debug!(
+                agent_id = agent,
+                kind = other,
+                "event kind not handled by the coordinator"
+            );
+            return AckKind::Ack;
+        }
+    };
+    match result {
+        Ok(w) => {
+            if w.callbacks {
+                callbacks.notify_one();
+            }
+            if w.relay {
+                bus.wakers.relay.notify_one();
+            }
+            if w.dispatch {
+                bus.wakers.dispatch.notify_one();
+            }
+            AckKind::Ack
+        }
+        Err(e) => {
+            tracing::warn!(agent_id = agent, error = %e, "applying an event failed; redelivery requested");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+async fn consumer(bus: &BusHandle) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+    let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
+    match stream.get_consumer(subjects::COORDINATOR_CONSUMER).await {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            bootstrap::ensure(&bus.js, &bus.config).await?;
+            let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
+            Ok(stream.get_consumer(subjects::COORDINATOR_CONSUMER).await?)
+        }
+    }
+}
+
+/// Consumes events until shutdown; recreates the consumer if it disappears.
+pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let messages = match consumer(&bus).await {
+            Ok(c) => c.messages().await.map_err(async_nats::Error::from),
+            Err(e) => Err(e),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingester: cannot open the event consumer; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = messages.next() => n,
+            };
+            match next {
+                None => break,
+                Some(Ok(msg)) => {
+                    let ack =
+                        handle(&bus, &db, &callbacks, msg.subject.as_str(), &msg.payload).await;
+                    if let Err(e) = msg.ack_with(ack).await {
+                        tracing::warn!(error = %e, "acking an event failed (it will be redelivered)");
+                    }
+                }
+                Some(Err(e)) => {
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+                    match e.kind() {
+                        MessagesErrorKind::MissingHeartbeat => {
+                            tracing::debug!("ingester: missing heartbeat (server away?)");
+                        }
+                        MessagesErrorKind::ConsumerDeleted => {
+                            tracing::warn!("ingester: consumer deleted; recreating");
+                            break;
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, "ingester: consumer error");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_policy_by_code() {
+        let e = |code: &str, retryable: bool| RunError {
+            code: code.into(),
+            message: String::new(),
+            retryable,
+        };
+        assert!(retryable(&e("device_error", false)));
+        assert!(retryable(&e("device_error:usb_reset", false)));
+        assert!(!retryable(&e("flow_error:unknown_screen", true)));
+        assert!(!retryable(&e("account_outcome:banned", true)));
+        assert!(retryable(&e("timeout", true)));
+        assert!(!retryable(&e("timeout", false)));
+    }
+
+    #[test]
+    fn subjects_parse() {
+        assert_eq!(parse_subject("pf.evt.rack-1.run"), Some(("rack-1", "run")));
+        assert_eq!(
+            parse_subject("pf.evt.rack-1.inventory"),
+            Some(("rack-1", "inventory"))
+        );
+        assert_eq!(parse_subject("pf.work.rack-1"), None);
+    }
+}

@@ -1,0 +1,241 @@
+//! The coordinator's side of NATS JetStream: dispatch to agents, ingest of their milestones,
+//! leases, cancel orders and the fleet mirror.
+//!
+//! - [`bootstrap`]: checks the server version and creates (idempotently, at every start) the
+//!   streams `PF_WORK`, `PF_CTL`, `PF_EVT`, the `coordinator` consumer on `PF_EVT`, the KV
+//!   buckets (as `KV_<bucket>` streams: nats-server 2.9 rejects `create_key_value` from
+//!   async-nats 0.51) and the per-agent consumers `agent-<id>` on `PF_WORK` and `PF_CTL`.
+//! - [`dispatcher`]: a singleton loop (advisory lock) that releases SCHEDULED items, picks
+//!   dispatchable items per routing (one run per phone, manual only on attended phones), claims
+//!   them and writes their `WorkOrder`s to the outbox, all in one transaction.
+//! - [`relay`]: publishes outbox rows to JetStream, pipelined, each with its deterministic
+//!   `Nats-Msg-Id`, and marks them published. Rows are claimed with `FOR UPDATE SKIP LOCKED`.
+//! - [`ingester`]: the `coordinator` consumer on `PF_EVT`; one transaction per event applies it
+//!   to the queue item, the process and its callbacks. Replays and stale attempts are no-ops.
+//! - [`sweeper`]: a singleton loop that expires lapsed leases (RETRYABLE or DEAD_LETTER), sends
+//!   the forced half of `soft_then_force` cancels and marks silent agents and their phones
+//!   offline.
+//! - [`fleet`]: mirrors presence (KV `pf_agents`) and inventory into Postgres, writing only on
+//!   change.
+//!
+//! **Invariant:** every message this module publishes was first committed to the outbox in the
+//! transaction of the state change that caused it.
+
+pub mod bootstrap;
+pub mod dispatcher;
+pub mod fleet;
+pub mod ingester;
+pub mod relay;
+pub mod settle;
+pub mod sweeper;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use bootstrap::BootstrapError;
+
+/// Tuning of the bus loops. Defaults are production values; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub nats_url: String,
+    /// How long an EXECUTING item's lease lasts; every milestone or heartbeat renews it.
+    pub lease: Duration,
+    /// How long a dispatched (CLAIMED) item may wait for the agent's `Accepted`.
+    pub accept_timeout: Duration,
+    /// An agent whose presence is older than this is offline, and so are its phones.
+    pub offline_after: Duration,
+    /// Backoff before attempt n+1 is `retry_base * 2^(n-1)`, capped at `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// The deadline written into work orders (from dispatch).
+    pub run_deadline: Duration,
+    /// How often the dispatcher and sweeper look even when nothing woke them.
+    pub dispatch_interval: Duration,
+    pub sweep_interval: Duration,
+    /// Most outbox rows published in one pipelined batch.
+    pub relay_batch: i64,
+    /// Max age of `pf_agents` entries (the bucket expires silent agents).
+    pub presence_max_age: Duration,
+}
+
+impl BusConfig {
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            lease: Duration::from_secs(60),
+            accept_timeout: Duration::from_secs(60),
+            offline_after: Duration::from_secs(30),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+            run_deadline: Duration::from_secs(2 * 3600),
+            dispatch_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(1),
+            relay_batch: 512,
+            presence_max_age: Duration::from_secs(120),
+        }
+    }
+
+    /// Backoff before the attempt after `attempt` (1-based).
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 16) as u32 - 1;
+        self.retry_base
+            .checked_mul(1 << exp)
+            .unwrap_or(self.retry_max)
+            .min(self.retry_max)
+    }
+}
+
+/// Errors of the bus loops (each loop logs and carries on; only start-up returns them).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("connecting to nats at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error("database")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Wakes the loops after commits that gave them work.
+#[derive(Debug, Default)]
+pub struct Wakers {
+    /// The outbox has new rows.
+    pub relay: Notify,
+    /// Items may have become dispatchable (new work, a phone freed, a phone appeared).
+    pub dispatch: Notify,
+}
+
+/// What the HTTP layer holds of the bus: the connection (readiness) and the wakers.
+#[derive(Clone)]
+pub struct BusHandle {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub wakers: Arc<Wakers>,
+    pub config: Arc<BusConfig>,
+    /// Latest agent heartbeats seen by this replica.
+    pub heartbeats: Arc<fleet::Heartbeats>,
+}
+
+impl BusHandle {
+    /// Whether the NATS connection is up.
+    pub fn connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    }
+}
+
+/// Connects, checks the server, bootstraps JetStream and returns the handle. Loops are started
+/// separately by [`spawn`].
+pub async fn connect(config: BusConfig) -> Result<BusHandle, BusError> {
+    let client = async_nats::ConnectOptions::new()
+        .name("phonefarm-coordinator")
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|source| BusError::Connect {
+            url: config.nats_url.clone(),
+            source,
+        })?;
+    bootstrap::check_server_version(&client.server_info().version)?;
+    let js = jetstream::new(client.clone());
+    bootstrap::ensure(&js, &config).await?;
+    Ok(BusHandle {
+        client,
+        js,
+        wakers: Arc::new(Wakers::default()),
+        config: Arc::new(config),
+        heartbeats: Arc::new(fleet::Heartbeats::default()),
+    })
+}
+
+/// Starts the relay, dispatcher, ingester, sweeper and fleet mirror until `shutdown`.
+pub fn spawn(
+    bus: &BusHandle,
+    db: PgPool,
+    callbacks: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(relay::run(bus.clone(), db.clone(), shutdown.clone())),
+        tokio::spawn(dispatcher::run(
+            bus.clone(),
+            db.clone(),
+            Arc::clone(&callbacks),
+            shutdown.clone(),
+        )),
+        tokio::spawn(listen(bus.clone(), db.clone(), shutdown.clone())),
+        tokio::spawn(ingester::run(
+            bus.clone(),
+            db.clone(),
+            Arc::clone(&callbacks),
+            shutdown.clone(),
+        )),
+        tokio::spawn(sweeper::run(
+            bus.clone(),
+            db.clone(),
+            Arc::clone(&callbacks),
+            shutdown.clone(),
+        )),
+        tokio::spawn(fleet::run_presence(bus.clone(), db, shutdown)),
+    ]
+}
+
+/// Wakes the dispatcher and relay when any replica writes work or outbox rows (Postgres
+/// `NOTIFY` from triggers of migration 0003). Without it the loops still poll.
+async fn listen(bus: BusHandle, db: PgPool, shutdown: CancellationToken) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&db).await?;
+            l.listen_all(["pf_dispatch", "pf_outbox"]).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut l) => loop {
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = l.recv() => n,
+                };
+                match n {
+                    Ok(n) if n.channel() == "pf_dispatch" => bus.wakers.dispatch.notify_one(),
+                    Ok(_) => bus.wakers.relay.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "postgres listener dropped; reconnecting");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "postgres listener unavailable"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Sleeps until `notify` fires, `every` passes, or shutdown; returns false on shutdown.
+pub(crate) async fn idle(notify: &Notify, every: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = notify.notified() => true,
+        _ = tokio::time::sleep(every) => true,
+    }
+}
+
+/// `std::time::Duration` as a `time::Duration` for timestamp arithmetic.
+pub(crate) fn td(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}

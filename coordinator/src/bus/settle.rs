@@ -1,0 +1,151 @@
+//! After a queue item changed state: the process's status, derived fields, milestone
+//! timestamps and callbacks, in the same transaction (the caller holds the process lock).
+//! Also the control messages (cancel orders) every part of the bus writes to the outbox.
+
+use phonefarm_shared::{CancelMode, Control, subjects};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::{self, dispatch::RunItem, processes::ProcessRow};
+use crate::domain::status::{self, ItemState, Status};
+use crate::domain::time::fmt;
+use crate::events;
+
+/// What happened to one item.
+pub struct Change<'a> {
+    pub item: &'a RunItem,
+    pub new_state: ItemState,
+    /// The run's result (for DONE, or a failed run's partial facts).
+    pub result: Option<&'a Value>,
+    /// The process-level error object, if the run failed.
+    pub error: Option<Value>,
+}
+
+/// The `error` object of the contract: `{code, message, queue_item_id, at}`.
+pub fn error_value(code: &str, message: &str, queue_item_id: Uuid, at: OffsetDateTime) -> Value {
+    json!({"code": code, "message": message, "queue_item_id": queue_item_id, "at": fmt(at)})
+}
+
+/// Recomputes the process after `change`; returns true if callbacks were enqueued.
+pub async fn process(
+    conn: &mut PgConnection,
+    p: &ProcessRow,
+    change: &Change<'_>,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let items = db::queue_items::for_process(&mut *conn, p.process_id).await?;
+    let states: Vec<ItemState> = items.iter().filter_map(|i| i.state.parse().ok()).collect();
+    let current = Status::parse(&p.status).unwrap_or(Status::Queued);
+    let next = status::next(current, &states, p.cancel_requested_at.is_some());
+    let mut milestones: Vec<&str> = Vec::new();
+    if next == Status::Executing && p.executing_at.is_none() {
+        milestones.push("executing");
+    }
+    let retried = change.new_state == ItemState::Retryable;
+    if retried && !next.is_terminal() {
+        milestones.push("retrying");
+    }
+    if next.is_terminal() && !current.is_terminal() {
+        milestones.push(next.as_str());
+    }
+    let mut result = p.result.clone();
+    if let Some(r) = change.result {
+        let mut facts = match r {
+            Value::Object(_) => r.clone(),
+            other => json!({"value": other}),
+        };
+        facts["phone_id"] = json!(change.item.phone_id);
+        facts["account_id"] = json!(change.item.account_id);
+        if items.len() <= 1 {
+            result = facts;
+        } else {
+            if !result.is_object() {
+                result = json!({});
+            }
+            if !result.get("runs").is_some_and(Value::is_object) {
+                result["runs"] = json!({});
+            }
+            result["runs"][change.item.queue_item_id.to_string()] = facts;
+        }
+    }
+    let update = db::processes::RunUpdate {
+        status: next.as_str().into(),
+        partial_progress: status::progress(&states),
+        result,
+        error: change.error.clone(),
+        executing_at: (next == Status::Executing).then_some(now),
+        retrying_at: retried.then_some(now),
+        finished_at: (next.is_terminal() && !current.is_terminal()).then_some(now),
+        events: milestones.len() as i64,
+    };
+    let version = db::processes::apply_run(&mut *conn, p.process_id, &update).await?;
+    for (n, m) in milestones.iter().enumerate() {
+        events::process_updated(&mut *conn, p, m, next.as_str(), version + 1 + n as i64, now)
+            .await?;
+    }
+    if current != next {
+        tracing::info!(process_id = %p.process_id, from = current.as_str(), to = next.as_str(), "process status");
+    }
+    Ok(!milestones.is_empty())
+}
+
+/// The legacy per-item callback for a `post_video` item without a process; true if enqueued.
+pub async fn legacy(
+    conn: &mut PgConnection,
+    item: &RunItem,
+    state: ItemState,
+    error: Option<Value>,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let (Some(url), Some(content), Some(account)) = (
+        item.callback_url.as_deref(),
+        item.content_id.as_deref(),
+        item.account_id.as_deref(),
+    ) else {
+        return Ok(false);
+    };
+    events::queue_item_updated(
+        conn,
+        Some(url),
+        item.queue_item_id,
+        content,
+        account,
+        state.as_str(),
+        error,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Writes a `Control::Cancel` for one attempt to the outbox. `tag` makes the message id unique
+/// per order (a cancel request id, or `force`/`fence`); the same tag twice is one message.
+pub async fn enqueue_cancel(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    queue_item_id: Uuid,
+    attempt: i32,
+    mode: CancelMode,
+    tag: &str,
+) -> Result<bool, sqlx::Error> {
+    let mode_s = match mode {
+        CancelMode::Soft => "soft",
+        CancelMode::Hard => "hard",
+    };
+    let msg = Control::Cancel {
+        queue_item_id,
+        attempt: attempt.max(0) as u32,
+        mode,
+    };
+    let msg_id = format!("ctl:{queue_item_id}:{attempt}:{mode_s}:{tag}");
+    tracing::info!(%queue_item_id, agent_id, attempt, mode = mode_s, "cancel order queued");
+    db::outbox::insert(
+        conn,
+        &subjects::control(agent_id),
+        &msg_id,
+        &phonefarm_shared::encode(&msg),
+    )
+    .await
+}

@@ -1,0 +1,243 @@
+//! The sweeper: one replica at a time (session advisory lock held for a pass) handles what
+//! happens by the clock:
+//!
+//! - lapsed leases: a CLAIMED item not accepted in time, or an EXECUTING item without a
+//!   milestone or heartbeat within the lease, becomes RETRYABLE (retried with attempt + 1 after
+//!   backoff) or, at max attempts, DEAD_LETTER; a cancel-requested one becomes CANCELLED. The
+//!   silent run is sent a hard cancel for its attempt (it may only be cut off from NATS).
+//! - `soft_then_force` cancels whose delay passed with work still running: a hard cancel.
+//! - agents silent longer than the offline threshold: offline, and their phones with them.
+
+use std::sync::Arc;
+
+use phonefarm_shared::CancelMode;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::ingester::settle_change;
+use super::{BusHandle, idle, settle, td};
+use crate::db;
+use crate::domain::status::ItemState;
+use crate::domain::time::now_ms;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub lapsed: usize,
+    pub forced: usize,
+    pub offline: usize,
+    /// Another replica holds the sweeper lock.
+    pub skipped: bool,
+}
+
+/// Expires one lapsed lease; true if it did (callbacks may have been enqueued).
+async fn expire(
+    bus: &BusHandle,
+    db: &PgPool,
+    item_id: Uuid,
+    process_id: Option<Uuid>,
+) -> Result<(bool, bool), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let process = match process_id {
+        Some(pid) => {
+            let p = db::processes::get_for_update(&mut tx, pid).await?;
+            db::queue_items::for_process_locked(&mut tx, pid).await?;
+            p
+        }
+        None => None,
+    };
+    let Some(item) = db::dispatch::run_item_locked(&mut tx, item_id).await? else {
+        return Ok((false, false));
+    };
+    let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
+    let lapsed = matches!(state, ItemState::Claimed | ItemState::Executing)
+        && item.lease_expires_at.is_some_and(|l| l < now);
+    if !lapsed {
+        return Ok((false, false));
+    }
+    let (next, code, message) = if item.cancel_requested_at.is_some() {
+        (
+            ItemState::Cancelled,
+            "lease_expired",
+            "the run stopped reporting after a cancel",
+        )
+    } else if item.attempt < item.max_attempts {
+        (
+            ItemState::Retryable,
+            "lease_expired",
+            "the agent stopped reporting; the run will be retried",
+        )
+    } else {
+        (
+            ItemState::DeadLetter,
+            "lease_expired",
+            "the agent stopped reporting and no attempts are left",
+        )
+    };
+    let err = settle::error_value(code, message, item.queue_item_id, now);
+    let next_at =
+        (next == ItemState::Retryable).then(|| now + td(bus.config.backoff(item.attempt)));
+    db::dispatch::finish(
+        &mut tx,
+        item.queue_item_id,
+        next.as_str(),
+        None,
+        Some(&err),
+        next_at,
+        now,
+    )
+    .await?;
+    db::queue_items::record_event(
+        &mut tx,
+        item.queue_item_id,
+        "lease_expired",
+        now,
+        json!({"attempt": item.attempt, "state_was": item.state, "next": next.as_str()}),
+    )
+    .await?;
+    if let Some(agent) = item.agent_id.as_deref() {
+        settle::enqueue_cancel(
+            &mut tx,
+            agent,
+            item.queue_item_id,
+            item.attempt,
+            CancelMode::Hard,
+            "lease",
+        )
+        .await?;
+    }
+    let callbacks =
+        settle_change(&mut tx, process.as_ref(), &item, next, None, Some(err), now).await?;
+    tx.commit().await?;
+    tracing::warn!(queue_item_id = %item.queue_item_id, process_id = ?item.process_id, agent_id = ?item.agent_id,
+        attempt = item.attempt, next = %next, "lease lapsed");
+    Ok((true, callbacks))
+}
+
+/// Issues the hard half of due `soft_then_force` cancels; returns orders written.
+async fn force_cancels(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let now = now_ms();
+    let due = db::dispatch::forced_cancels_due(db, now).await?;
+    let mut by_process: std::collections::BTreeMap<Uuid, Vec<(Uuid, i32, String)>> =
+        Default::default();
+    for (pid, item, attempt, agent) in due {
+        by_process
+            .entry(pid)
+            .or_default()
+            .push((item, attempt, agent));
+    }
+    let mut written = 0;
+    for (pid, items) in by_process {
+        let mut tx = db.begin().await?;
+        db::processes::get_for_update(&mut tx, pid).await?;
+        if !db::dispatch::clear_force(&mut tx, pid).await? {
+            continue; // another pass did it
+        }
+        for (item, attempt, agent) in items {
+            settle::enqueue_cancel(&mut tx, &agent, item, attempt, CancelMode::Hard, "force")
+                .await?;
+            db::queue_items::record_event(
+                &mut tx,
+                item,
+                "cancel_forced",
+                now,
+                json!({"attempt": attempt, "agent_id": agent}),
+            )
+            .await?;
+            written += 1;
+        }
+        tx.commit().await?;
+        tracing::info!(process_id = %pid, "forced cancel issued");
+    }
+    db::dispatch::clear_moot_forces(db, now).await?;
+    Ok(written)
+}
+
+/// Marks agents offline whose last heartbeat (as seen here, or as stored) is too old.
+async fn offline_agents(bus: &BusHandle, db: &PgPool) -> Result<usize, sqlx::Error> {
+    let now = now_ms();
+    let limit = td(bus.config.offline_after);
+    let mut silent = Vec::new();
+    for (agent, stored) in db::agents::online(db).await? {
+        let seen = match (bus.heartbeats.last_seen(&agent), stored) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if seen.is_none_or(|s| now - s > limit) {
+            silent.push(agent);
+        }
+    }
+    if silent.is_empty() {
+        return Ok(0);
+    }
+    let changed = db::agents::mark_offline(db, &silent, now).await?;
+    for a in &changed {
+        tracing::warn!(agent_id = %a, "agent silent: offline with its phones");
+    }
+    Ok(changed.len())
+}
+
+/// One sweep, if this replica gets the sweeper lock.
+pub async fn pass(bus: &BusHandle, db: &PgPool, callbacks: &Notify) -> Result<Swept, sqlx::Error> {
+    let mut lock = db.acquire().await?;
+    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        .bind(db::dispatch::SWEEP_LOCK)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !got {
+        return Ok(Swept {
+            skipped: true,
+            ..Swept::default()
+        });
+    }
+    let result = sweep(bus, db, callbacks).await;
+    if sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(db::dispatch::SWEEP_LOCK)
+        .execute(&mut *lock)
+        .await
+        .is_err()
+    {
+        // Closing the session releases the lock for sure.
+        let _ = lock.close().await;
+    }
+    result
+}
+
+async fn sweep(bus: &BusHandle, db: &PgPool, callbacks: &Notify) -> Result<Swept, sqlx::Error> {
+    let mut swept = Swept::default();
+    let mut notify = false;
+    for (item, pid) in db::dispatch::lapsed(db, now_ms(), 200).await? {
+        let (done, cb) = expire(bus, db, item, pid).await?;
+        swept.lapsed += usize::from(done);
+        notify |= cb;
+    }
+    swept.forced = force_cancels(db).await?;
+    swept.offline = offline_agents(bus, db).await?;
+    if notify {
+        callbacks.notify_one();
+    }
+    if swept.lapsed > 0 || swept.forced > 0 {
+        bus.wakers.relay.notify_one();
+    }
+    if swept.lapsed > 0 {
+        bus.wakers.dispatch.notify_one();
+    }
+    Ok(swept)
+}
+
+/// Sweeps every `sweep_interval` until shutdown.
+pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: CancellationToken) {
+    let never = Notify::new();
+    loop {
+        if let Err(e) = pass(&bus, &db, &callbacks).await {
+            tracing::warn!(error = %e, "sweeper: database");
+        }
+        if !idle(&never, bus.config.sweep_interval, &shutdown).await {
+            return;
+        }
+    }
+}

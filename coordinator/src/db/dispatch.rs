@@ -1,0 +1,365 @@
+//! Queue-item queries of the bus: release, dispatch claims, run transitions and leases.
+
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Advisory lock keys of the singleton loops (one holder across all coordinator replicas).
+pub const DISPATCH_LOCK: i64 = 0x5046_4449_5350; // "PFDISP"
+pub const SWEEP_LOCK: i64 = 0x5046_5357_4550; // "PFSWEP"
+
+/// Takes a transaction-scoped advisory lock if free; false if another replica holds it.
+pub async fn try_xact_lock(conn: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
+    let (ok,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(conn)
+        .await?;
+    Ok(ok)
+}
+
+/// A SCHEDULED item whose time came.
+#[derive(Debug, Clone, FromRow)]
+pub struct Released {
+    pub queue_item_id: Uuid,
+    pub process_id: Option<Uuid>,
+    pub content_id: Option<String>,
+    pub account_id: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// Moves SCHEDULED items due at `now` to QUEUED.
+pub async fn release_scheduled(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+) -> Result<Vec<Released>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE queue_items SET state = 'QUEUED', updated_at = $1 \
+         WHERE state = 'SCHEDULED' AND (scheduled_at IS NULL OR scheduled_at <= $1) \
+         RETURNING queue_item_id, process_id, content_id, account_id, callback_url",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// An item that can run now on a phone that can take it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Candidate {
+    pub queue_item_id: Uuid,
+    pub process_id: Option<Uuid>,
+    pub kind: String,
+    pub attempt: i32,
+    pub inputs: Value,
+    pub account_id: Option<String>,
+    pub phone_id: String,
+    pub agent_id: String,
+    pub content_id: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// Dispatchable items, oldest first, locked (`SKIP LOCKED`) until the caller's commit: QUEUED or
+/// due RETRYABLE items whose phone (pinned, or the account's bound phone for queue routing) is
+/// enabled, online on an online agent, free (no CLAIMED or EXECUTING item), and attended when
+/// the item is manual. Several candidates may share a phone: the caller takes the first.
+pub async fn candidates(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT qi.queue_item_id, qi.process_id, qi.kind, qi.attempt, qi.inputs, qi.account_id, \
+                ph.phone_id, ph.agent_id, qi.content_id, qi.callback_url \
+         FROM queue_items qi \
+         LEFT JOIN accounts a ON a.account_id = qi.account_id \
+         JOIN phones ph ON ph.phone_id = CASE WHEN qi.routing = 'queue' THEN a.phone_id ELSE qi.phone_id END \
+         JOIN agents ag ON ag.agent_id = ph.agent_id \
+         WHERE qi.state IN ('QUEUED', 'RETRYABLE') \
+           AND (qi.next_attempt_at IS NULL OR qi.next_attempt_at <= $1) \
+           AND (qi.scheduled_at IS NULL OR qi.scheduled_at <= $1) \
+           AND (qi.routing <> 'queue' OR a.active) \
+           AND ph.enabled AND ph.state = 'online' AND ag.online \
+           AND (qi.mode <> 'manual' OR ph.attended) \
+           AND NOT EXISTS (SELECT 1 FROM queue_items r WHERE r.phone_id = ph.phone_id \
+                           AND r.state IN ('CLAIMED', 'EXECUTING')) \
+         ORDER BY qi.created_at, qi.queue_item_id \
+         LIMIT $2 \
+         FOR UPDATE OF qi SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// CLAIMED with the next attempt on `phone_id` by `agent_id`; returns the new attempt.
+pub async fn claim(
+    conn: &mut PgConnection,
+    c: &Candidate,
+    run_id: Uuid,
+    now: OffsetDateTime,
+    accept_by: OffsetDateTime,
+) -> Result<i32, sqlx::Error> {
+    let (attempt,): (i32,) = sqlx::query_as(
+        "UPDATE queue_items SET state = 'CLAIMED', attempt = attempt + 1, phone_id = $2, \
+           agent_id = $3, run_id = $4, lease_expires_at = $5, next_attempt_at = NULL, updated_at = $6 \
+         WHERE queue_item_id = $1 RETURNING attempt",
+    )
+    .bind(c.queue_item_id)
+    .bind(&c.phone_id)
+    .bind(&c.agent_id)
+    .bind(run_id)
+    .bind(accept_by)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    Ok(attempt)
+}
+
+/// The fields of an item the ingester and sweeper work with.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunItem {
+    pub queue_item_id: Uuid,
+    pub process_id: Option<Uuid>,
+    pub kind: String,
+    pub state: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub agent_id: Option<String>,
+    pub phone_id: Option<String>,
+    pub account_id: Option<String>,
+    pub run_id: Option<Uuid>,
+    pub content_id: Option<String>,
+    pub callback_url: Option<String>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub result: Option<Value>,
+}
+
+macro_rules! run_columns {
+    () => {
+        "queue_item_id, process_id, kind, state, attempt, max_attempts, agent_id, phone_id, \
+         account_id, run_id, content_id, callback_url, cancel_requested_at, lease_expires_at, result"
+    };
+}
+
+pub async fn run_item<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<RunItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM queue_items WHERE queue_item_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn run_item_locked(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<RunItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM queue_items WHERE queue_item_id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The run started (Accepted or a later milestone): EXECUTING with a fresh lease.
+pub async fn start(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE queue_items SET state = 'EXECUTING', started_at = COALESCE(started_at, $2), \
+           lease_expires_at = $3, updated_at = $2 WHERE queue_item_id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(lease_until)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Renews the lease (never shortens it).
+pub async fn renew(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lease_until: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE queue_items SET lease_expires_at = GREATEST(lease_expires_at, $2) \
+         WHERE queue_item_id = $1",
+    )
+    .bind(id)
+    .bind(lease_until)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores progress counters of the running attempt (merged into `result.progress`).
+pub async fn progress(
+    conn: &mut PgConnection,
+    id: Uuid,
+    counters: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE queue_items SET result = jsonb_set(COALESCE(result, '{}'), '{progress}', $2) \
+         WHERE queue_item_id = $1",
+    )
+    .bind(id)
+    .bind(counters)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends the attempt: a terminal state (DONE, DEAD_LETTER, CANCELLED) or RETRYABLE with the
+/// time of the next attempt.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    result: Option<&Value>,
+    error: Option<&Value>,
+    next_attempt_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let terminal = next_attempt_at.is_none() && state != "RETRYABLE";
+    sqlx::query(
+        "UPDATE queue_items SET state = $2, result = COALESCE($3, result), error = COALESCE($4, error), \
+           next_attempt_at = $5, lease_expires_at = NULL, updated_at = $6, \
+           finished_at = CASE WHEN $7 THEN $6 ELSE finished_at END \
+         WHERE queue_item_id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(result)
+    .bind(error)
+    .bind(next_attempt_at)
+    .bind(now)
+    .bind(terminal)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A lapsed lease: (item, process).
+pub async fn lapsed<'e>(
+    db: impl PgExecutor<'e>,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(Uuid, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT queue_item_id, process_id FROM queue_items \
+         WHERE state IN ('CLAIMED', 'EXECUTING') AND lease_expires_at < $1 \
+         ORDER BY lease_expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Processes whose forced cancel is due, with their still running items:
+/// (process, item, attempt, agent).
+pub async fn forced_cancels_due<'e>(
+    db: impl PgExecutor<'e>,
+    now: OffsetDateTime,
+) -> Result<Vec<(Uuid, Uuid, i32, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.process_id, qi.queue_item_id, qi.attempt, qi.agent_id FROM processes p \
+         JOIN queue_items qi ON qi.process_id = p.process_id \
+         WHERE p.cancel_force_at IS NOT NULL AND p.cancel_force_at <= $1 \
+           AND qi.state IN ('CLAIMED', 'EXECUTING') AND qi.agent_id IS NOT NULL",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// Clears a process's pending forced cancel once it is issued (or moot); true if it was set.
+pub async fn clear_force(conn: &mut PgConnection, process_id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE processes SET cancel_force_at = NULL WHERE process_id = $1 AND cancel_force_at IS NOT NULL",
+    )
+    .bind(process_id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Processes with a forced cancel due but nothing running any more (the soft stop worked).
+pub async fn clear_moot_forces<'e>(
+    db: impl PgExecutor<'e>,
+    now: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE processes p SET cancel_force_at = NULL \
+         WHERE p.cancel_force_at IS NOT NULL AND p.cancel_force_at <= $1 \
+           AND NOT EXISTS (SELECT 1 FROM queue_items qi WHERE qi.process_id = p.process_id \
+                           AND qi.state IN ('CLAIMED', 'EXECUTING'))",
+    )
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Everything `GET /queue-items/{id}` shows of an item.
+#[derive(Debug, Clone, FromRow)]
+pub struct ItemDetail {
+    pub queue_item_id: Uuid,
+    pub process_id: Option<Uuid>,
+    pub kind: String,
+    pub state: String,
+    pub mode: String,
+    pub routing: String,
+    pub phone_id: Option<String>,
+    pub account_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub run_id: Option<Uuid>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: Option<OffsetDateTime>,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub content_id: Option<String>,
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    /// The owning process's system (visibility for integrator keys).
+    pub system: Option<String>,
+}
+
+pub async fn detail<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<ItemDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT qi.queue_item_id, qi.process_id, qi.kind, qi.state, qi.mode, qi.routing, qi.phone_id, \
+           qi.account_id, qi.agent_id, qi.run_id, qi.attempt, qi.max_attempts, qi.scheduled_at, \
+           qi.next_attempt_at, qi.lease_expires_at, qi.content_id, qi.result, qi.error, \
+           qi.cancel_requested_at, qi.created_at, qi.updated_at, qi.started_at, qi.finished_at, p.system \
+         FROM queue_items qi LEFT JOIN processes p ON p.process_id = qi.process_id \
+         WHERE qi.queue_item_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}

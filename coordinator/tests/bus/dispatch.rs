@@ -1,0 +1,254 @@
+use std::time::Duration;
+
+use phonefarm_shared::{Capability, EventKind};
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn enqueued_work_reaches_the_agent_and_completes() {
+    let app = BusApp::spawn().await;
+    let rx = Receiver::start(|_| 200).await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue(&keyword(
+            "r1",
+            json!({"routing": "queue", "account_id": "acc-1"}),
+            "unattended",
+            &rx.url,
+        ))
+        .await;
+    let order = agent.expect_order().await;
+    assert_eq!(order.process_id, Some(pid));
+    assert_eq!(order.phone_id, "P1");
+    assert_eq!(order.account_id, "acc-1");
+    assert_eq!(order.capability, Capability::KeywordWarmup);
+    assert_eq!(order.attempt, 1);
+    let inputs: serde_json::Value = serde_json::from_str(&order.inputs_json).unwrap();
+    assert_eq!(inputs["keywords"], json!(["fitness"]));
+    assert!(order.deadline_unix_ms > 0);
+
+    agent.event(&order, 1, EventKind::Accepted).await;
+    let p = app.wait_status(pid, "executing").await;
+    assert!(p["timestamps"]["executing_at"].is_string());
+    agent
+        .event(
+            &order,
+            2,
+            EventKind::StepStarted {
+                step: "search".into(),
+            },
+        )
+        .await;
+    agent
+        .event(
+            &order,
+            3,
+            EventKind::Progress {
+                counters_json: r#"{"videos_watched":1}"#.into(),
+            },
+        )
+        .await;
+    agent
+        .event(
+            &order,
+            4,
+            finished_ok(
+                r#"{"keywords":{"fitness":{"videos_watched":2,"liked":0,"commented":false}}}"#,
+            ),
+        )
+        .await;
+    let p = app.wait_status(pid, "completed").await;
+    assert_eq!(p["result"]["keywords"]["fitness"]["videos_watched"], 2);
+    assert_eq!(p["result"]["phone_id"], "P1");
+    assert_eq!(p["result"]["account_id"], "acc-1");
+    assert!(p["timestamps"]["finished_at"].is_string());
+    assert_eq!(
+        p["linked_ids"]["completed_queue_item_ids"],
+        json!([order.queue_item_id])
+    );
+
+    // Callbacks: accepted, executing, completed, with strictly increasing sequences.
+    wait_until("3 callbacks", Duration::from_secs(15), || async {
+        rx.count() >= 3
+    })
+    .await;
+    let bodies = rx.bodies();
+    let milestones: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["milestone"].as_str().unwrap())
+        .collect();
+    assert_eq!(milestones, ["accepted", "executing", "completed"]);
+    let seqs: Vec<i64> = bodies
+        .iter()
+        .map(|b| b["sequence"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // The internal view has the history and the attempt.
+    let (s, item) = app
+        .get(&format!("/queue-items/{}", order.queue_item_id))
+        .await;
+    assert_eq!(s, 200, "{item}");
+    assert_eq!(item["state"], "DONE");
+    assert_eq!(item["agent_id"], "rack-1");
+    assert_eq!(item["attempts"][0]["attempt"], 1);
+    assert_eq!(item["attempts"][0]["outcome"], "completed");
+    let kinds: Vec<&str> = item["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.starts_with(&[
+            "dispatched",
+            "accepted",
+            "step_started",
+            "progress",
+            "finished"
+        ]),
+        "{kinds:?}"
+    );
+    let (s, _) = app
+        .get(&format!("/queue-items/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn one_run_per_phone_at_a_time() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let target = json!({"routing": "queue", "account_id": "acc-1"});
+    let first = app
+        .enqueue(&keyword(
+            "r1",
+            target.clone(),
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let second = app
+        .enqueue(&keyword(
+            "r2",
+            target,
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let o1 = agent.expect_order().await;
+    assert_eq!(o1.process_id, Some(first));
+    agent.event(&o1, 1, EventKind::Accepted).await;
+    app.wait_status(first, "executing").await;
+    // While the phone runs the first, the second is not dispatched.
+    assert!(
+        agent
+            .next_order(Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+    assert_eq!(app.status(second).await, "queued");
+    let (_, ph) = app.get("/phones/P1").await;
+    assert_eq!(ph["state"], "busy");
+    assert_eq!(ph["current_queue_item_id"], json!(o1.queue_item_id));
+    agent.event(&o1, 2, finished_ok("{}")).await;
+    let o2 = agent.expect_order().await;
+    assert_eq!(o2.process_id, Some(second));
+}
+
+#[tokio::test]
+async fn manual_work_waits_for_an_attended_phone() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue(&keyword(
+            "m1",
+            json!({"routing": "direct", "account_id": "acc-1", "phone_id": "P1"}),
+            "manual",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    assert!(
+        agent
+            .next_order(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "manual work went to an unattended phone"
+    );
+    let (s, ph) = app
+        .put("/phones/P1", &json!({"attended": true, "label": "bench-3"}))
+        .await;
+    assert_eq!(s, 200, "{ph}");
+    assert_eq!(ph["attended"], true);
+    let order = agent.expect_order().await;
+    assert_eq!(order.process_id, Some(pid));
+}
+
+#[tokio::test]
+async fn scheduled_items_are_released_at_their_time() {
+    let app = BusApp::spawn().await;
+    let assets = Receiver::start(|_| 200).await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let hint = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (s, b) = app
+        .post(
+            "/ingest",
+            &json!({"content_id": "c-1", "account_id": "acc-1", "video_path": assets.url, "caption": "hi",
+                    "scheduling_hint": hint}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["queue_status"], "SCHEDULED");
+    let order = agent.expect_order().await;
+    let received = time::OffsetDateTime::now_utc();
+    assert_eq!(order.capability, Capability::PostVideo);
+    assert!(received >= at, "released {} early", at - received);
+    assert!(
+        received - at < time::Duration::seconds(5),
+        "released late: {}",
+        received - at
+    );
+}
+
+#[tokio::test]
+async fn disabled_or_offline_phones_get_no_work() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    app.account("acc-2", "P2").await; // pre-provisioned: no agent reports P2
+    let (s, _) = app.put("/phones/P1", &json!({"enabled": false})).await;
+    assert_eq!(s, 200);
+    app.enqueue(&keyword(
+        "d1",
+        json!({"routing": "queue", "account_id": "acc-1"}),
+        "unattended",
+        "http://127.0.0.1:9/cb",
+    ))
+    .await;
+    app.enqueue(&keyword(
+        "d2",
+        json!({"routing": "queue", "account_id": "acc-2"}),
+        "unattended",
+        "http://127.0.0.1:9/cb",
+    ))
+    .await;
+    assert!(
+        agent
+            .next_order(Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+    let (_, p2) = app.get("/phones/P2").await;
+    assert_eq!(p2["state"], "offline");
+    app.put("/phones/P1", &json!({"enabled": true})).await;
+    let o = agent.expect_order().await;
+    assert_eq!(o.phone_id, "P1");
+}

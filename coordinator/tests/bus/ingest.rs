@@ -1,0 +1,281 @@
+use std::time::Duration;
+
+use phonefarm_shared::{CancelMode, Control, EventKind};
+use serde_json::json;
+
+use crate::support::*;
+
+async fn version(app: &BusApp, pid: uuid::Uuid) -> i64 {
+    let (v,): (i64,) = sqlx::query_as("SELECT version FROM processes WHERE process_id = $1")
+        .bind(pid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    v
+}
+
+async fn events(app: &BusApp, item: uuid::Uuid) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM queue_item_events WHERE queue_item_id = $1 AND attempt > 0",
+    )
+    .bind(item)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn replays_have_no_effect() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue(&keyword(
+            "r1",
+            json!({"routing": "queue", "account_id": "acc-1"}),
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let o = agent.expect_order().await;
+    agent.event(&o, 1, EventKind::Accepted).await;
+    agent.event(&o, 2, finished_ok(r#"{"n":1}"#)).await;
+    app.wait_status(pid, "completed").await;
+    let v = version(&app, pid).await;
+    let n = events(&app, o.queue_item_id).await;
+    // The same (item, attempt, seq) again, under a fresh message id so JetStream stores it: the
+    // coordinator's unique key drops it. A different result must not leak in.
+    let ev = phonefarm_shared::AgentEvent {
+        queue_item_id: o.queue_item_id,
+        attempt: o.attempt,
+        seq: 2,
+        at_unix_ms: 0,
+        kind: finished_ok(r#"{"n":2}"#),
+    };
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(phonefarm_shared::encode(&ev).into())
+        .message_id("replay-under-another-id");
+    agent
+        .js
+        .send_publish(phonefarm_shared::subjects::run_events("rack-1"), publish)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A later event (seq 3) proves the replay was consumed before it.
+    agent.event(&o, 3, EventKind::Heartbeat).await;
+    wait_until("seq 3 recorded", Duration::from_secs(10), || async {
+        events(&app, o.queue_item_id).await == n + 1
+    })
+    .await;
+    assert_eq!(version(&app, pid).await, v);
+    assert_eq!(app.process(pid).await["result"]["n"], 1);
+}
+
+#[tokio::test]
+async fn device_errors_retry_with_the_next_attempt_and_stale_attempts_are_ignored() {
+    let app = BusApp::spawn().await;
+    let rx = Receiver::start(|_| 200).await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue(&keyword(
+            "r1",
+            json!({"routing": "queue", "account_id": "acc-1"}),
+            "unattended",
+            &rx.url,
+        ))
+        .await;
+    let o1 = agent.expect_order().await;
+    agent.event(&o1, 1, EventKind::Accepted).await;
+    agent
+        .event(&o1, 2, finished_err("device_error:usb_reset", true))
+        .await;
+    let p = app.wait_status(pid, "retrying").await;
+    assert!(p["timestamps"]["retrying_at"].is_string());
+    assert_eq!(p["error"]["code"], "device_error:usb_reset");
+    let o2 = agent.expect_order().await;
+    assert_eq!(o2.queue_item_id, o1.queue_item_id);
+    assert_eq!(o2.attempt, 2);
+    assert_ne!(o2.run_id, o1.run_id);
+    // A late run of attempt 1 starts: ignored, and told to stop.
+    agent.event(&o1, 3, EventKind::Accepted).await;
+    let ctl = agent
+        .next_control(Duration::from_secs(10))
+        .await
+        .expect("a fencing cancel");
+    assert_eq!(
+        ctl,
+        Control::Cancel {
+            queue_item_id: o1.queue_item_id,
+            attempt: 1,
+            mode: CancelMode::Hard
+        }
+    );
+    agent.event(&o1, 4, finished_ok(r#"{"stale":true}"#)).await;
+    agent.event(&o2, 1, EventKind::Accepted).await;
+    app.wait_status(pid, "executing").await;
+    agent.event(&o2, 2, finished_ok(r#"{"fresh":true}"#)).await;
+    let p = app.wait_status(pid, "completed").await;
+    assert_eq!(p["result"]["fresh"], true);
+    assert!(p["result"].get("stale").is_none());
+    wait_until("callbacks", Duration::from_secs(15), || async {
+        rx.count() >= 4
+    })
+    .await;
+    let milestones: Vec<String> = rx
+        .bodies()
+        .iter()
+        .map(|b| b["milestone"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        milestones,
+        ["accepted", "executing", "retrying", "completed"]
+    );
+}
+
+#[tokio::test]
+async fn flow_errors_fail_terminally_and_max_attempts_dead_letter() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let target = json!({"routing": "queue", "account_id": "acc-1"});
+    let flow = app
+        .enqueue(&keyword(
+            "f1",
+            target.clone(),
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let o = agent.expect_order().await;
+    agent.event(&o, 1, EventKind::Accepted).await;
+    agent
+        .event(&o, 2, finished_err("flow_error:unknown_screen", true))
+        .await;
+    let p = app.wait_status(flow, "failed_terminal").await;
+    assert_eq!(p["error"]["code"], "flow_error:unknown_screen");
+    assert_eq!(app.item_state(o.queue_item_id).await, "DEAD_LETTER");
+
+    let dev = app
+        .enqueue(&keyword(
+            "f2",
+            target,
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    for attempt in 1..=3u32 {
+        let o = agent.expect_order().await;
+        assert_eq!(o.process_id, Some(dev));
+        assert_eq!(o.attempt, attempt);
+        agent.event(&o, 1, EventKind::Accepted).await;
+        agent.event(&o, 2, finished_err("device_error", true)).await;
+    }
+    app.wait_status(dev, "failed_terminal").await;
+    let (_, item) = app.get(&format!("/processes/{dev}")).await;
+    let qid = item["linked_ids"]["queue_item_ids"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(app.item_state(qid).await, "DEAD_LETTER");
+    assert!(
+        agent.next_order(Duration::from_millis(800)).await.is_none(),
+        "no fourth attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_retries_with_the_next_attempt() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue(&keyword(
+            "l1",
+            json!({"routing": "queue", "account_id": "acc-1"}),
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let o1 = agent.expect_order().await;
+    agent.event(&o1, 1, EventKind::Accepted).await;
+    app.wait_status(pid, "executing").await;
+    // The run goes silent (no milestones, no heartbeats); the lease is 3 s in tests.
+    app.wait_item_state(o1.queue_item_id, "RETRYABLE").await;
+    assert_eq!(app.status(pid).await, "retrying");
+    let o2 = agent.expect_order().await;
+    assert_eq!(o2.attempt, 2);
+    // The silent run was told to stop.
+    let ctl = agent
+        .next_control(Duration::from_secs(10))
+        .await
+        .expect("cancel of the lapsed run");
+    assert_eq!(
+        ctl,
+        Control::Cancel {
+            queue_item_id: o1.queue_item_id,
+            attempt: 1,
+            mode: CancelMode::Hard
+        }
+    );
+    // Heartbeats keep a run's lease alive beyond the lease length.
+    agent.event(&o2, 1, EventKind::Accepted).await;
+    for seq in 2..8 {
+        tokio::time::sleep(Duration::from_millis(700)).await; // the run's own pace, not a sync
+        agent.event(&o2, seq, EventKind::Heartbeat).await;
+    }
+    assert_eq!(app.item_state(o2.queue_item_id).await, "EXECUTING");
+    agent.event(&o2, 8, finished_ok("{}")).await;
+    app.wait_status(pid, "completed").await;
+}
+
+#[tokio::test]
+async fn group_fan_out_with_one_failure_is_failed_terminal_with_partial_progress() {
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1", "P2", "P3"]).await;
+    for i in 1..=3 {
+        app.account(&format!("acc-{i}"), &format!("P{i}")).await;
+    }
+    let pid = app
+        .enqueue(&keyword(
+            "g1",
+            json!({"routing": "group", "account_ids": ["acc-1", "acc-2", "acc-3"]}),
+            "unattended",
+            "http://127.0.0.1:9/cb",
+        ))
+        .await;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(agent.expect_order().await);
+    }
+    let mut phones: Vec<&str> = orders.iter().map(|o| o.phone_id.as_str()).collect();
+    phones.sort();
+    assert_eq!(phones, ["P1", "P2", "P3"]);
+    for o in &orders {
+        agent.event(o, 1, EventKind::Accepted).await;
+    }
+    agent.event(&orders[0], 2, finished_ok(r#"{"ok":1}"#)).await;
+    agent
+        .event(&orders[1], 2, finished_err("account_outcome:banned", false))
+        .await;
+    let p = app.process(pid).await;
+    assert_ne!(p["status"], "failed_terminal", "one run is still going");
+    agent.event(&orders[2], 2, finished_ok(r#"{"ok":3}"#)).await;
+    let p = app.wait_status(pid, "failed_terminal").await;
+    assert_eq!(
+        p["partial_progress"],
+        json!({"total": 3, "queued": 0, "executing": 0, "retrying": 0, "completed": 2, "failed": 1, "cancelled": 0})
+    );
+    assert_eq!(
+        p["linked_ids"]["failed_queue_item_ids"],
+        json!([orders[1].queue_item_id])
+    );
+    assert_eq!(
+        p["result"]["runs"][orders[0].queue_item_id.to_string()]["ok"],
+        1
+    );
+    assert_eq!(p["error"]["code"], "account_outcome:banned");
+}
