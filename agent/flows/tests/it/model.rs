@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,13 +15,31 @@ use phonefarm_phonemodel::{Identity, Phone, PhoneConfig, UiVariant};
 #[derive(Debug)]
 pub struct ModelDevice {
     phone: Mutex<Phone>,
+    /// Calls fail once the phone holds more posts than this (`usize::MAX`: never).
+    cut_after_posts: AtomicUsize,
 }
 
 impl ModelDevice {
     pub fn new(config: PhoneConfig) -> Self {
         Self {
             phone: Mutex::new(Phone::with_config(Identity::default(), config)),
+            cut_after_posts: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// From the moment the phone holds more than `posts` posts, every call fails as if the link
+    /// had dropped (`None`: never): a run that dies right after publishing.
+    pub fn cut_link_after_posts(&self, posts: Option<usize>) {
+        self.cut_after_posts
+            .store(posts.unwrap_or(usize::MAX), Ordering::SeqCst);
+    }
+
+    fn link(&self) -> Result<(), DeviceError> {
+        let limit = self.cut_after_posts.load(Ordering::SeqCst);
+        if limit != usize::MAX && self.phone().posts().len() > limit {
+            return Err(DeviceError::Disconnected("link cut by the test".into()));
+        }
+        Ok(())
     }
 
     pub fn variant(variant: UiVariant) -> Self {
@@ -37,6 +56,7 @@ impl ModelDevice {
 
 impl Device for ModelDevice {
     async fn shell(&self, cmd: &str, _deadline: Duration) -> Result<ShellOutput, DeviceError> {
+        self.link()?;
         let out = self.phone().shell(cmd);
         Ok(ShellOutput {
             stdout: out.stdout,
@@ -46,6 +66,7 @@ impl Device for ModelDevice {
     }
 
     async fn push(&self, data: Vec<u8>, remote: &str, mode: u32) -> Result<(), DeviceError> {
+        self.link()?;
         let mut phone = self.phone();
         let mtime = phone.config().clock;
         phone

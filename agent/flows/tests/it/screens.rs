@@ -208,3 +208,50 @@ async fn the_wrong_variants_pack_still_works_through_fallbacks() {
         "the id alternative cannot match on variant B"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn profile_post_captions_are_found_with_ids_and_on_fallbacks() {
+    use phonefarm_flows::flows::{FlowCtx, FlowOptions, NoopSink, PostVideoInputs, post_video};
+    for variant in VARIANTS {
+        let device = ModelDevice::variant(variant);
+        let pack = pack_for(&device).await;
+        let stripped = without_ids(&pack);
+        let ui = ui(&device);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let ctx = FlowCtx {
+            ui: &ui,
+            pack: &pack,
+            sink: &NoopSink,
+            cancel: &cancel,
+            options: FlowOptions::default(),
+        };
+        for (i, caption) in ["First clip", "Second clip"].into_iter().enumerate() {
+            let inputs = PostVideoInputs {
+                file_name: format!("clip-{i}.mp4"),
+                video: b"fake video".to_vec(),
+                caption: caption.into(),
+                hashtags: vec!["tag".into()],
+                marker: Some(format!("m-{i}")),
+            };
+            post_video(&ctx, &inputs).await.unwrap();
+        }
+        // post_video ends on the profile, where it found the new post.
+        let tree = ui.dump().await.unwrap();
+        assert_eq!(device.phone().screen(), ScreenKind::Profile);
+        for p in [&*pack, &stripped] {
+            let texts: Vec<_> = p
+                .find_all(&tree, "profile_post_caption")
+                .into_iter()
+                .map(|i| tree.get(i).unwrap().text.clone())
+                .collect();
+            assert_eq!(
+                texts,
+                ["Second clip #tag m-1", "First clip #tag m-0"],
+                "{variant:?} {}",
+                p.name()
+            );
+            assert_eq!(p.find_all(&tree, "profile_post").len(), 2);
+            assert!(p.find(&tree, "profile_empty").is_none());
+        }
+    }
+}
