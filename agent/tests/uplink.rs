@@ -569,6 +569,12 @@ async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
         (std::fs::read_dir(&events_dir).ok()?.count() == 0).then_some(())
     })
     .await;
+    // The work consumer rode out the outage by itself: a new order still runs.
+    let next = order("SIMB1", short_warmup());
+    publish_order(&env.js, agent, &next).await;
+    let events = wait_finished(&env.js, agent, next.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    assert_eq!(finished(&events).unwrap().0, Outcome::Completed);
     daemon.stop().await;
 }
 
@@ -637,12 +643,21 @@ async fn soft_and_hard_cancel_end_runs_as_cancelled() {
     publish_order(&env.js, agent, &soft).await;
     publish_order(&env.js, agent, &hard).await;
     for o in [&soft, &hard] {
-        wait_for("a run watching videos", Duration::from_secs(60), async || {
-            let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
-            evs.iter()
-                .any(|e| matches!(&e.kind, EventKind::StepStarted { step } if step.contains("watch")))
-                .then_some(())
-        })
+        // Watching a video (a 30 s dwell) and heartbeating meanwhile.
+        wait_for(
+            "a run watching videos",
+            Duration::from_secs(60),
+            async || {
+                let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+                let watching = evs.iter().position(
+                |e| matches!(&e.kind, EventKind::StepStarted { step } if step.starts_with("watch")),
+            )?;
+                evs[watching..]
+                    .iter()
+                    .any(|e| e.kind == EventKind::Heartbeat)
+                    .then_some(())
+            },
+        )
         .await;
     }
     let t0 = Instant::now();
@@ -845,5 +860,146 @@ async fn flow_packs_from_kv_apply_to_the_next_run_and_bad_ones_are_ignored() {
     )
     .await;
     assert_complete_sequence(&done);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_per_phone_and_the_consumer_is_bound_again_after_deletion() {
+    let agent = "rack-h";
+    let env = env(agent, true).await;
+    let phone = sim("SIMH1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let first = order("SIMH1", short_warmup());
+    let second = order("SIMH1", short_warmup());
+    publish_order(&env.js, agent, &first).await;
+    publish_order(&env.js, agent, &second).await;
+    let a = wait_finished(&env.js, agent, first.queue_item_id, Duration::from_secs(60)).await;
+    let b = wait_finished(
+        &env.js,
+        agent,
+        second.queue_item_id,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_complete_sequence(&a);
+    assert_complete_sequence(&b);
+    // The second order was accepted only once the first run had finished.
+    let all = run_events(&env.js, agent).await.unwrap();
+    let pos = |qid: Uuid, pred: &dyn Fn(&EventKind) -> bool| {
+        all.iter()
+            .position(|e| e.queue_item_id == qid && pred(&e.kind))
+            .unwrap()
+    };
+    let first_done = pos(first.queue_item_id, &|k| {
+        matches!(k, EventKind::Finished { .. })
+    });
+    let second_accepted = pos(second.queue_item_id, &|k| *k == EventKind::Accepted);
+    assert!(first_done < second_accepted, "runs on one phone overlapped");
+
+    // The coordinator deletes and recreates the agent's work consumer: the agent binds again.
+    let work = env.js.get_stream(subjects::WORK_STREAM).await.unwrap();
+    work.delete_consumer(&subjects::agent_consumer(agent))
+        .await
+        .unwrap();
+    work.create_consumer(consumer::pull::Config {
+        durable_name: Some(subjects::agent_consumer(agent)),
+        filter_subject: subjects::work(agent),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let third = order("SIMH1", short_warmup());
+    publish_order(&env.js, agent, &third).await;
+    let c = wait_finished(&env.js, agent, third.queue_item_id, Duration::from_secs(60)).await;
+    assert_eq!(finished(&c).unwrap().0, Outcome::Completed);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_authenticates_and_refuses_a_bad_agent_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = DaemonConfig::new("rack.1", "nats://127.0.0.1:1", dir.path().join("a"));
+    bad.tcp.clear();
+    let err = daemon::run(bad, CancellationToken::new())
+        .await
+        .expect_err("a dotted agent id is refused");
+    assert!(err.to_string().contains("subject-safe"), "{err:#}");
+
+    // A server that requires a user and password: the agent's presence arrives with them.
+    let port = free_port();
+    let store = dir.path().join("nats");
+    let mut child = Command::new(NATS_SERVER)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "--user",
+            "agent",
+            "--pass",
+            "s3cret",
+            "-sd",
+        ])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs");
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("agent".into(), "s3cret".into())
+        .retry_on_initial_connect()
+        .connect(&url)
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    bootstrap(&js, "rack-i", true).await;
+    let mut cfg = DaemonConfig::new("rack-i", url, dir.path().join("agent"));
+    cfg.presence_interval = Duration::from_millis(300);
+    cfg.nats_auth = phonefarm_agent::uplink::NatsAuth::UserPassword {
+        user: "agent".into(),
+        password: "s3cret".into(),
+    };
+    let daemon = Agent::start(cfg);
+    let kv = js.get_key_value(subjects::AGENTS_BUCKET).await.unwrap();
+    let presence: Presence = wait_for("presence", Duration::from_secs(20), async || {
+        phonefarm_shared::decode(&kv.get("rack-i").await.ok()??).ok()
+    })
+    .await;
+    assert_eq!(presence.agent_id, "rack-i");
+    assert_eq!(presence.phones, 0);
+    daemon.stop().await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_short_by_a_restart_is_reported_retryable() {
+    let agent = "rack-j";
+    let env = env(agent, true).await;
+    let phone = sim("SIMJ1").await;
+    let cfg = config(agent, &env.nats.url(), &env.state, &[&phone]);
+    let daemon = Agent::start(cfg.clone());
+    let o = order("SIMJ1", long_warmup());
+    publish_order(&env.js, agent, &o).await;
+    wait_for("the run under way", Duration::from_secs(60), async || {
+        let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+        evs.iter()
+            .any(|e| matches!(e.kind, EventKind::StepStarted { .. }))
+            .then_some(())
+    })
+    .await;
+    daemon.stop().await;
+
+    let daemon = Agent::start(cfg);
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(30)).await;
+    assert_complete_sequence(&events);
+    let (outcome, _, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap();
+    assert_eq!(error.code, "agent_restarted");
+    assert!(error.retryable);
     daemon.stop().await;
 }
