@@ -156,7 +156,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     let started_at = uplink::now_ms();
     tracing::info!(%agent_id, nats = %config.nats_url, phones = config.tcp.len(), usb = config.usb, "agent starting");
 
-    let client = uplink::connect(&config.nats_url, &agent_id, &config.nats_auth).await?;
+    let conn = uplink::connect(&config.nats_url, &agent_id, &config.nats_auth).await?;
+    let client = conn.client.clone();
     let js = uplink::jetstream(client.clone());
     let inner = shutdown.child_token();
     let mut tasks = JoinSet::new();
@@ -275,6 +276,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         agent_id.clone(),
         started_at,
         fleet.statuses(),
+        conn.connects.clone(),
         inner.clone(),
     ));
 

@@ -638,6 +638,34 @@ async fn soft_and_hard_cancel_end_runs_as_cancelled() {
         },
     )
     .await;
+    // A cancel that overtakes its order: the order is accepted and finished unrun.
+    let early = order("SIMD1", long_warmup());
+    publish_control(
+        &env.js,
+        agent,
+        &Control::Cancel {
+            queue_item_id: early.queue_item_id,
+            attempt: early.attempt,
+            mode: CancelMode::Soft,
+        },
+    )
+    .await;
+    wait_for(
+        "the early cancel consumed",
+        Duration::from_secs(20),
+        async || (stream_messages(&env.js, subjects::CTL_STREAM).await? == 0).then_some(()),
+    )
+    .await;
+    publish_order(&env.js, agent, &early).await;
+    let events = wait_finished(&env.js, agent, early.queue_item_id, Duration::from_secs(20)).await;
+    assert_complete_sequence(&events);
+    assert_eq!(
+        events.len(),
+        2,
+        "Accepted then Finished, nothing run: {events:?}"
+    );
+    assert_eq!(finished(&events).unwrap().0, Outcome::Cancelled);
+
     let soft = order("SIMD1", long_warmup());
     let hard = order("SIMD2", long_warmup());
     publish_order(&env.js, agent, &soft).await;

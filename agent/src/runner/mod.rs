@@ -9,7 +9,7 @@
 pub mod device;
 pub mod run;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,7 @@ impl RunnerHandle {
         let actor = Actor {
             deps: Arc::new(deps),
             active: HashMap::new(),
+            early_cancels: VecDeque::new(),
             rx,
             tx: tx.downgrade(),
             shutdown,
@@ -171,9 +172,14 @@ pub async fn finish_orphans(events: &EventSink) -> Result<usize, EmitError> {
     Ok(orphans.len())
 }
 
+/// Cancels remembered for runs not (yet) known: a cancel may overtake its work order (they
+/// travel on different streams).
+const EARLY_CANCELS: usize = 1024;
+
 struct Actor {
     deps: Arc<RunnerDeps>,
     active: HashMap<String, Active>,
+    early_cancels: VecDeque<(Uuid, u32)>,
     rx: mpsc::Receiver<Command>,
     tx: mpsc::WeakSender<Command>,
     shutdown: CancellationToken,
@@ -211,7 +217,16 @@ impl Actor {
                             }
                             true
                         }
-                        None => false,
+                        None => {
+                            let key = (queue_item_id, attempt);
+                            if !self.early_cancels.contains(&key) {
+                                if self.early_cancels.len() >= EARLY_CANCELS {
+                                    self.early_cancels.pop_front();
+                                }
+                                self.early_cancels.push_back(key);
+                            }
+                            false
+                        }
                     };
                     let _ = reply.send(found);
                 }
@@ -247,6 +262,24 @@ impl Actor {
             .is_some()
         {
             return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+        }
+        let key = (order.queue_item_id, order.attempt);
+        if let Some(i) = self.early_cancels.iter().position(|k| *k == key) {
+            // Cancelled before it arrived: accept it (so it is acked) and finish it unrun.
+            let Some(stored) = events.accept(&order).await? else {
+                return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+            };
+            self.early_cancels.remove(i);
+            tracing::info!(queue_item_id = %order.queue_item_id, attempt = order.attempt, "order cancelled before it arrived; not run");
+            let finished = EventKind::Finished {
+                outcome: Outcome::Cancelled,
+                result_json: "null".into(),
+                error: None,
+            };
+            events
+                .emit(order.queue_item_id, order.attempt, finished)
+                .await?;
+            return Ok(Admission::Accepted(stored));
         }
         if let Some(a) = self.active.get(&order.phone_id) {
             return Ok(Admission::Busy {

@@ -75,16 +75,27 @@ pub fn inbox_prefix(agent_id: &str) -> String {
     format!("_INBOX_{agent_id}")
 }
 
+/// The agent's NATS connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub client: async_nats::Client,
+    /// Counts (re)connects: changes every time the connection comes (back) up, so reports
+    /// the coordinator keeps (inventory) can be sent again.
+    pub connects: tokio::sync::watch::Receiver<u64>,
+}
+
 /// Connects to NATS as `agent_id`. The first connect is retried in the background (the call
 /// returns at once), and reconnects never give up.
 pub async fn connect(
     url: &str,
     agent_id: &str,
     auth: &NatsAuth,
-) -> Result<async_nats::Client, UplinkError> {
+) -> Result<Connection, UplinkError> {
     if !phonefarm_shared::is_subject_token(agent_id) {
         return Err(UplinkError::BadAgentId(agent_id.to_string()));
     }
+    let (connects_tx, connects) = tokio::sync::watch::channel(0u64);
+    let connects_tx = std::sync::Arc::new(connects_tx);
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("phonefarm-agent {agent_id}"))
         .custom_inbox_prefix(inbox_prefix(agent_id))
@@ -96,11 +107,17 @@ pub async fn connect(
             let ms = 100u64.saturating_mul(1 << attempts.min(5));
             Duration::from_millis(ms.min(2000))
         })
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                other => tracing::debug!(event = %other, "NATS event"),
+        .event_callback(move |event| {
+            let connects_tx = connects_tx.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        connects_tx.send_modify(|n| *n += 1);
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
             }
         });
     opts = match auth {
@@ -118,12 +135,14 @@ pub async fn connect(
                 })?
         }
     };
-    opts.connect(url)
+    let client = opts
+        .connect(url)
         .await
         .map_err(|source| UplinkError::Connect {
             url: url.to_string(),
             source,
-        })
+        })?;
+    Ok(Connection { client, connects })
 }
 
 /// A JetStream context over the agent's connection.

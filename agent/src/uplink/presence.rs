@@ -75,16 +75,19 @@ pub async fn run_presence(
     }
 }
 
-/// Publishes an inventory report at start and on every change of `phones`.
+/// Publishes an inventory report at start, on every change of `phones` and after every
+/// (re)connect (`connects` changes).
 pub async fn run_inventory(
     js: jetstream::Context,
     agent_id: String,
     started_at_unix_ms: i64,
     mut phones: watch::Receiver<Vec<PhoneStatus>>,
+    mut connects: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
     let subject = subjects::inventory(&agent_id);
     let mut seq = 0u64;
+    connects.mark_unchanged();
     loop {
         seq += 1;
         let report = Inventory {
@@ -137,6 +140,10 @@ pub async fn run_inventory(
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = phones.changed() => if changed.is_err() { return; },
+            changed = connects.changed() => {
+                if changed.is_err() { return; }
+                tracing::debug!(%agent_id, "reconnected: inventory sent again");
+            }
         }
     }
 }
