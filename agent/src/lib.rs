@@ -4,6 +4,7 @@
 //! packs, and reports to the coordinator over NATS JetStream.
 
 pub mod adb;
+pub mod assets;
 pub mod cli;
 pub mod daemon;
 pub mod fleet;
