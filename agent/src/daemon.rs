@@ -163,7 +163,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     let mut tasks = JoinSet::new();
 
     let events = EventSink::spawn(
-        journal,
+        journal.clone(),
         js.clone(),
         &agent_id,
         config.publisher.clone(),
@@ -290,6 +290,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     {
         tracing::warn!(%agent_id, "tasks did not stop in time");
     }
+    // Runs still winding down can no longer write: the next process owns the journal.
+    let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     Ok(())
 }

@@ -786,7 +786,7 @@ async fn a_banned_account_fails_non_retryably_with_evidence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_inventory_report_the_phones_and_their_changes() {
     let agent = "rack-f";
-    let env = env(agent, true).await;
+    let mut env = env(agent, true).await;
     let (p1, p2) = (sim("SIMF1").await, sim("SIMF2").await);
     let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&p1, &p2]));
     let kv = env.js.get_key_value(subjects::AGENTS_BUCKET).await.unwrap();
@@ -849,6 +849,22 @@ async fn presence_and_inventory_report_the_phones_and_their_changes() {
     )
     .await;
     assert!(later.seq > first.seq, "a new report, not a rewrite");
+
+    // Nothing changes on the phones, but the connection comes back: the report is sent again.
+    let cut = now_ms();
+    env.nats.restart().await;
+    let after = wait_for(
+        "an inventory after the reconnect",
+        Duration::from_secs(30),
+        async || {
+            inventories()
+                .await?
+                .into_iter()
+                .find(|i| i.at_unix_ms > cut)
+        },
+    )
+    .await;
+    assert_eq!(after.phones.len(), 2);
     daemon.stop().await;
 }
 
@@ -1029,5 +1045,122 @@ async fn a_run_cut_short_by_a_restart_is_reported_retryable() {
     let error = error.unwrap();
     assert_eq!(error.code, "agent_restarted");
     assert!(error.retryable);
+    daemon.stop().await;
+}
+
+/// The agent under the least-privilege user `deploy/nats/agent-user.sh` generates: presence,
+/// consumers, events, flow packs from KV and evidence all work with exactly those permissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_works_with_the_least_privilege_permissions() {
+    let agent = "rack-k";
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/agent-user.sh");
+    let entry = Command::new("sh")
+        .arg(&script)
+        .args([agent, "\"agent-pw\""])
+        .output()
+        .expect("agent-user.sh runs");
+    assert!(
+        entry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&entry.stderr)
+    );
+    let port = free_port();
+    let conf = format!(
+        "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\nauthorization {{\n  users: [\n    {{ user: \"coordinator\", password: \"coord-pw\", permissions: {{ publish: {{ allow: [\">\"] }}, subscribe: {{ allow: [\">\"] }} }} }}\n{}\n  ]\n}}\n",
+        dir.path().join("nats").display(),
+        String::from_utf8_lossy(&entry.stdout)
+    );
+    let conf_path = dir.path().join("nats.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut server = NatsServer {
+        port,
+        store: dir.path().join("nats"),
+        child: None,
+    };
+    let child = Command::new(NATS_SERVER)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs");
+    server.child = Some(child);
+    wait_for(
+        "nats-server to listen",
+        Duration::from_secs(10),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        },
+    )
+    .await;
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("coordinator".into(), "coord-pw".into())
+        .retry_on_initial_connect()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    bootstrap(&js, agent, true).await;
+    let toml = std::fs::read_to_string(packs_dir().join("tiktok-32.toml")).unwrap();
+    let flows = js.get_key_value(subjects::FLOWS_BUCKET).await.unwrap();
+    flows.put("tiktok-32", toml.into()).await.unwrap();
+
+    let (good, banned) = (sim("SIMK1").await, sim("SIMK2").await);
+    banned.phone.lock().unwrap().config_mut().account = AccountState::Banned;
+    let mut cfg = config(
+        agent,
+        &server.url(),
+        &dir.path().join("agent"),
+        &[&good, &banned],
+    );
+    cfg.flow_packs_dir = None;
+    cfg.nats_auth = phonefarm_agent::uplink::NatsAuth::UserPassword {
+        user: agent.into(),
+        password: "agent-pw".into(),
+    };
+    let daemon = Agent::start(cfg);
+
+    let kv = js.get_key_value(subjects::AGENTS_BUCKET).await.unwrap();
+    wait_for("presence", Duration::from_secs(20), async || {
+        let p: Presence = phonefarm_shared::decode(&kv.get(agent).await.ok()??).ok()?;
+        (p.phones == 2).then_some(())
+    })
+    .await;
+    wait_for("an inventory", Duration::from_secs(20), async || {
+        (!stored(&js, &subjects::inventory(agent)).await?.is_empty()).then_some(())
+    })
+    .await;
+    // The pack comes from KV (no local packs): retry until the watcher has applied it.
+    wait_for(
+        "a run with the KV pack",
+        Duration::from_secs(90),
+        async || {
+            let o = order("SIMK1", short_warmup());
+            publish_order(&js, agent, &o).await;
+            let evs = wait_finished(&js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+            assert_complete_sequence(&evs);
+            (finished(&evs)?.0 == Outcome::Completed).then_some(())
+        },
+    )
+    .await;
+    let o = order("SIMK2", short_warmup());
+    publish_order(&js, agent, &o).await;
+    let evs = wait_finished(&js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        finished(&evs).unwrap().2.unwrap().code,
+        "account_outcome:banned"
+    );
+    let evidence = evs
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Evidence { .. }))
+        .count();
+    assert_eq!(
+        evidence, 2,
+        "dump and screenshot stored under least privilege"
+    );
     daemon.stop().await;
 }

@@ -21,6 +21,8 @@ use tracing::Instrument as _;
 use super::RunnerDeps;
 use super::device::PhoneDevice;
 use crate::uplink::evidence::object_name;
+use crate::uplink::journal::JournalError;
+use crate::uplink::publisher::EmitError;
 
 /// Milestones into the forwarder's channel (the sink must not block the flow).
 struct ChannelSink(mpsc::UnboundedSender<EventKind>);
@@ -109,8 +111,11 @@ async fn execute_inner(
                     },
                     _ = tick.tick() => EventKind::Heartbeat,
                 };
-                if let Err(e) = events.emit(qid, attempt, kind).await {
-                    tracing::error!(error = %e, "cannot journal a run event");
+                match events.emit(qid, attempt, kind).await {
+                    Ok(_) => {}
+                    // The agent is stopping.
+                    Err(EmitError::Journal(JournalError::Closed) | EmitError::Stopped) => return,
+                    Err(e) => tracing::error!(error = %e, "cannot journal a run event"),
                 }
             }
         }

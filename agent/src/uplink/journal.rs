@@ -40,6 +40,8 @@ pub enum JournalError {
     AlreadyFinished { queue_item_id: Uuid, attempt: u32 },
     #[error("cannot encode order record")]
     Encode(#[source] serde_json::Error),
+    #[error("the journal is closed")]
+    Closed,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -76,6 +78,8 @@ pub enum Admission {
 }
 
 struct Inner {
+    /// Set by [`Journal::close`]: no more writes (another process may own the directory).
+    closed: bool,
     next_counter: u64,
     orders: HashMap<(Uuid, u32), OrderRecord>,
 }
@@ -165,6 +169,7 @@ impl Journal {
             orders_dir,
             events_dir,
             inner: Mutex::new(Inner {
+                closed: false,
                 next_counter,
                 orders,
             }),
@@ -239,10 +244,20 @@ impl Journal {
         self.lock().orders.get(&(queue_item_id, attempt)).cloned()
     }
 
+    /// Refuses every later write; waits for a write in progress. Called when the agent stops,
+    /// so a task that outlives it cannot write behind the back of the next process.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
     /// Journals a new order and its `Accepted` event (seq 1), or reports it as known.
     pub fn accept_order(&self, order: &WorkOrder) -> Result<Admission, JournalError> {
         let key = (order.queue_item_id, order.attempt);
-        if let Some(rec) = self.lock().orders.get(&key) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(JournalError::Closed);
+        }
+        if let Some(rec) = inner.orders.get(&key) {
             return Ok(Admission::Known {
                 finished: rec.finished,
             });
@@ -253,7 +268,8 @@ impl Journal {
             finished: false,
         };
         self.write_record(&rec)?;
-        self.lock().orders.insert(key, rec);
+        inner.orders.insert(key, rec);
+        drop(inner);
         self.append(order.queue_item_id, order.attempt, EventKind::Accepted)
             .map(Admission::New)
     }
@@ -268,6 +284,9 @@ impl Journal {
         kind: EventKind,
     ) -> Result<JournaledEvent, JournalError> {
         let mut inner = self.lock();
+        if inner.closed {
+            return Err(JournalError::Closed);
+        }
         let counter = inner.next_counter;
         let rec =
             inner
@@ -396,6 +415,24 @@ mod tests {
             .map(|e| e.event.seq)
             .collect();
         assert_eq!(order, [2, 3], "replay keeps journal order");
+    }
+
+    #[test]
+    fn a_closed_journal_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let o = order(2);
+        j.accept_order(&o).unwrap();
+        j.close();
+        assert!(matches!(
+            j.append(o.queue_item_id, 1, EventKind::Heartbeat),
+            Err(JournalError::Closed)
+        ));
+        assert!(matches!(
+            j.accept_order(&order(3)),
+            Err(JournalError::Closed)
+        ));
+        assert_eq!(j.pending_count(), 1, "only Accepted was written");
     }
 
     #[test]
