@@ -111,6 +111,7 @@ pub async fn pass(
     }
     tx.commit().await?;
     if dispatched > 0 {
+        metrics::counter!("phonefarm_bus_dispatched_total").increment(dispatched as u64);
         bus.wakers.relay.notify_one();
     }
     if notify_callbacks {

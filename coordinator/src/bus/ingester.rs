@@ -363,13 +363,19 @@ fn parse_subject(subject: &str) -> Option<(&str, &str)> {
     Some((agent, kind))
 }
 
-/// Handles one message; returns how to ack it.
+/// After this many deliveries, an event that Postgres keeps rejecting (a constraint or data
+/// error, not an outage) is terminated instead of retried forever.
+const MAX_REJECTED_DELIVERIES: i64 = 10;
+
+/// Handles one message (`delivered`: how many times the server has delivered it); returns how
+/// to ack it.
 async fn handle(
     bus: &BusHandle,
     db: &PgPool,
     callbacks: &Notify,
     subject: &str,
     payload: &[u8],
+    delivered: i64,
 ) -> AckKind {
     let Some((agent, kind)) = parse_subject(subject) else {
         tracing::warn!(subject, "event on an unexpected subject; dropped");
@@ -421,8 +427,14 @@ async fn handle(
             }
             AckKind::Ack
         }
+        Err(e @ sqlx::Error::Database(_)) if delivered >= MAX_REJECTED_DELIVERIES => {
+            tracing::error!(agent_id = agent, subject, delivered, error = %e,
+                "the database keeps rejecting an event; dropped");
+            metrics::counter!("phonefarm_bus_events_dropped_total").increment(1);
+            AckKind::Term
+        }
         Err(e) => {
-            tracing::warn!(agent_id = agent, error = %e, "applying an event failed; redelivery requested");
+            tracing::warn!(agent_id = agent, delivered, error = %e, "applying an event failed; redelivery requested");
             AckKind::Nak(Some(Duration::from_secs(1)))
         }
     }
@@ -465,8 +477,10 @@ pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: C
             match next {
                 None => break,
                 Some(Ok(msg)) => {
-                    let ack =
-                        handle(&bus, &db, &callbacks, msg.subject.as_str(), &msg.payload).await;
+                    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+                    let subject = msg.subject.as_str();
+                    let ack = handle(&bus, &db, &callbacks, subject, &msg.payload, delivered).await;
+                    metrics::counter!("phonefarm_bus_events_total").increment(1);
                     if let Err(e) = msg.ack_with(ack).await {
                         tracing::warn!(error = %e, "acking an event failed (it will be redelivered)");
                     }

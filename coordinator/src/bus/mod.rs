@@ -239,3 +239,18 @@ pub(crate) async fn idle(notify: &Notify, every: Duration, shutdown: &Cancellati
 pub(crate) fn td(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let c = BusConfig::new("nats://x");
+        assert_eq!(c.backoff(1), Duration::from_secs(5));
+        assert_eq!(c.backoff(2), Duration::from_secs(10));
+        assert_eq!(c.backoff(3), Duration::from_secs(20));
+        assert_eq!(c.backoff(30), Duration::from_secs(300));
+        assert_eq!(c.backoff(0), Duration::from_secs(5));
+    }
+}

@@ -69,6 +69,8 @@ pub async fn pass(bus: &BusHandle, db: &PgPool) -> Result<Pass, sqlx::Error> {
         tracing::warn!(failed = failed.len(), published = ok.len(), error = %last_error, "outbox publishes failed; retrying");
     }
     tx.commit().await?;
+    metrics::counter!("phonefarm_bus_published_total").increment(ok.len() as u64);
+    metrics::counter!("phonefarm_bus_publish_failures_total").increment(failed.len() as u64);
     Ok(Pass {
         published: ok.len(),
         failed: failed.len(),

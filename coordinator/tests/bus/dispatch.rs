@@ -54,6 +54,16 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
         .event(
             &order,
             4,
+            EventKind::Evidence {
+                object: "rack-1/run/1/screen.png".into(),
+                kind: "screenshot".into(),
+            },
+        )
+        .await;
+    agent
+        .event(
+            &order,
+            5,
             finished_ok(
                 r#"{"keywords":{"fitness":{"videos_watched":2,"liked":0,"commented":false}}}"#,
             ),
@@ -107,10 +117,15 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
             "accepted",
             "step_started",
             "progress",
+            "evidence",
             "finished"
         ]),
         "{kinds:?}"
     );
+    assert_eq!(item["evidence"][0]["object"], "rack-1/run/1/screen.png");
+    assert_eq!(item["evidence"][0]["bucket"], "pf_evidence");
+    assert!(item["attempts"][0]["dispatched_at"].is_string());
+    assert_eq!(item["attempts"][0]["phone_id"], "P1");
     let (s, _) = app
         .get(&format!("/queue-items/{}", uuid::Uuid::now_v7()))
         .await;
