@@ -1164,3 +1164,46 @@ async fn the_agent_works_with_the_least_privilege_permissions() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_sharing_a_serial_get_ids_by_location() {
+    let agent = "rack-l";
+    let env = env(agent, true).await;
+    let (p1, p2) = (sim("DUP0").await, sim("DUP0").await);
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&p1, &p2]));
+    let inv = wait_for(
+        "an inventory of both phones",
+        Duration::from_secs(20),
+        async || {
+            let raw = stored(&env.js, &subjects::inventory(agent)).await?;
+            raw.iter()
+                .map(|(_, p)| phonefarm_shared::decode::<Inventory>(p).expect("inventory decodes"))
+                .rev()
+                .find(|i| i.phones.iter().filter(|p| p.serial == "DUP0").count() == 2)
+        },
+    )
+    .await;
+    let ids: HashSet<&str> = inv.phones.iter().map(|p| p.phone_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "distinct ids: {ids:?}");
+    for (p, sim) in inv.phones.iter().zip([&p1, &p2]) {
+        assert_eq!(p.location, sim.address());
+        assert!(p.phone_id.starts_with("DUP0-"), "{}", p.phone_id);
+        assert!(phonefarm_shared::is_subject_token(&p.phone_id));
+    }
+    // Work addressed by such an id reaches that very phone.
+    let o = order(&inv.phones[1].phone_id, short_warmup());
+    publish_order(&env.js, agent, &o).await;
+    let evs = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_eq!(finished(&evs).unwrap().0, Outcome::Completed);
+    let searched = |sim: &Sim| {
+        sim.phone
+            .lock()
+            .unwrap()
+            .actions()
+            .iter()
+            .filter(|a| matches!(a, phonefarm_phonemodel::Action::Searched { .. }))
+            .count()
+    };
+    assert_eq!((searched(&p1), searched(&p2)), (0, 1));
+    daemon.stop().await;
+}

@@ -52,8 +52,36 @@ impl std::fmt::Debug for NatsAuth {
     }
 }
 
+impl NatsAuth {
+    /// The credentials from command-line style options: at most one of user/password (both
+    /// together), an nkey seed, or a creds file.
+    pub fn from_options(
+        user: Option<String>,
+        password: Option<String>,
+        nkey_seed: Option<String>,
+        creds_file: Option<PathBuf>,
+    ) -> Result<Self, UplinkError> {
+        match (user, password, nkey_seed, creds_file) {
+            (None, None, None, None) => Ok(NatsAuth::None),
+            (Some(user), Some(password), None, None) => {
+                Ok(NatsAuth::UserPassword { user, password })
+            }
+            (None, None, Some(seed), None) => Ok(NatsAuth::NkeySeed(seed)),
+            (None, None, None, Some(path)) => Ok(NatsAuth::CredsFile(path)),
+            (Some(_), None, None, None) | (None, Some(_), None, None) => Err(
+                UplinkError::BadCredentials("a NATS user needs a password and vice versa"),
+            ),
+            _ => Err(UplinkError::BadCredentials(
+                "give one of: user and password, an nkey seed, a creds file",
+            )),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
+    #[error("bad NATS credentials: {0}")]
+    BadCredentials(&'static str),
     #[error("agent id {0:?} is not a subject-safe token")]
     BadAgentId(String),
     #[error("cannot read the NATS credentials file {path}")]
@@ -164,4 +192,31 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_options() {
+        let s = |v: &str| Some(v.to_string());
+        assert!(matches!(
+            NatsAuth::from_options(None, None, None, None),
+            Ok(NatsAuth::None)
+        ));
+        let auth = NatsAuth::from_options(s("rack-1"), s("pw"), None, None).unwrap();
+        assert!(matches!(&auth, NatsAuth::UserPassword { user, .. } if user == "rack-1"));
+        assert!(
+            !format!("{auth:?}").contains("pw"),
+            "secrets are not printed"
+        );
+        assert!(matches!(
+            NatsAuth::from_options(None, None, s("SUAB"), None),
+            Ok(NatsAuth::NkeySeed(_))
+        ));
+        assert!(NatsAuth::from_options(s("rack-1"), None, None, None).is_err());
+        assert!(NatsAuth::from_options(s("u"), s("p"), s("SUAB"), None).is_err());
+        assert_eq!(inbox_prefix("rack-1"), "_INBOX_rack-1");
+    }
 }
