@@ -1207,3 +1207,30 @@ async fn phones_sharing_a_serial_get_ids_by_location() {
     assert_eq!((searched(&p1), searched(&p2)), (0, 1));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_is_aborted_and_fails() {
+    let agent = "rack-m";
+    let env = env(agent, true).await;
+    let phone = sim("SIMM1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let mut o = order("SIMM1", long_warmup());
+    o.deadline_unix_ms = now_ms() + 4_000;
+    publish_order(&env.js, agent, &o).await;
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(30)).await;
+    assert_complete_sequence(&events);
+    let (outcome, _, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap();
+    assert_eq!(error.code, "deadline_exceeded");
+    assert!(!error.retryable);
+    let force_stopped = phone
+        .phone
+        .lock()
+        .unwrap()
+        .actions()
+        .iter()
+        .any(|a| matches!(a, phonefarm_phonemodel::Action::AppForceStopped));
+    assert!(force_stopped, "the app was force-stopped");
+    daemon.stop().await;
+}
