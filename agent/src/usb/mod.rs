@@ -7,7 +7,11 @@
 //! [`rusb_io`]; a failing `rusb::Context::new()` means "no USB", not a crash.
 
 pub mod fake;
+pub mod manager;
+pub mod policy;
 pub mod rusb_io;
+
+pub use manager::{ManagerConfig, OpenError, UsbBackend, UsbEvent, UsbManager, UsbPhone, UsbState};
 
 use std::io;
 use std::sync::Arc;
@@ -64,7 +68,9 @@ pub trait BulkIo: Send + Sync + 'static {
 /// Timeouts and retry limits.
 #[derive(Debug, Clone, Copy)]
 pub struct UsbTiming {
-    /// One read attempt; an idle phone just times out and the reader tries again.
+    /// One read attempt; an idle phone just times out and the reader tries again (and notices
+    /// whether the connection was dropped). Each expiry wakes the reader thread, so this is
+    /// what an idle USB phone costs in CPU.
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     /// Stalls cleared in a row before giving up.
@@ -74,7 +80,7 @@ pub struct UsbTiming {
 impl Default for UsbTiming {
     fn default() -> Self {
         Self {
-            read_timeout: Duration::from_millis(250),
+            read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             max_stalls: 3,
         }
