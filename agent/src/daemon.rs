@@ -116,6 +116,109 @@ impl DaemonConfig {
     }
 }
 
+/// The flags and environment of `phonefarm-agent run` (flatten into the CLI's subcommand);
+/// the CLI's global `--state-dir` and `--tcp` complete them in [`RunArgs::into_config`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// This agent's id: a subject-safe token (no '.', '*', '>' or spaces), e.g. rack-01.
+    #[arg(long, env = "PHONEFARM_AGENT_ID")]
+    pub agent_id: String,
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        env = "PHONEFARM_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// NATS user (with --nats-password); deploy/nats names agent users by agent id.
+    #[arg(long, env = "PHONEFARM_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "PHONEFARM_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS nkey seed (instead of user/password).
+    #[arg(long, env = "PHONEFARM_NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<String>,
+    /// NATS .creds file (instead of user/password).
+    #[arg(long, env = "PHONEFARM_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// Open USB phones (true/false).
+    #[arg(long, env = "PHONEFARM_USB", default_value_t = true, action = clap::ArgAction::Set)]
+    pub usb: bool,
+    /// Flow packs shipped on disk (a directory of *.toml or one file); KV pf_flows adds more.
+    #[arg(long, env = "PHONEFARM_FLOW_PACKS")]
+    pub flow_packs: Option<PathBuf>,
+    /// Seconds between Heartbeat events of a run (the coordinator's lease needs one every 20 s).
+    #[arg(long, env = "PHONEFARM_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Seconds between presence writes.
+    #[arg(long, env = "PHONEFARM_PRESENCE_SECS", default_value_t = 10)]
+    pub presence_secs: u64,
+    /// Seconds between phone probe passes (reconnects, health).
+    #[arg(long, env = "PHONEFARM_PROBE_SECS", default_value_t = 30)]
+    pub probe_secs: u64,
+}
+
+impl RunArgs {
+    /// The daemon's configuration; invalid credentials or agent id fail here, before anything
+    /// starts.
+    pub fn into_config(self, state_dir: PathBuf, tcp: Vec<String>) -> anyhow::Result<DaemonConfig> {
+        anyhow::ensure!(
+            is_subject_token(&self.agent_id),
+            "agent id {:?} is not a subject-safe token",
+            self.agent_id
+        );
+        anyhow::ensure!(
+            self.heartbeat_secs >= 1 && self.presence_secs >= 1 && self.probe_secs >= 1,
+            "intervals must be at least one second"
+        );
+        let mut c = DaemonConfig::new(self.agent_id, self.nats_url, state_dir);
+        c.nats_auth = NatsAuth::from_options(
+            self.nats_user,
+            self.nats_password,
+            self.nats_nkey_seed,
+            self.nats_creds,
+        )?;
+        c.tcp = tcp;
+        c.usb = self.usb;
+        c.flow_packs_dir = self.flow_packs;
+        c.heartbeat_interval = Duration::from_secs(self.heartbeat_secs);
+        c.presence_interval = Duration::from_secs(self.presence_secs);
+        c.probe_interval = Duration::from_secs(self.probe_secs);
+        Ok(c)
+    }
+}
+
+/// A token cancelled on SIGTERM or SIGINT (Ctrl-C): pass it to [`run`].
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.cancel();
+    });
+    token
+}
+
 fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -375,5 +478,50 @@ async fn on_control(agent_id: &str, msg: jetstream::Message, runner: &RunnerHand
             tracing::error!(%agent_id, error = %e, "undecodable control terminated");
             let _ = msg.ack_with(AckKind::Term).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn run_args_map_onto_the_config() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--agent-id",
+            "rack-01",
+            "--nats-user",
+            "rack-01",
+            "--nats-password",
+            "pw",
+            "--usb",
+            "false",
+            "--heartbeat-secs",
+            "5",
+        ])
+        .unwrap();
+        let c = cli
+            .run
+            .into_config("/tmp/s".into(), vec!["127.0.0.1:5555".into()])
+            .unwrap();
+        assert_eq!(c.agent_id, "rack-01");
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert!(matches!(c.nats_auth, NatsAuth::UserPassword { .. }));
+        assert!(!c.usb);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.tcp, ["127.0.0.1:5555"]);
+
+        let bad = Cli::try_parse_from(["x", "--agent-id", "rack.01"]).unwrap();
+        assert!(bad.run.into_config("/tmp/s".into(), vec![]).is_err());
+        let half = Cli::try_parse_from(["x", "--agent-id", "r", "--nats-user", "r"]).unwrap();
+        assert!(half.run.into_config("/tmp/s".into(), vec![]).is_err());
     }
 }
