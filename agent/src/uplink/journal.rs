@@ -59,7 +59,14 @@ pub struct OrderRecord {
     pub next_seq: u64,
     /// `Finished` was journaled: the run is over.
     pub finished: bool,
+    /// When `Finished` was journaled (Unix ms); records older than [`FINISHED_RETENTION`]
+    /// are pruned.
+    #[serde(default)]
+    pub finished_at_unix_ms: Option<i64>,
 }
+
+/// Above this many records, each new order prunes the expired ones.
+const PRUNE_ABOVE: usize = 512;
 
 /// One journaled, not yet acknowledged event.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,9 +273,13 @@ impl Journal {
             order: order.clone(),
             next_seq: 1,
             finished: false,
+            finished_at_unix_ms: None,
         };
         self.write_record(&rec)?;
         inner.orders.insert(key, rec);
+        if inner.orders.len() > PRUNE_ABOVE {
+            self.prune_locked(&mut inner, now_ms());
+        }
         drop(inner);
         self.append(order.queue_item_id, order.attempt, EventKind::Accepted)
             .map(Admission::New)
@@ -313,6 +324,9 @@ impl Journal {
         let mut updated = rec.clone();
         updated.next_seq += 1;
         updated.finished = finished;
+        if finished {
+            updated.finished_at_unix_ms = Some(event.at_unix_ms);
+        }
         let path = self.events_dir.join(format!("{counter:020}.evt"));
         write_durable(&self.events_dir, &path, &phonefarm_shared::encode(&event))?;
         inner.next_counter += 1;
@@ -324,6 +338,33 @@ impl Journal {
         }
         record?;
         Ok(JournaledEvent { path, event })
+    }
+
+    /// Forgets records of orders finished more than [`FINISHED_RETENTION`] before `now_ms`.
+    pub fn prune(&self, now_ms: i64) -> usize {
+        let mut inner = self.lock();
+        self.prune_locked(&mut inner, now_ms)
+    }
+
+    fn prune_locked(&self, inner: &mut Inner, now_ms: i64) -> usize {
+        let horizon = now_ms
+            .saturating_sub(i64::try_from(FINISHED_RETENTION.as_millis()).unwrap_or(i64::MAX));
+        let expired: Vec<(Uuid, u32)> = inner
+            .orders
+            .iter()
+            .filter(|(_, r)| r.finished && r.finished_at_unix_ms.is_some_and(|t| t < horizon))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &expired {
+            inner.orders.remove(key);
+            let path = self.order_path(key.0, key.1);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot prune an order record");
+            }
+        }
+        expired.len()
     }
 
     /// Forgets an acknowledged event.
@@ -433,6 +474,40 @@ mod tests {
             Err(JournalError::Closed)
         ));
         assert_eq!(j.pending_count(), 1, "only Accepted was written");
+    }
+
+    #[test]
+    fn finished_records_expire_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let (done, open) = (order(4), order(5));
+        j.accept_order(&done).unwrap();
+        j.accept_order(&open).unwrap();
+        let fin = j
+            .append(
+                done.queue_item_id,
+                1,
+                EventKind::Finished {
+                    outcome: Outcome::Completed,
+                    result_json: "{}".into(),
+                    error: None,
+                },
+            )
+            .unwrap();
+        let retention = i64::try_from(FINISHED_RETENTION.as_millis()).unwrap();
+        assert_eq!(
+            j.prune(fin.event.at_unix_ms + retention - 1),
+            0,
+            "kept a day"
+        );
+        assert_eq!(j.prune(fin.event.at_unix_ms + retention + 1), 1);
+        assert!(j.order(done.queue_item_id, 1).is_none());
+        assert!(
+            j.order(open.queue_item_id, 1).is_some(),
+            "unfinished orders stay"
+        );
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.order(done.queue_item_id, 1).is_none(), "its file is gone");
     }
 
     #[test]
