@@ -1,15 +1,37 @@
 //! The `phonefarm-agent` command line for operators: list phones, run a shell command, push and
-//! pull files, show the host key. `main.rs` only parses arguments and calls [`run`].
+//! pull files, run one capability on one phone, show the host key. `main.rs` only parses
+//! arguments and calls [`run`]. USB phones are found through the [`UsbManager`] and named by
+//! port path (`1-2.3`), phone id or serial; network phones by `host:port`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use phonefarm_flows::flows::{FlowCtx, FlowOptions, MilestoneSink, OverlapJudge};
+use phonefarm_flows::{PackSet, Ui, UiConfig};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::adb::auth::{AdbKey, KeyRing};
 use crate::phone::{ConnState, PhoneHandle, PhoneOptions, PushSource};
+use crate::runner::device::PhoneDevice;
+use crate::usb::rusb_io::{Discovery, RusbBackend};
+use crate::usb::{ManagerConfig, UsbManager, UsbPhone, UsbState};
+
+/// How USB phones are discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsbDiscovery {
+    /// Hotplug when libusb supports it and udevd runs, else polling.
+    Auto,
+    Hotplug,
+    /// Enumerate every `--usb-poll-ms` (works without udevd).
+    Poll,
+    /// Ignore USB.
+    Off,
+}
 
 /// Phonefarm agent: talks ADB to phones itself (no adb server).
 #[derive(Debug, Parser)]
@@ -29,6 +51,23 @@ pub struct Cli {
     /// Seconds each operation may take.
     #[arg(long, env = "PHONEFARM_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
+    /// USB discovery: auto, hotplug, poll or off.
+    #[arg(
+        long,
+        env = "PHONEFARM_USB",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub usb: UsbDiscovery,
+    /// Enumeration period when polling USB, in milliseconds.
+    #[arg(
+        long,
+        env = "PHONEFARM_USB_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub usb_poll_ms: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +89,41 @@ pub enum Command {
     Pull { source: String, local: PathBuf },
     /// Print the public key and the fingerprint the phone shows when asking to allow it.
     Key,
+    /// Run one capability (keyword_warmup, fyp_warmup, maintenance) on one phone with the
+    /// flow pack for its installed app version; prints the result JSON. On failure, prints a
+    /// one-line cause (`<reason> in step <step>: <message>`) and exits with status 1.
+    Run {
+        /// host:port of a network phone, a usb port path (e.g. 1-2.3), a phone id or a serial.
+        phone: String,
+        capability: String,
+        /// The capability's inputs as JSON (the work order's `inputs`).
+        #[arg(long, default_value = "{}")]
+        inputs: String,
+        /// Flow packs: a directory of `*.toml` or one file. Default: `./flowpacks` if it
+        /// exists, else `/usr/share/phonefarm/flowpacks`.
+        #[arg(long, env = "PHONEFARM_PACKS")]
+        packs: Option<PathBuf>,
+        /// The app the flows drive.
+        #[arg(
+            long,
+            env = "PHONEFARM_APP",
+            default_value = "com.zhiliaoapp.musically"
+        )]
+        app: String,
+        /// Seed for dwell times and like decisions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// `./flowpacks` when present (a checkout), else where the package installs them.
+pub fn default_packs_dir() -> PathBuf {
+    let local = PathBuf::from("flowpacks");
+    if local.is_dir() {
+        local
+    } else {
+        PathBuf::from("/usr/share/phonefarm/flowpacks")
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -78,9 +152,65 @@ struct Ctx {
     keys: KeyRing,
     timeout: Duration,
     tcp: Vec<String>,
+    usb: UsbDiscovery,
+    usb_poll: Duration,
+    manager: OnceCell<Option<UsbManager>>,
 }
 
 impl Ctx {
+    fn new(cli: &Cli, key: AdbKey) -> Self {
+        Self {
+            keys: KeyRing::new(vec![key]),
+            timeout: Duration::from_secs(cli.timeout.max(1)),
+            tcp: cli.tcp.clone(),
+            usb: cli.usb,
+            usb_poll: Duration::from_millis(cli.usb_poll_ms.max(10)),
+            manager: OnceCell::new(),
+        }
+    }
+
+    /// The USB manager after its first enumeration (`None`: no USB here, or `--usb off`).
+    async fn usb(&self) -> Option<&UsbManager> {
+        self.manager
+            .get_or_init(|| async {
+                let discovery = match self.usb {
+                    UsbDiscovery::Off => return None,
+                    UsbDiscovery::Auto => Discovery::Auto,
+                    UsbDiscovery::Hotplug => Discovery::Hotplug,
+                    UsbDiscovery::Poll => Discovery::Poll,
+                };
+                let backend = tokio::task::spawn_blocking(move || RusbBackend::new(discovery))
+                    .await
+                    .ok()
+                    .flatten()?;
+                let mut config = ManagerConfig::new(self.keys.clone());
+                config.poll_interval = self.usb_poll;
+                // A one-shot command waits for udev at most as long as for anything else.
+                config.permission.give_up_after = self.timeout;
+                let m = UsbManager::spawn(backend, config);
+                m.rescan().await;
+                Some(m)
+            })
+            .await
+            .as_ref()
+    }
+
+    /// The USB phone named `spec` once it is in a resting state, if there is one.
+    async fn usb_phone(&self, spec: &str) -> Option<UsbPhone> {
+        let m = self.usb().await?;
+        m.find(spec)?;
+        let named = |p: &UsbPhone| {
+            p.port_path == spec || p.phone_id == spec || p.serial.as_deref() == Some(spec)
+        };
+        // Times out into whatever state it is in: the caller reports that.
+        let _ = m
+            .wait_for(self.deadline(), |ps| {
+                ps.iter().any(|p| named(p) && p.state.is_settled())
+            })
+            .await;
+        m.find(spec)
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.timeout
     }
@@ -95,13 +225,28 @@ impl Ctx {
         Ok(h)
     }
 
-    /// Finds a phone by address, or by serial among the --tcp phones.
+    /// Finds a phone by address, by port path, phone id or serial on USB, or by serial among
+    /// the --tcp phones.
     async fn phone(&self, spec: &str) -> anyhow::Result<PhoneHandle> {
         if self.tcp.iter().any(|a| a == spec) || spec.contains(':') {
             let h = self.connect(spec).await?;
             h.wait_online(self.deadline())
                 .await
                 .with_context(|| spec.to_string())?;
+            return Ok(h);
+        }
+        if let Some(p) = self.usb_phone(spec).await {
+            let Some(h) = p.handle.clone() else {
+                bail!(
+                    "usb phone {spec} at {} is {}: {}",
+                    p.port_path,
+                    p.state,
+                    p.detail.as_deref().unwrap_or("no connection")
+                );
+            };
+            h.wait_online(self.deadline())
+                .await
+                .with_context(|| format!("usb phone {spec} at {}", p.port_path))?;
             return Ok(h);
         }
         for addr in &self.tcp {
@@ -152,13 +297,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         println!("fingerprint (MD5): {}", key.fingerprint());
         return Ok(0);
     }
-    let ctx = Ctx {
-        keys: KeyRing::new(vec![key]),
-        timeout: Duration::from_secs(cli.timeout.max(1)),
-        tcp: cli.tcp.clone(),
-    };
+    let ctx = Ctx::new(&cli, key);
     match cli.command {
         Command::Key => Ok(0),
+        Command::Run {
+            phone,
+            capability,
+            inputs,
+            packs,
+            app,
+            seed,
+        } => {
+            let packs = packs.unwrap_or_else(default_packs_dir);
+            let result = run_one(&ctx, &phone, &capability, &inputs, &packs, &app, seed).await?;
+            println!("{result}");
+            Ok(0)
+        }
         Command::Devices => devices(&ctx).await,
         Command::Shell { phone, command } => {
             let h = ctx.phone(&phone).await?;
@@ -213,6 +367,83 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Milestones of a `run` go to the log (stderr, `RUST_LOG=info`).
+struct LogSink;
+
+impl MilestoneSink for LogSink {
+    fn step_started(&self, step: &str) {
+        tracing::info!(step, "step started");
+    }
+
+    fn step_finished(&self, step: &str, ok: bool) {
+        tracing::info!(step, ok, "step finished");
+    }
+
+    fn progress(&self, progress: &serde_json::Value) {
+        tracing::info!(%progress, "progress");
+    }
+}
+
+/// `run`: one capability on one phone; the result JSON, or an error with a one-line cause.
+pub async fn run_one_for(cli: &Cli) -> anyhow::Result<serde_json::Value> {
+    let Command::Run {
+        phone,
+        capability,
+        inputs,
+        packs,
+        app,
+        seed,
+    } = &cli.command
+    else {
+        bail!("not a run command");
+    };
+    let ctx = Ctx::new(cli, load_key(cli)?);
+    let packs = packs.clone().unwrap_or_else(default_packs_dir);
+    run_one(&ctx, phone, capability, inputs, &packs, app, *seed).await
+}
+
+async fn run_one(
+    ctx: &Ctx,
+    phone: &str,
+    capability: &str,
+    inputs: &str,
+    packs: &Path,
+    app: &str,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let inputs: serde_json::Value =
+        serde_json::from_str(inputs).context("--inputs is not valid JSON")?;
+    let set = PackSet::load_path(packs)
+        .with_context(|| format!("flow packs from {}", packs.display()))?;
+    let h = ctx.phone(phone).await?;
+    let ui = Ui::new(PhoneDevice::new(h), UiConfig::default());
+    let one_line = |e: &dyn std::fmt::Display| e.to_string().replace(['\n', '\r'], " ");
+    let pack = phonefarm_flows::flows::select_pack(&ui, &set, app)
+        .await
+        .map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+    tracing::info!(pack = pack.name(), "flow pack chosen");
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            c2.cancel();
+        }
+    });
+    let fctx = FlowCtx {
+        ui: &ui,
+        pack: &pack,
+        sink: &LogSink,
+        cancel: &cancel,
+        options: FlowOptions {
+            seed,
+            ..FlowOptions::default()
+        },
+    };
+    let r = phonefarm_flows::flows::run_capability(&fctx, capability, inputs, &OverlapJudge).await;
+    ctrl_c.abort();
+    r.map_err(|e| anyhow::anyhow!(one_line(&e)))
+}
+
 fn file_mode(p: &Path) -> anyhow::Result<u32> {
     use std::os::unix::fs::PermissionsExt as _;
     let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -226,11 +457,17 @@ fn file_mode(p: &Path) -> anyhow::Result<u32> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRow {
     pub transport: &'static str,
+    /// host:port, or the usb port path.
     pub address: String,
     pub serial: String,
+    /// The fleet-wide id (usb: serial, or serial@port when serials collide).
+    pub phone_id: String,
+    /// online, unauthorized, offline, connecting, waiting_permission, needs_attention.
     pub state: String,
     pub model: String,
     pub android: String,
+    /// Why a phone is offline or needs attention.
+    pub detail: String,
 }
 
 fn blank_row(transport: &'static str, address: &str) -> DeviceRow {
@@ -238,9 +475,11 @@ fn blank_row(transport: &'static str, address: &str) -> DeviceRow {
         transport,
         address: address.to_string(),
         serial: "?".into(),
+        phone_id: "?".into(),
         state: "offline".into(),
         model: "?".into(),
         android: "?".into(),
+        detail: String::new(),
     }
 }
 
@@ -257,6 +496,7 @@ async fn probe_handle(ctx: &Ctx, h: &PhoneHandle, mut row: DeviceRow) -> DeviceR
     match h.wait_online(deadline).await {
         Ok(info) => {
             row.state = "online".into();
+            row.detail.clear();
             if let Some(m) = info.banner.model {
                 row.model = m;
             }
@@ -267,6 +507,7 @@ async fn probe_handle(ctx: &Ctx, h: &PhoneHandle, mut row: DeviceRow) -> DeviceR
             {
                 row.serial = s;
             }
+            row.phone_id = row.serial.clone();
             if let Some(v) = getprop(h, "ro.build.version.release", deadline).await {
                 row.android = v;
             }
@@ -281,79 +522,35 @@ async fn probe_handle(ctx: &Ctx, h: &PhoneHandle, mut row: DeviceRow) -> DeviceR
     row
 }
 
-/// A USB phone opened for this command.
-struct UsbPhone {
-    port_path: String,
-    serial: Option<String>,
-    handle: Option<PhoneHandle>,
-    error: Option<String>,
-}
-
-/// Opens every ADB interface on the bus (none when USB is unavailable here).
-async fn usb_phones(ctx: &Ctx) -> Vec<UsbPhone> {
-    let found = tokio::task::spawn_blocking(|| {
-        let Some(c) = crate::usb::rusb_io::context() else {
-            return Vec::new();
-        };
-        crate::usb::rusb_io::find_adb_interfaces(&c)
-            .into_iter()
-            .map(|cand| (cand.port_path.clone(), cand.open()))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    found
-        .into_iter()
-        .map(|(port_path, opened)| match opened {
-            Ok(bulk) => {
-                let serial = bulk.serial.clone();
-                let (sink, source) = crate::usb::spawn(bulk, crate::usb::UsbTiming::default());
-                let opts = PhoneOptions::new(ctx.keys.clone());
-                let handle = PhoneHandle::spawn(sink, source, &port_path, opts);
-                UsbPhone {
-                    port_path,
-                    serial,
-                    handle: Some(handle),
-                    error: None,
-                }
-            }
-            Err(e) => UsbPhone {
-                port_path,
-                serial: None,
-                handle: None,
-                error: Some(e.to_string()),
-            },
-        })
-        .collect()
-}
-
 async fn probe_usb(ctx: &Ctx, p: &UsbPhone) -> DeviceRow {
     let mut row = blank_row("usb", &p.port_path);
     if let Some(s) = &p.serial {
         row.serial = s.clone();
     }
-    match &p.handle {
-        Some(h) => probe_handle(ctx, h, row).await,
-        None => {
-            row.state = format!("offline ({})", p.error.as_deref().unwrap_or("cannot open"));
-            row
-        }
+    row.phone_id = p.phone_id.clone();
+    row.state = p.state.as_str().into();
+    row.detail = p.detail.clone().unwrap_or_default();
+    if p.state == UsbState::Online
+        && let Some(h) = &p.handle
+    {
+        row = probe_handle(ctx, h, row).await;
+        row.phone_id = p.phone_id.clone();
     }
+    row
 }
 
 /// Probes every phone (the `--tcp` ones and those on USB) for `devices`.
 pub async fn device_rows(cli: &Cli) -> anyhow::Result<Vec<DeviceRow>> {
-    let ctx = Ctx {
-        keys: KeyRing::new(vec![load_key(cli)?]),
-        timeout: Duration::from_secs(cli.timeout.max(1)),
-        tcp: cli.tcp.clone(),
-    };
+    let ctx = Ctx::new(cli, load_key(cli)?);
     Ok(rows(&ctx).await)
 }
 
 async fn rows(ctx: &Ctx) -> Vec<DeviceRow> {
     // Probe all phones at once: one slow phone must not hold up the list.
-    let usb = usb_phones(ctx).await;
+    let usb = match ctx.usb().await {
+        Some(m) => m.settled(ctx.deadline()).await,
+        None => Arc::new(Vec::new()),
+    };
     let (mut rows, usb_rows) = futures::future::join(
         futures::future::join_all(ctx.tcp.iter().map(|a| probe(ctx, a))),
         futures::future::join_all(usb.iter().map(|p| probe_usb(ctx, p))),
@@ -367,13 +564,13 @@ async fn devices(ctx: &Ctx) -> anyhow::Result<i32> {
     let rows = rows(ctx).await;
     let rows_empty = rows.is_empty();
     println!(
-        "{:<9} {:<22} {:<16} {:<13} {:<20} ANDROID",
-        "TRANSPORT", "ADDRESS", "SERIAL", "STATE", "MODEL"
+        "{:<9} {:<22} {:<16} {:<20} {:<18} {:<20} {:<7} DETAIL",
+        "TRANSPORT", "ADDRESS", "SERIAL", "PHONE_ID", "STATE", "MODEL", "ANDROID"
     );
     for r in rows {
         println!(
-            "{:<9} {:<22} {:<16} {:<13} {:<20} {}",
-            r.transport, r.address, r.serial, r.state, r.model, r.android
+            "{:<9} {:<22} {:<16} {:<20} {:<18} {:<20} {:<7} {}",
+            r.transport, r.address, r.serial, r.phone_id, r.state, r.model, r.android, r.detail
         );
     }
     if rows_empty {

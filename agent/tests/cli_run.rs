@@ -1,0 +1,154 @@
+//! `phonefarm-agent run` and `devices` as a process, against simulated phones over TCP.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use phonefarm_phonesim::model::Action;
+use phonefarm_phonesim::{SimConfig, spawn};
+
+fn packs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flowpacks")
+}
+
+async fn agent(state: &std::path::Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-agent"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--usb", "off", "--timeout", "20"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("agent runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_keyword_warmup_completes_and_the_phone_saw_it() {
+    let sim = spawn(SimConfig::with_serial("SIMRUN")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = sim.address();
+    let inputs = r#"{"keywords": ["cooking"], "videos_per_keyword": 2,
+        "watch_seconds": {"min": 1, "max": 1}, "like_probability": 1.0}"#;
+    let out = agent(
+        dir.path(),
+        &[
+            "--tcp",
+            &addr,
+            "run",
+            "SIMRUN",
+            "keyword_warmup",
+            "--inputs",
+            inputs,
+            "--packs",
+            packs().to_str().unwrap(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"keywords": {
+            "cooking": {"videos_watched": 2, "liked": 2, "commented": false}
+        }})
+    );
+    let actions = sim.phone.lock().unwrap().actions().to_vec();
+    let searched: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Searched { query } => Some(query.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(searched, ["cooking"]);
+    let liked = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Liked { .. }))
+        .count();
+    assert_eq!(liked, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_failures_exit_non_zero_with_one_line() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = sim.address();
+    let p = packs();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", &addr, "dance", "--packs", p.to_str().unwrap()],
+            "invalid_input:capability",
+        ),
+        (
+            &[
+                "run",
+                &addr,
+                "keyword_warmup",
+                "--inputs",
+                "{\"keywords\": 3}",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+            "invalid_input:inputs",
+        ),
+        (
+            &[
+                "run",
+                &addr,
+                "keyword_warmup",
+                "--app",
+                "com.example.none",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+            "flow_pack:",
+        ),
+        (
+            &[
+                "run",
+                "1-9.9",
+                "keyword_warmup",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+            "no phone",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = agent(dir.path(), args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_lists_tcp_phones_with_ids_and_polls_usb_without_crashing() {
+    let sim = spawn(SimConfig::with_serial("SIMDEV")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = sim.address();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-agent"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--usb", "poll", "--timeout", "5", "--tcp", &addr, "devices"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<_> = stdout.lines().collect();
+    assert!(lines[0].starts_with("TRANSPORT"), "{stdout}");
+    assert!(lines[0].contains("PHONE_ID"), "{stdout}");
+    let row: Vec<_> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["tcp", addr.as_str(), "SIMDEV", "SIMDEV", "online"]
+    );
+}
