@@ -1234,3 +1234,93 @@ async fn a_run_past_its_deadline_is_aborted_and_fails() {
     assert!(force_stopped, "the app was force-stopped");
     daemon.stop().await;
 }
+
+/// A one-route HTTP server: `/video.mp4` answers `body`, anything else 404.
+async fn serve_video(body: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let found = req.starts_with(b"GET /video.mp4 ");
+                let (status, payload): (&str, &[u8]) = if found {
+                    ("200 OK", body)
+                } else {
+                    ("404 Not Found", b"")
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: video/mp4\r\nConnection: close\r\n\r\n",
+                    payload.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(payload).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_video_fetches_the_video_and_posts_it_once() {
+    let agent = "rack-n";
+    let env = env(agent, true).await;
+    let phone = sim("SIMN1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let base = serve_video(b"\x00\x00\x00\x18ftypmp42 not really a video").await;
+    let mut o = order(
+        "SIMN1",
+        json!({"content_id": "content-1", "video_path": format!("{base}/video.mp4"),
+               "caption": "Sunday pancakes", "hashtags": ["cooking"]}),
+    );
+    o.capability = Capability::PostVideo;
+    publish_order(&env.js, agent, &o).await;
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(90)).await;
+    assert_complete_sequence(&events);
+    let (outcome, result, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Completed, "{error:?}");
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["posted"], true, "{result}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::StepStarted { step } if step == "fetch_video"))
+    );
+    let posts = phone.phone.lock().unwrap().posts().to_vec();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(posts[0].caption.contains("Sunday pancakes"));
+    assert!(
+        posts[0].caption.contains("pf-content-1"),
+        "the retry marker"
+    );
+
+    // A missing video fails the run without touching the phone, and not retryably.
+    let mut missing = order(
+        "SIMN1",
+        json!({"content_id": "content-2", "video_path": format!("{base}/gone.mp4"),
+               "caption": "x"}),
+    );
+    missing.capability = Capability::PostVideo;
+    publish_order(&env.js, agent, &missing).await;
+    let events = wait_finished(
+        &env.js,
+        agent,
+        missing.queue_item_id,
+        Duration::from_secs(60),
+    )
+    .await;
+    let error = finished(&events).unwrap().2.unwrap();
+    assert_eq!(error.code, "asset_http_status:404");
+    assert!(!error.retryable);
+    assert_eq!(phone.phone.lock().unwrap().posts().len(), 1);
+    daemon.stop().await;
+}

@@ -11,9 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phonefarm_flows::flows::{self, FlowCtx, FlowError, FlowFailure, MilestoneSink, OverlapJudge};
+use phonefarm_flows::flows::{
+    self, FlowCtx, FlowError, FlowFailure, MilestoneSink, OverlapJudge, PostVideoInputs,
+};
 use phonefarm_flows::{FlowOptions, Ui};
-use phonefarm_shared::{EventKind, Outcome, RunError, WorkOrder};
+use phonefarm_shared::{Capability, EventKind, Outcome, RunError, WorkOrder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -170,6 +172,21 @@ async fn drive(
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(remaining.max(0)).unwrap_or(0));
     let seed = u64::from_le_bytes(order.run_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    // post_video: the video is fetched before the phone is touched.
+    let video = if order.capability == Capability::PostVideo {
+        let fetch = video_inputs(&sink, inputs.clone());
+        let fetched = tokio::select! {
+            r = fetch => r,
+            () = hard.cancelled() => Err(End::HardCancelled),
+            () = tokio::time::sleep_until(deadline) => Err(End::DeadlineExceeded),
+        };
+        match fetched {
+            Ok(v) => Some(v),
+            Err(end) => return end,
+        }
+    } else {
+        None
+    };
     let flow = async {
         let packs = deps.packs.snapshot();
         let pack = flows::select_pack(&ui, &packs, &package).await?;
@@ -190,7 +207,12 @@ async fn drive(
                 ..deps.options.flow.clone()
             },
         };
-        flows::run_capability(&ctx, order.capability.as_str(), inputs, &OverlapJudge).await
+        match &video {
+            Some(video) => flows::post_video(&ctx, video).await,
+            None => {
+                flows::run_capability(&ctx, order.capability.as_str(), inputs, &OverlapJudge).await
+            }
+        }
     };
     let end = tokio::select! {
         r = flow => match r {
@@ -298,5 +320,105 @@ async fn upload_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
             }
             Err(err) => tracing::warn!(%object, error = %err, "evidence upload failed"),
         }
+    }
+}
+
+/// `post_video` inputs as the coordinator sends them (API.md section 9).
+#[derive(Debug, serde::Deserialize)]
+struct PostVideoOrder {
+    content_id: String,
+    video_path: String,
+    caption: String,
+    #[serde(default)]
+    hashtags: Vec<String>,
+}
+
+/// `[A-Za-z0-9._-]`, other characters as `_`, at most `max` bytes.
+fn safe_name(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
+/// The file name on the phone (`<content_id>.<ext>`) and the post's marker (`pf-<content_id>`,
+/// so a retry recognises its own post on the profile and never posts twice).
+fn video_names(content_id: &str, url: &str) -> (String, String) {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .filter(|e| ["mp4", "mov", "3gp", "webm", "mkv"].contains(&e.as_str()))
+        .unwrap_or_else(|| "mp4".into());
+    let base = safe_name(content_id, 100);
+    let base = base.trim_start_matches('.');
+    let base = if base.is_empty() { "video" } else { base };
+    (
+        format!("{base}.{ext}"),
+        format!("pf-{}", safe_name(content_id, 61)),
+    )
+}
+
+/// Fetches the video of a `post_video` order (step `fetch_video`); a failure ends the run
+/// with the fetch's code (`asset_timeout`, `asset_http_status:404`, …), retryable when another
+/// attempt may succeed (timeouts, unreachable host, 5xx).
+async fn video_inputs(
+    sink: &ChannelSink,
+    inputs: serde_json::Value,
+) -> Result<PostVideoInputs, End> {
+    let order: PostVideoOrder = serde_json::from_value(inputs).map_err(|e| End::Refused {
+        code: "invalid_input:inputs".into(),
+        message: e.to_string(),
+        retryable: false,
+    })?;
+    sink.step_started("fetch_video");
+    let limits = crate::assets::FetchLimits::default();
+    let fetched = async {
+        let client = crate::assets::client(&limits)?;
+        crate::assets::fetch(&client, &order.video_path, &limits).await
+    }
+    .await;
+    sink.step_finished("fetch_video", fetched.is_ok());
+    let asset = fetched.map_err(|e| {
+        use crate::assets::FetchError as F;
+        let retryable = matches!(e, F::Timeout(_) | F::Connect(_) | F::Request(_))
+            || matches!(e, F::Status(s) if s >= 500);
+        End::Refused {
+            code: e.code(),
+            message: e.to_string(),
+            retryable,
+        }
+    })?;
+    tracing::info!(bytes = asset.bytes.len(), sha256 = %asset.sha256_hex, "video fetched");
+    let (file_name, marker) = video_names(&order.content_id, &order.video_path);
+    Ok(PostVideoInputs {
+        file_name,
+        video: asset.bytes,
+        caption: order.caption,
+        hashtags: order.hashtags,
+        marker: Some(marker),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_names_are_safe_for_the_phone_and_the_caption() {
+        assert_eq!(
+            video_names("c-1", "https://cdn/x/clip.MOV?sig=a.b"),
+            ("c-1.mov".into(), "pf-c-1".into())
+        );
+        let (file, marker) = video_names("../a b/é", "https://cdn/v");
+        assert_eq!(file, "__a_b__.mp4");
+        assert!(marker.len() <= 64 && !marker.contains(char::is_whitespace));
+        assert_eq!(video_names("", "https://cdn/v.webm").0, "video.webm");
     }
 }
