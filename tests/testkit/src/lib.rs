@@ -1,0 +1,173 @@
+//! Shared test support: a real `nats-server` per test on a free port with a temp store (killed
+//! on drop, restartable on the same port and store to simulate an outage), a fresh migrated-by-
+//! the-caller Postgres database per test (dropped afterwards), free ports and bounded waits.
+
+use std::future::Future;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `cond` until it holds or `deadline` passes (then panics naming `what`).
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The nats-server binary (`NATS_SERVER` overrides).
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .or_else(|| {
+            [
+                "/usr/sbin/nats-server",
+                "/usr/bin/nats-server",
+                "/usr/local/bin/nats-server",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+        })
+        .expect("nats-server is installed (apt-get install nats-server)")
+}
+
+/// One `nats-server -js` on a free port with its own store directory.
+pub struct NatsServer {
+    pub port: u16,
+    pub store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let mut s = NatsServer {
+            port: free_port(),
+            store: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage); the store stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store, waiting until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "nats-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The admin database URL (`DATABASE_URL`, default the local `postgres` database).
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database, dropped (with its connections) when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = admin_url();
+        let name = format!("pf_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = PgPool::connect(&admin)
+            .await
+            .expect("connect to the admin database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create the test database");
+        pool.close().await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let url = format!("{base}/{name}");
+        TestDb { name, url, admin }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (name, admin) = (self.name.clone(), self.admin.clone());
+        // Drop cannot await: use a short-lived runtime on another thread.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(pool) = PgPool::connect(&admin).await {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
