@@ -417,7 +417,7 @@ mod tests {
             ("c-1.mov".into(), "pf-c-1".into())
         );
         let (file, marker) = video_names("../a b/é", "https://cdn/v");
-        assert_eq!(file, "__a_b__.mp4");
+        assert_eq!(file, "_a_b__.mp4", "no leading dot, no path");
         assert!(marker.len() <= 64 && !marker.contains(char::is_whitespace));
         assert_eq!(video_names("", "https://cdn/v.webm").0, "video.webm");
     }
