@@ -705,10 +705,11 @@ async fn expired_lease_is_picked_up_again() {
     let db = TestDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let event_id = enqueue(&db.pool, None, &receiver.url("/"), &process_body(1)).await;
-    // What a claim by a crashed replica leaves behind.
+    // What a claim by a crashed replica leaves behind: a lease far enough in the future that a
+    // loaded machine cannot outrun it during the check below.
     sqlx::query(
         "UPDATE callback_deliveries SET attempts = 1, \
-         next_attempt_at = now() + interval '700 milliseconds' WHERE event_id = $1",
+         next_attempt_at = now() + interval '30 seconds' WHERE event_id = $1",
     )
     .bind(event_id)
     .execute(&db.pool)
@@ -718,12 +719,19 @@ async fn expired_lease_is_picked_up_again() {
     let running = Running::start(&db.pool, loopback_client(), None, fast_config());
     running.notify.notify_one();
     assert!(
-        !wait_until(Duration::from_millis(300), || async {
+        !wait_until(Duration::from_millis(500), || async {
             receiver.count() > 0
         })
         .await,
         "not delivered while leased"
     );
+    // The lease runs out (moved to now rather than waited for).
+    sqlx::query("UPDATE callback_deliveries SET next_attempt_at = now() WHERE event_id = $1")
+        .bind(event_id)
+        .execute(&db.pool)
+        .await
+        .expect("expire the lease");
+    running.notify.notify_one();
     assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
     assert_eq!(receiver.count(), 1);
     let tries = attempts(&db.pool, event_id).await;
