@@ -5,6 +5,7 @@
 //! [`spawn`] starts one simulated phone on a port-0 loopback listener for tests; [`serve`] runs
 //! one on a listener the caller bound (the binary does that for `--phones N`).
 
+pub mod functionfs;
 pub mod peer;
 pub mod real_adb;
 

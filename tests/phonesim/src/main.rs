@@ -1,5 +1,9 @@
 //! `phonefarm-phonesim --listen 127.0.0.1:PORT --phones N`: N simulated phones on consecutive
 //! ports, serials SIM0001..., one line printed per listening address.
+//!
+//! `phonefarm-phonesim --functionfs DIR`: one simulated phone as a USB gadget function, on a
+//! FunctionFS mounted at DIR; prints `SIM0001 functionfs ready at DIR` once the endpoints
+//! exist, after which the gadget may be bound to a UDC.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -7,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use phonefarm_phonesim::functionfs::FunctionFs;
 use phonefarm_phonesim::{AuthMode, KeyOffer, SimConfig, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +25,9 @@ struct Args {
     /// Number of phones.
     #[arg(long, env = "PHONESIM_PHONES", default_value_t = 1)]
     phones: u16,
+    /// Serve one phone over USB instead of TCP, on the FunctionFS mounted at this directory.
+    #[arg(long, env = "PHONESIM_FUNCTIONFS", conflicts_with = "phones")]
+    functionfs: Option<std::path::PathBuf>,
     /// Authentication: `off`, `accept` (allow any offered key), `refuse`, or `accept-after:MS`.
     #[arg(long, env = "PHONESIM_AUTH", default_value = "off")]
     auth: String,
@@ -82,7 +90,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let auth = auth_mode(&args.auth)?;
     let shutdown = CancellationToken::new();
-    for i in 0..args.phones {
+    let phones = if args.functionfs.is_some() {
+        1
+    } else {
+        args.phones
+    };
+    for i in 0..phones {
         let serial = format!("SIM{:04}", i + 1);
         let mut cfg = SimConfig::with_serial(&serial);
         cfg.auth = auth.clone();
@@ -98,6 +111,16 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.delayed_ack {
             cfg = cfg.with_feature("delayed_ack");
+        }
+        if let Some(dir) = &args.functionfs {
+            let ffs = FunctionFs::start(dir)
+                .with_context(|| format!("functionfs at {}", dir.display()))?;
+            println!("{serial} functionfs ready at {}", dir.display());
+            let phone = Arc::new(Mutex::new(phonefarm_phonesim::model::Phone::new(
+                cfg.identity.clone(),
+            )));
+            tokio::spawn(ffs.serve(phone, Arc::new(cfg), shutdown.child_token()));
+            continue;
         }
         // Port 0 means "any free port" for every phone.
         let port = match args.listen.port() {

@@ -1,5 +1,6 @@
-//! One ADB connection, device side: drives the core's device-role [`Session`] over TCP and
-//! serves `shell` (v2 and legacy), `exec`, `sync` and `reboot` from the phone model.
+//! One ADB connection, device side: drives the core's device-role [`Session`] over any
+//! transport (TCP here, FunctionFS in [`crate::functionfs`]) and serves `shell` (v2 and
+//! legacy), `exec`, `sync` and `reboot` from the phone model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use phonefarm_agent::adb::banner::{Banner, FEATURE_SHELL_V2};
 use phonefarm_agent::adb::session::{DeviceConfig, Event, Session};
 use phonefarm_agent::adb::shell::{Packet, PacketId, ShellService};
 use phonefarm_agent::adb::sync::{self, Dent, Request, RequestDecoder, Response, Stat2};
-use phonefarm_agent::adb::transport::{ByteSource, Writer, tcp_split};
+use phonefarm_agent::adb::transport::{ByteSource, PacketSink, Writer, tcp_split};
 use phonefarm_phonemodel::{FileStat, Phone};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -93,9 +94,22 @@ impl Connection {
         })
     }
 
-    /// Serves the connection until the host leaves, a fault fires, or `shutdown`.
+    /// Serves a TCP connection until the host leaves, a fault fires, or `shutdown`.
     pub async fn run(self, stream: TcpStream, shutdown: CancellationToken) {
         let (sink, mut source) = tcp_split(stream);
+        self.serve(sink, &mut source, shutdown).await;
+    }
+
+    /// Serves one ADB connection over any transport until the source ends (`Ok(0)` or an
+    /// error), a fault fires, or `shutdown`. The source is borrowed so that a transport that
+    /// outlives connections (a USB function: the host reconnects with a new CNXN) can serve
+    /// the next one from where this one stopped.
+    pub async fn serve<S: PacketSink, R: ByteSource>(
+        self,
+        sink: S,
+        source: &mut R,
+        shutdown: CancellationToken,
+    ) {
         let mut writer = Writer::spawn(sink);
         let mut session = self.session();
         let mut services: HashMap<u32, Service> = HashMap::new();
@@ -108,22 +122,10 @@ impl Connection {
         loop {
             while let Some(ev) = session.poll_event() {
                 match ev {
-                    Event::AuthKeyOffered(key) => match &self.config.auth {
-                        AuthMode::Required {
-                            on_offer: KeyOffer::Accept,
-                            ..
-                        } => {
-                            self.remember(&key);
-                            let _ = session.authorize(&key, true);
-                        }
-                        AuthMode::Required {
-                            on_offer: KeyOffer::AcceptAfter(d),
-                            ..
-                        } => {
-                            pending_accept = Some((Instant::now() + *d, key));
-                        }
-                        _ => {}
-                    },
+                    Event::AuthKeyOffered(key) => {
+                        tracing::info!("sim: the host offers a key the phone does not know");
+                        self.on_key_offered(&mut session, key, &mut pending_accept);
+                    }
                     Event::OpenRequest { id, service } => {
                         if self.open(&mut session, id, &service, &mut services) {
                             hang_up = true;
@@ -211,6 +213,31 @@ impl Connection {
                 }
                 _ = &mut writer.failed => return,
             }
+        }
+    }
+
+    /// The user's answer to an unknown key: allow now, later, or never.
+    fn on_key_offered(
+        &self,
+        session: &mut Session,
+        key: Bytes,
+        pending_accept: &mut Option<(Instant, Bytes)>,
+    ) {
+        match &self.config.auth {
+            AuthMode::Required {
+                on_offer: KeyOffer::Accept,
+                ..
+            } => {
+                self.remember(&key);
+                let _ = session.authorize(&key, true);
+            }
+            AuthMode::Required {
+                on_offer: KeyOffer::AcceptAfter(d),
+                ..
+            } => {
+                *pending_accept = Some((Instant::now() + *d, key));
+            }
+            _ => {}
         }
     }
 

@@ -1,0 +1,640 @@
+//! The simulator as a USB phone: a FunctionFS transport (device role) for a configfs gadget.
+//!
+//! The caller mounts FunctionFS at `DIR` (`mount -t functionfs <name> DIR`) for a function
+//! `ffs.<name>` linked into a gadget configuration. [`FunctionFs::start`] opens `DIR/ep0`,
+//! writes the v2 descriptors (one interface of class 0xff/0x42/0x01, bulk OUT then bulk IN, in
+//! full and high speed) and the strings, opens the endpoint files `ep1` (OUT) and `ep2` (IN) that
+//! appear then, and only after that may the caller bind the gadget to a UDC. [`FunctionFs::serve`]
+//! then answers ep0 events and feeds the OUT endpoint into the same device-role
+//! [`Connection`](crate::peer::Connection) as over TCP, writing ADB messages to the IN endpoint
+//! the way adbd does: the header and the payload as two writes, and no zero-length packet after
+//! a payload that fills whole packets (hosts read payloads by their announced length).
+//!
+//! The function outlives connections: when the host sends a new CNXN (a new `adb` server, the
+//! next `phonefarm-agent` command) or the gadget is unbound and bound again (unplug, replug),
+//! the current connection ends and the next one starts on the same endpoints. Blocking file I/O
+//! runs on three threads (ep0 events, OUT reader, IN writer) bridged to tokio channels.
+//!
+//! The byte layouts ([`descriptors`], [`strings`], [`parse_event`]) are pure functions checked
+//! against `include/uapi/linux/usb/functionfs.h`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use phonefarm_agent::adb::message::HEADER_LEN;
+use phonefarm_agent::adb::transport::{ByteSource, PacketSink};
+use phonefarm_phonemodel::Phone;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::SimConfig;
+use crate::peer::Connection;
+
+/// `FUNCTIONFS_DESCRIPTORS_MAGIC_V2`.
+pub const DESCRIPTORS_MAGIC_V2: u32 = 3;
+/// `FUNCTIONFS_STRINGS_MAGIC`.
+pub const STRINGS_MAGIC: u32 = 2;
+/// `FUNCTIONFS_HAS_FS_DESC`.
+pub const HAS_FS_DESC: u32 = 1;
+/// `FUNCTIONFS_HAS_HS_DESC`.
+pub const HAS_HS_DESC: u32 = 2;
+/// `sizeof(struct usb_functionfs_event)`.
+pub const EVENT_SIZE: usize = 12;
+
+/// Endpoint addresses as declared; the UDC may renumber them, hosts read the real ones from
+/// the descriptors.
+pub const EP_OUT_ADDRESS: u8 = 0x01;
+pub const EP_IN_ADDRESS: u8 = 0x82;
+pub const FULL_SPEED_MAX_PACKET: u16 = 64;
+pub const HIGH_SPEED_MAX_PACKET: u16 = 512;
+
+/// The interface string (index 1), as adbd names it.
+pub const INTERFACE_NAME: &str = "ADB Interface";
+/// US English.
+pub const LANG_EN_US: u16 = 0x0409;
+
+const USB_DT_INTERFACE: u8 = 4;
+const USB_DT_ENDPOINT: u8 = 5;
+const USB_ENDPOINT_XFER_BULK: u8 = 2;
+const USB_DIR_IN: u8 = 0x80;
+
+/// One read from the OUT endpoint at most this long: keeps the kernel's bounce buffer small.
+const READ_CHUNK: usize = 256 * 1024;
+/// A header announcing more than this is garbage: passed on as is for the session to reject.
+const MAX_MESSAGE_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// `struct usb_interface_descriptor` for the ADB interface (class 0xff, subclass 0x42,
+/// protocol 0x01, two endpoints, string 1).
+pub fn interface_descriptor() -> [u8; 9] {
+    [
+        9,                // bLength
+        USB_DT_INTERFACE, // bDescriptorType
+        0,                // bInterfaceNumber
+        0,                // bAlternateSetting
+        2,                // bNumEndpoints
+        0xff,             // bInterfaceClass
+        0x42,             // bInterfaceSubClass
+        0x01,             // bInterfaceProtocol
+        1,                // iInterface
+    ]
+}
+
+/// `struct usb_endpoint_descriptor_no_audio` for a bulk endpoint.
+pub fn bulk_endpoint_descriptor(address: u8, max_packet: u16) -> [u8; 7] {
+    let mps = max_packet.to_le_bytes();
+    [
+        7,                      // bLength
+        USB_DT_ENDPOINT,        // bDescriptorType
+        address,                // bEndpointAddress
+        USB_ENDPOINT_XFER_BULK, // bmAttributes
+        mps[0],                 // wMaxPacketSize (LE16)
+        mps[1],
+        0, // bInterval
+    ]
+}
+
+fn speed_descriptors(out: &mut Vec<u8>, max_packet: u16) {
+    out.extend_from_slice(&interface_descriptor());
+    out.extend_from_slice(&bulk_endpoint_descriptor(EP_OUT_ADDRESS, max_packet));
+    out.extend_from_slice(&bulk_endpoint_descriptor(EP_IN_ADDRESS, max_packet));
+}
+
+/// The descriptors block written first to ep0: `usb_functionfs_descs_head_v2` (magic, length,
+/// flags), `fs_count`, `hs_count`, then the full-speed and the high-speed descriptors.
+pub fn descriptors() -> Vec<u8> {
+    let mut body = Vec::new();
+    speed_descriptors(&mut body, FULL_SPEED_MAX_PACKET);
+    speed_descriptors(&mut body, HIGH_SPEED_MAX_PACKET);
+    let len = 20 + body.len();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&DESCRIPTORS_MAGIC_V2.to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&(HAS_FS_DESC | HAS_HS_DESC).to_le_bytes());
+    out.extend_from_slice(&3u32.to_le_bytes()); // fs_count
+    out.extend_from_slice(&3u32.to_le_bytes()); // hs_count
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The strings block written second to ep0: `usb_functionfs_strings_head` (magic, length,
+/// str_count, lang_count), then one language (LE16 code) with one NUL-terminated string.
+pub fn strings(interface_name: &str) -> Vec<u8> {
+    let len = 16 + 2 + interface_name.len() + 1;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&STRINGS_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // str_count
+    out.extend_from_slice(&1u32.to_le_bytes()); // lang_count
+    out.extend_from_slice(&LANG_EN_US.to_le_bytes());
+    out.extend_from_slice(interface_name.as_bytes());
+    out.push(0);
+    out
+}
+
+/// `struct usb_ctrlrequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtrlRequest {
+    pub request_type: u8,
+    pub request: u8,
+    pub value: u16,
+    pub index: u16,
+    pub length: u16,
+}
+
+impl CtrlRequest {
+    /// Data stage from device to host.
+    pub fn is_in(&self) -> bool {
+        self.request_type & USB_DIR_IN != 0
+    }
+}
+
+/// `struct usb_functionfs_event`, by `enum usb_functionfs_event_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfsEvent {
+    Bind,
+    Unbind,
+    Enable,
+    Disable,
+    Setup(CtrlRequest),
+    Suspend,
+    Resume,
+    Unknown(u8),
+}
+
+/// Decodes one 12-byte event: 8 bytes of setup packet, the type, 3 bytes of padding.
+pub fn parse_event(b: &[u8; EVENT_SIZE]) -> FfsEvent {
+    let le16 = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    match b[8] {
+        0 => FfsEvent::Bind,
+        1 => FfsEvent::Unbind,
+        2 => FfsEvent::Enable,
+        3 => FfsEvent::Disable,
+        4 => FfsEvent::Setup(CtrlRequest {
+            request_type: b[0],
+            request: b[1],
+            value: le16(2),
+            index: le16(4),
+            length: le16(6),
+        }),
+        5 => FfsEvent::Suspend,
+        6 => FfsEvent::Resume,
+        other => FfsEvent::Unknown(other),
+    }
+}
+
+/// Decodes the events of one ep0 read (a whole number of events; a trailing partial one is
+/// ignored).
+pub fn parse_events(b: &[u8]) -> Vec<FfsEvent> {
+    b.chunks_exact(EVENT_SIZE)
+        .map(|c| parse_event(c.try_into().expect("chunk of EVENT_SIZE")))
+        .collect()
+}
+
+/// The payload length an ADB header announces (`data_length`, LE32 at offset 12).
+pub fn payload_len(header: &[u8; HEADER_LEN]) -> usize {
+    u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize
+}
+
+/// Whether a whole ADB message (header first) is a CNXN.
+pub fn is_cnxn(message: &[u8]) -> bool {
+    message.starts_with(b"CNXN")
+}
+
+/// FunctionFS set-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum FfsError {
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the {what} to ep0")]
+    Ep0Write {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start a functionfs thread")]
+    Thread(#[source] io::Error),
+}
+
+type WriteJob = ([u8; HEADER_LEN], Bytes, oneshot::Sender<io::Result<()>>);
+
+/// [`PacketSink`] onto the IN endpoint's writer thread.
+#[derive(Debug, Clone)]
+pub struct FfsSink {
+    jobs: std::sync::mpsc::Sender<WriteJob>,
+}
+
+impl PacketSink for FfsSink {
+    async fn send_packet(&mut self, header: &[u8; HEADER_LEN], payload: &[u8]) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((*header, Bytes::copy_from_slice(payload), tx))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "ep2 writer stopped"))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "ep2 writer stopped",
+            ))
+        })
+    }
+}
+
+/// [`ByteSource`] over the OUT endpoint's reader thread, which delivers whole ADB messages.
+/// It ends the current connection (`Ok(0)`) when the host starts a new one with CNXN, and
+/// keeps that CNXN for the next connection.
+#[derive(Debug)]
+pub struct FfsSource {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    pending: Vec<u8>,
+    pos: usize,
+    started: bool,
+    next: Option<Vec<u8>>,
+}
+
+impl FfsSource {
+    /// Forgets the rest of the current connection's bytes; the next message starts a new one.
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.pos = 0;
+        self.started = false;
+    }
+}
+
+impl ByteSource for FfsSource {
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.pending.len() {
+            let msg = match self.next.take() {
+                Some(m) => m,
+                None => match self.rx.recv().await {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(0),
+                },
+            };
+            if self.started && is_cnxn(&msg) {
+                self.next = Some(msg);
+                return Ok(0);
+            }
+            self.started = true;
+            self.pending = msg;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A FunctionFS instance with descriptors written and endpoints open.
+#[derive(Debug)]
+pub struct FunctionFs {
+    dir: PathBuf,
+    events: mpsc::UnboundedReceiver<FfsEvent>,
+    sink: FfsSink,
+    source: FfsSource,
+}
+
+fn open(path: PathBuf, write: bool) -> Result<File, FfsError> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(&path)
+        .map_err(|source| FfsError::Open { path, source })
+}
+
+impl FunctionFs {
+    /// Writes descriptors and strings to `dir/ep0` and opens `ep1` and `ep2`; the gadget may be
+    /// bound to a UDC once this returns.
+    pub fn start(dir: &Path) -> Result<Self, FfsError> {
+        let mut ep0 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("ep0"))
+            .map_err(|source| FfsError::Open {
+                path: dir.join("ep0"),
+                source,
+            })?;
+        ep0.write_all(&descriptors())
+            .map_err(|source| FfsError::Ep0Write {
+                what: "descriptors",
+                source,
+            })?;
+        ep0.write_all(&strings(INTERFACE_NAME))
+            .map_err(|source| FfsError::Ep0Write {
+                what: "strings",
+                source,
+            })?;
+        let ep_out = open(dir.join("ep1"), false)?;
+        let ep_in = open(dir.join("ep2"), true)?;
+
+        let (etx, events) = mpsc::unbounded_channel();
+        spawn_thread("ffs-ep0", move || ep0_loop(ep0, &etx))?;
+        let (jobs, jrx) = std::sync::mpsc::channel::<WriteJob>();
+        spawn_thread("ffs-ep-in", move || writer_loop(ep_in, &jrx))?;
+        let (dtx, rx) = mpsc::channel(8);
+        spawn_thread("ffs-ep-out", move || reader_loop(ep_out, &dtx))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            events,
+            sink: FfsSink { jobs },
+            source: FfsSource {
+                rx,
+                pending: Vec::new(),
+                pos: 0,
+                started: false,
+                next: None,
+            },
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Serves one connection after another on `phone` until `shutdown`. Keys the user allowed
+    /// are remembered across connections, like the phone's adb_keys.
+    pub async fn serve(
+        self,
+        phone: Arc<Mutex<Phone>>,
+        config: Arc<SimConfig>,
+        shutdown: CancellationToken,
+    ) {
+        let Self {
+            mut events,
+            sink,
+            mut source,
+            ..
+        } = self;
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                tracing::info!(?ev, "functionfs event");
+            }
+        });
+        let allowed = Arc::new(Mutex::new(Vec::<String>::new()));
+        while !shutdown.is_cancelled() {
+            let conn = Connection::new(phone.clone(), config.clone(), allowed.clone());
+            tracing::debug!("functionfs: waiting for a connection");
+            conn.serve(sink.clone(), &mut source, shutdown.child_token())
+                .await;
+            tracing::debug!("functionfs: connection ended");
+            source.reset();
+            if source.rx.is_closed() && source.next.is_none() {
+                tracing::warn!("functionfs: ep1 reader stopped");
+                return;
+            }
+        }
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), FfsError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(FfsError::Thread)
+}
+
+/// Reads events until ep0 fails; answers SETUP requests with a stall (the ADB interface has
+/// no control requests).
+fn ep0_loop(mut ep0: File, tx: &mpsc::UnboundedSender<FfsEvent>) {
+    let mut buf = [0u8; EVENT_SIZE * 4];
+    loop {
+        let n = match ep0.read(&mut buf) {
+            // A real ep0 never ends; a plain file (tests) does.
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "functionfs: ep0 read failed");
+                return;
+            }
+        };
+        for ev in parse_events(&buf[..n]) {
+            if let FfsEvent::Setup(req) = ev {
+                // Stall: a transfer in the direction opposite to the data stage.
+                let _ = if req.is_in() {
+                    ep0.read(&mut []).map(|_| ())
+                } else {
+                    ep0.write(&[]).map(|_| ())
+                };
+            }
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn write_full(ep: &mut File, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        match ep.write(&data[off..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes each message as adbd does: header, then payload, as separate transfers.
+fn writer_loop(mut ep: File, jobs: &std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok((header, payload, done)) = jobs.recv() {
+        let mut r = write_full(&mut ep, &header);
+        if r.is_ok() && !payload.is_empty() {
+            r = write_full(&mut ep, &payload);
+        }
+        let _ = done.send(r);
+    }
+}
+
+/// Fills `buf`, skipping zero-length packets.
+fn read_full(ep: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        let end = buf.len().min(off + READ_CHUNK);
+        match ep.read(&mut buf[off..end]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads whole messages (a 24-byte header, then exactly its payload, as adbd does, so a host
+/// that sends no zero-length packet after an aligned payload is not waited for). An error
+/// (the function was disabled: unplug) is delivered once; the next read blocks in the kernel
+/// until the function is enabled again.
+fn reader_loop(mut ep: File, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
+    let mut failing = false;
+    loop {
+        let mut header = [0u8; HEADER_LEN];
+        let r = read_full(&mut ep, &mut header).and_then(|()| {
+            let len = payload_len(&header);
+            let mut msg = Vec::with_capacity(HEADER_LEN + len.min(MAX_MESSAGE_PAYLOAD));
+            msg.extend_from_slice(&header);
+            if len <= MAX_MESSAGE_PAYLOAD {
+                msg.resize(HEADER_LEN + len, 0);
+                read_full(&mut ep, &mut msg[HEADER_LEN..])?;
+            }
+            Ok(msg)
+        });
+        match r {
+            Ok(msg) => {
+                failing = false;
+                if tx.blocking_send(Ok(msg)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::debug!(error = %e, "functionfs: ep1 read failed");
+                    if tx.blocking_send(Err(e)).is_err() {
+                        return;
+                    }
+                }
+                failing = true;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_match_the_v2_layout() {
+        let d = descriptors();
+        // usb_functionfs_descs_head_v2 + fs_count + hs_count, then 2 × (9 + 7 + 7).
+        assert_eq!(d.len(), 12 + 8 + 2 * 23);
+        assert_eq!(&d[0..4], &3u32.to_le_bytes()); // FUNCTIONFS_DESCRIPTORS_MAGIC_V2
+        assert_eq!(&d[4..8], &(d.len() as u32).to_le_bytes());
+        assert_eq!(&d[8..12], &3u32.to_le_bytes()); // HAS_FS_DESC | HAS_HS_DESC
+        assert_eq!(&d[12..16], &3u32.to_le_bytes());
+        assert_eq!(&d[16..20], &3u32.to_le_bytes());
+        let fs = &d[20..43];
+        let hs = &d[43..66];
+        for (block, mps) in [(fs, [64u8, 0]), (hs, [0u8, 2])] {
+            assert_eq!(&block[..9], &[9, 4, 0, 0, 2, 0xff, 0x42, 0x01, 1]);
+            assert_eq!(&block[9..16], &[7, 5, 0x01, 2, mps[0], mps[1], 0]);
+            assert_eq!(&block[16..23], &[7, 5, 0x82, 2, mps[0], mps[1], 0]);
+        }
+    }
+
+    #[test]
+    fn descriptors_walk_as_length_prefixed_records() {
+        let d = descriptors();
+        let mut i = 20;
+        let mut kinds = Vec::new();
+        while i < d.len() {
+            kinds.push(d[i + 1]);
+            i += usize::from(d[i]);
+        }
+        assert_eq!(i, d.len());
+        assert_eq!(kinds, [4, 5, 5, 4, 5, 5]);
+    }
+
+    #[test]
+    fn strings_match_the_layout() {
+        let s = strings("ADB Interface");
+        assert_eq!(s.len(), 16 + 2 + 14);
+        assert_eq!(&s[0..4], &2u32.to_le_bytes()); // FUNCTIONFS_STRINGS_MAGIC
+        assert_eq!(&s[4..8], &(s.len() as u32).to_le_bytes());
+        assert_eq!(&s[8..12], &1u32.to_le_bytes()); // str_count
+        assert_eq!(&s[12..16], &1u32.to_le_bytes()); // lang_count
+        assert_eq!(&s[16..18], &[0x09, 0x04]);
+        assert_eq!(&s[18..], b"ADB Interface\0");
+    }
+
+    #[test]
+    fn events_decode_by_type() {
+        let ev = |t: u8| {
+            let mut b = [0u8; EVENT_SIZE];
+            b[8] = t;
+            parse_event(&b)
+        };
+        assert_eq!(ev(0), FfsEvent::Bind);
+        assert_eq!(ev(1), FfsEvent::Unbind);
+        assert_eq!(ev(2), FfsEvent::Enable);
+        assert_eq!(ev(3), FfsEvent::Disable);
+        assert_eq!(ev(5), FfsEvent::Suspend);
+        assert_eq!(ev(6), FfsEvent::Resume);
+        assert_eq!(ev(9), FfsEvent::Unknown(9));
+    }
+
+    #[test]
+    fn setup_event_carries_the_control_request() {
+        // GET_DESCRIPTOR(string 3), IN, wIndex 0x0409, wLength 255; padding ignored.
+        let b = [
+            0x80, 6, 0x03, 0x03, 0x09, 0x04, 0xff, 0x00, 4, 0xaa, 0xbb, 0xcc,
+        ];
+        let FfsEvent::Setup(req) = parse_event(&b) else {
+            panic!("not a setup event");
+        };
+        assert_eq!(
+            req,
+            CtrlRequest {
+                request_type: 0x80,
+                request: 6,
+                value: 0x0303,
+                index: 0x0409,
+                length: 255,
+            }
+        );
+        assert!(req.is_in());
+    }
+
+    #[test]
+    fn one_read_may_hold_several_events() {
+        let mut b = vec![0u8; EVENT_SIZE * 2 + 5];
+        b[8] = 0;
+        b[EVENT_SIZE + 8] = 2;
+        assert_eq!(parse_events(&b), [FfsEvent::Bind, FfsEvent::Enable]);
+    }
+
+    #[test]
+    fn header_fields() {
+        let mut h = [0u8; HEADER_LEN];
+        h[..4].copy_from_slice(b"CNXN");
+        h[12..16].copy_from_slice(&0x0001_0203u32.to_le_bytes());
+        assert_eq!(payload_len(&h), 0x0001_0203);
+        assert!(is_cnxn(&h));
+        assert!(!is_cnxn(b"WRTE"));
+    }
+
+    #[tokio::test]
+    async fn a_new_cnxn_ends_the_connection_and_starts_the_next() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut src = FfsSource {
+            rx,
+            pending: Vec::new(),
+            pos: 0,
+            started: false,
+            next: None,
+        };
+        tx.send(Ok(b"CNXN-one".to_vec())).await.unwrap();
+        tx.send(Ok(b"OPEN".to_vec())).await.unwrap();
+        tx.send(Ok(b"CNXN-two".to_vec())).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = src.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"CNXN-one");
+        let n = src.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"OPEN");
+        assert_eq!(src.recv(&mut buf).await.unwrap(), 0);
+        src.reset();
+        let n = src.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"CNXN-two");
+    }
+}
