@@ -26,6 +26,7 @@ use crate::usb::{ManagerConfig, UsbManager, UsbPhone, UsbState};
 pub enum UsbDiscovery {
     /// Hotplug when libusb supports it and udevd runs, else polling.
     Auto,
+    /// libusb hotplug (with a slow rescan as a safety net).
     Hotplug,
     /// Enumerate every `--usb-poll-ms` (works without udevd).
     Poll,
@@ -51,15 +52,15 @@ pub struct Cli {
     /// Seconds each operation may take.
     #[arg(long, env = "PHONEFARM_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
-    /// USB discovery: auto, hotplug, poll or off.
+    /// USB discovery for the one-shot commands: auto, hotplug, poll or off.
     #[arg(
         long,
-        env = "PHONEFARM_USB",
+        env = "PHONEFARM_USB_DISCOVERY",
         value_enum,
         default_value = "auto",
         global = true
     )]
-    pub usb: UsbDiscovery,
+    pub usb_discovery: UsbDiscovery,
     /// Enumeration period when polling USB, in milliseconds.
     #[arg(
         long,
@@ -89,9 +90,13 @@ pub enum Command {
     Pull { source: String, local: PathBuf },
     /// Print the public key and the fingerprint the phone shows when asking to allow it.
     Key,
-    /// Run one capability (keyword_warmup, fyp_warmup, maintenance) on one phone with the
-    /// flow pack for its installed app version; prints the result JSON. On failure, prints a
-    /// one-line cause (`<reason> in step <step>: <message>`) and exits with status 1.
+    /// Run the agent: NATS uplink, phones, runner, until SIGTERM or Ctrl-C.
+    Daemon(crate::daemon::RunArgs),
+    /// Run one capability on one phone and print its result JSON.
+    ///
+    /// Capabilities: keyword_warmup, fyp_warmup, maintenance. The flow pack is chosen by the
+    /// app version installed on the phone. On failure it prints a one-line cause (`<reason> in
+    /// step <step>: <message>`) and exits with status 1.
     Run {
         /// host:port of a network phone, a usb port path (e.g. 1-2.3), a phone id or a serial.
         phone: String,
@@ -163,7 +168,7 @@ impl Ctx {
             keys: KeyRing::new(vec![key]),
             timeout: Duration::from_secs(cli.timeout.max(1)),
             tcp: cli.tcp.clone(),
-            usb: cli.usb,
+            usb: cli.usb_discovery,
             usb_poll: Duration::from_millis(cli.usb_poll_ms.max(10)),
             manager: OnceCell::new(),
         }
@@ -297,9 +302,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         println!("fingerprint (MD5): {}", key.fingerprint());
         return Ok(0);
     }
+    if let Command::Daemon(args) = cli.command {
+        let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
+        let config = args.into_config(state_dir, cli.tcp.clone())?;
+        crate::daemon::run(config, crate::daemon::shutdown_on_signals()).await?;
+        return Ok(0);
+    }
     let ctx = Ctx::new(&cli, key);
     match cli.command {
-        Command::Key => Ok(0),
+        Command::Key | Command::Daemon(_) => Ok(0),
         Command::Run {
             phone,
             capability,

@@ -14,7 +14,7 @@ async fn agent(state: &std::path::Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-agent"))
         .arg("--state-dir")
         .arg(state)
-        .args(["--usb", "off", "--timeout", "20"])
+        .args(["--usb-discovery", "off", "--timeout", "20"])
         .args(args)
         .kill_on_drop(true)
         .output()
@@ -133,7 +133,15 @@ async fn devices_lists_tcp_phones_with_ids_and_polls_usb_without_crashing() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-agent"))
         .arg("--state-dir")
         .arg(dir.path())
-        .args(["--usb", "poll", "--timeout", "5", "--tcp", &addr, "devices"])
+        .args([
+            "--usb-discovery",
+            "poll",
+            "--timeout",
+            "5",
+            "--tcp",
+            &addr,
+            "devices",
+        ])
         .output()
         .await
         .unwrap();
