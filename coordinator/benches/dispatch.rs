@@ -230,7 +230,8 @@ async fn run() -> anyhow::Result<()> {
     let settings = app::Settings {
         ingest_secret: None,
         webhook_secret: None,
-        allow: vec![],
+        // The callback URL is on loopback (nothing is delivered: no deliverer runs).
+        allow: vec!["127.0.0.0/8".parse()?],
         public_metrics: true,
         deliverer: None,
     };
@@ -337,6 +338,14 @@ async fn run() -> anyhow::Result<()> {
                     .send()
                     .await
                     .ok()?;
+                if !r.status().is_success() {
+                    eprintln!(
+                        "enqueue: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                    return None;
+                }
                 let v: serde_json::Value = r.json().await.ok()?;
                 let pid = Uuid::parse_str(v["process_id"].as_str()?).ok()?;
                 started.lock().ok()?.insert(pid, t0);

@@ -103,10 +103,14 @@ async fn enrollment_creates_the_agents_consumers() {
         })
         .await;
     }
-    let (s, b) = app.get("/agents").await;
-    assert_eq!(s, 200);
-    assert_eq!(b["agents"][0]["agent_id"], "rack-7");
-    assert!(b["agents"][0]["enrolled_at"].is_string(), "{b}");
+    // The mirror writes the agent right after enrolling it.
+    wait_until("agent row", Duration::from_secs(10), || async {
+        let (s, b) = app.get("/agents").await;
+        s == 200
+            && b["agents"][0]["agent_id"] == "rack-7"
+            && b["agents"][0]["enrolled_at"].is_string()
+    })
+    .await;
     // A presence under an unsafe id is never enrolled.
     assert!(bootstrap::enroll_agent(&app.bus.js, "a.b").await.is_err());
 }

@@ -109,7 +109,7 @@ async fn presence_and_inventory_make_the_fleet_view() {
     })
     .await;
 
-    // Silence: the agent and its phones go offline (2 s threshold in tests).
+    // Silence: the agent and its phones go offline (3 s threshold in tests).
     agent.go_silent();
     wait_until("agent offline", Duration::from_secs(10), || async {
         app.get("/agents").await.1["agents"][0]["online"] == false

@@ -189,7 +189,11 @@ async fn flow_errors_fail_terminally_and_max_attempts_dead_letter() {
 
 #[tokio::test]
 async fn a_lapsed_lease_retries_with_the_next_attempt() {
-    let app = BusApp::spawn().await;
+    let app = BusApp::spawn_with(|c| {
+        c.lease = Duration::from_secs(2);
+        c.accept_timeout = Duration::from_secs(2);
+    })
+    .await;
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
     let pid = app
@@ -203,7 +207,7 @@ async fn a_lapsed_lease_retries_with_the_next_attempt() {
     let o1 = agent.expect_order().await;
     agent.event(&o1, 1, EventKind::Accepted).await;
     app.wait_status(pid, "executing").await;
-    // The run goes silent (no milestones, no heartbeats); the lease is 3 s in tests.
+    // The run goes silent (no milestones, no heartbeats); the lease is 2 s here.
     app.wait_item_state(o1.queue_item_id, "RETRYABLE").await;
     assert_eq!(app.status(pid).await, "retrying");
     let o2 = agent.expect_order().await;

@@ -115,9 +115,10 @@ impl Drop for NatsServer {
 /// Short timings so tests finish fast.
 pub fn test_config(url: String) -> BusConfig {
     let mut c = BusConfig::new(url);
-    c.lease = Duration::from_secs(3);
-    c.accept_timeout = Duration::from_secs(3);
-    c.offline_after = Duration::from_secs(2);
+    // Longer than any test step under load; the lease tests shorten it.
+    c.lease = Duration::from_secs(10);
+    c.accept_timeout = Duration::from_secs(10);
+    c.offline_after = Duration::from_secs(3);
     c.retry_base = Duration::from_millis(200);
     c.retry_max = Duration::from_secs(1);
     c.dispatch_interval = Duration::from_millis(200);
