@@ -777,3 +777,88 @@ async fn transient_dump_failures_are_ridden_out() {
         "the failing dumps were consumed"
     );
 }
+
+/// Records when each step started and finished (virtual time: the test clock is paused).
+#[derive(Default)]
+struct TimedSink {
+    events: std::sync::Mutex<Vec<(String, bool, tokio::time::Instant)>>,
+}
+
+impl phonefarm_flows::MilestoneSink for TimedSink {
+    fn step_started(&self, step: &str) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((step.to_string(), false, tokio::time::Instant::now()));
+    }
+    fn step_finished(&self, step: &str, _ok: bool) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((step.to_string(), true, tokio::time::Instant::now()));
+    }
+    fn progress(&self, _progress: &serde_json::Value) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn dwells_stay_in_range_and_probability_zero_never_likes() {
+    let device = ModelDevice::new(PhoneConfig::default());
+    let ui: Ui<&ModelDevice> = ui(&device);
+    let set = PackSet::load_path(&packs_dir()).unwrap();
+    let pack = select_pack(&ui, &set, APP).await.unwrap();
+    let sink = TimedSink::default();
+    let cancel = CancellationToken::new();
+    let ctx = FlowCtx {
+        ui: &ui,
+        pack: &pack,
+        sink: &sink,
+        cancel: &cancel,
+        options: FlowOptions {
+            seed: 11,
+            ..FlowOptions::default()
+        },
+    };
+    let inputs = KeywordWarmupInputs {
+        keywords: vec!["travel".into()],
+        videos_per_keyword: 4,
+        watch_seconds: WatchSeconds { min: 5, max: 9 },
+        like_probability: 0.0,
+        comment_plan: None,
+    };
+    let result = keyword_warmup(&ctx, &inputs).await.unwrap();
+    assert_eq!(
+        result["keywords"]["travel"],
+        json!({"videos_watched": 4, "liked": 0, "commented": false})
+    );
+    let actions = device.phone().actions().to_vec();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Liked { .. })),
+        "probability 0 never likes"
+    );
+    assert!(device.phone().liked_videos().is_empty());
+
+    // Each watch step lasts its dwell: at least `min`, and at most `max` plus the UI round
+    // trips of the step itself (screen reads at the poll interval).
+    let events = sink.events.lock().unwrap().clone();
+    let mut dwells = Vec::new();
+    for (i, (step, finished, at)) in events.iter().enumerate() {
+        if *finished || !step.starts_with("watch:") {
+            continue;
+        }
+        let (_, _, end) = events[i..]
+            .iter()
+            .find(|(s, f, _)| *f && s == step)
+            .expect("the watch step finishes");
+        dwells.push(end.duration_since(*at));
+    }
+    assert_eq!(dwells.len(), 4, "{events:?}");
+    for d in &dwells {
+        assert!(*d >= Duration::from_secs(5), "dwell {d:?} below min");
+        assert!(
+            *d <= Duration::from_secs(9) + Duration::from_secs(5),
+            "dwell {d:?} far above max"
+        );
+    }
+    // Drawn from the range, not a constant.
+    assert!(dwells.iter().any(|d| *d != dwells[0]), "{dwells:?}");
+}
