@@ -5,6 +5,7 @@ mod dump_props;
 mod flows;
 mod model;
 mod packs;
+mod reload;
 mod screens;
 mod selector_props;
 mod synth;
