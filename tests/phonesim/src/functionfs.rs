@@ -3,7 +3,7 @@
 //! The caller mounts FunctionFS at `DIR` (`mount -t functionfs <name> DIR`) for a function
 //! `ffs.<name>` linked into a gadget configuration. [`FunctionFs::start`] opens `DIR/ep0`,
 //! writes the v2 descriptors (one interface of class 0xff/0x42/0x01, bulk OUT then bulk IN, in
-//! full and high speed) and the strings, opens the endpoint files `ep1` (OUT) and `ep2` (IN) that
+//! full, high and super speed) and the strings, opens the endpoint files `ep1` (OUT) and `ep2` (IN) that
 //! appear then, and only after that may the caller bind the gadget to a UDC. [`FunctionFs::serve`]
 //! then answers ep0 events and feeds the OUT endpoint into the same device-role
 //! [`Connection`](crate::peer::Connection) as over TCP, writing ADB messages to the IN endpoint
@@ -13,7 +13,15 @@
 //! The function outlives connections: when the host sends a new CNXN (a new `adb` server, the
 //! next `phonefarm-agent` command) or the gadget is unbound and bound again (unplug, replug),
 //! the current connection ends and the next one starts on the same endpoints. Blocking file I/O
-//! runs on three threads (ep0 events, OUT reader, IN writer) bridged to tokio channels.
+//! runs on three threads (ep0 events, OUT reader, IN writer) bridged to tokio channels. The
+//! OUT reader asks the kernel for a whole payload in one read (one gadget request, as large as
+//! the host's transfer), so the simulator is not what limits a push.
+//!
+//! [`FunctionFs::hold_key_offers`] models a user who answers the "Allow USB debugging?" prompt
+//! only when told to (SIGUSR1 in the binary): the host's public key is held back from the
+//! session until then, and released even when that host has gone meanwhile, so the phone's
+//! CNXN is left queued on the IN endpoint for whoever opens the interface next, as on a real
+//! phone.
 //!
 //! The byte layouts ([`descriptors`], [`strings`], [`parse_event`]) are pure functions checked
 //! against `include/uapi/linux/usb/functionfs.h`.
@@ -28,7 +36,7 @@ use bytes::Bytes;
 use phonefarm_agent::adb::message::HEADER_LEN;
 use phonefarm_agent::adb::transport::{ByteSource, PacketSink};
 use phonefarm_phonemodel::Phone;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::SimConfig;
@@ -42,6 +50,8 @@ pub const STRINGS_MAGIC: u32 = 2;
 pub const HAS_FS_DESC: u32 = 1;
 /// `FUNCTIONFS_HAS_HS_DESC`.
 pub const HAS_HS_DESC: u32 = 2;
+/// `FUNCTIONFS_HAS_SS_DESC`.
+pub const HAS_SS_DESC: u32 = 4;
 /// `sizeof(struct usb_functionfs_event)`.
 pub const EVENT_SIZE: usize = 12;
 
@@ -51,6 +61,9 @@ pub const EP_OUT_ADDRESS: u8 = 0x01;
 pub const EP_IN_ADDRESS: u8 = 0x82;
 pub const FULL_SPEED_MAX_PACKET: u16 = 64;
 pub const HIGH_SPEED_MAX_PACKET: u16 = 512;
+pub const SUPER_SPEED_MAX_PACKET: u16 = 1024;
+/// Packets per burst at super speed (`bMaxBurst` + 1), as adbd declares.
+pub const SUPER_SPEED_MAX_BURST: u8 = 4;
 
 /// The interface string (index 1), as adbd names it.
 pub const INTERFACE_NAME: &str = "ADB Interface";
@@ -59,11 +72,14 @@ pub const LANG_EN_US: u16 = 0x0409;
 
 const USB_DT_INTERFACE: u8 = 4;
 const USB_DT_ENDPOINT: u8 = 5;
+const USB_DT_SS_ENDPOINT_COMP: u8 = 0x30;
 const USB_ENDPOINT_XFER_BULK: u8 = 2;
 const USB_DIR_IN: u8 = 0x80;
 
-/// One read from the OUT endpoint at most this long: keeps the kernel's bounce buffer small.
-const READ_CHUNK: usize = 256 * 1024;
+/// One read from the OUT endpoint at most this long: a whole 1 MiB payload in one gadget
+/// request. Halved (down to [`MIN_READ_CHUNK`]) when the kernel cannot allocate the buffer.
+const READ_CHUNK: usize = 1024 * 1024;
+const MIN_READ_CHUNK: usize = 16 * 1024;
 /// A header announcing more than this is garbage: passed on as is for the session to reject.
 const MAX_MESSAGE_PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -97,25 +113,50 @@ pub fn bulk_endpoint_descriptor(address: u8, max_packet: u16) -> [u8; 7] {
     ]
 }
 
-fn speed_descriptors(out: &mut Vec<u8>, max_packet: u16) {
+/// `struct usb_ss_ep_comp_descriptor` for a bulk endpoint (no streams).
+pub fn ss_companion_descriptor(max_burst: u8) -> [u8; 6] {
+    [
+        6,                       // bLength
+        USB_DT_SS_ENDPOINT_COMP, // bDescriptorType
+        max_burst - 1,           // bMaxBurst (0-based)
+        0,                       // bmAttributes
+        0,                       // wBytesPerInterval (LE16; periodic endpoints only)
+        0,
+    ]
+}
+
+/// One speed's descriptors; returns how many there are.
+fn speed_descriptors(out: &mut Vec<u8>, max_packet: u16, companion: Option<u8>) -> u32 {
     out.extend_from_slice(&interface_descriptor());
-    out.extend_from_slice(&bulk_endpoint_descriptor(EP_OUT_ADDRESS, max_packet));
-    out.extend_from_slice(&bulk_endpoint_descriptor(EP_IN_ADDRESS, max_packet));
+    for address in [EP_OUT_ADDRESS, EP_IN_ADDRESS] {
+        out.extend_from_slice(&bulk_endpoint_descriptor(address, max_packet));
+        if let Some(burst) = companion {
+            out.extend_from_slice(&ss_companion_descriptor(burst));
+        }
+    }
+    if companion.is_some() { 5 } else { 3 }
 }
 
 /// The descriptors block written first to ep0: `usb_functionfs_descs_head_v2` (magic, length,
-/// flags), `fs_count`, `hs_count`, then the full-speed and the high-speed descriptors.
+/// flags), `fs_count`, `hs_count`, `ss_count`, then the full-, high- and super-speed
+/// descriptors (super speed adds an endpoint companion after each endpoint).
 pub fn descriptors() -> Vec<u8> {
     let mut body = Vec::new();
-    speed_descriptors(&mut body, FULL_SPEED_MAX_PACKET);
-    speed_descriptors(&mut body, HIGH_SPEED_MAX_PACKET);
-    let len = 20 + body.len();
+    let fs = speed_descriptors(&mut body, FULL_SPEED_MAX_PACKET, None);
+    let hs = speed_descriptors(&mut body, HIGH_SPEED_MAX_PACKET, None);
+    let ss = speed_descriptors(
+        &mut body,
+        SUPER_SPEED_MAX_PACKET,
+        Some(SUPER_SPEED_MAX_BURST),
+    );
+    let len = 24 + body.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&DESCRIPTORS_MAGIC_V2.to_le_bytes());
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&(HAS_FS_DESC | HAS_HS_DESC).to_le_bytes());
-    out.extend_from_slice(&3u32.to_le_bytes()); // fs_count
-    out.extend_from_slice(&3u32.to_le_bytes()); // hs_count
+    out.extend_from_slice(&(HAS_FS_DESC | HAS_HS_DESC | HAS_SS_DESC).to_le_bytes());
+    for count in [fs, hs, ss] {
+        out.extend_from_slice(&count.to_le_bytes());
+    }
     out.extend_from_slice(&body);
     out
 }
@@ -204,6 +245,15 @@ pub fn is_cnxn(message: &[u8]) -> bool {
     message.starts_with(b"CNXN")
 }
 
+/// Whether a whole ADB message is the host offering its public key (AUTH, type RSAPUBLICKEY):
+/// what makes a phone show "Allow USB debugging?".
+pub fn is_key_offer(message: &[u8]) -> bool {
+    message.len() >= 8
+        && message.starts_with(b"AUTH")
+        && u32::from_le_bytes([message[4], message[5], message[6], message[7]])
+            == phonefarm_agent::adb::message::auth_type::RSAPUBLICKEY
+}
+
 /// FunctionFS set-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum FfsError {
@@ -246,6 +296,15 @@ impl PacketSink for FfsSink {
     }
 }
 
+/// Key offers held back until the simulated user allows them: each bump of the counter is one
+/// tap on "Allow", which releases the offer held at that moment.
+#[derive(Debug)]
+struct KeyGate {
+    allows: watch::Receiver<u64>,
+    /// The held offer and the counter's value when it was held.
+    held: Option<(Vec<u8>, u64)>,
+}
+
 /// [`ByteSource`] over the OUT endpoint's reader thread, which delivers whole ADB messages.
 /// It ends the current connection (`Ok(0)`) when the host starts a new one with CNXN, and
 /// keeps that CNXN for the next connection.
@@ -256,27 +315,103 @@ pub struct FfsSource {
     pos: usize,
     started: bool,
     next: Option<Vec<u8>>,
+    gate: Option<KeyGate>,
 }
 
 impl FfsSource {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Self {
+            rx,
+            pending: Vec::new(),
+            pos: 0,
+            started: false,
+            next: None,
+            gate: None,
+        }
+    }
+
     /// Forgets the rest of the current connection's bytes; the next message starts a new one.
     fn reset(&mut self) {
         self.pending.clear();
         self.pos = 0;
         self.started = false;
     }
+
+    /// The next whole message: a held key offer once it is allowed, else the next from ep1.
+    /// `Ok(None)`: the reader thread is gone.
+    async fn next_message(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if let Some(m) = self.next.take() {
+            return Ok(Some(m));
+        }
+        loop {
+            let held_at = self
+                .gate
+                .as_ref()
+                .and_then(|g| g.held.as_ref().map(|h| h.1));
+            if let (Some(at), Some(gate)) = (held_at, self.gate.as_mut()) {
+                let woke = tokio::select! {
+                    r = gate.allows.wait_for(|n| *n > at) => Woke::Allowed(r.is_ok()),
+                    m = self.rx.recv() => Woke::Message(m),
+                };
+                match woke {
+                    Woke::Allowed(true) => {}
+                    // The allow signal is gone: the prompt stays up for good.
+                    Woke::Allowed(false) => {
+                        if let Some(g) = &mut self.gate {
+                            g.held = None;
+                        }
+                        continue;
+                    }
+                    Woke::Message(None) => return Ok(None),
+                    Woke::Message(Some(Err(e))) => return Err(e),
+                    Woke::Message(Some(Ok(m))) if is_cnxn(&m) => {
+                        // A new connection: the prompt of the old one goes away.
+                        if let Some(g) = &mut self.gate {
+                            g.held = None;
+                        }
+                        tracing::info!(
+                            "functionfs: the host reconnected; the key prompt is dismissed"
+                        );
+                        return Ok(Some(m));
+                    }
+                    // Delivered after the offer, in the order the host sent them.
+                    Woke::Message(Some(Ok(m))) => self.next = Some(m),
+                }
+                if let Some((offer, _)) = self.gate.as_mut().and_then(|g| g.held.take()) {
+                    tracing::info!("functionfs: the user allows the key");
+                    return Ok(Some(offer));
+                }
+                continue;
+            }
+            let m = match self.rx.recv().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            };
+            if let Some(g) = &mut self.gate
+                && is_key_offer(&m)
+            {
+                tracing::info!(
+                    "functionfs: the host offers a key; the phone shows the prompt until the user allows it"
+                );
+                g.held = Some((m, *g.allows.borrow()));
+                continue;
+            }
+            return Ok(Some(m));
+        }
+    }
+}
+
+enum Woke {
+    Allowed(bool),
+    Message(Option<io::Result<Vec<u8>>>),
 }
 
 impl ByteSource for FfsSource {
     async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.pending.len() {
-            let msg = match self.next.take() {
-                Some(m) => m,
-                None => match self.rx.recv().await {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(0),
-                },
+            let Some(msg) = self.next_message().await? else {
+                return Ok(0);
             };
             if self.started && is_cnxn(&msg) {
                 self.next = Some(msg);
@@ -345,18 +480,20 @@ impl FunctionFs {
             dir: dir.to_path_buf(),
             events,
             sink: FfsSink { jobs },
-            source: FfsSource {
-                rx,
-                pending: Vec::new(),
-                pos: 0,
-                started: false,
-                next: None,
-            },
+            source: FfsSource::new(rx),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Holds each public key the host offers (the phone shows "Allow USB debugging?") until
+    /// `allows` counts one more tap on "Allow"; run with an auth mode that then accepts
+    /// (`KeyOffer::Accept`). A held offer is released even if its host has gone; a new CNXN
+    /// dismisses it.
+    pub fn hold_key_offers(&mut self, allows: watch::Receiver<u64>) {
+        self.source.gate = Some(KeyGate { allows, held: None });
     }
 
     /// Serves one connection after another on `phone` until `shutdown`. Keys the user allowed
@@ -392,6 +529,21 @@ impl FunctionFs {
             }
         }
     }
+}
+
+/// Counts SIGUSR1s (each one a tap on "Allow"), for [`FunctionFs::hold_key_offers`]. Must be
+/// called inside a tokio runtime.
+pub fn allow_on_sigusr1() -> io::Result<watch::Receiver<u64>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("functionfs: SIGUSR1: the user taps Allow");
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(rx)
 }
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), FfsError> {
@@ -449,6 +601,10 @@ fn write_full(ep: &mut File, data: &[u8]) -> io::Result<()> {
 /// Writes each message as adbd does: header, then payload, as separate transfers.
 fn writer_loop(mut ep: File, jobs: &std::sync::mpsc::Receiver<WriteJob>) {
     while let Ok((header, payload, done)) = jobs.recv() {
+        if is_cnxn(&header) {
+            // It waits in the kernel until the host reads: maybe a host that has gone.
+            tracing::info!("functionfs: CNXN to the host");
+        }
         let mut r = write_full(&mut ep, &header);
         if r.is_ok() && !payload.is_empty() {
             r = write_full(&mut ep, &payload);
@@ -457,14 +613,19 @@ fn writer_loop(mut ep: File, jobs: &std::sync::mpsc::Receiver<WriteJob>) {
     }
 }
 
-/// Fills `buf`, skipping zero-length packets.
-fn read_full(ep: &mut File, buf: &mut [u8]) -> io::Result<()> {
+/// Fills `buf` in reads of at most `*chunk` bytes, skipping zero-length packets; halves
+/// `*chunk` when the kernel cannot allocate a request that large.
+fn read_full(ep: &mut File, buf: &mut [u8], chunk: &mut usize) -> io::Result<()> {
     let mut off = 0;
     while off < buf.len() {
-        let end = buf.len().min(off + READ_CHUNK);
+        let end = buf.len().min(off + *chunk);
         match ep.read(&mut buf[off..end]) {
             Ok(n) => off += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory && *chunk > MIN_READ_CHUNK => {
+                *chunk /= 2;
+                tracing::debug!(chunk = *chunk, "functionfs: smaller ep1 reads (ENOMEM)");
+            }
             Err(e) => return Err(e),
         }
     }
@@ -477,15 +638,16 @@ fn read_full(ep: &mut File, buf: &mut [u8]) -> io::Result<()> {
 /// until the function is enabled again.
 fn reader_loop(mut ep: File, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
     let mut failing = false;
+    let mut chunk = READ_CHUNK;
     loop {
         let mut header = [0u8; HEADER_LEN];
-        let r = read_full(&mut ep, &mut header).and_then(|()| {
+        let r = read_full(&mut ep, &mut header, &mut chunk).and_then(|()| {
             let len = payload_len(&header);
             let mut msg = Vec::with_capacity(HEADER_LEN + len.min(MAX_MESSAGE_PAYLOAD));
             msg.extend_from_slice(&header);
             if len <= MAX_MESSAGE_PAYLOAD {
                 msg.resize(HEADER_LEN + len, 0);
-                read_full(&mut ep, &mut msg[HEADER_LEN..])?;
+                read_full(&mut ep, &mut msg[HEADER_LEN..], &mut chunk)?;
             }
             Ok(msg)
         });
@@ -517,33 +679,41 @@ mod tests {
     #[test]
     fn descriptors_match_the_v2_layout() {
         let d = descriptors();
-        // usb_functionfs_descs_head_v2 + fs_count + hs_count, then 2 × (9 + 7 + 7).
-        assert_eq!(d.len(), 12 + 8 + 2 * 23);
+        // usb_functionfs_descs_head_v2 + fs/hs/ss counts, then 2 × (9 + 7 + 7) and
+        // 9 + 2 × (7 + 6).
+        assert_eq!(d.len(), 12 + 12 + 2 * 23 + 35);
         assert_eq!(&d[0..4], &3u32.to_le_bytes()); // FUNCTIONFS_DESCRIPTORS_MAGIC_V2
         assert_eq!(&d[4..8], &(d.len() as u32).to_le_bytes());
-        assert_eq!(&d[8..12], &3u32.to_le_bytes()); // HAS_FS_DESC | HAS_HS_DESC
+        assert_eq!(&d[8..12], &7u32.to_le_bytes()); // HAS_FS_DESC | HAS_HS_DESC | HAS_SS_DESC
         assert_eq!(&d[12..16], &3u32.to_le_bytes());
         assert_eq!(&d[16..20], &3u32.to_le_bytes());
-        let fs = &d[20..43];
-        let hs = &d[43..66];
+        assert_eq!(&d[20..24], &5u32.to_le_bytes());
+        let fs = &d[24..47];
+        let hs = &d[47..70];
         for (block, mps) in [(fs, [64u8, 0]), (hs, [0u8, 2])] {
             assert_eq!(&block[..9], &[9, 4, 0, 0, 2, 0xff, 0x42, 0x01, 1]);
             assert_eq!(&block[9..16], &[7, 5, 0x01, 2, mps[0], mps[1], 0]);
             assert_eq!(&block[16..23], &[7, 5, 0x82, 2, mps[0], mps[1], 0]);
         }
+        let ss = &d[70..];
+        assert_eq!(&ss[..9], &[9, 4, 0, 0, 2, 0xff, 0x42, 0x01, 1]);
+        assert_eq!(&ss[9..16], &[7, 5, 0x01, 2, 0, 4, 0]);
+        assert_eq!(&ss[16..22], &[6, 0x30, 3, 0, 0, 0]);
+        assert_eq!(&ss[22..29], &[7, 5, 0x82, 2, 0, 4, 0]);
+        assert_eq!(&ss[29..35], &[6, 0x30, 3, 0, 0, 0]);
     }
 
     #[test]
     fn descriptors_walk_as_length_prefixed_records() {
         let d = descriptors();
-        let mut i = 20;
+        let mut i = 24;
         let mut kinds = Vec::new();
         while i < d.len() {
             kinds.push(d[i + 1]);
             i += usize::from(d[i]);
         }
         assert_eq!(i, d.len());
-        assert_eq!(kinds, [4, 5, 5, 4, 5, 5]);
+        assert_eq!(kinds, [4, 5, 5, 4, 5, 5, 4, 5, 0x30, 5, 0x30]);
     }
 
     #[test]
@@ -617,13 +787,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_cnxn_ends_the_connection_and_starts_the_next() {
         let (tx, rx) = mpsc::channel(8);
-        let mut src = FfsSource {
-            rx,
-            pending: Vec::new(),
-            pos: 0,
-            started: false,
-            next: None,
-        };
+        let mut src = FfsSource::new(rx);
         tx.send(Ok(b"CNXN-one".to_vec())).await.unwrap();
         tx.send(Ok(b"OPEN".to_vec())).await.unwrap();
         tx.send(Ok(b"CNXN-two".to_vec())).await.unwrap();
@@ -636,5 +800,57 @@ mod tests {
         src.reset();
         let n = src.recv(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"CNXN-two");
+    }
+
+    fn auth(kind: u32) -> Vec<u8> {
+        let mut m = b"AUTH".to_vec();
+        m.extend_from_slice(&kind.to_le_bytes());
+        m.extend_from_slice(&[0u8; 16]);
+        m.extend_from_slice(b"key");
+        m
+    }
+
+    async fn next(src: &mut FfsSource) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), src.recv(&mut buf))
+            .await
+            .expect("a message in time")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_key_offer_waits_for_the_user_even_after_its_host_left() {
+        let (tx, rx) = mpsc::channel(8);
+        let (allow, allows) = watch::channel(0u64);
+        let mut src = FfsSource::new(rx);
+        src.gate = Some(KeyGate { allows, held: None });
+        assert!(is_key_offer(&auth(3)) && !is_key_offer(&auth(2)));
+        tx.send(Ok(b"CNXN-one".to_vec())).await.unwrap();
+        tx.send(Ok(auth(2))).await.unwrap();
+        tx.send(Ok(auth(3))).await.unwrap();
+        assert_eq!(next(&mut src).await, b"CNXN-one");
+        assert_eq!(next(&mut src).await, auth(2));
+        // Held: nothing comes until the user allows it.
+        let mut buf = [0u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), src.recv(&mut buf))
+                .await
+                .is_err()
+        );
+        allow.send_modify(|n| *n += 1);
+        assert_eq!(next(&mut src).await, auth(3));
+        // An allow with no prompt showing does not pre-approve the next offer.
+        tx.send(Ok(auth(3))).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), src.recv(&mut buf))
+                .await
+                .is_err()
+        );
+        // A new connection dismisses the prompt: the offer is never delivered.
+        tx.send(Ok(b"CNXN-two".to_vec())).await.unwrap();
+        assert_eq!(src.recv(&mut buf).await.unwrap(), 0);
+        src.reset();
+        assert_eq!(next(&mut src).await, b"CNXN-two");
     }
 }

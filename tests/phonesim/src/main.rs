@@ -28,7 +28,8 @@ struct Args {
     /// Serve one phone over USB instead of TCP, on the FunctionFS mounted at this directory.
     #[arg(long, env = "PHONESIM_FUNCTIONFS", conflicts_with = "phones")]
     functionfs: Option<std::path::PathBuf>,
-    /// Authentication: `off`, `accept` (allow any offered key), `refuse`, or `accept-after:MS`.
+    /// Authentication: `off`, `accept` (allow any offered key), `refuse`, `accept-after:MS`, or
+    /// (with --functionfs) `accept-on-signal`: each SIGUSR1 allows the key offer then showing.
     #[arg(long, env = "PHONESIM_AUTH", default_value = "off")]
     auth: String,
     /// Model an old phone without shell protocol v2.
@@ -65,7 +66,8 @@ fn parse_u32(s: &str) -> Result<u32, String> {
 fn auth_mode(s: &str) -> anyhow::Result<AuthMode> {
     let on_offer = match s {
         "off" => return Ok(AuthMode::Off),
-        "accept" => KeyOffer::Accept,
+        // The FunctionFS transport holds the offer until the signal, then the session accepts.
+        "accept" | "accept-on-signal" => KeyOffer::Accept,
         "refuse" => KeyOffer::Refuse,
         other => {
             let ms = other
@@ -89,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let auth = auth_mode(&args.auth)?;
+    if args.auth == "accept-on-signal" && args.functionfs.is_none() {
+        anyhow::bail!("--auth accept-on-signal needs --functionfs");
+    }
     let shutdown = CancellationToken::new();
     let phones = if args.functionfs.is_some() {
         1
@@ -113,8 +118,11 @@ async fn main() -> anyhow::Result<()> {
             cfg = cfg.with_feature("delayed_ack");
         }
         if let Some(dir) = &args.functionfs {
-            let ffs = FunctionFs::start(dir)
+            let mut ffs = FunctionFs::start(dir)
                 .with_context(|| format!("functionfs at {}", dir.display()))?;
+            if args.auth == "accept-on-signal" {
+                ffs.hold_key_offers(phonefarm_phonesim::functionfs::allow_on_sigusr1()?);
+            }
             println!("{serial} functionfs ready at {}", dir.display());
             let phone = Arc::new(Mutex::new(phonefarm_phonesim::model::Phone::new(
                 cfg.identity.clone(),
