@@ -1,0 +1,15 @@
+//! The whole system on one machine: Postgres, a real nats-server, the coordinator (API, bus
+//! loops, callback deliverer), a real agent daemon (in this process, or its own OS process
+//! where a test kills it) and simulated phones over ADB/TCP. Work goes in through the public
+//! HTTP API and comes back as status and signed callbacks. One test binary, so the tests run
+//! concurrently (`--test-threads`).
+//!
+//! - `capabilities`: each capability to `completed`; group fan-out with a failing phone.
+//! - `cancel`: `soft`, `hard` and `soft_then_force` on executing work.
+//! - `faults`: the agent process killed, a NATS outage, a coordinator restart, two replicas,
+//!   a phone dropping off mid-run.
+
+mod cancel;
+mod capabilities;
+mod faults;
+mod harness;
