@@ -373,6 +373,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any struct with the right size and word count decodes to a key or an error, never a
+        /// panic; a decoded key re-encodes with the same modulus and exponent (n0inv and rr
+        /// recomputed), and checking a signature against it never panics. As the
+        /// `android_pubkey` fuzz target.
+        #[test]
+        fn any_struct_decodes_or_errs(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), ANDROID_PUBKEY_LEN - 4),
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = parse_public_key_line(&line);
+            let _ = android_pubkey_decode(&line);
+            let mut raw = 64u32.to_le_bytes().to_vec();
+            raw.extend_from_slice(&body);
+            if let Ok(key) = android_pubkey_decode(&raw) {
+                if let Ok(enc) = android_pubkey_encode(&key) {
+                    proptest::prop_assert_eq!(&enc[8..264], &raw[8..264]);
+                    proptest::prop_assert_eq!(&enc[520..], &raw[520..]);
+                    proptest::prop_assert_eq!(android_pubkey_decode(&enc).ok(), Some(key.clone()));
+                }
+                let _ = verify_token(&key, &raw[..20], &raw[..256]);
+            }
+        }
+    }
+
     #[test]
     fn rr_small_modulus() {
         // n = 2^32 - 5 (one word): R = 2^32, R^2 mod n = 25

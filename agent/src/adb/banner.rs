@@ -126,6 +126,31 @@ mod tests {
         assert!(b.has("shell_v2") && b.has("stat_v2") && !b.has("delayed_ack"));
     }
 
+    proptest::proptest! {
+        /// Any payload parses without panicking (the `banner` fuzz target does the same).
+        #[test]
+        fn any_bytes_parse(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = Banner::parse(&data);
+        }
+
+        /// Fields and features the format can carry come back as they went in.
+        #[test]
+        fn device_banner_fields_round_trip(
+            product in "[^;:\\x00]{0,20}",
+            model in "[^;\\x00]{0,20}",
+            device in "[^;\\x00]{0,20}",
+            features in proptest::collection::btree_set("[a-z_0-9]{1,12}", 0..6),
+        ) {
+            let f: Vec<&str> = features.iter().map(String::as_str).collect();
+            let b = Banner::parse(Banner::device(&product, &model, &device, &f).as_bytes());
+            proptest::prop_assert_eq!(b.system_type, Some(SystemType::Device));
+            proptest::prop_assert_eq!(b.product.as_deref(), Some(product.as_str()));
+            proptest::prop_assert_eq!(b.model.as_deref(), Some(model.as_str()));
+            proptest::prop_assert_eq!(b.device.as_deref(), Some(device.as_str()));
+            proptest::prop_assert_eq!(b.features, features);
+        }
+    }
+
     #[test]
     fn host_banner_and_junk() {
         let b = Banner::parse(Banner::host(HOST_FEATURES).as_bytes());

@@ -222,9 +222,11 @@ impl Parser {
         self.max_payload = max;
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (dropped once the stream has failed to parse).
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
     }
 
     /// Bytes buffered but not yet returned as messages.
@@ -246,6 +248,7 @@ impl Parser {
         let h = Header::decode(&hb);
         if let Err(e) = h.validate(self.max_payload) {
             self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
             return Err(e);
         }
         let total = HEADER_LEN + h.data_length as usize;
@@ -264,6 +267,7 @@ impl Parser {
                     actual,
                 };
                 self.failed = Some(e.clone());
+                self.buf = BytesMut::new();
                 return Err(e);
             }
         }
@@ -413,6 +417,62 @@ mod tests {
                     Ok(Some(_)) => continue,
                     _ => break,
                 }
+            }
+        }
+
+        /// Arbitrary bytes (well-framed messages mixed with garbage), fed whole and in
+        /// arbitrary pieces: the same messages and the same first error either way; never more
+        /// than one partial message (header + payload limit) held; the messages re-encode to
+        /// exactly the bytes consumed. The `message_parser` fuzz target checks the same.
+        #[test]
+        fn whole_and_split_agree_and_buffer_stays_bounded(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    arb_message().prop_map(|m| m.encode(true)),
+                    prop::collection::vec(any::<u8>(), 0..40),
+                ],
+                0..6,
+            ),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+            small in any::<bool>(),
+            mode in 0u8..3,
+        ) {
+            let data: Vec<u8> = parts.concat();
+            let limit = if small { 64 } else { MAX_PAYLOAD_V1 };
+            let mode = [ChecksumMode::Lenient, ChecksumMode::Strict, ChecksumMode::Off][mode as usize];
+            let run = |pieces: &[&[u8]]| -> Result<(Vec<Message>, Option<ParseError>), TestCaseError> {
+                let mut p = Parser::new(limit);
+                p.set_checksum_mode(mode);
+                let mut out = Vec::new();
+                for piece in pieces {
+                    p.feed(piece);
+                    loop {
+                        match p.next_message() {
+                            Ok(Some(m)) => out.push(m),
+                            Ok(None) => break,
+                            Err(e) => {
+                                prop_assert_eq!(p.next_message(), Err(e.clone()));
+                                return Ok((out, Some(e)));
+                            }
+                        }
+                    }
+                    prop_assert!(p.buffered() < HEADER_LEN + limit as usize);
+                }
+                Ok((out, None))
+            };
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            points.push(0);
+            points.push(data.len());
+            points.sort_unstable();
+            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            let whole = run(&[&data])?;
+            prop_assert_eq!(&whole, &run(&pieces)?);
+            let mut at = 0;
+            for m in &whole.0 {
+                let enc = m.encode(false);
+                prop_assert_eq!(&enc[..16], &data[at..at + 16]);
+                prop_assert_eq!(&enc[20..], &data[at + 20..at + enc.len()]);
+                at += enc.len();
             }
         }
 

@@ -69,7 +69,8 @@ pub enum ShellError {
 /// Largest shell packet accepted (adbd uses at most the max payload, 1 MiB).
 pub const MAX_SHELL_PACKET: u32 = 16 * 1024 * 1024;
 
-/// Incremental decoder for shell v2 packets.
+/// Incremental decoder for shell v2 packets. After an error it keeps returning that error
+/// (and stops buffering).
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: BytesMut,
@@ -78,7 +79,9 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
     }
 
     pub fn next_packet(&mut self) -> Result<Option<Packet>, ShellError> {
@@ -91,12 +94,14 @@ impl Decoder {
         let Some(id) = PacketId::from_u8(self.buf[0]) else {
             let e = ShellError::UnknownId(self.buf[0]);
             self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
             return Err(e);
         };
         let len = u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
         if len > MAX_SHELL_PACKET {
             let e = ShellError::TooLarge(len);
             self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
             return Err(e);
         }
         if self.buf.len() < 5 + len as usize {
@@ -207,6 +212,51 @@ mod tests {
             let mut d = Decoder::default();
             d.feed(&data);
             while let Ok(Some(_)) = d.next_packet() {}
+        }
+
+        /// Arbitrary bytes, whole and in pieces: the same packets and the same (sticky) error,
+        /// and the packets re-encode to exactly the bytes consumed. As the `shell_packets`
+        /// fuzz target.
+        #[test]
+        fn whole_and_split_agree(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    (0u8..6, prop::collection::vec(any::<u8>(), 0..40))
+                        .prop_map(|(i, d)| Packet::new(PacketId::from_u8(i).unwrap(), d).encode().to_vec()),
+                    prop::collection::vec(any::<u8>(), 0..12),
+                ],
+                0..6,
+            ),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let data: Vec<u8> = parts.concat();
+            let run = |pieces: &[&[u8]]| -> (Vec<Packet>, Option<ShellError>) {
+                let mut d = Decoder::default();
+                let mut out = Vec::new();
+                for piece in pieces {
+                    d.feed(piece);
+                    loop {
+                        match d.next_packet() {
+                            Ok(Some(p)) => out.push(p),
+                            Ok(None) => break,
+                            Err(e) => {
+                                assert_eq!(d.next_packet(), Err(e.clone()));
+                                return (out, Some(e));
+                            }
+                        }
+                    }
+                }
+                (out, None)
+            };
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            points.push(0);
+            points.push(data.len());
+            points.sort_unstable();
+            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            let whole = run(&[&data]);
+            prop_assert_eq!(&whole, &run(&pieces));
+            let enc: Vec<u8> = whole.0.iter().flat_map(|p| p.encode().to_vec()).collect();
+            prop_assert_eq!(&enc[..], &data[..enc.len()]);
         }
     }
 }

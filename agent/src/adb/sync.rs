@@ -94,18 +94,38 @@ impl Request {
     }
 }
 
-/// Decodes requests on the device side.
+/// Decodes requests on the device side. After an error it keeps returning that error.
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
     buf: BytesMut,
+    failed: Option<SyncError>,
 }
 
 impl RequestDecoder {
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes held that do not yet form a whole request.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     pub fn next_request(&mut self) -> Result<Option<Request>, SyncError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.decode();
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
+        }
+        r
+    }
+
+    fn decode(&mut self) -> Result<Option<Request>, SyncError> {
         if self.buf.len() < 8 {
             return Ok(None);
         }
@@ -260,15 +280,18 @@ pub enum Expect {
     Status,
 }
 
-/// Decodes replies on the host side.
+/// Decodes replies on the host side. After an error it keeps returning that error.
 #[derive(Debug, Default)]
 pub struct ResponseDecoder {
     buf: BytesMut,
+    failed: Option<SyncError>,
 }
 
 impl ResponseDecoder {
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
     }
 
     pub fn buffered(&self) -> usize {
@@ -276,6 +299,18 @@ impl ResponseDecoder {
     }
 
     pub fn next_response(&mut self, expect: Expect) -> Result<Option<Response>, SyncError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.decode(expect);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
+        }
+        r
+    }
+
+    fn decode(&mut self, expect: Expect) -> Result<Option<Response>, SyncError> {
         if self.buf.len() < 8 {
             return Ok(None);
         }
@@ -551,6 +586,76 @@ mod tests {
                 }
             }
             prop_assert_eq!(out, reqs);
+        }
+
+        /// Arbitrary bytes (well-formed requests and replies mixed with garbage), whole and in
+        /// pieces, through both decoders (replies under a random sequence of expectations):
+        /// the same results and the same sticky error either way. As the `sync_requests` and
+        /// `sync_responses` fuzz targets.
+        #[test]
+        fn whole_and_split_agree(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    arb_request().prop_map(|r| r.encode().to_vec()),
+                    prop::collection::vec(any::<u8>(), 0..24),
+                    Just(b"OKAY\0\0\0\0".to_vec()),
+                    Just(b"DONE\0\0\0\0".to_vec()),
+                    Just(b"FAIL\x03\0\0\0bad".to_vec()),
+                ],
+                0..8,
+            ),
+            expects in prop::collection::vec(0usize..5, 1..6),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let all = [Expect::Stat, Expect::Stat2, Expect::List, Expect::Recv, Expect::Status];
+            let expects: Vec<Expect> = expects.into_iter().map(|i| all[i]).collect();
+            let data: Vec<u8> = parts.concat();
+            let requests = |pieces: &[&[u8]]| -> (Vec<Request>, Option<SyncError>) {
+                let mut d = RequestDecoder::default();
+                let mut out = Vec::new();
+                for piece in pieces {
+                    d.feed(piece);
+                    loop {
+                        match d.next_request() {
+                            Ok(Some(r)) => out.push(r),
+                            Ok(None) => break,
+                            Err(e) => {
+                                assert_eq!(d.next_request(), Err(e.clone()));
+                                return (out, Some(e));
+                            }
+                        }
+                    }
+                    assert!(d.buffered() < 8 + SYNC_DATA_MAX);
+                }
+                (out, None)
+            };
+            let responses = |pieces: &[&[u8]]| -> (Vec<Response>, Option<SyncError>) {
+                let mut d = ResponseDecoder::default();
+                let mut out = Vec::new();
+                for piece in pieces {
+                    d.feed(piece);
+                    loop {
+                        let e = expects[out.len() % expects.len()];
+                        match d.next_response(e) {
+                            Ok(Some(r)) => out.push(r),
+                            Ok(None) => break,
+                            Err(err) => {
+                                assert_eq!(d.next_response(e), Err(err.clone()));
+                                return (out, Some(err));
+                            }
+                        }
+                    }
+                    assert!(d.buffered() < 20 + SYNC_DATA_MAX);
+                }
+                (out, None)
+            };
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            points.push(0);
+            points.push(data.len());
+            points.sort_unstable();
+            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            prop_assert_eq!(requests(&[&data]), requests(&pieces));
+            prop_assert_eq!(responses(&[&data]), responses(&pieces));
         }
 
         #[test]

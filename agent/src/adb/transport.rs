@@ -37,21 +37,37 @@ pub struct StreamSink<W>(pub W);
 #[derive(Debug)]
 pub struct StreamSource<R>(pub R);
 
-/// Payloads up to this size are coalesced with their header into one write.
-const COALESCE: usize = 16 * 1024;
-
 impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
+    /// Header and payload go out together in one vectored write (one `writev` on TCP, no
+    /// copy), continued where the socket took less.
     async fn send_packet(&mut self, header: &[u8; HEADER_LEN], payload: &[u8]) -> io::Result<()> {
-        if payload.len() <= COALESCE {
-            let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
-            b.extend_from_slice(header);
-            b.extend_from_slice(payload);
-            self.0.write_all(&b).await
-        } else {
-            self.0.write_all(header).await?;
-            self.0.write_all(payload).await
-        }
+        write_all_vectored(&mut self.0, header, payload).await
     }
+}
+
+/// Writes `a` then `b` with as few writes as the writer allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = if a.is_empty() {
+            w.write(b).await?
+        } else if b.is_empty() {
+            w.write(a).await?
+        } else {
+            w.write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> ByteSource for StreamSource<R> {
@@ -130,6 +146,80 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that takes at most `step` bytes per call and records each call.
+    struct Trickle {
+        step: usize,
+        calls: usize,
+        out: Vec<u8>,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.calls += 1;
+            self.out.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.step - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.step {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_write_is_one_call_and_survives_short_writes() {
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let header = [7u8; HEADER_LEN];
+        let mut want = header.to_vec();
+        want.extend_from_slice(&payload);
+        for step in [1, 5, 24, 25, 700, 1024, 4096] {
+            let mut t = Trickle {
+                step,
+                calls: 0,
+                out: Vec::new(),
+            };
+            write_all_vectored(&mut t, &header, &payload).await.unwrap();
+            assert_eq!(t.out, want, "step {step}");
+            assert_eq!(t.calls, want.len().div_ceil(step), "step {step}");
+        }
+    }
 
     #[tokio::test]
     async fn duplex_moves_header_and_payload() {
