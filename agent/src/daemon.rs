@@ -3,6 +3,7 @@
 //! ```text
 //! PF_WORK agent-<id> --> work handler --> runner (journal order, Accepted) --ack-->
 //!                                            \--> run task per phone --> events --> journal --> publisher --> pf.evt.<id>.run
+//!                                                       \--> failed run's evidence --> spool (disk) --> uploader --> object store pf_evidence
 //! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard)
 //! fleet (phones, probes) --> inventory reporter --> pf.evt.<id>.inventory ; presence --> KV pf_agents
 //! KV pf_flows --> pack watcher --> PackStore (next run)
@@ -11,7 +12,7 @@
 //! Start it with [`run`]`(config, shutdown)`; cancel `shutdown` (e.g. on SIGTERM) to stop.
 //! Runs in progress are dropped on shutdown; their orders stay unfinished in the journal and the
 //! next process reports them `Finished{Failed, agent_restarted, retryable}`. Unpublished events
-//! stay journaled and are published by the next process.
+//! and evidence not yet uploaded stay journaled; the next process sends them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::adb::auth::{AdbKey, KeyRing};
 use crate::fleet::{FleetConfig, FleetHandle};
 use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
 use crate::uplink::consumer::{PullOptions, consume};
-use crate::uplink::evidence::EvidenceStore;
+use crate::uplink::evidence::{EvidenceSpool, EvidenceStore, UploaderOptions, run_uploader};
 use crate::uplink::journal::Journal;
 use crate::uplink::packs::{PackBook, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
@@ -48,7 +49,7 @@ pub struct DaemonConfig {
     /// NATS credentials (user/password, nkey seed or `.creds` file).
     pub nats_auth: NatsAuth,
     /// Durable state: the ADB host key (`adbkey`, `adbkey.pub`) and the journal
-    /// (`journal/orders`, `journal/events`). Must survive restarts.
+    /// (`journal/orders`, `journal/events`, `journal/evidence`). Must survive restarts.
     pub state_dir: PathBuf,
     /// Network phones, emulators or simulators as `host:port`.
     pub tcp: Vec<String>,
@@ -72,7 +73,8 @@ pub struct DaemonConfig {
     pub accept_timeout: Duration,
     /// An order for a busy phone is handed back (NAK) with this delay (5 s).
     pub busy_retry: Duration,
-    /// Evidence uploads give up after this long (30 s).
+    /// One evidence upload attempt gives up after this long (30 s); spooled evidence is
+    /// retried with the publisher's backoff until it is stored.
     pub evidence_timeout: Duration,
     /// UI timings of flows.
     pub ui: UiConfig,
@@ -256,6 +258,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             .with_context(|| format!("journal in {}", journal_dir.display()))?
     };
     let journal = Arc::new(journal);
+    let spool = EvidenceSpool::open(&journal_dir)
+        .with_context(|| format!("evidence spool in {}", journal_dir.display()))?;
     let started_at = uplink::now_ms();
     tracing::info!(%agent_id, nats = %config.nats_url, phones = config.tcp.len(), usb = config.usb, "agent starting");
 
@@ -300,16 +304,23 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         inner.clone(),
     ));
 
+    tasks.spawn(run_uploader(
+        spool.clone(),
+        Arc::new(EvidenceStore::new(js.clone(), config.evidence_timeout)),
+        UploaderOptions {
+            min_backoff: config.publisher.min_backoff,
+            max_backoff: config.publisher.max_backoff,
+        },
+        inner.clone(),
+    ));
+
     let runner = RunnerHandle::spawn(
         RunnerDeps {
             agent_id: agent_id.clone(),
             events: events.clone(),
             fleet: fleet.clone(),
             packs,
-            evidence: Some(Arc::new(EvidenceStore::new(
-                js.clone(),
-                config.evidence_timeout,
-            ))),
+            evidence: Some(spool),
             options: RunnerOptions {
                 heartbeat_interval: config.heartbeat_interval,
                 app_package: config.app_package.clone(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use phonefarm_agent::daemon::{self, DaemonConfig};
 use phonefarm_agent::uplink::consumer::PullOptions;
+use phonefarm_agent::uplink::evidence::EvidenceSpool;
 use phonefarm_agent::uplink::publisher::PublisherOptions;
 use phonefarm_flows::UiConfig;
 use phonefarm_phonemodel::AccountState;
@@ -729,6 +730,23 @@ async fn soft_and_hard_cancel_end_runs_as_cancelled() {
     daemon.stop().await;
 }
 
+/// The bytes of an evidence object, once it is stored.
+async fn read_object(store: &jetstream::object_store::ObjectStore, object: &str) -> Vec<u8> {
+    wait_for(
+        "the evidence uploaded",
+        Duration::from_secs(30),
+        async || {
+            let mut obj = store.get(object).await.ok()?;
+            let mut data = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut data)
+                .await
+                .ok()?;
+            Some(data)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banned_account_fails_non_retryably_with_evidence() {
     let agent = "rack-e";
@@ -767,11 +785,8 @@ async fn a_banned_account_fails_non_retryably_with_evidence() {
             object.starts_with(&format!("{}/{}/", o.queue_item_id, o.attempt)),
             "{object}"
         );
-        let mut obj = store.get(object).await.expect("evidence object stored");
-        let mut data = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut data)
-            .await
-            .unwrap();
+        // Uploaded from the agent's evidence spool, right after it was announced.
+        let data = read_object(&store, object).await;
         match kind.as_str() {
             "screenshot" => assert!(data.starts_with(b"\x89PNG"), "a PNG"),
             _ => assert!(
@@ -780,6 +795,93 @@ async fn a_banned_account_fails_non_retryably_with_evidence() {
             ),
         }
     }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_of_a_failure_during_a_nats_outage_is_kept_and_uploaded_when_nats_is_back() {
+    let agent = "rack-ev";
+    let mut env = env(agent, true).await;
+    let phone = sim("SIMEV1").await;
+    let cfg = config(agent, &env.nats.url(), &env.state, &[&phone]);
+    let daemon = Agent::start(cfg.clone());
+    let o = order(
+        "SIMEV1",
+        json!({"keywords": ["cooking", "travel"], "videos_per_keyword": 5, "watch_seconds": {"min": 2, "max": 2}}),
+    );
+    publish_order(&env.js, agent, &o).await;
+    wait_for("a run watching videos", Duration::from_secs(60), async || {
+        let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+        evs.iter()
+            .any(|e| matches!(&e.kind, EventKind::StepStarted { step } if step.starts_with("watch")))
+            .then_some(())
+    })
+    .await;
+
+    // NATS goes away, then the account is banned: the run fails (with evidence) offline.
+    env.nats.kill();
+    phone.phone.lock().unwrap().config_mut().account = AccountState::Banned;
+    let journal_dir = env.state.join("journal");
+    wait_for(
+        "the run failed into the journal",
+        Duration::from_secs(60),
+        async || {
+            let journal = phonefarm_agent::uplink::journal::Journal::open(&journal_dir).ok()?;
+            journal
+                .order(o.queue_item_id, o.attempt)
+                .filter(|r| r.finished)
+                .map(drop)
+        },
+    )
+    .await;
+    let spool = EvidenceSpool::open(&journal_dir).unwrap();
+    assert_eq!(
+        spool.pending_count(),
+        2,
+        "the dump and the screenshot are kept on disk"
+    );
+    // The agent restarts before NATS is back: the next process uploads what the last one kept.
+    daemon.stop().await;
+    env.nats.restart().await;
+    let daemon = Agent::start(cfg);
+
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    let (outcome, _, error) = finished(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    assert_eq!(error.unwrap().code, "account_outcome:banned");
+    let objects: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Evidence { object, kind } => Some((object.clone(), kind.clone())),
+            _ => None,
+        })
+        .collect();
+    let kinds: HashSet<&str> = objects.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        HashSet::from(["ui_dump", "screenshot"]),
+        "{objects:?}"
+    );
+    let store = env
+        .js
+        .get_object_store(subjects::EVIDENCE_BUCKET)
+        .await
+        .expect("evidence store");
+    for (object, kind) in &objects {
+        let data = read_object(&store, object).await;
+        match kind.as_str() {
+            "screenshot" => assert!(data.starts_with(b"\x89PNG"), "a PNG"),
+            _ => assert!(
+                String::from_utf8_lossy(&data).contains("<hierarchy"),
+                "a UI dump"
+            ),
+        }
+    }
+    wait_for("the spool drained", Duration::from_secs(20), async || {
+        (spool.pending_count() == 0).then_some(())
+    })
+    .await;
     daemon.stop().await;
 }
 

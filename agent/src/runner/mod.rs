@@ -3,8 +3,8 @@
 //!
 //! [`RunnerHandle`] is the cloneable handle to the runner actor. Each admitted order runs in
 //! its own task ([`run`]): the flow from `phonefarm-flows` over a [`device::PhoneDevice`],
-//! milestones and heartbeats as [`phonefarm_shared::AgentEvent`]s, evidence on failure,
-//! then `Finished`.
+//! milestones and heartbeats as [`phonefarm_shared::AgentEvent`]s, evidence on failure
+//! (journaled for upload), then `Finished`.
 
 pub mod device;
 pub mod run;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fleet::FleetHandle;
-use crate::uplink::evidence::EvidenceStore;
+use crate::uplink::evidence::EvidenceSpool;
 use crate::uplink::publisher::{EmitError, EventSink, Stored};
 
 /// Knobs of every run.
@@ -76,7 +76,8 @@ pub struct RunnerDeps {
     pub events: EventSink,
     pub fleet: FleetHandle,
     pub packs: Arc<PackStore>,
-    pub evidence: Option<Arc<EvidenceStore>>,
+    /// Where a failed run's evidence is kept for upload (None: evidence is not collected).
+    pub evidence: Option<EvidenceSpool>,
     pub options: RunnerOptions,
 }
 

@@ -6,7 +6,8 @@
 //! (checked at step boundaries and during dwells); hard cancel drops the flow future at once,
 //! then force-stops the app and goes home ([`phonefarm_flows::flows::abort`]). The order's
 //! deadline is a hard stop too. On failure the flow's evidence (UI dump, screenshot) is
-//! uploaded and announced with `Evidence` events before `Finished`.
+//! journaled in the evidence spool (uploaded by the uplink's uploader) and announced with
+//! `Evidence` events before `Finished`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,7 +265,7 @@ async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
             (Outcome::Cancelled, e.partial.to_string(), None)
         }
         End::Flow(e) => {
-            upload_evidence(deps, order, &e).await;
+            keep_evidence(deps, order, &e).await;
             (
                 Outcome::Failed,
                 e.partial.to_string(),
@@ -291,10 +292,11 @@ async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
     }
 }
 
-/// Uploads the dump and screenshot (best effort, bounded by the store's timeout) and
-/// announces each stored object with an `Evidence` event.
-async fn upload_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
-    let (Some(store), Some(evidence)) = (&deps.evidence, &e.evidence) else {
+/// Journals the dump and screenshot in the evidence spool (durably; the uploader stores them
+/// in `pf_evidence` whenever NATS is reachable, so an outage at this moment loses nothing) and
+/// announces each with an `Evidence` event.
+async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
+    let (Some(spool), Some(evidence)) = (&deps.evidence, &e.evidence) else {
         return;
     };
     let items = [
@@ -304,7 +306,7 @@ async fn upload_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     for (name, kind, data) in items {
         let Some(data) = data else { continue };
         let object = object_name(order.queue_item_id, order.attempt, name);
-        match store.put(&object, data).await {
+        match spool.keep(&object, data).await {
             Ok(()) => {
                 let ev = EventKind::Evidence {
                     object: object.clone(),
@@ -318,7 +320,7 @@ async fn upload_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
                     tracing::error!(error = %err, "cannot journal an Evidence event");
                 }
             }
-            Err(err) => tracing::warn!(%object, error = %err, "evidence upload failed"),
+            Err(err) => tracing::warn!(%object, error = %err, "cannot keep evidence"),
         }
     }
 }

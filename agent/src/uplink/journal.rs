@@ -44,7 +44,7 @@ pub enum JournalError {
     Closed,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for Journal {
 }
 
 /// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
-fn write_durable(dir: &Path, path: &Path, data: &[u8]) -> Result<(), JournalError> {
+pub(crate) fn write_durable(dir: &Path, path: &Path, data: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
