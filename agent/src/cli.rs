@@ -338,6 +338,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut se = std::io::stderr().lock();
             se.write_all(&out.stderr)?;
             se.flush()?;
+            // Legacy shells report the status through a marker line the agent appends; it is
+            // missing only when the command ended the shell itself (`exit N`).
+            if out.exit.is_none() {
+                tracing::warn!("the phone reported no exit status; exiting 0");
+            }
             Ok(out.exit.map_or(0, i32::from))
         }
         Command::Push { local, target } => {

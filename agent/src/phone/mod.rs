@@ -17,7 +17,7 @@ use crate::adb::session::{HostConfig, PeerInfo, Session};
 use crate::adb::transport::{self, ByteSource, PacketSink, Writer};
 use actor::{Actor, OpenRequest, StreamIo};
 
-pub use ops::{PushSource, RemoteStat, ShellOutput};
+pub use ops::{PushSource, RemoteStat, ShellOutput, legacy_command, take_exit_marker};
 
 /// Connection state as the phone's actor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,58 @@ use crate::adb::sync::{self, Expect, Request, Response, ResponseDecoder};
 pub struct ShellOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Exit status; `None` on phones without `shell_v2`, where the legacy shell reports none
-    /// (stderr is then merged into stdout).
+    /// Exit status. On phones without `shell_v2` the legacy shell reports none, so the command
+    /// is followed by an `echo` of a marker and `$?` (see [`legacy_command`]); it is `None` only
+    /// when that line never ran (the command ended the shell itself, e.g. `exit 3`). Without
+    /// `shell_v2`, stderr is merged into stdout.
     pub exit: Option<u8>,
+}
+
+/// A fresh marker for one legacy shell call: letters, digits and underscores only (nothing
+/// the shell would interpret), random so that no command output can forge it.
+fn exit_marker() -> String {
+    format!("__pf_exit_{:016x}_", rand::random::<u64>())
+}
+
+/// The legacy `shell:` command for `cmd`: `cmd`, then `echo <marker>$?` on a line of its own
+/// (as scripts around `adb shell` do with `; echo $?`, but after a newline, so a trailing
+/// comment or `&` in `cmd` cannot swallow or break it).
+pub fn legacy_command(cmd: &str, marker: &str) -> String {
+    format!("{cmd}\necho {marker}$?")
+}
+
+/// Cuts the last `<marker><digits>` line (with its `\n` or `\r\n`: legacy shells may run on a
+/// pty) out of legacy shell output and returns the status; `None`, with the output untouched,
+/// when there is no well-formed marker.
+pub fn take_exit_marker(stdout: &mut Vec<u8>, marker: &[u8]) -> Option<u8> {
+    if marker.is_empty() || stdout.len() < marker.len() {
+        return None;
+    }
+    let start = (0..=stdout.len() - marker.len())
+        .rev()
+        .find(|&i| stdout[i..].starts_with(marker))?;
+    let digits_at = start + marker.len();
+    let digits = stdout[digits_at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 || digits > 3 {
+        return None;
+    }
+    let status: u16 = std::str::from_utf8(&stdout[digits_at..digits_at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    let status = u8::try_from(status).ok()?;
+    let mut end = digits_at + digits;
+    if stdout.get(end) == Some(&b'\r') {
+        end += 1;
+    }
+    if stdout.get(end) == Some(&b'\n') {
+        end += 1;
+    }
+    stdout.drain(start..end);
+    Some(status)
 }
 
 /// What to push.
@@ -128,14 +177,22 @@ impl PhoneHandle {
         self.with_deadline(deadline, async {
             self.wait_online(deadline).await?;
             let v2 = self.has(FEATURE_SHELL_V2);
-            let mut io = self.open(&ShellService::service_string(cmd, v2)).await?;
             let mut out = ShellOutput::default();
             if !v2 {
+                let marker = exit_marker();
+                let mut io = self
+                    .open(&ShellService::service_string(
+                        &legacy_command(cmd, &marker),
+                        false,
+                    ))
+                    .await?;
                 while let Some(d) = io.recv().await? {
                     out.stdout.extend_from_slice(&d);
                 }
+                out.exit = take_exit_marker(&mut out.stdout, marker.as_bytes());
                 return Ok(out);
             }
+            let mut io = self.open(&ShellService::service_string(cmd, true)).await?;
             let mut dec = shell::Decoder::default();
             loop {
                 while let Some(p) = dec.next_packet().map_err(proto)? {
@@ -407,5 +464,74 @@ impl PhoneHandle {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const M: &str = "__pf_exit_00112233aabbccdd_";
+
+    #[test]
+    fn legacy_command_puts_the_marker_on_its_own_line() {
+        assert_eq!(
+            legacy_command("ls # note", M),
+            format!("ls # note\necho {M}$?")
+        );
+        let m = exit_marker();
+        assert!(m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        assert_ne!(m, exit_marker());
+    }
+
+    #[test]
+    fn marker_line_is_cut_and_parsed() {
+        let mut out = format!("hi\n{M}0\n").into_bytes();
+        assert_eq!(take_exit_marker(&mut out, M.as_bytes()), Some(0));
+        assert_eq!(out, b"hi\n");
+        // pty line ends, output without a final newline, and three digits
+        let mut out = format!("partial{M}127\r\n").into_bytes();
+        assert_eq!(take_exit_marker(&mut out, M.as_bytes()), Some(127));
+        assert_eq!(out, b"partial");
+        // missing (the command ran `exit`), malformed or out of range: untouched
+        for bad in [
+            "plain\n".to_string(),
+            format!("{M}\n"),
+            format!("{M}x1\n"),
+            format!("{M}256\n"),
+            format!("{M}1000\n"),
+        ] {
+            let mut out = bad.clone().into_bytes();
+            assert_eq!(take_exit_marker(&mut out, M.as_bytes()), None, "{bad:?}");
+            assert_eq!(out, bad.as_bytes());
+        }
+        // the last marker counts; a late write after it is kept
+        let mut out = format!("{M}1\n{M}2\nlate").into_bytes();
+        assert_eq!(take_exit_marker(&mut out, M.as_bytes()), Some(2));
+        assert_eq!(out, format!("{M}1\nlate").into_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn any_output_and_status_survive(
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            status in any::<u8>(),
+            crlf in any::<bool>(),
+        ) {
+            let mut out = body.clone();
+            out.extend_from_slice(M.as_bytes());
+            out.extend_from_slice(status.to_string().as_bytes());
+            out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            prop_assert_eq!(take_exit_marker(&mut out, M.as_bytes()), Some(status));
+            prop_assert_eq!(out, body);
+        }
+
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = data;
+            let _ = take_exit_marker(&mut out, M.as_bytes());
+            let _ = take_exit_marker(&mut out, b"");
+        }
     }
 }

@@ -48,6 +48,23 @@ pub struct Connection {
     allowed: Arc<Mutex<Vec<String>>>,
 }
 
+/// `/system/bin/sh -c script` on the model, as parts in the order they ran. The model expands
+/// no variables; the one expansion hosts rely on is `$?` in a final line, which is how they
+/// learn a command's status over the legacy shell (`cmd`, newline, `echo MARKER$?`). So a
+/// final line using `$?` runs after the rest with `$?` replaced by the rest's exit status, as
+/// sh would do (except that an `exit` in the rest does not stop it).
+fn sh_c(phone: &Mutex<Phone>, script: &str) -> Vec<phonefarm_phonemodel::ShellOutput> {
+    let mut phone = lock(phone);
+    match script.rsplit_once('\n') {
+        Some((head, last)) if last.contains("$?") => {
+            let first = phone.shell(head);
+            let last = phone.shell(&last.replace("$?", &first.exit.to_string()));
+            vec![first, last]
+        }
+        _ => vec![phone.shell(script)],
+    }
+}
+
 fn lock(phone: &Mutex<Phone>) -> std::sync::MutexGuard<'_, Phone> {
     // A panic in the model must not take the whole simulator down.
     phone.lock().unwrap_or_else(|p| p.into_inner())
@@ -269,24 +286,30 @@ impl Connection {
                 return false;
             }
             let _ = s.accept(id);
-            let out = if sh.command.is_empty() {
-                phonefarm_phonemodel::ShellOutput::default()
+            let parts = if sh.command.is_empty() {
+                vec![phonefarm_phonemodel::ShellOutput::default()]
             } else {
-                lock(&self.phone).shell(&sh.command)
+                sh_c(&self.phone, &sh.command)
             };
             if sh.v2 {
                 let mut b = BytesMut::new();
-                if !out.stdout.is_empty() {
-                    b.extend_from_slice(&Packet::new(PacketId::Stdout, out.stdout).encode());
+                let stdout: Vec<u8> = parts.iter().flat_map(|p| p.stdout.clone()).collect();
+                let stderr: Vec<u8> = parts.iter().flat_map(|p| p.stderr.clone()).collect();
+                if !stdout.is_empty() {
+                    b.extend_from_slice(&Packet::new(PacketId::Stdout, stdout).encode());
                 }
-                if !out.stderr.is_empty() {
-                    b.extend_from_slice(&Packet::new(PacketId::Stderr, out.stderr).encode());
+                if !stderr.is_empty() {
+                    b.extend_from_slice(&Packet::new(PacketId::Stderr, stderr).encode());
                 }
-                b.extend_from_slice(&Packet::exit(out.exit).encode());
+                let exit = parts.last().map_or(0, |p| p.exit);
+                b.extend_from_slice(&Packet::exit(exit).encode());
                 let _ = s.write(id, b.freeze());
             } else {
-                let mut b = out.stdout;
-                b.extend_from_slice(&out.stderr);
+                // One pipe for both streams, in the order the parts ran.
+                let b: Vec<u8> = parts
+                    .into_iter()
+                    .flat_map(|p| p.stdout.into_iter().chain(p.stderr))
+                    .collect();
                 if !b.is_empty() {
                     let _ = s.write(id, Bytes::from(b));
                 }
@@ -297,9 +320,12 @@ impl Connection {
         }
         if let Some(cmd) = service.strip_prefix("exec:") {
             let _ = s.accept(id);
-            let out = lock(&self.phone).shell(cmd);
-            if !out.stdout.is_empty() {
-                let _ = s.write(id, Bytes::from(out.stdout));
+            let stdout: Vec<u8> = sh_c(&self.phone, cmd)
+                .into_iter()
+                .flat_map(|p| p.stdout)
+                .collect();
+            if !stdout.is_empty() {
+                let _ = s.write(id, Bytes::from(stdout));
             }
             s.close(id);
             services.insert(id, Service::Done);

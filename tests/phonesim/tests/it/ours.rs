@@ -35,8 +35,20 @@ async fn legacy_shell_without_shell_v2() {
         .unwrap();
     let phone = connect(&sim.address(), vec![test_key()]).await;
     let out = phone.shell("echo legacy", deadline(10)).await.unwrap();
-    assert_eq!(out.stdout, b"legacy\n");
-    assert_eq!(out.exit, None, "legacy shell has no exit status");
+    assert_eq!(out.stdout, b"legacy\n", "the exit marker line is cut");
+    assert_eq!(out.exit, Some(0), "the status comes from the marker line");
+    assert!(out.stderr.is_empty());
+    let out = phone.shell("false", deadline(10)).await.unwrap();
+    assert_eq!((out.exit, out.stdout.as_slice()), (Some(1), &b""[..]));
+    // stderr is merged into stdout on the legacy shell, and comes before the marker
+    let out = phone.shell("no-such-command", deadline(10)).await.unwrap();
+    assert_eq!(out.exit, Some(127));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not found"), "{text:?}");
+    assert!(!text.contains("__pf_exit_"), "{text:?}");
+    // a trailing comment cannot swallow the marker (it goes on a line of its own)
+    let out = phone.shell("echo a # note", deadline(10)).await.unwrap();
+    assert_eq!((out.exit, out.stdout.as_slice()), (Some(0), &b"a\n"[..]));
 }
 
 async fn push_pull_roundtrip(cfg: SimConfig, len: usize) {
@@ -530,4 +542,182 @@ async fn cli_devices_reports_online_unauthorized_and_offline() {
     assert_eq!(tcp[0].android, "13");
     assert_eq!(tcp[1].state, "unauthorized");
     assert_eq!(tcp[2].state, "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_and_payload_combination() {
+    use phonefarm_agent::adb::message::{MAX_PAYLOAD, VERSION_SKIP_CHECKSUM};
+    for version in [VERSION_MIN, VERSION_SKIP_CHECKSUM] {
+        for max_payload in [MAX_PAYLOAD_V1, MAX_PAYLOAD] {
+            for shell_v2 in [true, false] {
+                let mut cfg = SimConfig::default();
+                if !shell_v2 {
+                    cfg = cfg.without_feature("shell_v2");
+                }
+                cfg.version = version;
+                cfg.max_payload = max_payload;
+                let what =
+                    format!("version {version:#x}, max payload {max_payload}, shell_v2 {shell_v2}");
+                let sim = spawn(cfg).await.unwrap();
+                let phone = connect(&sim.address(), vec![test_key()]).await;
+                let info = phone.wait_online(deadline(10)).await.unwrap();
+                assert_eq!(
+                    (info.version, info.max_payload),
+                    (version, max_payload),
+                    "{what}"
+                );
+                let out = phone.shell("echo hi; false", deadline(10)).await.unwrap();
+                assert_eq!(
+                    (out.stdout.as_slice(), out.exit),
+                    (&b"hi\n"[..], Some(1)),
+                    "{what}"
+                );
+                let data = pattern(200_000 + 7, u64::from(max_payload));
+                phone
+                    .push(
+                        PushSource::Bytes(Bytes::from(data.clone())),
+                        "/sdcard/m.bin",
+                        0o644,
+                        deadline(30),
+                        &mut |_, _| {},
+                    )
+                    .await
+                    .unwrap();
+                let back = phone.pull("/sdcard/m.bin", deadline(30)).await.unwrap();
+                assert!(back == data, "{what}: pulled bytes differ");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_with_delayed_ack() {
+    let sim = spawn(SimConfig::default().with_feature("delayed_ack"))
+        .await
+        .unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    assert!(phone.wait_online(deadline(10)).await.unwrap().delayed_ack);
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let p = phone.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(3 * 1024 * 1024 + i as usize, i);
+            let path = format!("/sdcard/d{i}");
+            p.push(
+                PushSource::Bytes(Bytes::from(data.clone())),
+                &path,
+                0o644,
+                deadline(60),
+                &mut |_, _| {},
+            )
+            .await
+            .unwrap();
+            let out = p.shell(&format!("echo {i}"), deadline(20)).await.unwrap();
+            assert_eq!(out.stdout, format!("{i}\n").into_bytes());
+            assert!(p.pull(&path, deadline(60)).await.unwrap() == data);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_phones_at_once() {
+    let mut sims = Vec::new();
+    for i in 0..32 {
+        let mut cfg = SimConfig::with_serial(&format!("SIM{:04}", i + 1));
+        // A mixed fleet: some old phones, some that need the fleet key.
+        if i % 4 == 1 {
+            cfg = cfg.without_feature("shell_v2");
+        }
+        if i % 4 == 2 {
+            cfg.version = VERSION_MIN;
+            cfg.max_payload = MAX_PAYLOAD_V1;
+        }
+        if i % 4 == 3 {
+            cfg.auth = AuthMode::Required {
+                known_keys: vec![test_key().public_key_line()],
+                on_offer: KeyOffer::Refuse,
+            };
+        }
+        sims.push(spawn(cfg).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, sim) in sims.iter().enumerate() {
+        let addr = sim.address();
+        tasks.push(tokio::spawn(async move {
+            let phone = connect(&addr, vec![test_key()]).await;
+            let serial = format!("SIM{:04}", i + 1);
+            let out = phone
+                .shell("getprop ro.serialno", deadline(60))
+                .await
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), serial);
+            assert_eq!(out.exit, Some(0));
+            let data = pattern(100_000 + i, i as u64);
+            phone
+                .push(
+                    PushSource::Bytes(Bytes::from(data.clone())),
+                    "/sdcard/p.bin",
+                    0o644,
+                    deadline(60),
+                    &mut |_, _| {},
+                )
+                .await
+                .unwrap();
+            assert!(phone.pull("/sdcard/p.bin", deadline(60)).await.unwrap() == data);
+            phone
+        }));
+    }
+    let mut phones = Vec::new();
+    for t in tasks {
+        phones.push(t.await.unwrap());
+    }
+    // Each phone kept its own file.
+    for (i, sim) in sims.iter().enumerate() {
+        assert_eq!(
+            sim.phone
+                .lock()
+                .unwrap()
+                .read("/sdcard/p.bin")
+                .map(|d| d.len()),
+            Some(100_000 + i)
+        );
+    }
+    assert!(phones.iter().all(|p| p.state().label() == "online"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_vanishing_mid_push_fails_the_call_within_its_deadline() {
+    let sim = spawn(SimConfig {
+        faults: Faults {
+            disconnect_after_bytes: Some(500_000),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let phone = connect(&sim.address(), vec![test_key()]).await;
+    let t = tokio::time::Instant::now() + Duration::from_secs(20);
+    let err = phone
+        .push(
+            PushSource::Bytes(Bytes::from(pattern(4 << 20, 6))),
+            "/sdcard/gone.bin",
+            0o644,
+            t,
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PhoneError::Disconnected(_) | PhoneError::Offline(_)),
+        "{err}"
+    );
+    assert!(
+        tokio::time::Instant::now() < t,
+        "failed before the deadline"
+    );
+    assert!(sim.phone.lock().unwrap().read("/sdcard/gone.bin").is_none());
 }
