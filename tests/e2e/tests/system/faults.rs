@@ -8,7 +8,8 @@ use phonefarm_testkit::wait_until;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Options, System, assert_gapless, attempt, attempt_events, finished_result, warmup,
+    Options, System, assert_gapless, attempt, attempt_events, events_between, finished_result, now,
+    warmup,
 };
 
 /// A run of some 10-20 s on the simulator: two keywords, two videos each, 2 s dwells, every
@@ -107,13 +108,10 @@ async fn a_killed_agent_process_is_retried_by_the_next_one_and_its_late_events_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_second_nats_outage_mid_run_loses_and_duplicates_nothing() {
-    // The lease outlasts the outage: the run is not given up while its events wait in the
-    // agent's journal.
-    let mut sys = System::start(Options {
-        lease: Duration::from_secs(30),
-        ..Options::phones(1)
-    })
-    .await;
+    // The outage outlasts the 6 s lease: the coordinator, which cannot hear anybody meanwhile,
+    // must not give the run up while its milestones wait in the agent's journal.
+    let mut sys = System::start(Options::phones(1)).await;
+    assert!(sys.options.lease < Duration::from_secs(10));
     let inputs = json!({"keywords": ["out-a", "out-b", "out-c"], "videos_per_keyword": 2,
                         "watch_seconds": {"min": 2, "max": 2}, "like_probability": 1.0});
     let id = sys.enqueue(warmup(&sys, "outage-1", "acc-1", inputs)).await;
@@ -123,8 +121,10 @@ async fn a_ten_second_nats_outage_mid_run_loses_and_duplicates_nothing() {
     sys.wait_watching(&qid).await;
 
     sys.nats.kill();
+    let down = now();
     // The outage itself (not a wait for a condition): the run goes on offline meanwhile.
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let up = now();
     sys.nats.restart();
 
     let done = sys
@@ -135,6 +135,12 @@ async fn a_ten_second_nats_outage_mid_run_loses_and_duplicates_nothing() {
     let item = sys.item(&qid).await;
     assert_eq!(item["attempt"], 1, "never retried: {item}");
     assert_gapless(&item, 1);
+    // What the run did offline was journaled and came through after the outage.
+    let offline = events_between(&item, 1, &down, &up);
+    assert!(
+        offline.iter().any(|k| k == "step_started") && offline.iter().any(|k| k == "heartbeat"),
+        "milestones made during the outage were delivered: {offline:?}"
+    );
     // Once on the phone: each keyword searched once, each video liked once.
     let searches = sys.sims[0].searches();
     assert_eq!(
@@ -183,7 +189,9 @@ async fn a_coordinator_restart_mid_run_loses_nothing() {
     sys.wait_watching(&qid).await;
 
     // Down for 3 s: the run's milestones wait in PF_EVT for the next coordinator.
+    let down = now();
     sys.restart_coordinator(0, Duration::from_secs(3)).await;
+    let up = now();
 
     for id in [&first, &second] {
         sys.wait_status(id, "completed", Duration::from_secs(120))
@@ -194,6 +202,11 @@ async fn a_coordinator_restart_mid_run_loses_nothing() {
     let item = sys.item(&qid).await;
     assert_eq!(item["attempt"], 1, "{item}");
     assert_gapless(&item, 1);
+    let unattended = events_between(&item, 1, &down, &up);
+    assert!(
+        !unattended.is_empty(),
+        "events made while no coordinator ran were ingested by the next: {item}"
+    );
     assert_eq!(
         count(&sys.sims[0].searches()),
         HashMap::from([

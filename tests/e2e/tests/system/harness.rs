@@ -646,6 +646,25 @@ pub fn assert_gapless(item: &Value, attempt: i64) {
     );
 }
 
+/// Now, as the API writes timestamps (RFC 3339, milliseconds, UTC: they sort as strings).
+pub fn now() -> String {
+    phonefarm_coordinator::domain::time::fmt(phonefarm_coordinator::domain::time::now_ms())
+}
+
+/// Kinds of the agent events of attempt `n` that the agent stamped within `[from, to]`.
+pub fn events_between(item: &Value, n: i64, from: &str, to: &str) -> Vec<String> {
+    item["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["source"] == "agent" && e["attempt"] == n)
+                .filter(|e| e["at"].as_str().is_some_and(|at| at >= from && at <= to))
+                .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The `attempts[]` entry of attempt `n` in `GET /queue-items/{id}`.
 pub fn attempt(item: &Value, n: i64) -> Value {
     item["attempts"]
