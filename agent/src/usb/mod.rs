@@ -1,9 +1,13 @@
 //! USB transport for ADB: finds interfaces of class 0xff/0x42/0x01, and moves ADB messages
-//! over their bulk endpoints: header and payload as separate bulk transfers, a zero-length
-//! packet when a payload is an exact multiple of the endpoint's max packet size, and reads sized
-//! to whole max packets. The blocking transfers run on two threads per device (as Google's adb
-//! does), bridged to tokio channels, behind the small [`BulkIo`] trait so the logic is tested
-//! with a fake ([`fake`]) rather than hardware. Discovery and opening through rusb live in
+//! over their bulk endpoints: header and payload as separate bulk transfers (the whole payload
+//! in one), a zero-length packet when a payload is an exact multiple of the endpoint's max
+//! packet size. Reads follow the framing as adb's usb_linux does: one max-packet read for a
+//! header, then one read of the announced payload rounded up to whole max packets, so a payload
+//! that fills whole packets (phones send no zero-length packet after it) completes its read
+//! without waiting for the next message. The blocking transfers run on two threads per device
+//! (as Google's adb does), bridged to tokio channels; the writer thread has the next message
+//! queued while it sends one, behind the small [`BulkIo`] trait so the logic is tested with a
+//! fake ([`fake`]) rather than hardware. Discovery and opening through rusb live in
 //! [`rusb_io`]; a failing `rusb::Context::new()` means "no USB", not a crash.
 
 pub mod fake;
@@ -17,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::adb::message::HEADER_LEN;
 use crate::adb::transport::{ByteSource, PacketSink};
@@ -87,6 +91,56 @@ impl Default for UsbTiming {
     }
 }
 
+/// Discards what a previous connection left queued on the IN endpoint, before our first CNXN.
+/// A phone whose user allows a key after the host that offered it has gone sends its CNXN into
+/// the void: it waits on the IN endpoint for whoever reads next. Read as the start of this
+/// connection, it would be taken for the answer to our CNXN, and the phone's fresh AUTH would
+/// then arrive in the online state.
+///
+/// Reads until the endpoint stays quiet for `quiet`. The drain follows the framing: a stale
+/// header that announces a payload keeps it reading (for up to `payload_wait` per transfer)
+/// until that payload has come too, since the phone writes it as a separate transfer, maybe a
+/// moment later; a half message left behind would be parsed as garbage. At most 256 transfers;
+/// errors end the drain (the session reports them). Returns the bytes discarded.
+pub fn drain_stale_input<B: BulkIo + ?Sized>(
+    b: &B,
+    quiet: Duration,
+    payload_wait: Duration,
+) -> usize {
+    use crate::adb::message::{Header, MAX_PAYLOAD};
+    let mps = b.max_packet_in().max(1);
+    let mut buf = vec![0u8; (64 * 1024 / mps).max(1) * mps];
+    let mut owed = 0usize;
+    let mut discarded = 0;
+    for _ in 0..256 {
+        let wait = if owed > 0 { payload_wait } else { quiet };
+        match b.read(&mut buf, wait) {
+            Ok(0) => {}
+            Ok(n) => {
+                discarded += n;
+                if owed > 0 {
+                    owed = owed.saturating_sub(n);
+                } else if n == HEADER_LEN {
+                    let mut h = [0u8; HEADER_LEN];
+                    h.copy_from_slice(&buf[..HEADER_LEN]);
+                    let h = Header::decode(&h);
+                    if h.validate(MAX_PAYLOAD).is_ok() {
+                        owed = h.data_length as usize;
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    if discarded > 0 {
+        tracing::debug!(
+            bytes = discarded,
+            "discarded stale input left by a previous connection"
+        );
+    }
+    discarded
+}
+
 /// Whether a payload needs a trailing zero-length packet.
 pub fn needs_zlp(payload_len: usize, max_packet: usize) -> bool {
     max_packet > 0 && payload_len > 0 && payload_len.is_multiple_of(max_packet)
@@ -129,12 +183,19 @@ pub fn send_message<B: BulkIo + ?Sized>(
     Ok(())
 }
 
-type WriteJob = (Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), UsbError>>);
+type WriteJob = ([u8; HEADER_LEN], Vec<u8>);
 
-/// [`PacketSink`] over a blocking writer thread.
+/// Messages handed to the writer thread and not yet sent: one being sent, one waiting, so the
+/// thread starts the next transfer the moment the last one completes.
+const WRITE_QUEUE: usize = 2;
+
+/// [`PacketSink`] over a blocking writer thread. `send_packet` returns once the message is
+/// queued; a failed transfer fails the next `send_packet` and reaches the reader's side too
+/// (the connection ends at once, not at the next write).
 #[derive(Debug)]
 pub struct UsbSink {
-    jobs: std::sync::mpsc::Sender<WriteJob>,
+    jobs: mpsc::Sender<WriteJob>,
+    failed: Arc<std::sync::Mutex<Option<UsbError>>>,
 }
 
 /// [`ByteSource`] fed by a blocking reader thread.
@@ -147,30 +208,33 @@ pub struct UsbSource {
 
 /// Starts the writer and reader threads for one device.
 pub fn spawn<B: BulkIo>(bulk: Arc<B>, timing: UsbTiming) -> (UsbSink, UsbSource) {
-    let (jtx, jrx) = std::sync::mpsc::channel::<WriteJob>();
+    let (jtx, mut jrx) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
+    let (dtx, drx) = mpsc::channel(16);
+    let failed = Arc::new(std::sync::Mutex::new(None));
     let wb = bulk.clone();
+    let (wfailed, wdtx) = (failed.clone(), dtx.clone());
     std::thread::Builder::new()
         .name("adb-usb-write".into())
         .spawn(move || {
-            while let Ok((h, p, done)) = jrx.recv() {
-                let mut header = [0u8; HEADER_LEN];
-                header.copy_from_slice(&h[..HEADER_LEN.min(h.len())]);
-                let r = send_message(&*wb, &header, &p, &timing);
-                let failed = r.is_err();
-                let _ = done.send(r);
-                if failed {
+            while let Some((header, payload)) = jrx.blocking_recv() {
+                if let Err(e) = send_message(&*wb, &header, &payload, &timing) {
+                    *wfailed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    let e = match e {
+                        UsbError::NoDevice => e,
+                        other => UsbError::Other(format!("write failed: {other}")),
+                    };
+                    let _ = wdtx.blocking_send(Err(e));
                     return;
                 }
             }
         })
         .ok();
-    let (dtx, drx) = mpsc::channel(16);
     std::thread::Builder::new()
         .name("adb-usb-read".into())
         .spawn(move || read_loop(&*bulk, &dtx, &timing))
         .ok();
     (
-        UsbSink { jobs: jtx },
+        UsbSink { jobs: jtx, failed },
         UsbSource {
             rx: drx,
             pending: Vec::new(),
@@ -179,25 +243,73 @@ pub fn spawn<B: BulkIo>(bulk: Arc<B>, timing: UsbTiming) -> (UsbSink, UsbSource)
     )
 }
 
+/// Where the reader is in the IN stream: how many payload bytes the last header announced
+/// that have not arrived yet (0: a header comes next).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    owed: usize,
+}
+
+impl Framing {
+    /// The size of the next read: a header's max packet, or the rest of the payload rounded
+    /// up to whole max packets (at most `cap`, itself a multiple of `mps`).
+    pub fn next_read(&self, mps: usize, cap: usize) -> usize {
+        if self.owed == 0 {
+            mps
+        } else {
+            self.owed.div_ceil(mps).saturating_mul(mps).min(cap)
+        }
+    }
+
+    /// Accounts for one completed read. Bytes past a payload (a device that runs messages
+    /// together) are taken as the next header; anything unparseable resets to "header next" —
+    /// read sizes only, the session's parser decides what the bytes mean.
+    pub fn advance(&mut self, mut data: &[u8]) {
+        use crate::adb::message::{Header, MAX_PAYLOAD};
+        loop {
+            if self.owed > 0 {
+                let n = self.owed.min(data.len());
+                self.owed -= n;
+                data = &data[n..];
+            }
+            if data.len() < HEADER_LEN {
+                return;
+            }
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&data[..HEADER_LEN]);
+            let h = Header::decode(&h);
+            if h.validate(MAX_PAYLOAD).is_err() {
+                self.owed = 0;
+                return;
+            }
+            self.owed = h.data_length as usize;
+            data = &data[HEADER_LEN..];
+        }
+    }
+}
+
 fn read_loop<B: BulkIo + ?Sized>(
     b: &B,
     tx: &mpsc::Sender<Result<Vec<u8>, UsbError>>,
     t: &UsbTiming,
 ) {
     let mps = b.max_packet_in().max(1);
-    // A whole number of max packets, large enough for a 1 MiB payload in a few transfers.
-    let len = (64 * 1024 / mps).max(1) * mps;
-    let mut buf = vec![0u8; len];
+    // A whole 1 MiB payload in one transfer, as adb's usb_linux reads it.
+    let cap = (crate::adb::message::MAX_PAYLOAD as usize).div_ceil(mps) * mps;
+    let mut framing = Framing::default();
     let mut stalls = 0;
     loop {
         if tx.is_closed() {
             return;
         }
+        let mut buf = vec![0u8; framing.next_read(mps, cap)];
         match b.read(&mut buf, t.read_timeout) {
             Ok(0) => continue, // zero-length packet: nothing to deliver
             Ok(n) => {
                 stalls = 0;
-                if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                buf.truncate(n);
+                framing.advance(&buf);
+                if tx.blocking_send(Ok(buf)).is_err() {
                     return;
                 }
             }
@@ -219,14 +331,21 @@ fn read_loop<B: BulkIo + ?Sized>(
 
 impl PacketSink for UsbSink {
     async fn send_packet(&mut self, header: &[u8; HEADER_LEN], payload: &[u8]) -> io::Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send((header.to_vec(), payload.to_vec(), tx))
-            .map_err(|_| io::Error::from(UsbError::NoDevice))?;
-        match rx.await {
-            Ok(r) => r.map_err(io::Error::from),
-            Err(_) => Err(UsbError::NoDevice.into()),
+        let failed = || {
+            let e = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            io::Error::from(e.unwrap_or(UsbError::NoDevice))
+        };
+        if self.jobs.is_closed() {
+            return Err(failed());
         }
+        self.jobs
+            .send((*header, payload.to_vec()))
+            .await
+            .map_err(|_| failed())
     }
 }
 

@@ -108,6 +108,12 @@ pub fn find_adb_interfaces(ctx: &Context) -> Vec<UsbCandidate> {
     out
 }
 
+/// The IN endpoint must stay quiet this long before the first CNXN (see
+/// [`super::drain_stale_input`]).
+const STALE_QUIET: Duration = Duration::from_millis(50);
+/// How long a stale header's payload may take to follow it.
+const STALE_PAYLOAD_WAIT: Duration = Duration::from_secs(1);
+
 /// An opened, claimed ADB interface.
 #[derive(Debug)]
 pub struct RusbBulk {
@@ -129,41 +135,21 @@ impl UsbCandidate {
         let handle = self.device.open()?;
         let _ = handle.set_auto_detach_kernel_driver(true);
         handle.claim_interface(self.interface)?;
-        drain_stale_input(&handle, self.ep_in, self.mps_in.max(1));
         let serial = self
             .device
             .device_descriptor()
             .ok()
             .and_then(|dd| handle.read_serial_number_string_ascii(&dd).ok());
-        Ok(Arc::new(RusbBulk {
+        let bulk = RusbBulk {
             handle,
             ep_in: self.ep_in,
             ep_out: self.ep_out,
             mps_in: self.mps_in.max(1),
             mps_out: self.mps_out.max(1),
             serial,
-        }))
-    }
-}
-
-/// Discards what a previous connection left queued on the IN endpoint (for example the CNXN a
-/// phone sends when its user allows the key after the last agent process has gone). Read as the
-/// start of this connection, it would be taken for the answer to our CNXN, and the phone's
-/// fresh AUTH would then arrive in the online state. Reads until the endpoint stays quiet for
-/// 50 ms, at most 64 transfers; errors just end the drain (the session reports them).
-fn drain_stale_input(handle: &DeviceHandle<Context>, ep_in: u8, mps_in: usize) {
-    let mut buf = vec![0u8; (64 * 1024 / mps_in).max(1) * mps_in];
-    for _ in 0..64 {
-        match handle.read_bulk(ep_in, &mut buf, Duration::from_millis(50)) {
-            Ok(n) if n > 0 => {
-                tracing::debug!(
-                    bytes = n,
-                    "discarded stale input left by a previous connection"
-                )
-            }
-            Ok(_) => continue,
-            Err(_) => break,
-        }
+        };
+        super::drain_stale_input(&bulk, STALE_QUIET, STALE_PAYLOAD_WAIT);
+        Ok(Arc::new(bulk))
     }
 }
 

@@ -102,15 +102,70 @@ async fn reader_survives_short_reads_zlps_timeouts_and_stalls() {
     assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
 }
 
-#[tokio::test]
-async fn sink_goes_through_writer_thread() {
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_goes_through_writer_thread_and_reports_failures_on_both_sides() {
     let b = Arc::new(FakeBulk::new(512, 512));
-    let (mut sink, _src) = spawn(b.clone(), timing());
+    let (mut sink, mut src) = spawn(b.clone(), timing());
     sink.send_packet(&[7u8; 24], &[1u8; 512]).await.unwrap();
+    sink.send_packet(&[8u8; 24], &[2u8; 100]).await.unwrap();
+    wait_until("both messages written", || b.writes().len() == 5);
     let w = b.writes();
-    assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), vec![24, 512, 0]);
-    b.fail_next_write(UsbError::NoDevice);
-    assert!(sink.send_packet(&[7u8; 24], &[]).await.is_err());
+    assert_eq!(
+        w.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![24, 512, 0, 24, 100]
+    );
+    // A failed transfer: the source reports it at once, and the next send fails.
+    b.fail_next_write(UsbError::Stall);
+    b.fail_next_write(UsbError::Stall);
+    b.fail_next_write(UsbError::Stall);
+    sink.send_packet(&[7u8; 24], &[]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let e = tokio::time::timeout(Duration::from_secs(5), src.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains("write failed"), "{e}");
+    let e = sink.send_packet(&[7u8; 24], &[]).await.unwrap_err();
+    assert!(e.to_string().contains("stalled"), "{e}");
+}
+
+#[test]
+fn reads_follow_the_framing() {
+    let mut f = Framing::default();
+    let cap = 1024 * 1024;
+    assert_eq!(f.next_read(512, cap), 512, "a header comes first");
+    f.advance(&Message::new(cmd::WRTE, 1, 2, vec![0u8; 512]).header(false));
+    assert_eq!(
+        f.next_read(512, cap),
+        512,
+        "a payload filling one packet: no more than it"
+    );
+    f.advance(&[0u8; 512]);
+    assert_eq!(f.next_read(512, cap), 512);
+    f.advance(&Message::new(cmd::WRTE, 1, 2, vec![0u8; 1000]).header(false));
+    assert_eq!(f.next_read(512, cap), 1024);
+    f.advance(&[0u8; 600]);
+    assert_eq!(f.next_read(512, cap), 512, "the rest: 400 bytes");
+    f.advance(&[0u8; 400]);
+    f.advance(&Message::new(cmd::WRTE, 1, 2, vec![0u8; 1 << 20]).header(false));
+    assert_eq!(f.next_read(512, cap), cap);
+    // A device that runs messages together, and garbage, only change read sizes.
+    let mut f = Framing::default();
+    let mut both = Message::new(cmd::OKAY, 1, 2, Bytes::new()).encode(false);
+    both.extend(Message::new(cmd::WRTE, 1, 2, vec![0u8; 100]).encode(false)[..50].to_vec());
+    f.advance(&both);
+    assert_eq!(f.next_read(512, cap), 512, "74 payload bytes owed");
+    f.advance(&[0xa5; 74]);
+    f.advance(&[0xa5; 24]);
+    assert_eq!(f.next_read(512, cap), 512);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,4 +200,52 @@ async fn adb_session_runs_over_fake_usb() {
         .unwrap();
     assert_eq!(info.banner.model.as_deref(), Some("UsbPhone"));
     assert!(matches!(phone.state(), ConnState::Online(_)));
+}
+
+fn header(command: u32, len: usize) -> Vec<u8> {
+    Message::new(command, 1, 2, vec![0u8; len])
+        .header(false)
+        .to_vec()
+}
+
+#[test]
+fn drain_takes_a_stale_message_whose_payload_comes_late() {
+    let b = Arc::new(FakeBulk::new(512, 512));
+    // A CNXN the phone sent to a host that has gone: the header now, the banner later.
+    b.push_read(ReadStep::Data(header(cmd::CNXN, 300)));
+    let late = b.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        late.push_read(ReadStep::Data(vec![7u8; 300]));
+    });
+    let n = drain_stale_input(&*b, Duration::from_millis(20), Duration::from_secs(5));
+    t.join().unwrap();
+    assert_eq!(n, 24 + 300);
+    // What comes next is this connection's.
+    b.push_read(ReadStep::Data(header(cmd::AUTH, 20)));
+    let mut buf = vec![0u8; 512];
+    assert_eq!(b.read(&mut buf, Duration::from_millis(100)), Ok(24));
+    assert_eq!(&buf[..4], b"AUTH");
+}
+
+#[test]
+fn drain_of_a_quiet_endpoint_returns_at_once() {
+    let b = FakeBulk::new(512, 512);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        drain_stale_input(&b, Duration::from_millis(20), Duration::from_secs(5)),
+        0
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn drain_stops_when_the_device_is_gone() {
+    let b = FakeBulk::new(512, 512);
+    b.push_read(ReadStep::Data(header(cmd::CNXN, 300)));
+    b.push_read(ReadStep::Gone);
+    assert_eq!(
+        drain_stale_input(&b, Duration::from_millis(20), Duration::from_secs(5)),
+        24
+    );
 }
