@@ -3,11 +3,16 @@
 //! via `dumpsys battery`, storage via `df /data`, screen via `dumpsys power`, the app's version
 //! via `dumpsys package`).
 //!
+//! USB phones come from the [`UsbManager`] (hotplug or enumeration, the permission wait, the
+//! recovery ladder, serial collisions), the same one `phonefarm-agent devices` uses: the fleet
+//! follows its list and takes its port paths, states (`needs_attention` included), phone ids
+//! and connections. Network phones are the fleet's own: reconnected on each probe pass.
+//!
 //! The fleet actor owns the slots; its cloneable [`FleetHandle`] looks phones up by fleet-wide
 //! `phone_id` and watches the inventory ([`PhoneStatus`] list). A `phone_id` is the phone's
-//! serial; when two phones on this host report the same serial (cheap devices do) each gets
-//! `<serial>-<location>` and a `serial_collision` warning is logged. The location (USB port
-//! path or `host:port`) is always reported.
+//! serial; USB phones sharing a serial get the manager's `<serial>@<port>` ids, and a network
+//! phone whose serial is already taken gets `<serial>-<host:port>` (a `serial_collision`
+//! warning is logged). The location (USB port path or `host:port`) is always reported.
 
 pub mod probe;
 
@@ -23,6 +28,8 @@ use uuid::Uuid;
 
 use crate::adb::auth::KeyRing;
 use crate::phone::{ConnState, PhoneHandle, PhoneOptions};
+use crate::usb::rusb_io::{Discovery, RusbBackend};
+use crate::usb::{ManagerConfig, UsbManager, UsbPhone, UsbState};
 use probe::Health;
 
 /// How the fleet finds and watches its phones.
@@ -30,7 +37,9 @@ use probe::Health;
 pub struct FleetConfig {
     /// Network phones, emulators or simulators as `host:port`.
     pub tcp: Vec<String>,
-    /// Also open every ADB interface on USB (no effect where USB is unavailable).
+    /// Also open every ADB interface on USB, through a [`UsbManager`] with the default
+    /// discovery (hotplug where udevd runs, else enumeration); no effect where USB is
+    /// unavailable. [`FleetHandle::spawn_with_usb`] takes a manager built by the caller instead.
     pub usb: bool,
     /// Host keys offered to phones.
     pub keys: KeyRing,
@@ -59,8 +68,28 @@ pub struct FleetHandle {
 }
 
 impl FleetHandle {
-    /// Starts the actor; the first probe pass runs at once.
+    /// Starts the actor; the first probe pass runs at once. With `config.usb`, USB phones come
+    /// from a [`UsbManager`] over libusb started here.
     pub fn spawn(config: FleetConfig, shutdown: CancellationToken) -> Self {
+        let usb = if config.usb {
+            UsbSource::Start(ManagerConfig::new(config.keys.clone()))
+        } else {
+            UsbSource::None
+        };
+        Self::start(config, usb, shutdown)
+    }
+
+    /// Starts the actor with USB phones from `usb` (any backend: tests use a fake bus);
+    /// `config.usb` is ignored.
+    pub fn spawn_with_usb(
+        config: FleetConfig,
+        usb: UsbManager,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::start(config, UsbSource::Manager(usb), shutdown)
+    }
+
+    fn start(config: FleetConfig, usb: UsbSource, shutdown: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let (stx, srx) = watch::channel(Vec::new());
         let (ptx, prx) = watch::channel(Arc::new(HashMap::new()));
@@ -72,6 +101,7 @@ impl FleetHandle {
         let actor = Actor {
             config,
             slots,
+            usb,
             running: HashMap::new(),
             rx,
             statuses: stx,
@@ -116,13 +146,23 @@ impl FleetHandle {
     }
 }
 
+/// Where the fleet's USB phones come from.
+enum UsbSource {
+    None,
+    /// A manager over libusb, started by the actor (opening libusb may block).
+    Start(ManagerConfig),
+    Manager(UsbManager),
+}
+
 struct Slot {
     transport: &'static str,
     location: String,
     handle: Option<PhoneHandle>,
     health: Health,
-    /// The USB serial from the descriptor (before any shell answered).
+    /// The USB serial (descriptor or banner) before any shell answered.
     usb_serial: Option<String>,
+    /// USB phones: the manager's phone id and state.
+    usb: Option<(String, UsbState)>,
 }
 
 impl Slot {
@@ -133,10 +173,19 @@ impl Slot {
             handle: None,
             health: Health::default(),
             usb_serial: None,
+            usb: None,
         }
     }
 
     fn state(&self) -> PhoneState {
+        if let Some((_, s)) = &self.usb {
+            return match s {
+                UsbState::Online => PhoneState::Online,
+                UsbState::Unauthorized => PhoneState::Unauthorized,
+                UsbState::NeedsAttention => PhoneState::NeedsAttention,
+                _ => PhoneState::Offline,
+            };
+        }
         match self.handle.as_ref().map(PhoneHandle::state) {
             Some(ConnState::Online(_)) => PhoneState::Online,
             Some(ConnState::Unauthorized) => PhoneState::Unauthorized,
@@ -191,7 +240,9 @@ pub fn assign_ids(phones: &[(Option<&str>, &str)]) -> Vec<String> {
 
 struct Actor {
     config: FleetConfig,
+    /// The `--tcp` phones first, then USB phones in the manager's (port path) order.
     slots: Vec<Slot>,
+    usb: UsbSource,
     running: HashMap<String, Uuid>,
     rx: mpsc::Receiver<Command>,
     statuses: watch::Sender<Vec<PhoneStatus>>,
@@ -201,6 +252,7 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
+        let mut usb_rx = self.start_usb().await;
         let mut tick =
             tokio::time::interval(self.config.probe_interval.max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,6 +260,20 @@ impl Actor {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 _ = tick.tick() => self.pass().await,
+                changed = async { usb_rx.as_mut()?.changed().await.ok() }, if usb_rx.is_some() => {
+                    match changed {
+                        Some(()) => {
+                            let list = usb_rx.as_mut().map(|rx| rx.borrow_and_update().clone());
+                            if self.sync_usb(&list.unwrap_or_default()) {
+                                // A phone just came online: learn its health now.
+                                self.pass().await;
+                            } else {
+                                self.publish();
+                            }
+                        }
+                        None => usb_rx = None,
+                    }
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::SetRunning { phone_id, queue_item_id }) => {
                         match queue_item_id {
@@ -226,58 +292,68 @@ impl Actor {
         }
     }
 
-    async fn discover_usb(&mut self) {
-        let known: Vec<String> = self
-            .slots
-            .iter()
-            .filter(|s| s.transport == "usb" && s.state() != PhoneState::Offline)
-            .map(|s| s.location.clone())
-            .collect();
-        let found = tokio::task::spawn_blocking(move || {
-            let Some(c) = crate::usb::rusb_io::context() else {
-                return Vec::new();
-            };
-            crate::usb::rusb_io::find_adb_interfaces(&c)
-                .into_iter()
-                .filter(|cand| !known.contains(&cand.port_path))
-                .map(|cand| (cand.port_path.clone(), cand.open()))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for (port_path, opened) in found {
-            match opened {
-                Ok(bulk) => {
-                    let serial = bulk.serial.clone();
-                    let (sink, source) = crate::usb::spawn(bulk, crate::usb::UsbTiming::default());
-                    let handle = PhoneHandle::spawn(
-                        sink,
-                        source,
-                        &port_path,
-                        PhoneOptions::new(self.config.keys.clone()),
-                    );
-                    // A re-enumerated device on the same port is the same slot.
-                    let slot = match self
-                        .slots
-                        .iter_mut()
-                        .find(|s| s.transport == "usb" && s.location == port_path)
-                    {
-                        Some(s) => s,
-                        None => {
-                            self.slots.push(Slot::new("usb", port_path.clone()));
-                            let last = self.slots.len() - 1;
-                            &mut self.slots[last]
-                        }
-                    };
-                    slot.handle = Some(handle);
-                    slot.usb_serial = serial;
-                    tracing::info!(location = %port_path, "usb phone opened");
-                }
-                Err(e) => {
-                    tracing::warn!(location = %port_path, error = %e, "cannot open usb phone")
-                }
+    /// Starts the USB manager if asked to; returns its list of phones to follow.
+    async fn start_usb(&mut self) -> Option<watch::Receiver<Arc<Vec<UsbPhone>>>> {
+        let manager = match std::mem::replace(&mut self.usb, UsbSource::None) {
+            UsbSource::None => return None,
+            UsbSource::Manager(m) => m,
+            UsbSource::Start(config) => {
+                let backend = tokio::task::spawn_blocking(|| RusbBackend::new(Discovery::Auto))
+                    .await
+                    .ok()
+                    .flatten()?;
+                UsbManager::spawn(backend, config)
+            }
+        };
+        let mut rx = manager.watch();
+        let list = rx.borrow_and_update().clone();
+        self.sync_usb(&list);
+        // The actor keeps the manager alive: it stops with its last handle.
+        self.usb = UsbSource::Manager(manager);
+        Some(rx)
+    }
+
+    /// Mirrors the manager's list into the USB slots; returns whether a phone came online
+    /// that has not been probed on this connection.
+    fn sync_usb(&mut self, phones: &[UsbPhone]) -> bool {
+        let mut old: HashMap<String, Slot> = HashMap::new();
+        let mut kept = Vec::with_capacity(self.slots.len());
+        for s in self.slots.drain(..) {
+            if s.transport == "usb" {
+                old.insert(s.location.clone(), s);
+            } else {
+                kept.push(s);
             }
         }
+        let mut fresh_online = false;
+        for p in phones {
+            let mut slot = old
+                .remove(&p.port_path)
+                .unwrap_or_else(|| Slot::new("usb", p.port_path.clone()));
+            let same_connection = match (&slot.handle, &p.handle) {
+                (Some(a), Some(b)) => a.watch_state().same_channel(&b.watch_state()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same_connection {
+                // A new connection (a replug may be another phone): forget what we learned.
+                let serial = slot.health.serial.take();
+                slot.health = Health::default();
+                if p.serial.is_none() || p.serial == serial {
+                    slot.health.serial = serial;
+                }
+            }
+            if p.state == UsbState::Online && (!same_connection || slot.health == Health::default())
+            {
+                fresh_online = true;
+            }
+            slot.handle = p.handle.clone();
+            slot.usb_serial = p.serial.clone();
+            slot.usb = Some((p.phone_id.clone(), p.state));
+            kept.push(slot);
+        }
+        self.slots = kept;
+        fresh_online
     }
 
     async fn connect_tcp(&mut self) {
@@ -310,9 +386,6 @@ impl Actor {
     }
 
     async fn pass(&mut self) {
-        if self.config.usb {
-            self.discover_usb().await;
-        }
         self.connect_tcp().await;
         let deadline = Instant::now() + self.config.probe_timeout;
         let package = self.config.app_package.clone();
@@ -321,6 +394,7 @@ impl Actor {
             let package = package.clone();
             async move {
                 match handle {
+                    // (A connection still starting is waited for within the probe deadline.)
                     Some(h)
                         if matches!(h.state(), ConnState::Online(_) | ConnState::Connecting) =>
                     {
@@ -342,13 +416,36 @@ impl Actor {
         self.publish();
     }
 
-    fn publish(&mut self) {
+    /// Fleet-wide ids: the USB manager's for USB phones; for network phones the serial, or
+    /// `<serial>-<location>` when that id is taken by another phone here.
+    fn ids(&self) -> Vec<String> {
         let keys: Vec<(Option<&str>, &str)> = self
             .slots
             .iter()
             .map(|s| (s.serial(), s.location.as_str()))
             .collect();
-        let ids = assign_ids(&keys);
+        let by_serial = assign_ids(&keys);
+        let usb_ids: std::collections::HashSet<&str> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.usb.as_ref().map(|(id, _)| id.as_str()))
+            .collect();
+        self.slots
+            .iter()
+            .zip(by_serial)
+            .map(|(s, id)| match (&s.usb, s.serial()) {
+                (Some((usb_id, _)), _) => usb_id.clone(),
+                (None, Some(serial)) if usb_ids.contains(id.as_str()) => {
+                    tracing::warn!(%serial, location = %s.location, "serial_collision: a network phone reports the serial of a usb phone");
+                    token_safe(&format!("{serial}-{}", s.location))
+                }
+                (None, _) => id,
+            })
+            .collect()
+    }
+
+    fn publish(&mut self) {
+        let ids = self.ids();
         let mut phones = HashMap::new();
         let mut statuses = Vec::new();
         for (slot, id) in self.slots.iter().zip(ids) {
