@@ -40,6 +40,33 @@ ensure_packages() {
   command -v cargo >/dev/null 2>&1 || die "cargo is missing: install the Rust toolchain (rustup) first"
 }
 
+# What the USB bench (tests/usb-vm/run) needs: qemu (software emulation), busybox and cpio for
+# its initramfs, lsusb. `usbvm_unsupported` succeeds, printing why, when this machine
+# fundamentally cannot run it (the guest is Debian's amd64 kernel running host-built binaries;
+# no /dev/kvm is fine: the bench uses software emulation).
+usbvm_unsupported() {
+  if [ "$(uname -m)" != x86_64 ]; then echo "the host is $(uname -m), the guest kernel is amd64"; return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+    echo "no apt/dpkg to fetch Debian's kernel package"; return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "neither root nor sudo to install qemu"; return 0
+  fi
+  return 1
+}
+
+ensure_usbvm_packages() {
+  local missing=()
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+  command -v lsusb >/dev/null 2>&1 || missing+=(usbutils)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]} (USB bench)"
+    apt_install --no-install-recommends "${missing[@]}"
+  fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 wait_port() {
