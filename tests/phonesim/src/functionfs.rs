@@ -27,7 +27,7 @@
 //! against `include/uapi/linux/usb/functionfs.h`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -374,8 +374,9 @@ impl FfsSource {
                         );
                         return Ok(Some(m));
                     }
-                    // Delivered after the offer, in the order the host sent them.
-                    Woke::Message(Some(Ok(m))) => self.next = Some(m),
+                    // Anything else while the prompt is up is ignored, as adbd ignores
+                    // messages before authorization.
+                    Woke::Message(Some(Ok(_))) => continue,
                 }
                 if let Some((offer, _)) = self.gate.as_mut().and_then(|g| g.held.take()) {
                     tracing::info!("functionfs: the user allows the key");
@@ -391,10 +392,11 @@ impl FfsSource {
             if let Some(g) = &mut self.gate
                 && is_key_offer(&m)
             {
+                // Taps from now on count: the prompt is up before anyone can read that it is.
+                g.held = Some((m, *g.allows.borrow()));
                 tracing::info!(
                     "functionfs: the host offers a key; the phone shows the prompt until the user allows it"
                 );
-                g.held = Some((m, *g.allows.borrow()));
                 continue;
             }
             return Ok(Some(m));
@@ -609,17 +611,39 @@ fn writer_loop(mut ep: File, jobs: &std::sync::mpsc::Receiver<WriteJob>) {
         if r.is_ok() && !payload.is_empty() {
             r = write_full(&mut ep, &payload);
         }
+        if let Err(e) = &r {
+            tracing::debug!(error = %e, "functionfs: ep2 write failed");
+        }
         let _ = done.send(r);
     }
 }
 
+/// How a payload read ended.
+enum Payload {
+    Complete,
+    /// A transfer ended short after `len` bytes at `at`: the host sent less than the header
+    /// announced, i.e. it started over (after a replug its first transfer is a CNXN header).
+    Short {
+        at: usize,
+        len: usize,
+    },
+}
+
 /// Fills `buf` in reads of at most `*chunk` bytes, skipping zero-length packets; halves
-/// `*chunk` when the kernel cannot allocate a request that large.
-fn read_full(ep: &mut File, buf: &mut [u8], chunk: &mut usize) -> io::Result<()> {
+/// `*chunk` when the kernel cannot allocate a request that large. With `payload`, a read that
+/// returns less than it asked for (the host's transfer ended) stops the fill.
+fn read_full<R: Read>(
+    ep: &mut R,
+    buf: &mut [u8],
+    chunk: &mut usize,
+    payload: bool,
+) -> io::Result<Payload> {
     let mut off = 0;
     while off < buf.len() {
         let end = buf.len().min(off + *chunk);
         match ep.read(&mut buf[off..end]) {
+            Ok(0) => {}
+            Ok(n) if payload && n < end - off => return Ok(Payload::Short { at: off, len: n }),
             Ok(n) => off += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::OutOfMemory && *chunk > MIN_READ_CHUNK => {
@@ -629,29 +653,61 @@ fn read_full(ep: &mut File, buf: &mut [u8], chunk: &mut usize) -> io::Result<()>
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(Payload::Complete)
 }
 
-/// Reads whole messages (a 24-byte header, then exactly its payload, as adbd does, so a host
-/// that sends no zero-length packet after an aligned payload is not waited for). An error
-/// (the function was disabled: unplug) is delivered once; the next read blocks in the kernel
-/// until the function is enabled again.
+fn is_header(b: &[u8]) -> bool {
+    use phonefarm_agent::adb::message::{Header, MAX_PAYLOAD};
+    let Ok(h) = <&[u8; HEADER_LEN]>::try_from(b) else {
+        return false;
+    };
+    Header::decode(h)
+        .validate(MAX_PAYLOAD.max(MAX_MESSAGE_PAYLOAD as u32))
+        .is_ok()
+}
+
+/// Reads one whole message: a 24-byte header, then exactly its payload (as adbd does, so a
+/// host that sends no zero-length packet after an aligned payload is not waited for). A
+/// payload cut short by a transfer that is a header itself (a host that started over while
+/// we waited for the rest of a message, e.g. across an unplug) drops the broken message and
+/// goes on with that header; other short data is dropped.
+fn read_message<R: Read>(ep: &mut R, chunk: &mut usize) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; HEADER_LEN];
+    read_full(ep, &mut header, chunk, false)?;
+    loop {
+        let len = payload_len(&header);
+        let mut msg = Vec::with_capacity(HEADER_LEN + len.min(MAX_MESSAGE_PAYLOAD));
+        msg.extend_from_slice(&header);
+        if len > MAX_MESSAGE_PAYLOAD {
+            // Garbage: passed on for the session to reject.
+            return Ok(msg);
+        }
+        msg.resize(HEADER_LEN + len, 0);
+        match read_full(ep, &mut msg[HEADER_LEN..], chunk, true)? {
+            Payload::Complete => return Ok(msg),
+            Payload::Short { at, len } => {
+                let got = &msg[HEADER_LEN + at..HEADER_LEN + at + len];
+                tracing::debug!(
+                    bytes = len,
+                    "functionfs: a transfer ended inside a payload; message dropped"
+                );
+                if is_header(got) {
+                    header.copy_from_slice(got);
+                    continue;
+                }
+                read_full(ep, &mut header, chunk, false)?;
+            }
+        }
+    }
+}
+
+/// Reads whole messages ([`read_message`]). An error (the function was disabled: unplug) is
+/// delivered once; the next read blocks in the kernel until the function is enabled again.
 fn reader_loop(mut ep: File, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
     let mut failing = false;
     let mut chunk = READ_CHUNK;
     loop {
-        let mut header = [0u8; HEADER_LEN];
-        let r = read_full(&mut ep, &mut header, &mut chunk).and_then(|()| {
-            let len = payload_len(&header);
-            let mut msg = Vec::with_capacity(HEADER_LEN + len.min(MAX_MESSAGE_PAYLOAD));
-            msg.extend_from_slice(&header);
-            if len <= MAX_MESSAGE_PAYLOAD {
-                msg.resize(HEADER_LEN + len, 0);
-                read_full(&mut ep, &mut msg[HEADER_LEN..], &mut chunk)?;
-            }
-            Ok(msg)
-        });
-        match r {
+        match read_message(&mut ep, &mut chunk) {
             Ok(msg) => {
                 failing = false;
                 if tx.blocking_send(Ok(msg)).is_err() {
@@ -852,5 +908,52 @@ mod tests {
         assert_eq!(src.recv(&mut buf).await.unwrap(), 0);
         src.reset();
         assert_eq!(next(&mut src).await, b"CNXN-two");
+    }
+
+    /// Reads as an endpoint file does: one transfer per read, at most what was asked.
+    struct Transfers(std::collections::VecDeque<Vec<u8>>);
+
+    impl Read for Transfers {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut t) = self.0.pop_front() else {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            };
+            if t.len() > buf.len() {
+                self.0.push_front(t.split_off(buf.len()));
+            }
+            buf[..t.len()].copy_from_slice(&t);
+            Ok(t.len())
+        }
+    }
+
+    fn message(command: u32, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let m = phonefarm_agent::adb::message::Message::new(command, 1, 2, payload.to_vec());
+        (m.header(false).to_vec(), payload.to_vec())
+    }
+
+    #[test]
+    fn a_host_that_starts_over_inside_a_payload_is_followed() {
+        use phonefarm_agent::adb::message::cmd;
+        let (wrte, _) = message(cmd::WRTE, &[5u8; 4096]);
+        let (cnxn, banner) = message(cmd::CNXN, b"host::features=shell_v2\0");
+        let (okay, _) = message(cmd::OKAY, b"");
+        // A WRTE header, then (unplug, replug) the next host's CNXN instead of the payload;
+        // then junk cut short, then an OKAY.
+        let mut ep = Transfers(
+            [
+                wrte,
+                cnxn.clone(),
+                banner.clone(),
+                message(cmd::WRTE, &[1u8; 100]).0,
+                vec![9u8; 7],
+                okay.clone(),
+            ]
+            .into(),
+        );
+        let mut chunk = READ_CHUNK;
+        let m = read_message(&mut ep, &mut chunk).unwrap();
+        assert_eq!(m, [cnxn, banner].concat());
+        let m = read_message(&mut ep, &mut chunk).unwrap();
+        assert_eq!(m, okay);
     }
 }
