@@ -305,6 +305,46 @@ struct KeyGate {
     held: Option<(Vec<u8>, u64)>,
 }
 
+/// The data phase of a transfer as the phone sees it: a run of WRTEs from the host, from the
+/// first to the last, logged when the run ends (any other message) if it carried at least
+/// 1 MiB. Both clients are timed the same way here, without their connection set-up.
+#[derive(Debug, Default)]
+struct BulkRun {
+    first: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+    messages: u64,
+    /// Payload bytes after the first WRTE (the ones the first-to-last interval covers).
+    bytes: u64,
+}
+
+impl BulkRun {
+    fn on_message(&mut self, msg: &[u8]) {
+        if msg.starts_with(b"WRTE") {
+            let now = std::time::Instant::now();
+            if self.first.is_none() {
+                self.first = Some(now);
+            } else {
+                self.bytes += msg.len().saturating_sub(HEADER_LEN) as u64;
+            }
+            self.last = Some(now);
+            self.messages += 1;
+            return;
+        }
+        if let (Some(first), Some(last)) = (self.first, self.last)
+            && self.bytes >= 1 << 20
+        {
+            let secs = last.duration_since(first).as_secs_f64();
+            tracing::info!(
+                "functionfs: bulk WRTEs: {} messages, {} bytes in {secs:.3}s ({:.1} MiB/s)",
+                self.messages,
+                self.bytes,
+                self.bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+            );
+        }
+        *self = Self::default();
+    }
+}
+
 /// [`ByteSource`] over the OUT endpoint's reader thread, which delivers whole ADB messages.
 /// It ends the current connection (`Ok(0)`) when the host starts a new one with CNXN, and
 /// keeps that CNXN for the next connection.
@@ -316,6 +356,7 @@ pub struct FfsSource {
     started: bool,
     next: Option<Vec<u8>>,
     gate: Option<KeyGate>,
+    bulk: BulkRun,
 }
 
 impl FfsSource {
@@ -327,6 +368,7 @@ impl FfsSource {
             started: false,
             next: None,
             gate: None,
+            bulk: BulkRun::default(),
         }
     }
 
@@ -415,6 +457,7 @@ impl ByteSource for FfsSource {
             let Some(msg) = self.next_message().await? else {
                 return Ok(0);
             };
+            self.bulk.on_message(&msg);
             if self.started && is_cnxn(&msg) {
                 self.next = Some(msg);
                 return Ok(0);
