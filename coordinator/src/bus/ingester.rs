@@ -452,27 +452,78 @@ async fn consumer(bus: &BusHandle) -> Result<jetstream::consumer::PullConsumer, 
     }
 }
 
+/// Sleeps `d` unless shutdown comes first (then false).
+async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Messages asked for in one pull request, and how long one request waits for them.
+const PULL_BATCH: usize = 256;
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// Consumes events until shutdown; recreates the consumer if it disappears.
+///
+/// Events are pulled in short requests (at most [`PULL_BATCH`] messages, expiring after
+/// [`PULL_EXPIRES`]), and the request under way is finished before the ingester stops: every
+/// message the server delivered to this replica is applied and acked. (A continuous pull keeps
+/// a request of hundreds of messages open; whatever it delivered while the replica stopped was
+/// stranded until the ack wait, 30 s, and then applied behind later events of the same run.)
 pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: CancellationToken) {
+    let mut bound: Option<jetstream::consumer::PullConsumer> = None;
     loop {
-        let messages = match consumer(&bus).await {
-            Ok(c) => c.messages().await.map_err(async_nats::Error::from),
-            Err(e) => Err(e),
-        };
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "ingester: cannot open the event consumer; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let c = match bound.take() {
+            Some(c) => c,
+            None => match consumer(&bus).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingester: cannot open the event consumer; retrying");
+                    if !pause(Duration::from_secs(1), &shutdown).await {
+                        break;
+                    }
+                    continue;
                 }
+            },
+        };
+        let batch = c
+            .batch()
+            .max_messages(PULL_BATCH)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingester: pull request failed; retrying");
+                if !pause(Duration::from_millis(250), &shutdown).await {
+                    break;
+                }
+                continue;
             }
         };
+        let mut healthy = true;
+        let mut cut_off = false;
         loop {
+            // Finish the request even if shutdown comes meanwhile (it ends within
+            // PULL_EXPIRES); only with NATS away is there nothing to finish. A request that
+            // was under way when the connection dropped is given up once it is back (the
+            // server forgot it; waiting for the client's own timeout would idle 5 s).
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = messages.next() => n,
+                n = batch.next() => n,
+                () = shutdown.cancelled(), if !bus.connected() => None,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if !bus.connected() {
+                        cut_off = true;
+                    } else if cut_off {
+                        break;
+                    }
+                    continue;
+                }
             };
             match next {
                 None => break,
@@ -486,28 +537,20 @@ pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: C
                     }
                 }
                 Some(Err(e)) => {
-                    use async_nats::jetstream::consumer::pull::MessagesErrorKind;
-                    match e.kind() {
-                        MessagesErrorKind::MissingHeartbeat => {
-                            tracing::debug!("ingester: missing heartbeat (server away?)");
-                        }
-                        MessagesErrorKind::ConsumerDeleted => {
-                            tracing::warn!("ingester: consumer deleted; recreating");
-                            break;
-                        }
-                        _ => {
-                            tracing::warn!(error = %e, "ingester: consumer error");
-                            break;
-                        }
-                    }
+                    tracing::warn!(error = %e, "ingester: consumer error; binding again");
+                    healthy = false;
+                    break;
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        if healthy {
+            bound = Some(c);
+        } else if !pause(Duration::from_millis(250), &shutdown).await {
+            break;
         }
     }
+    // The acks of the last request go out before the connection is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(2), bus.client.flush()).await;
 }
 
 #[cfg(test)]

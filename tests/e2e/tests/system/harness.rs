@@ -627,6 +627,32 @@ pub fn attempt_events(item: &Value, attempt: i64) -> Vec<(i64, String)> {
     v
 }
 
+impl System {
+    /// Waits until every event of the attempt is recorded (replicas share the event consumer,
+    /// so one may still be applying an earlier event when another has applied `Finished`), then
+    /// checks it with [`assert_gapless`].
+    pub async fn wait_gapless(&self, queue_item_id: &str, attempt: i64) -> Value {
+        let mut item = Value::Null;
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                item = self.item(queue_item_id).await;
+                let seqs: Vec<i64> = attempt_events(&item, attempt).iter().map(|e| e.0).collect();
+                if seqs.iter().copied().eq(1..=seqs.len() as i64)
+                    && attempt_events(&item, attempt)
+                        .last()
+                        .is_some_and(|e| e.1 == "finished")
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        assert_gapless(&item, attempt);
+        item
+    }
+}
+
 /// Every event of the attempt is there once: seq 1..=n without a gap, `accepted` first and
 /// `finished` last.
 pub fn assert_gapless(item: &Value, attempt: i64) {
