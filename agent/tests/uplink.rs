@@ -1368,6 +1368,80 @@ async fn serve_video(body: &'static [u8]) -> String {
     format!("http://{addr}")
 }
 
+/// A video server that takes the request and never answers (a download that would take
+/// minutes).
+async fn serve_stalled() -> String {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_cancel_stops_post_video_while_the_video_downloads() {
+    let agent = "rack-sv";
+    let env = env(agent, true).await;
+    let phone = sim("SIMSV1").await;
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&phone]));
+    let base = serve_stalled().await;
+    let mut o = order(
+        "SIMSV1",
+        json!({"content_id": "slow-1", "video_path": format!("{base}/video.mp4"), "caption": "x"}),
+    );
+    o.capability = Capability::PostVideo;
+    publish_order(&env.js, agent, &o).await;
+    wait_for(
+        "the download under way",
+        Duration::from_secs(30),
+        async || {
+            let evs = of(&run_events(&env.js, agent).await?, o.queue_item_id);
+            evs.iter()
+                .any(
+                    |e| matches!(&e.kind, EventKind::StepStarted { step } if step == "fetch_video"),
+                )
+                .then_some(())
+        },
+    )
+    .await;
+    publish_control(
+        &env.js,
+        agent,
+        &Control::Cancel {
+            queue_item_id: o.queue_item_id,
+            attempt: o.attempt,
+            mode: CancelMode::Soft,
+        },
+    )
+    .await;
+    // Not after the download's 10 min timeout: at once.
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(20)).await;
+    assert_complete_sequence(&events);
+    assert_eq!(finished(&events).unwrap().0, Outcome::Cancelled);
+    let phone = phone.phone.lock().unwrap();
+    assert!(phone.posts().is_empty());
+    assert!(
+        !phone
+            .actions()
+            .iter()
+            .any(|a| matches!(a, phonefarm_phonemodel::Action::AppLaunched { .. })),
+        "the phone was not touched"
+    );
+    drop(phone);
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_video_fetches_the_video_and_posts_it_once() {
     let agent = "rack-n";

@@ -3,7 +3,7 @@
 //! Milestones from the flow (a synchronous [`MilestoneSink`]) go through a channel to a
 //! forwarder task that journals them in order (assigning `seq`), interleaved with a
 //! `Heartbeat` every `heartbeat_interval`. Soft cancel is the flow's cancellation token
-//! (checked at step boundaries and during dwells); hard cancel drops the flow future at once,
+//! (checked at step boundaries and during dwells; it also stops `post_video`'s download); hard cancel drops the flow future at once,
 //! then force-stops the app and goes home ([`phonefarm_flows::flows::abort`]). The order's
 //! deadline is a hard stop too. On failure the flow's evidence (UI dump, screenshot) is
 //! journaled in the evidence spool (uploaded by the uplink's uploader) and announced with
@@ -55,6 +55,8 @@ enum End {
     Done(serde_json::Value),
     Flow(Box<FlowError>),
     HardCancelled,
+    /// Soft-cancelled before the phone was touched (while the video downloaded).
+    CancelledUnstarted,
     DeadlineExceeded,
     Refused {
         code: String,
@@ -176,8 +178,11 @@ async fn drive(
     // post_video: the video is fetched before the phone is touched.
     let video = if order.capability == Capability::PostVideo {
         let fetch = video_inputs(&sink, inputs.clone());
+        // A soft cancel ends the run here too: nothing is on the phone yet, and a download
+        // may take minutes.
         let fetched = tokio::select! {
             r = fetch => r,
+            () = soft.cancelled() => Err(End::CancelledUnstarted),
             () = hard.cancelled() => Err(End::HardCancelled),
             () = tokio::time::sleep_until(deadline) => Err(End::DeadlineExceeded),
         };
@@ -238,7 +243,7 @@ async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
     let (qid, attempt) = (order.queue_item_id, order.attempt);
     let (outcome, result_json, error) = match end {
         End::Done(result) => (Outcome::Completed, result.to_string(), None),
-        End::HardCancelled => (Outcome::Cancelled, "null".into(), None),
+        End::HardCancelled | End::CancelledUnstarted => (Outcome::Cancelled, "null".into(), None),
         End::DeadlineExceeded => (
             Outcome::Failed,
             "null".into(),
