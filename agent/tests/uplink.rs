@@ -1429,16 +1429,17 @@ async fn a_soft_cancel_stops_post_video_while_the_video_downloads() {
     let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(20)).await;
     assert_complete_sequence(&events);
     assert_eq!(finished(&events).unwrap().0, Outcome::Cancelled);
-    let phone = phone.phone.lock().unwrap();
-    assert!(phone.posts().is_empty());
-    assert!(
-        !phone
-            .actions()
-            .iter()
-            .any(|a| matches!(a, phonefarm_phonemodel::Action::AppLaunched { .. })),
-        "the phone was not touched"
-    );
-    drop(phone);
+    {
+        let phone = phone.phone.lock().unwrap();
+        assert!(phone.posts().is_empty());
+        assert!(
+            !phone
+                .actions()
+                .iter()
+                .any(|a| matches!(a, phonefarm_phonemodel::Action::AppLaunched { .. })),
+            "the phone was not touched"
+        );
+    }
     daemon.stop().await;
 }
 
