@@ -8,11 +8,16 @@
 //! time, then runs `pgbench -M prepared` with N clients on the identical statements, and prints
 //! req/s, p50/p99 and the ratio ours ÷ pgbench.
 //!
+//! The HTTP load comes from `wrk` (Debian package `wrk`), a separate C process like pgbench,
+//! so the load generator's own CPU is not charged to the coordinator's process. Without `wrk`
+//! the bench falls back to an in-process reqwest driver and says so; that driver shares the
+//! coordinator's runtime and cores, so its ratio understates the server.
+//!
 //! JSON literals in the scripts keep a space after every colon: pgbench would read `:name` as
 //! one of its variables. The pgbench scripts below repeat the SQL of `db::accounts::directory`,
 //! `db::processes::insert_if_new`, `db::queue_items::insert_for_process`,
-//! `callbacks::enqueue`, `db::processes::get` and `db::queue_items::for_process`: keep them in
-//! step when those change.
+//! and `callbacks::enqueue` (keep them in step when those change); the read uses the
+//! handler's own statements (`db::processes::VIEW_SQL`, `db::queue_items::STATES_SQL`).
 
 use std::path::Path;
 use std::process::Command;
@@ -141,6 +146,114 @@ fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> 
     figures(lat, Duration::from_secs(secs), failed)
 }
 
+/// wrk's per-thread request generators. `setup` numbers the threads so every request id is
+/// unique within the run; the run prefix comes from the command line.
+const WRK_ENQUEUE: &str = r#"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = args[1]
+  key = args[2]
+  n = 0
+end
+function request()
+  n = n + 1
+  local body = '{"request_id":"w-' .. prefix .. '-' .. tid .. '-' .. n .. '","capability":"keyword_warmup","mode":"unattended","target":{"routing":"queue","account_id":"bench-acc"},"inputs":{"keywords":["fitness","cooking"],"videos_per_keyword":2},"callback":{"url":"http://127.0.0.1:9/cb"},"requested_by":{"system":"bench"}}'
+  return wrk.format("POST", "/capability-requests/enqueue",
+    {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}, body)
+end
+"#;
+
+const WRK_GET: &str = r#"
+function init(args)
+  path = args[1]
+  key = args[2]
+end
+function request()
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. key})
+end
+"#;
+
+fn have_wrk() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wrk") || o.status.success())
+        .unwrap_or(false)
+}
+
+/// `"1.23ms"` → 1.23; wrk prints us, ms, s and m.
+fn wrk_ms(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return None,
+    })
+}
+
+/// Runs wrk against `base` with `script` and parses its summary.
+fn wrk(base: &str, script: &str, args: &[&str], conns: usize, secs: u64, dir: &Path) -> Figures {
+    let file = dir.join("driver.lua");
+    std::fs::write(&file, script).expect("write the wrk script");
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            "2",
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+        ])
+        .arg("--latency")
+        .arg("-s")
+        .arg(&file)
+        .arg(base)
+        .arg("--")
+        .args(args)
+        .output()
+        .expect("run wrk");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let rate = field("Requests/sec:")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    let errors = field("Non-2xx or 3xx responses:")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0u64)
+        + field("Socket errors:")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+    Figures {
+        rate,
+        p50_ms: field("50%").and_then(wrk_ms).unwrap_or(f64::NAN),
+        p99_ms: field("99%").and_then(wrk_ms).unwrap_or(f64::NAN),
+        errors,
+    }
+}
+
 fn print(name: &str, ours: &Figures, base: &Figures) {
     println!(
         "{name:<8} ours {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:<4} | pgbench {:>8.0} tps  p50 {:>6.2} ms  p99 {:>6.2} ms  failed {:<4} | ratio {:.2}",
@@ -164,10 +277,13 @@ INSERT INTO callback_deliveries (event_id, event_type, process_id, queue_item_id
 END;
 "#;
 
+/// `db::processes::VIEW_SQL` and `db::queue_items::STATES_SQL` with the id filled in.
 fn get_sql(id: &str) -> String {
+    let lit = format!("'{id}'");
     format!(
-        "SELECT process_id, process_type, request_id, system, mode, status, target, inputs, requested_by, callback, fingerprint, result, error, partial_progress, created_at, accepted_at, queued_at, executing_at, retrying_at, cancel_requested_at, finished_at, cancel_strategy, version FROM processes WHERE process_id = '{id}';\n\
-         SELECT queue_item_id, process_id, kind, state, phone_id, account_id, attempt, agent_id, run_id, content_id, callback_url, created_at FROM queue_items WHERE process_id = '{id}' ORDER BY queue_item_id;\n"
+        "{};\n{};\n",
+        db::processes::VIEW_SQL.replace("$1", &lit),
+        db::queue_items::STATES_SQL.replace("$1", &lit)
     )
 }
 
@@ -247,10 +363,33 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         };
-        // Warm up connections and caches.
-        drive(conns, Duration::from_secs(1), enqueue.clone()).await;
-        let ours = drive(conns, dur, enqueue).await;
         let dir = tempfile::tempdir()?;
+        let use_wrk = have_wrk();
+        println!(
+            "# driver: {}",
+            if use_wrk {
+                "wrk (separate process, 2 threads)"
+            } else {
+                "in-process reqwest (wrk not found: apt-get install wrk; this understates ours)"
+            }
+        );
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let ours = if use_wrk {
+            let (base, key, dir) = (base.clone(), key.clone(), dir.path().to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                let args = [format!("warm-{run_id}"), key.clone()];
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                wrk(&base, WRK_ENQUEUE, &args, conns, 1, &dir);
+                let args = [run_id, key];
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                wrk(&base, WRK_ENQUEUE, &args, conns, secs, &dir)
+            })
+            .await?
+        } else {
+            // Warm up connections and caches.
+            drive(conns, Duration::from_secs(1), enqueue.clone()).await;
+            drive(conns, dur, enqueue).await
+        };
         let base_fig = tokio::task::spawn_blocking({
             let name = name.clone();
             let dir = dir.path().to_path_buf();
@@ -279,8 +418,18 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         };
-        drive(conns, Duration::from_secs(1), get.clone()).await;
-        let ours = drive(conns, dur, get).await;
+        let ours = if use_wrk {
+            let (base, key, dir) = (base.clone(), key.clone(), dir.path().to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                let path = format!("/processes/{id}");
+                wrk(&base, WRK_GET, &[&path, &key], conns, 1, &dir);
+                wrk(&base, WRK_GET, &[&path, &key], conns, secs, &dir)
+            })
+            .await?
+        } else {
+            drive(conns, Duration::from_secs(1), get.clone()).await;
+            drive(conns, dur, get).await
+        };
         let base_fig = tokio::task::spawn_blocking({
             let name = name.clone();
             let dir = dir.path().to_path_buf();

@@ -1,6 +1,7 @@
 //! The `processes` table: the public object.
 
 use serde_json::Value;
+use sqlx::types::JsonRawValue;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -112,6 +113,42 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Process
     .bind(id)
     .fetch_optional(db)
     .await
+}
+
+/// What `GET /processes/{id}` shows. The JSON columns stay as Postgres sends them (validated,
+/// not parsed into a tree) and are copied into the response as they are.
+#[derive(Debug, FromRow)]
+pub struct ProcessView {
+    pub process_id: Uuid,
+    pub process_type: String,
+    pub request_id: String,
+    pub system: String,
+    pub status: String,
+    pub target: Box<JsonRawValue>,
+    pub requested_by: Box<JsonRawValue>,
+    pub callback: Box<JsonRawValue>,
+    pub result: Box<JsonRawValue>,
+    pub error: Option<Box<JsonRawValue>>,
+    pub partial_progress: Box<JsonRawValue>,
+    pub created_at: OffsetDateTime,
+    pub accepted_at: Option<OffsetDateTime>,
+    pub queued_at: Option<OffsetDateTime>,
+    pub executing_at: Option<OffsetDateTime>,
+    pub retrying_at: Option<OffsetDateTime>,
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// The columns of [`ProcessView`] (the API bench's pgbench script repeats this statement).
+pub const VIEW_SQL: &str = "SELECT process_id, process_type, request_id, system, status, target, \
+    requested_by, callback, result, error, partial_progress, created_at, accepted_at, queued_at, \
+    executing_at, retrying_at, cancel_requested_at, finished_at FROM processes WHERE process_id = $1";
+
+pub async fn get_view<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<ProcessView>, sqlx::Error> {
+    sqlx::query_as(VIEW_SQL).bind(id).fetch_optional(db).await
 }
 
 pub async fn get_for_update(

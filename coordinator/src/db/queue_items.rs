@@ -82,6 +82,21 @@ pub async fn for_process<'e>(
     .await
 }
 
+/// The statement of [`states_for_process`] (the API bench's pgbench script repeats it).
+pub const STATES_SQL: &str =
+    "SELECT queue_item_id, state FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id";
+
+/// `(queue_item_id, state)` of a process's items, in id order: all `GET /processes/{id}` needs.
+pub async fn states_for_process<'e>(
+    db: impl PgExecutor<'e>,
+    process_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(STATES_SQL)
+        .bind(process_id)
+        .fetch_all(db)
+        .await
+}
+
 /// Items of many processes at once (for list pages).
 pub async fn for_processes<'e>(
     db: impl PgExecutor<'e>,

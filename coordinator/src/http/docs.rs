@@ -252,6 +252,107 @@ pub struct CapabilityList {
     capabilities: Vec<crate::domain::capabilities::CapabilityRule>,
 }
 
+/// One agent as mirrored from its presence (`GET /agents`).
+#[derive(ToSchema)]
+pub struct AgentDoc {
+    agent_id: String,
+    version: Option<String>,
+    host: Option<String>,
+    started_at: Option<String>,
+    last_heartbeat_at: Option<String>,
+    online: bool,
+    /// `online` or `offline` (silent for 30 s).
+    state: String,
+    phone_count: i64,
+    enrolled_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct AgentList {
+    agents: Vec<AgentDoc>,
+}
+
+/// One phone as its agent reports it, with the operators' fields (`GET /phones/{id}`).
+#[derive(ToSchema)]
+pub struct PhoneDoc {
+    phone_id: String,
+    /// Defaults to the phone id.
+    label: String,
+    serial: Option<String>,
+    agent_id: Option<String>,
+    /// USB port path (`1-2.3`) or `host:port`.
+    location: Option<String>,
+    /// `usb` or `tcp`.
+    transport: Option<String>,
+    /// `online`, `unauthorized`, `offline`, `busy` or `needs_attention`.
+    state: String,
+    reported_state: Option<String>,
+    attended: bool,
+    enabled: bool,
+    model: Option<String>,
+    android_version: Option<String>,
+    battery_level: Option<i32>,
+    temperature_c: Option<f64>,
+    storage_free_bytes: Option<i64>,
+    screen_state: Option<String>,
+    /// The TikTok app's version name.
+    app_version: Option<String>,
+    current_queue_item_id: Option<String>,
+    last_seen_at: Option<String>,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct PhoneList {
+    phones: Vec<PhoneDoc>,
+}
+
+/// Body of `PUT /phones/{phone_id}`: absent fields stay as they are.
+#[derive(ToSchema)]
+pub struct PhonePatch {
+    /// 1–100 characters; `null` goes back to the phone id.
+    label: Option<String>,
+    /// Only attended phones take `manual` work.
+    attended: Option<bool>,
+    /// A disabled phone gets no new work.
+    enabled: Option<bool>,
+}
+
+/// The internal view of one queue item (`GET /queue-items/{id}`).
+#[derive(ToSchema)]
+pub struct QueueItemDoc {
+    queue_item_id: String,
+    process_id: String,
+    kind: String,
+    /// Internal state: `QUEUED`, `SCHEDULED`, `PLANNED`, `CLAIMED`, `EXECUTING`, `RETRYABLE`,
+    /// `DONE`, `PARTIAL`, `DEAD_LETTER`, `CANCELLED`.
+    state: String,
+    mode: String,
+    routing: String,
+    agent_id: Option<String>,
+    phone_id: Option<String>,
+    account_id: Option<String>,
+    run_id: Option<String>,
+    attempt: i32,
+    max_attempts: i32,
+    content_id: Option<String>,
+    #[schema(value_type = Object)]
+    result: Option<Value>,
+    #[schema(value_type = Object)]
+    last_error: Option<Value>,
+    #[schema(value_type = Object)]
+    timestamps: Value,
+    /// One entry per run attempt: agent, phone, run id, times, outcome, error.
+    #[schema(value_type = Vec<Object>)]
+    attempts: Vec<Value>,
+    /// Every recorded event, coordinator's and agent's.
+    #[schema(value_type = Vec<Object>)]
+    history: Vec<Value>,
+    /// Objects in the `pf_evidence` store (UI dump, screenshot) per failed attempt.
+    #[schema(value_type = Vec<Object>)]
+    evidence: Vec<Value>,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -273,7 +374,9 @@ impl Modify for Security {
         super::legacy::ingest, super::legacy::cancel, super::legacy::snapshot,
         super::accounts::put, super::accounts::get, super::accounts::list,
         super::capabilities::list, super::capabilities::put,
-        super::health::healthz, super::health::readyz,
+        super::health::healthz, super::health::readyz, super::health::metrics,
+        super::fleet::agents, super::fleet::phones, super::fleet::phone, super::fleet::put_phone,
+        super::queue_items::get,
     ),
     modifiers(&Security),
 )]

@@ -63,7 +63,9 @@ fn phone_view(p: &PhoneRow) -> Value {
 }
 
 /// `GET /agents`
-#[utoipa::path(get, path = "/agents", tag = "fleet", responses((status = 200)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/agents", tag = "fleet",
+    responses((status = 200, body = super::docs::AgentList), (status = 403, body = super::docs::Problem)),
+    security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn agents(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
@@ -73,7 +75,9 @@ pub async fn agents(State(st): State<AppState>, caller: Caller) -> Result<Json<V
 }
 
 /// `GET /phones`
-#[utoipa::path(get, path = "/phones", tag = "fleet", responses((status = 200)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/phones", tag = "fleet",
+    responses((status = 200, body = super::docs::PhoneList), (status = 403, body = super::docs::Problem)),
+    security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn phones(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
@@ -85,7 +89,8 @@ pub async fn phones(State(st): State<AppState>, caller: Caller) -> Result<Json<V
 
 /// `GET /phones/{phone_id}`
 #[utoipa::path(get, path = "/phones/{phone_id}", tag = "fleet", params(("phone_id" = String, Path)),
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+    responses((status = 200, body = super::docs::PhoneDoc), (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
 #[instrument(skip_all, fields(phone_id = %id))]
 pub async fn phone(
     State(st): State<AppState>,
@@ -102,7 +107,10 @@ pub async fn phone(
 /// `PUT /phones/{phone_id}` `{label?, attended?, enabled?}`: absent fields stay as they are;
 /// `label: null` goes back to the default (the phone id).
 #[utoipa::path(put, path = "/phones/{phone_id}", tag = "fleet", params(("phone_id" = String, Path)),
-    responses((status = 200), (status = 404), (status = 422)), security(("bearer" = [])))]
+    request_body = super::docs::PhonePatch,
+    responses((status = 200, body = super::docs::PhoneDoc), (status = 404, body = super::docs::Problem),
+              (status = 422, body = super::docs::Problem)),
+    security(("bearer" = [])))]
 #[instrument(skip_all, fields(phone_id = %id))]
 pub async fn put_phone(
     State(st): State<AppState>,

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod capabilities;
+pub mod dashboard;
 pub mod docs;
 pub mod extract;
 pub mod fleet;
@@ -199,6 +200,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_guarded))
+        .route("/ui", get(dashboard::index))
+        .route("/ui/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
         .fallback(fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -228,14 +228,17 @@ pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let pid = parse_id(&id)?;
-    let p = db::processes::get(&st.db, pid)
+    // One connection for both reads: a pool checkout costs about as much as a short query.
+    let mut conn = st.db.acquire().await?;
+    let p = db::processes::get_view(&mut *conn, pid)
         .await?
         .filter(|p| caller.sees(&p.system))
         .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
-    let items = db::queue_items::for_process(&st.db, pid).await?;
-    Ok(Json(views::process(&p, &items.iter().collect::<Vec<_>>())))
+    let items = db::queue_items::states_for_process(&mut *conn, pid).await?;
+    drop(conn);
+    Ok(Json(views::process_view(&p, &items)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

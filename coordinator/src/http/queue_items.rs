@@ -19,7 +19,8 @@ use crate::error::ApiError;
 /// and evidence references (objects in the `pf_evidence` store).
 #[utoipa::path(get, path = "/queue-items/{queue_item_id}", tag = "fleet",
     params(("queue_item_id" = String, Path)),
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+    responses((status = 200, body = super::docs::QueueItemDoc), (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
 #[instrument(skip_all, fields(queue_item_id = %id))]
 pub async fn get(
     State(st): State<AppState>,

@@ -199,6 +199,13 @@ async fn openapi_and_docs_are_served_without_internet() {
         "/processes/{process_id}/cancel",
         "/ingest",
         "/runtime-snapshots/upsert",
+        "/agents",
+        "/phones",
+        "/phones/{phone_id}",
+        "/queue-items/{queue_item_id}",
+        "/accounts/{account_id}",
+        "/capabilities/{name}",
+        "/metrics",
     ] {
         assert!(
             spec.body["paths"].get(path).is_some(),
@@ -213,6 +220,29 @@ async fn openapi_and_docs_are_served_without_internet() {
         .unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
+    let ui = app
+        .client
+        .get(format!("{}/ui", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    let csp = ui.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let page = ui.text().await.unwrap();
+    assert!(page.contains("<script src=\"/ui/app.js\">"), "{page}");
+    let script = app
+        .client
+        .get(format!("{}/ui/app.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for path in ["\"/agents\"", "\"/phones\"", "\"/processes?limit=25\""] {
+        assert!(script.contains(path), "the dashboard polls {path}");
+    }
     let health = app.call(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(health.status, 200);
     let ready = app.call(reqwest::Method::GET, "/readyz", None, None).await;
