@@ -545,8 +545,11 @@ mod tests {
         d.feed(b"ABCD\0\0\0\0");
         assert!(matches!(d.next_request(), Err(SyncError::UnexpectedId(_))));
         let mut d = RequestDecoder::default();
-        d.feed(b"SEND\x02\0\0\0/a");
+        d.feed(b"SEND\x02\0\0\0/aQUIT\0\0\0\0");
         assert!(matches!(d.next_request(), Err(SyncError::BadSend(_))));
+        // The error sticks: the stream does not resync on the request after the bad one.
+        assert!(matches!(d.next_request(), Err(SyncError::BadSend(_))));
+        assert_eq!(d.buffered(), 0);
         let mut r = ResponseDecoder::default();
         r.feed(b"DENT\0\0\0\0");
         assert!(r.next_response(Expect::Recv).is_err());

@@ -65,6 +65,21 @@ fn sh_c(phone: &Mutex<Phone>, script: &str) -> Vec<phonefarm_phonemodel::ShellOu
     }
 }
 
+/// Hands every queued message to the writer, counting WRTE payload bytes into `passed`;
+/// false once the writer has stopped.
+fn transmit(session: &mut Session, writer: &Writer, passed: &mut u64) -> bool {
+    while let Some(m) = session.poll_transmit() {
+        if m.command == phonefarm_agent::adb::message::cmd::WRTE {
+            *passed += m.payload.len() as u64;
+        }
+        let h = session.header(&m);
+        if !writer.send(h, m.payload) {
+            return false;
+        }
+    }
+    true
+}
+
 fn lock(phone: &Mutex<Phone>) -> std::sync::MutexGuard<'_, Phone> {
     // A panic in the model must not take the whole simulator down.
     phone.lock().unwrap_or_else(|p| p.into_inner())
@@ -137,6 +152,11 @@ impl Connection {
         let mut garbage_sent = false;
         let faults = &self.config.faults;
         loop {
+            // What the last bytes produced (the OKAYs acking WRTEs) goes out before their data
+            // is served, as adbd acks a WRTE once the data is handed to the service.
+            if !transmit(&mut session, &writer, &mut passed) {
+                return;
+            }
             while let Some(ev) = session.poll_event() {
                 match ev {
                     Event::AuthKeyOffered(key) => {
@@ -174,14 +194,8 @@ impl Connection {
                     | Event::OpenFailed { .. } => {}
                 }
             }
-            while let Some(m) = session.poll_transmit() {
-                if m.command == phonefarm_agent::adb::message::cmd::WRTE {
-                    passed += m.payload.len() as u64;
-                }
-                let h = session.header(&m);
-                if !writer.send(h, m.payload) {
-                    return;
-                }
+            if !transmit(&mut session, &writer, &mut passed) {
+                return;
             }
             let tripped = |limit: Option<u64>| limit.is_some_and(|l| passed >= l);
             if tripped(faults.disconnect_after_bytes) {
