@@ -24,6 +24,7 @@ use phonefarm_shared::{
 };
 use serde_json::json;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -44,6 +45,38 @@ fn summary(name: &str, mut ms: Vec<f64>) {
         percentile(&ms, 0.99),
         ms.last().copied().unwrap_or(f64::NAN)
     );
+}
+
+/// Wall-clock milliseconds (fractional) of an `Instant`, so the bench's own timestamps line up
+/// with the ones the coordinator stores (same host, same clock).
+#[derive(Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    wall_ms: f64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            instant: Instant::now(),
+            wall_ms: wall.as_secs_f64() * 1e3,
+        }
+    }
+
+    fn wall(&self, t: Instant) -> f64 {
+        if t >= self.instant {
+            self.wall_ms + t.duration_since(self.instant).as_secs_f64() * 1e3
+        } else {
+            self.wall_ms - self.instant.duration_since(t).as_secs_f64() * 1e3
+        }
+    }
+}
+
+fn ts_ms(t: time::OffsetDateTime) -> f64 {
+    t.unix_timestamp_nanos() as f64 / 1e6
 }
 
 fn now_ms() -> i64 {
@@ -312,9 +345,19 @@ async fn run() -> anyhow::Result<()> {
         stop.clone(),
     ));
 
+    let clock = Clock::new();
     let mut to_order = Vec::new();
     let mut to_accepted = Vec::new();
     let mut to_response = Vec::new();
+    let mut from_response = Vec::new();
+    let mut to_ingested = Vec::new();
+    // Where the time goes, per process (wall-clock differences, ms; Postgres stamps are ms).
+    let mut ph_created = Vec::new(); // request sent → the handler's transaction starts
+    let mut ph_dispatch = Vec::new(); // → the dispatch pass that claims it starts
+    let mut ph_relay = Vec::new(); // → the relay's transaction that publishes it starts
+    let mut ph_deliver = Vec::new(); // → the agent has the order
+    let mut ph_accept = Vec::new(); // → the agent's Accepted is stored by JetStream
+    let mut ph_ingest = Vec::new(); // → the coordinator applied Accepted (item EXECUTING)
     for round in 0..rounds {
         let started: Arc<Mutex<HashMap<Uuid, (Instant, Instant)>>> = Arc::default();
         let mut tasks = Vec::new();
@@ -385,13 +428,13 @@ async fn run() -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Ok(s) = seen.lock() {
-            for (pid, (t0, answered)) in &started {
-                to_response.push(answered.duration_since(*t0).as_secs_f64() * 1e3);
-                if let Some((recv, Some(acc))) = s.get(pid) {
-                    to_order.push(recv.duration_since(*t0).as_secs_f64() * 1e3);
-                    to_accepted.push(acc.duration_since(*t0).as_secs_f64() * 1e3);
-                }
+        let seen_now = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        for (pid, (t0, answered)) in &started {
+            to_response.push(answered.duration_since(*t0).as_secs_f64() * 1e3);
+            if let Some((recv, Some(acc))) = seen_now.get(pid) {
+                to_order.push(recv.duration_since(*t0).as_secs_f64() * 1e3);
+                to_accepted.push(acc.duration_since(*t0).as_secs_f64() * 1e3);
+                from_response.push(clock.wall(*acc) - clock.wall(*answered));
             }
         }
         let until = Instant::now() + Duration::from_secs(60);
@@ -409,6 +452,39 @@ async fn run() -> anyhow::Result<()> {
                 "round {round}: {busy} items never finished"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The coordinator's own stamps of each step.
+        let pids: Vec<Uuid> = started.keys().copied().collect();
+        let steps: Vec<(Uuid, OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime)> =
+            sqlx::query_as(
+                "SELECT qi.process_id, p.created_at, d.at, o.published_at, qi.started_at \
+                 FROM queue_items qi JOIN processes p ON p.process_id = qi.process_id \
+                 JOIN queue_item_events d ON d.queue_item_id = qi.queue_item_id AND d.kind = 'dispatched' \
+                 JOIN outbox o ON o.msg_id = 'work:' || qi.queue_item_id::text || ':' || qi.attempt::text \
+                 WHERE qi.process_id = ANY($1) AND o.published_at IS NOT NULL AND qi.started_at IS NOT NULL",
+            )
+            .bind(&pids)
+            .fetch_all(&pool)
+            .await?;
+        for (pid, created, dispatched, published, ingested) in steps {
+            let (Some((t0, _)), Some((recv, Some(acc)))) = (started.get(&pid), seen_now.get(&pid))
+            else {
+                continue;
+            };
+            let (t0, recv, acc) = (clock.wall(*t0), clock.wall(*recv), clock.wall(*acc));
+            let (created, dispatched, published, ingested) = (
+                ts_ms(created),
+                ts_ms(dispatched),
+                ts_ms(published),
+                ts_ms(ingested),
+            );
+            ph_created.push(created - t0);
+            ph_dispatch.push(dispatched - created);
+            ph_relay.push(published - dispatched);
+            ph_deliver.push(recv - published);
+            ph_accept.push(acc - recv);
+            ph_ingest.push(ingested - acc);
+            to_ingested.push(ingested - t0);
         }
     }
 
@@ -437,7 +513,16 @@ async fn run() -> anyhow::Result<()> {
         "enqueue -> agent's Accepted acked by JetStream",
         to_accepted,
     );
+    summary("HTTP 202 -> agent's Accepted acked", from_response);
+    summary("enqueue -> coordinator applied Accepted", to_ingested);
     summary("NATS request round trip (same server)", rtt);
+    println!("where the time goes (per process, consecutive steps):");
+    summary("  request -> handler transaction starts", ph_created);
+    summary("  -> dispatch pass claims it", ph_dispatch);
+    summary("  -> relay transaction publishes it", ph_relay);
+    summary("  -> agent has the order", ph_deliver);
+    summary("  -> agent's Accepted stored by JetStream", ph_accept);
+    summary("  -> coordinator applied Accepted", ph_ingest);
 
     stop.cancel();
     let _ = agent.await;
@@ -449,6 +534,11 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() {
+    // RUST_LOG=warn (or finer) shows what the coordinator logs during the run.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     if let Err(e) = rt.block_on(run()) {
         eprintln!("bench failed: {e:#}");

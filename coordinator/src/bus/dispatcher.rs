@@ -9,7 +9,7 @@
 //! agent and free (one run per phone at a time, also enforced by a unique index); manual work
 //! goes only to attended phones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use phonefarm_shared::{Capability, WorkOrder, subjects};
 use serde_json::json;
@@ -64,51 +64,69 @@ pub async fn pass(
         tracing::info!(queue_item_id = %r.queue_item_id, "scheduled item released");
     }
     let candidates = db::dispatch::candidates(&mut tx, now, BATCH).await?;
+    // One run per phone: the oldest item of each phone goes first.
     let mut phones = HashSet::new();
-    let mut dispatched = 0;
-    let accept_by = now + td(bus.config.accept_timeout);
-    let deadline = now + td(bus.config.run_deadline);
+    let mut picked = Vec::with_capacity(candidates.len());
     for c in &candidates {
-        if !phones.insert(c.phone_id.clone()) {
-            continue; // one run per phone: the older item goes first
+        if !phones.insert(c.phone_id.as_str()) {
+            continue;
         }
         let Some(capability) = Capability::parse(&c.kind) else {
             tracing::error!(queue_item_id = %c.queue_item_id, kind = %c.kind, "unknown capability; not dispatched");
             continue;
         };
-        let run_id = Uuid::now_v7();
-        let attempt = db::dispatch::claim(&mut tx, c, run_id, now, accept_by).await?;
+        picked.push((c, capability, Uuid::now_v7()));
+    }
+    // Claims, work orders and history rows: one statement each, whatever the batch size.
+    let claims: Vec<db::dispatch::Claim> = picked
+        .iter()
+        .map(|(c, _, run_id)| db::dispatch::Claim {
+            queue_item_id: c.queue_item_id,
+            phone_id: c.phone_id.clone(),
+            agent_id: c.agent_id.clone(),
+            run_id: *run_id,
+        })
+        .collect();
+    let accept_by = now + td(bus.config.accept_timeout);
+    let deadline = now + td(bus.config.run_deadline);
+    let attempts: HashMap<Uuid, i32> = db::dispatch::claim_all(&mut tx, &claims, now, accept_by)
+        .await?
+        .into_iter()
+        .collect();
+    let n = picked.len();
+    let (mut subjects_, mut msg_ids, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut ids, mut history) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (c, capability, run_id) in &picked {
+        let Some(&attempt) = attempts.get(&c.queue_item_id) else {
+            continue; // locked by this transaction, so always claimed; never silently wrong
+        };
         let order = WorkOrder {
             queue_item_id: c.queue_item_id,
             attempt: attempt.max(0) as u32,
-            run_id,
+            run_id: *run_id,
             process_id: c.process_id,
-            capability,
+            capability: *capability,
             phone_id: c.phone_id.clone(),
             account_id: c.account_id.clone().unwrap_or_default(),
             inputs_json: c.inputs.to_string(),
             flow_pack_version: None,
             deadline_unix_ms: (deadline.unix_timestamp_nanos() / 1_000_000) as i64,
         };
-        db::outbox::insert(
-            &mut tx,
-            &subjects::work(&c.agent_id),
-            &format!("work:{}:{attempt}", c.queue_item_id),
-            &phonefarm_shared::encode(&order),
-        )
-        .await?;
-        db::queue_items::record_event(
-            &mut tx,
-            c.queue_item_id,
-            "dispatched",
-            now,
-            json!({"attempt": attempt, "agent_id": c.agent_id, "phone_id": c.phone_id, "run_id": run_id}),
-        )
-        .await?;
+        subjects_.push(subjects::work(&c.agent_id));
+        msg_ids.push(format!("work:{}:{attempt}", c.queue_item_id));
+        payloads.push(phonefarm_shared::encode(&order));
+        ids.push(c.queue_item_id);
+        history.push(json!({"attempt": attempt, "agent_id": c.agent_id, "phone_id": c.phone_id, "run_id": run_id}));
         tracing::info!(queue_item_id = %c.queue_item_id, process_id = ?c.process_id, agent_id = %c.agent_id,
             phone_id = %c.phone_id, attempt, "dispatched");
-        dispatched += 1;
     }
+    db::outbox::insert_all(&mut tx, &subjects_, &msg_ids, &payloads).await?;
+    db::dispatch::record_dispatched(&mut tx, &ids, &history, now).await?;
+    let dispatched = ids.len();
     tx.commit().await?;
     if dispatched > 0 {
         metrics::counter!("phonefarm_bus_dispatched_total").increment(dispatched as u64);

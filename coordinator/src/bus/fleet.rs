@@ -1,13 +1,20 @@
 //! The fleet mirror of presence: every replica watches the KV bucket `pf_agents` (last value per
-//! key first, then updates; agents put
-//! their `Presence` there every 10 s) and keeps the latest heartbeat per agent in memory.
+//! key first, then updates; agents put their `Presence` there every 10 s) and keeps the latest
+//! heartbeat per agent in memory ([`Heartbeats`]); the sweeper and `GET /agents` read it there.
+//!
 //! Postgres is written only when something changed: a new agent (which is also enrolled: its
-//! consumers are created), other facts (version, host, start time, phone count), an agent coming
-//! back online, or a stored `last_seen_at` older than half the offline threshold. The sweeper
-//! marks silent agents offline (2.9 sends no event when the bucket's max age expires a key).
+//! consumers are created), other facts (version, host, start time, phone count), or an agent
+//! coming back online. A heartbeat that changes nothing writes no row: `last_seen_at` in
+//! Postgres is the time of the last change, the live one is in memory. As a safety net (another
+//! replica's sweeper may have judged an agent silent), every `offline_after` per agent this
+//! replica asks Postgres to set `online` again if it is not, a query that writes nothing when it
+//! is. The sweeper marks silent agents offline (2.9 sends no event when the bucket's max age
+//! expires a key); it starts once this mirror has replayed the bucket ([`Heartbeats::warmed`]),
+//! so a coordinator restart does not flap every agent offline.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,7 +32,7 @@ use crate::domain::time::now_ms;
 struct Seen {
     at: OffsetDateTime,
     presence: Presence,
-    written_at: Option<OffsetDateTime>,
+    checked_at: Option<OffsetDateTime>,
     enrolled: bool,
 }
 
@@ -33,12 +40,36 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct Heartbeats {
     inner: Mutex<HashMap<String, Seen>>,
+    /// The watch has delivered every value the bucket held when it started.
+    warm: AtomicBool,
+    warmed: tokio::sync::Notify,
 }
 
 impl Heartbeats {
     /// When `agent_id` last put its presence, as seen here.
     pub fn last_seen(&self, agent_id: &str) -> Option<OffsetDateTime> {
         self.inner.lock().ok()?.get(agent_id).map(|s| s.at)
+    }
+
+    /// Whether the bucket's values at start have all been seen.
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Acquire)
+    }
+
+    fn set_warm(&self) {
+        if !self.warm.swap(true, Ordering::AcqRel) {
+            self.warmed.notify_waiters();
+        }
+    }
+
+    /// Waits until the bucket has been replayed, or `at_most`; true if it has.
+    pub async fn warmed(&self, at_most: Duration) -> bool {
+        let notified = self.warmed.notified();
+        if self.is_warm() {
+            return true;
+        }
+        let _ = tokio::time::timeout(at_most, notified).await;
+        self.is_warm()
     }
 }
 
@@ -59,7 +90,7 @@ pub async fn apply_presence(
         return Ok(false);
     }
     let now = now_ms();
-    let refresh = bus.config.offline_after / 2;
+    let silent_after = td(bus.config.offline_after);
     let (need_write, need_enroll) = {
         let Ok(mut map) = bus.heartbeats.inner.lock() else {
             return Ok(false);
@@ -67,16 +98,19 @@ pub async fn apply_presence(
         let entry = map.entry(key.to_string()).or_insert_with(|| Seen {
             at: created,
             presence: presence.clone(),
-            written_at: None,
+            checked_at: None,
             enrolled: false,
         });
+        // Silent long enough before this put that a sweeper may have marked it offline.
+        let was_silent = created - entry.at > silent_after;
         if created > entry.at {
             entry.at = created;
         }
         let changed = entry.presence != presence;
         entry.presence = presence.clone();
-        let stale = entry.written_at.is_none_or(|w| now - w >= td(refresh));
-        (changed || stale, !entry.enrolled)
+        // First sighting here, or the periodic check that Postgres still says online.
+        let check_due = entry.checked_at.is_none_or(|w| now - w >= silent_after);
+        (changed || was_silent || check_due, !entry.enrolled)
     };
     if now - created > td(bus.config.offline_after) {
         // An old entry replayed by the watch: the agent is silent, nothing to write.
@@ -112,14 +146,13 @@ pub async fn apply_presence(
             started_at: ms(presence.started_at_unix_ms),
             phones: presence.phones.min(i32::MAX as u32) as i32,
             seen_at: created,
-            refresh_after_seconds: refresh.as_secs_f64(),
         },
     )
     .await?;
     if let Ok(mut map) = bus.heartbeats.inner.lock()
         && let Some(s) = map.get_mut(key)
     {
-        s.written_at = Some(now);
+        s.checked_at = Some(now);
     }
     if written {
         tracing::info!(agent_id = key, "agent presence mirrored");
@@ -130,23 +163,39 @@ pub async fn apply_presence(
 
 /// Watches `pf_agents` until shutdown (re-watching after errors).
 pub async fn run_presence(bus: BusHandle, db: PgPool, shutdown: CancellationToken) {
-    // Agents enrolled before this start get their consumers back even if they stay silent.
-    match db::agents::ids(&db).await {
-        Ok(ids) => {
-            for id in ids {
-                if let Err(e) = bootstrap::enroll_agent(&bus.js, &id).await {
-                    tracing::warn!(agent_id = %id, error = %e, "re-enrolling a known agent failed");
+    // Agents enrolled before this start get their consumers back even if they stay silent
+    // (beside the watch, so the heartbeats are replayed without waiting for it).
+    let re_enroll = {
+        let (bus, db) = (bus.clone(), db.clone());
+        tokio::spawn(async move {
+            match db::agents::ids(&db).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if let Err(e) = bootstrap::enroll_agent(&bus.js, &id).await {
+                            tracing::warn!(agent_id = %id, error = %e, "re-enrolling a known agent failed");
+                        }
+                    }
                 }
+                Err(e) => tracing::warn!(error = %e, "listing known agents"),
             }
-        }
-        Err(e) => tracing::warn!(error = %e, "listing known agents"),
-    }
+        })
+    };
+    watch_presence(&bus, &db, &shutdown).await;
+    re_enroll.abort();
+}
+
+async fn watch_presence(bus: &BusHandle, db: &PgPool, shutdown: &CancellationToken) {
     loop {
         let watch = match bus.js.get_key_value(subjects::AGENTS_BUCKET).await {
-            Ok(kv) => kv
-                .watch_with_history(">")
-                .await
-                .map_err(async_nats::Error::from),
+            Ok(kv) => {
+                // An empty bucket has nothing to replay.
+                if kv.status().await.is_ok_and(|s| s.values() == 0) {
+                    bus.heartbeats.set_warm();
+                }
+                kv.watch_with_history(">")
+                    .await
+                    .map_err(async_nats::Error::from)
+            }
             Err(e) => Err(async_nats::Error::from(e)),
         };
         match watch {
@@ -158,20 +207,23 @@ pub async fn run_presence(bus: BusHandle, db: PgPool, shutdown: CancellationToke
                 match next {
                     None => break,
                     Some(Ok(entry)) => {
-                        if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                            continue;
-                        }
-                        match phonefarm_shared::decode::<Presence>(&entry.value) {
-                            Ok(p) => {
-                                if let Err(e) =
-                                    apply_presence(&bus, &db, &entry.key, p, entry.created).await
-                                {
-                                    tracing::warn!(agent_id = %entry.key, error = %e, "mirroring presence failed");
+                        if entry.operation == async_nats::jetstream::kv::Operation::Put {
+                            match phonefarm_shared::decode::<Presence>(&entry.value) {
+                                Ok(p) => {
+                                    if let Err(e) =
+                                        apply_presence(bus, db, &entry.key, p, entry.created).await
+                                    {
+                                        tracing::warn!(agent_id = %entry.key, error = %e, "mirroring presence failed");
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(key = %entry.key, error = %e, "undecodable presence; ignored")
                                 }
                             }
-                            Err(e) => {
-                                tracing::warn!(key = %entry.key, error = %e, "undecodable presence; ignored")
-                            }
+                        }
+                        // `delta`: values still pending behind this one; 0 = caught up.
+                        if entry.delta == 0 {
+                            bus.heartbeats.set_warm();
                         }
                     }
                     Some(Err(e)) => {

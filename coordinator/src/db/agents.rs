@@ -29,37 +29,45 @@ pub struct PresenceWrite<'a> {
     pub started_at: Option<OffsetDateTime>,
     pub phones: i32,
     pub seen_at: OffsetDateTime,
-    /// `last_seen_at` alone is refreshed only when the stored one is older than this.
-    pub refresh_after_seconds: f64,
 }
 
-/// Writes a presence report only when something changed: the agent is new, came back
-/// online, reports other facts, or its stored `last_seen_at` is older than the refresh
-/// interval. Returns true if a row was written.
+/// Writes a presence report only when something changed: the agent is new, is marked
+/// offline, or reports other facts (version, host, start time, phone count). A heartbeat that
+/// changes nothing writes nothing, not even `last_seen_at` (every replica keeps the latest
+/// heartbeats in memory, `bus::fleet::Heartbeats`), and locks no row: the update filters
+/// before it touches one and the insert runs only for an agent this snapshot does not know (if
+/// another transaction inserted it meanwhile, the conflict path applies the same conditional
+/// update). Returns true if a row was written.
 pub async fn upsert_presence<'e>(
     db: impl PgExecutor<'e>,
     p: &PresenceWrite<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "INSERT INTO agents (agent_id, version, host, started_at, last_seen_at, online, phone_count, \
-           enrolled_at, updated_at) VALUES ($1, $2, $3, $4, $5, true, $6, $5, $5) \
-         ON CONFLICT (agent_id) DO UPDATE SET version = EXCLUDED.version, host = EXCLUDED.host, \
-           started_at = EXCLUDED.started_at, last_seen_at = GREATEST(agents.last_seen_at, EXCLUDED.last_seen_at), \
-           online = true, phone_count = EXCLUDED.phone_count, \
-           enrolled_at = COALESCE(agents.enrolled_at, EXCLUDED.enrolled_at), \
-           updated_at = CASE WHEN agents.version IS DISTINCT FROM EXCLUDED.version \
-                               OR agents.host IS DISTINCT FROM EXCLUDED.host \
-                               OR agents.started_at IS DISTINCT FROM EXCLUDED.started_at \
-                               OR agents.phone_count <> EXCLUDED.phone_count \
-                               OR NOT agents.online \
-                             THEN EXCLUDED.updated_at ELSE agents.updated_at END \
-         WHERE agents.version IS DISTINCT FROM EXCLUDED.version \
-            OR agents.host IS DISTINCT FROM EXCLUDED.host \
-            OR agents.started_at IS DISTINCT FROM EXCLUDED.started_at \
-            OR agents.phone_count <> EXCLUDED.phone_count \
-            OR NOT agents.online OR agents.enrolled_at IS NULL \
-            OR agents.last_seen_at IS NULL \
-            OR agents.last_seen_at < EXCLUDED.last_seen_at - make_interval(secs => $7)",
+    let (n,): (i64,) = sqlx::query_as(
+        "WITH upd AS ( \
+           UPDATE agents SET version = $2, host = $3, started_at = $4, \
+             last_seen_at = GREATEST(last_seen_at, $5), online = true, phone_count = $6, \
+             enrolled_at = COALESCE(enrolled_at, $5), \
+             updated_at = CASE WHEN version IS DISTINCT FROM $2 OR host IS DISTINCT FROM $3 \
+                                 OR started_at IS DISTINCT FROM $4 OR phone_count <> $6 OR NOT online \
+                               THEN $5 ELSE updated_at END \
+           WHERE agent_id = $1 \
+             AND (version IS DISTINCT FROM $2 OR host IS DISTINCT FROM $3 \
+                  OR started_at IS DISTINCT FROM $4 OR phone_count <> $6 OR NOT online \
+                  OR enrolled_at IS NULL OR last_seen_at IS NULL) \
+           RETURNING 1), \
+         ins AS ( \
+           INSERT INTO agents (agent_id, version, host, started_at, last_seen_at, online, phone_count, \
+             enrolled_at, updated_at) \
+           SELECT $1, $2, $3, $4, $5, true, $6, $5, $5 \
+           WHERE NOT EXISTS (SELECT 1 FROM agents WHERE agent_id = $1) \
+           ON CONFLICT (agent_id) DO UPDATE SET version = $2, host = $3, started_at = $4, \
+             last_seen_at = GREATEST(agents.last_seen_at, $5), online = true, phone_count = $6, \
+             enrolled_at = COALESCE(agents.enrolled_at, $5), updated_at = $5 \
+           WHERE agents.version IS DISTINCT FROM $2 OR agents.host IS DISTINCT FROM $3 \
+              OR agents.started_at IS DISTINCT FROM $4 OR agents.phone_count <> $6 \
+              OR NOT agents.online OR agents.enrolled_at IS NULL OR agents.last_seen_at IS NULL \
+           RETURNING 1) \
+         SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
     )
     .bind(p.agent_id)
     .bind(p.version)
@@ -67,10 +75,9 @@ pub async fn upsert_presence<'e>(
     .bind(p.started_at)
     .bind(p.seen_at)
     .bind(p.phones)
-    .bind(p.refresh_after_seconds)
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(r.rows_affected() == 1)
+    Ok(n > 0)
 }
 
 /// Online agents: (id, stored last_seen_at).

@@ -92,28 +92,72 @@ pub async fn candidates(
     .await
 }
 
-/// CLAIMED with the next attempt on `phone_id` by `agent_id`; returns the new attempt.
-pub async fn claim(
+/// One item to claim: the candidate's item on its phone, with a fresh run id.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub queue_item_id: Uuid,
+    pub phone_id: String,
+    pub agent_id: String,
+    pub run_id: Uuid,
+}
+
+/// CLAIMED with the next attempt on its phone by its agent, every item in one statement (the
+/// candidates are locked by the caller's transaction); returns (item, new attempt).
+pub async fn claim_all(
     conn: &mut PgConnection,
-    c: &Candidate,
-    run_id: Uuid,
+    claims: &[Claim],
     now: OffsetDateTime,
     accept_by: OffsetDateTime,
-) -> Result<i32, sqlx::Error> {
-    let (attempt,): (i32,) = sqlx::query_as(
-        "UPDATE queue_items SET state = 'CLAIMED', attempt = attempt + 1, phone_id = $2, \
-           agent_id = $3, run_id = $4, lease_expires_at = $5, next_attempt_at = NULL, updated_at = $6 \
-         WHERE queue_item_id = $1 RETURNING attempt",
+) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.queue_item_id).collect();
+    let phones: Vec<&str> = claims.iter().map(|c| c.phone_id.as_str()).collect();
+    let agents: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
+    let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
+    sqlx::query_as(
+        "UPDATE queue_items qi SET state = 'CLAIMED', attempt = qi.attempt + 1, phone_id = c.phone_id, \
+           agent_id = c.agent_id, run_id = c.run_id, lease_expires_at = $5, next_attempt_at = NULL, \
+           updated_at = $6 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) AS c(queue_item_id, phone_id, agent_id, run_id) \
+         WHERE qi.queue_item_id = c.queue_item_id \
+         RETURNING qi.queue_item_id, qi.attempt",
     )
-    .bind(c.queue_item_id)
-    .bind(&c.phone_id)
-    .bind(&c.agent_id)
-    .bind(run_id)
+    .bind(&ids)
+    .bind(&phones)
+    .bind(&agents)
+    .bind(&runs)
     .bind(accept_by)
     .bind(now)
-    .fetch_one(conn)
+    .fetch_all(conn)
+    .await
+}
+
+/// Records the coordinator-side `dispatched` history row (attempt 0, next seq) of many items
+/// in one statement; `payloads` pairs with `ids`.
+pub async fn record_dispatched(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    payloads: &[Value],
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
+         SELECT d.id, 0, COALESCE((SELECT MAX(e.seq) FROM queue_item_events e \
+                                   WHERE e.queue_item_id = d.id AND e.attempt = 0), 0) + 1, \
+                'dispatched', $3, d.payload \
+         FROM unnest($1::uuid[], $2::jsonb[]) AS d(id, payload)",
+    )
+    .bind(ids)
+    .bind(payloads)
+    .bind(at)
+    .execute(conn)
     .await?;
-    Ok(attempt)
+    Ok(())
 }
 
 /// The fields of an item the ingester and sweeper work with.

@@ -31,6 +31,30 @@ pub async fn insert(
     Ok(r.rows_affected() == 1)
 }
 
+/// Adds many messages in one statement (rows whose `msg_id` is already there are left alone);
+/// returns the rows added.
+pub async fn insert_all(
+    conn: &mut PgConnection,
+    subjects: &[String],
+    msg_ids: &[String],
+    payloads: &[Vec<u8>],
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    if msg_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "INSERT INTO outbox (subject, msg_id, payload) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+         ON CONFLICT (msg_id) DO NOTHING \
+         RETURNING id, subject, msg_id, payload, attempts",
+    )
+    .bind(subjects)
+    .bind(msg_ids)
+    .bind(payloads)
+    .fetch_all(conn)
+    .await
+}
+
 /// Claims up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
 /// The lock lasts until the caller's transaction ends.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {

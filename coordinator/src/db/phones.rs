@@ -93,33 +93,45 @@ pub struct Reported {
     pub current_queue_item_id: Option<Uuid>,
 }
 
-/// Upserts one reported phone, writing only if a reported field differs; true if written.
+/// Upserts one reported phone, writing only if a reported field differs; true if written. An
+/// unchanged phone is neither written nor locked: the update filters before it touches the row,
+/// and the insert runs only for a phone this snapshot does not know (a concurrent insert is met
+/// by the same conditional update on conflict).
 pub async fn upsert_reported(
     conn: &mut PgConnection,
     agent_id: &str,
     r: &Reported,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    let res = sqlx::query(
-        "INSERT INTO phones AS p (phone_id, serial, agent_id, port_path, transport, state, model, \
-           android_version, battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
-           current_queue_item_id, last_seen_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-         ON CONFLICT (phone_id) DO UPDATE SET serial = EXCLUDED.serial, agent_id = EXCLUDED.agent_id, \
-           port_path = EXCLUDED.port_path, transport = EXCLUDED.transport, state = EXCLUDED.state, \
-           model = EXCLUDED.model, android_version = EXCLUDED.android_version, \
-           battery_level = EXCLUDED.battery_level, temperature_c = EXCLUDED.temperature_c, \
-           storage_free_bytes = EXCLUDED.storage_free_bytes, screen_state = EXCLUDED.screen_state, \
-           app_version = EXCLUDED.app_version, current_queue_item_id = EXCLUDED.current_queue_item_id, \
-           last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at \
-         WHERE (p.serial, p.agent_id, p.port_path, p.transport, p.state, p.model, p.android_version, \
-                p.battery_level, p.temperature_c, p.storage_free_bytes, p.screen_state, p.app_version, \
-                p.current_queue_item_id) \
-           IS DISTINCT FROM \
-               (EXCLUDED.serial, EXCLUDED.agent_id, EXCLUDED.port_path, EXCLUDED.transport, EXCLUDED.state, \
-                EXCLUDED.model, EXCLUDED.android_version, EXCLUDED.battery_level, EXCLUDED.temperature_c, \
-                EXCLUDED.storage_free_bytes, EXCLUDED.screen_state, EXCLUDED.app_version, \
-                EXCLUDED.current_queue_item_id)",
+    let (n,): (i64,) = sqlx::query_as(
+        "WITH upd AS ( \
+           UPDATE phones p SET serial = $2, agent_id = $3, port_path = $4, transport = $5, state = $6, \
+             model = $7, android_version = $8, battery_level = $9, temperature_c = $10, \
+             storage_free_bytes = $11, screen_state = $12, app_version = $13, \
+             current_queue_item_id = $14, last_seen_at = $15, updated_at = $15 \
+           WHERE p.phone_id = $1 \
+             AND (p.serial, p.agent_id, p.port_path, p.transport, p.state, p.model, p.android_version, \
+                  p.battery_level, p.temperature_c, p.storage_free_bytes, p.screen_state, p.app_version, \
+                  p.current_queue_item_id) \
+                 IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+           RETURNING 1), \
+         ins AS ( \
+           INSERT INTO phones (phone_id, serial, agent_id, port_path, transport, state, model, \
+             android_version, battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
+             current_queue_item_id, last_seen_at, updated_at) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15 \
+           WHERE NOT EXISTS (SELECT 1 FROM phones WHERE phone_id = $1) \
+           ON CONFLICT (phone_id) DO UPDATE SET serial = $2, agent_id = $3, port_path = $4, \
+             transport = $5, state = $6, model = $7, android_version = $8, battery_level = $9, \
+             temperature_c = $10, storage_free_bytes = $11, screen_state = $12, app_version = $13, \
+             current_queue_item_id = $14, last_seen_at = $15, updated_at = $15 \
+           WHERE (phones.serial, phones.agent_id, phones.port_path, phones.transport, phones.state, \
+                  phones.model, phones.android_version, phones.battery_level, phones.temperature_c, \
+                  phones.storage_free_bytes, phones.screen_state, phones.app_version, \
+                  phones.current_queue_item_id) \
+                 IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+           RETURNING 1) \
+         SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
     )
     .bind(&r.phone_id)
     .bind(&r.serial)
@@ -136,9 +148,9 @@ pub async fn upsert_reported(
     .bind(&r.app_version)
     .bind(r.current_queue_item_id)
     .bind(now)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(res.rows_affected() == 1)
+    Ok(n > 0)
 }
 
 /// Phones of `agent_id` missing from its latest report go offline; returns how many changed.

@@ -191,3 +191,78 @@ async fn bad_messages_are_dropped_without_stopping_the_ingester() {
     })
     .await;
 }
+
+/// `(xmin, xmax)` of a row: a write changes xmin, a row lock sets xmax.
+async fn row_version(app: &BusApp, table: &str, key: &str, id: &str) -> (String, String) {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT xmin::text, xmax::text FROM {table} WHERE {key} = $1"
+    )))
+    .bind(id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn steady_heartbeats_and_unchanged_reports_neither_write_nor_lock_rows() {
+    let app = BusApp::spawn().await;
+    let mut agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1", "P2"]).await;
+    wait_until("phones mirrored", Duration::from_secs(10), || async {
+        app.get("/phones").await.1["phones"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2)
+    })
+    .await;
+    let phone_rows = (
+        row_version(&app, "phones", "phone_id", "P1").await,
+        row_version(&app, "phones", "phone_id", "P2").await,
+    );
+    // An unchanged inventory: only the agent's ordering guard (inventory_seq) moves.
+    agent.inventory(vec![phone("P1"), phone("P2")]).await;
+    wait_until(
+        "second inventory applied",
+        Duration::from_secs(10),
+        || async {
+            let (seq,): (Option<i64>,) =
+                sqlx::query_as("SELECT inventory_seq FROM agents WHERE agent_id = 'rack-1'")
+                    .fetch_one(&app.db.pool)
+                    .await
+                    .unwrap();
+            seq == Some(2)
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            row_version(&app, "phones", "phone_id", "P1").await,
+            row_version(&app, "phones", "phone_id", "P2").await,
+        ),
+        phone_rows,
+        "an unchanged inventory wrote or locked a phone row"
+    );
+    // Heartbeats every 300 ms for longer than the offline threshold (3 s here, so the
+    // periodic online check runs too).
+    let agent_row = row_version(&app, "agents", "agent_id", "rack-1").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        row_version(&app, "agents", "agent_id", "rack-1").await,
+        agent_row,
+        "a heartbeat that changed nothing wrote or locked the agent row"
+    );
+    // A change writes that phone only.
+    let mut p2 = phone("P2");
+    p2.battery_level = Some(12);
+    agent.inventory(vec![phone("P1"), p2]).await;
+    wait_until("battery 12", Duration::from_secs(10), || async {
+        app.get("/phones/P2").await.1["battery_level"] == 12
+    })
+    .await;
+    assert_eq!(
+        row_version(&app, "phones", "phone_id", "P1").await,
+        phone_rows.0
+    );
+    assert_ne!(
+        row_version(&app, "phones", "phone_id", "P2").await,
+        phone_rows.1
+    );
+}
