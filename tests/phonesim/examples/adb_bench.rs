@@ -8,6 +8,9 @@
 //! interleaved (ours, ours, adb; `runs` times) so load from other processes hits all of them
 //! alike, and the medians are compared.
 //!
+//! The simulated phones run on their own runtime (their own two threads), as a phone is a
+//! device of its own: our host gets the bench's runtime, adb its own processes.
+//!
 //! Two simulated phones: one advertising `delayed_ack` (as current adbd does; our host then
 //! keeps a window of WRTEs in flight, Debian's adb 29 predates the feature and keeps one),
 //! and one without it (both hosts wait for each OKAY). adb's figures come from the first; it
@@ -79,8 +82,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(3)
         .max(1);
     let load_before = loadavg();
-    let sim = spawn(SimConfig::default().with_feature("delayed_ack")).await?;
-    let plain = spawn(SimConfig::default()).await?;
+    let phones_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("phonesim")
+        .enable_all()
+        .build()?;
+    let sim = phones_rt
+        .spawn(spawn(SimConfig::default().with_feature("delayed_ack")))
+        .await??;
+    let plain = phones_rt.spawn(spawn(SimConfig::default())).await??;
     let addr = sim.address();
     let data = Bytes::from(
         (0..mib * 1024 * 1024)
@@ -181,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             "adb not installed: no comparison; load average {}",
             loadavg()
         );
+        phones_rt.shutdown_background();
         return Ok(());
     };
     let a2 = addr.clone();
@@ -218,5 +229,6 @@ async fn main() -> anyhow::Result<()> {
         adb_shell.as_secs_f64() / ours_shell.as_secs_f64(),
         loadavg()
     );
+    phones_rt.shutdown_background();
     Ok(())
 }
