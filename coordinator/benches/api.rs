@@ -91,6 +91,14 @@ where
     figures(all, start.elapsed(), errors.load(Ordering::Relaxed))
 }
 
+/// Both sides reach Postgres the same way: this mode goes into the coordinator's URL and into
+/// pgbench's `PGSSLMODE`. Default `prefer`, what both sqlx and libpq do unless told otherwise
+/// (TLS when the server offers it, as Debian's does); `PGSSLMODE=disable` measures both in
+/// plain text.
+fn sslmode() -> String {
+    std::env::var("PGSSLMODE").unwrap_or_else(|_| "prefer".into())
+}
+
 fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> Figures {
     let file = dir.join("script.sql");
     std::fs::write(&file, script).expect("write the pgbench script");
@@ -104,6 +112,7 @@ fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> 
         }
     }
     let out = Command::new("pgbench")
+        .env("PGSSLMODE", sslmode())
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
         .args(["-c", &conns.to_string(), "-j", "2", "-T", &secs.to_string()])
         .arg("-f")
@@ -298,6 +307,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(16);
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sslmode = sslmode();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let name = format!("pf_bench_{}", uuid::Uuid::new_v4().simple());
@@ -306,7 +316,7 @@ fn main() -> anyhow::Result<()> {
             .execute(&admin_pool)
             .await?;
         let url = format!(
-            "{}/{name}",
+            "{}/{name}?sslmode={sslmode}",
             admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
         );
         let pool = db::connect(&url).await?;
@@ -337,7 +347,9 @@ fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(conns)
             .build()?;
         let dur = Duration::from_secs(secs);
-        println!("# {conns} connections, {secs} s per run, database {name}");
+        println!(
+            "# {conns} connections, {secs} s per run, database {name}, sslmode={sslmode} both sides"
+        );
 
         let enqueue = {
             let (client, base, key) = (client.clone(), base.clone(), key.clone());
