@@ -713,7 +713,7 @@ fn is_header(b: &[u8]) -> bool {
 /// host that sends no zero-length packet after an aligned payload is not waited for). A
 /// payload cut short by a transfer that is a header itself (a host that started over while
 /// we waited for the rest of a message, e.g. across an unplug) drops the broken message and
-/// goes on with that header; other short data is dropped.
+/// goes on with that header; other short reads are part of the payload.
 fn read_message<R: Read>(ep: &mut R, chunk: &mut usize) -> io::Result<Vec<u8>> {
     let mut header = [0u8; HEADER_LEN];
     read_full(ep, &mut header, chunk, false)?;
@@ -726,19 +726,27 @@ fn read_message<R: Read>(ep: &mut R, chunk: &mut usize) -> io::Result<Vec<u8>> {
             return Ok(msg);
         }
         msg.resize(HEADER_LEN + len, 0);
-        match read_full(ep, &mut msg[HEADER_LEN..], chunk, true)? {
-            Payload::Complete => return Ok(msg),
-            Payload::Short { at, len } => {
-                let got = &msg[HEADER_LEN + at..HEADER_LEN + at + len];
-                tracing::debug!(
-                    bytes = len,
-                    "functionfs: a transfer ended inside a payload; message dropped"
-                );
-                if is_header(got) {
-                    header.copy_from_slice(got);
-                    continue;
+        let mut filled = 0;
+        loop {
+            match read_full(ep, &mut msg[HEADER_LEN + filled..], chunk, true)? {
+                Payload::Complete => return Ok(msg),
+                Payload::Short { at, len } => {
+                    let start = HEADER_LEN + filled + at;
+                    let got = &msg[start..start + len];
+                    if is_header(got) {
+                        tracing::debug!(
+                            "functionfs: a new message header inside a payload; the broken \
+                             message is dropped"
+                        );
+                        header.copy_from_slice(got);
+                        break;
+                    }
+                    // Less than asked and not a header: the rest of this payload comes in the
+                    // next reads (a pipe standing in for an endpoint returns what it holds; a
+                    // host may end a transfer early). A host that started over sends a header
+                    // next, which the check above catches.
+                    filled += at + len;
                 }
-                read_full(ep, &mut header, chunk, false)?;
             }
         }
     }
