@@ -38,6 +38,12 @@ ensure_packages() {
     apt_install "${missing[@]}"
   fi
   command -v cargo >/dev/null 2>&1 || die "cargo is missing: install the Rust toolchain (rustup) first"
+  # The test command runs cargo fmt and cargo clippy: a minimal rustup profile lacks both.
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt or cargo clippy is missing and there is no rustup to add them"
+    log "adding rustfmt and clippy (rustup)"
+    rustup component add rustfmt clippy || die "rustup component add rustfmt clippy failed"
+  fi
 }
 
 # What the USB bench (tests/usb-vm/run) needs: qemu (software emulation), busybox and cpio for
