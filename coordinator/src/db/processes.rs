@@ -139,10 +139,20 @@ pub struct ProcessView {
     pub finished_at: Option<OffsetDateTime>,
 }
 
-/// The columns of [`ProcessView`] (the API bench's pgbench script repeats this statement).
-pub const VIEW_SQL: &str = "SELECT process_id, process_type, request_id, system, status, target, \
-    requested_by, callback, result, error, partial_progress, created_at, accepted_at, queued_at, \
-    executing_at, retrying_at, cancel_requested_at, finished_at FROM processes WHERE process_id = $1";
+macro_rules! view_columns {
+    () => {
+        "process_id, process_type, request_id, system, status, target, requested_by, callback, \
+    result, error, partial_progress, created_at, accepted_at, queued_at, executing_at, \
+    retrying_at, cancel_requested_at, finished_at"
+    };
+}
+
+/// The statement of [`get_view`] (the API bench's pgbench script repeats it).
+pub const VIEW_SQL: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    " FROM processes WHERE process_id = $1"
+);
 
 pub async fn get_view<'e>(
     db: impl PgExecutor<'e>,
@@ -178,11 +188,11 @@ pub struct ListFilter {
 pub async fn list<'e>(
     db: impl PgExecutor<'e>,
     f: &ListFilter,
-) -> Result<Vec<ProcessRow>, sqlx::Error> {
+) -> Result<Vec<ProcessView>, sqlx::Error> {
     let (before_at, before_id) = f.before.map_or((None, None), |(a, b)| (Some(a), Some(b)));
     sqlx::query_as(concat!(
         "SELECT ",
-        process_columns!(),
+        view_columns!(),
         " FROM processes \
          WHERE ($1::text IS NULL OR status = $1) \
            AND ($2::text IS NULL OR process_type = $2) \

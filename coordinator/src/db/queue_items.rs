@@ -97,16 +97,16 @@ pub async fn states_for_process<'e>(
         .await
 }
 
-/// Items of many processes at once (for list pages).
-pub async fn for_processes<'e>(
+/// `(process_id, queue_item_id, state)` of many processes' items at once, in item id order
+/// (list pages).
+pub async fn states_for_processes<'e>(
     db: impl PgExecutor<'e>,
     ids: &[Uuid],
-) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        item_columns!(),
-        " FROM queue_items WHERE process_id = ANY($1) ORDER BY queue_item_id"
-    ))
+) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT process_id, queue_item_id, state FROM queue_items \
+         WHERE process_id = ANY($1) ORDER BY queue_item_id",
+    )
     .bind(ids)
     .fetch_all(db)
     .await

@@ -1,5 +1,7 @@
 //! The process API: enqueue, maintenance requests, read, list, cancel.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -238,7 +240,8 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
     let items = db::queue_items::states_for_process(&mut *conn, pid).await?;
     drop(conn);
-    Ok(Json(views::process_view(&p, &items)).into_response())
+    let items = items.iter().map(|(id, state)| (*id, state.as_str()));
+    Ok(Json(views::process(&p, items)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -318,21 +321,25 @@ pub async fn list(
     };
     let rows = db::processes::list(&st.db, &filter).await?;
     let ids: Vec<Uuid> = rows.iter().map(|p| p.process_id).collect();
-    let items = db::queue_items::for_processes(&st.db, &ids).await?;
+    let items = db::queue_items::states_for_processes(&st.db, &ids).await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| {
             rows.last()
                 .map(|p| encode_cursor(p.created_at, p.process_id))
         })
         .flatten();
-    let processes: Vec<Value> = rows
+    let mut by_process: HashMap<Uuid, Vec<(Uuid, &str)>> = HashMap::new();
+    for (process_id, item_id, state) in &items {
+        by_process
+            .entry(*process_id)
+            .or_default()
+            .push((*item_id, state.as_str()));
+    }
+    let processes: Vec<_> = rows
         .iter()
         .map(|p| {
-            let mine: Vec<_> = items
-                .iter()
-                .filter(|i| i.process_id == Some(p.process_id))
-                .collect();
-            views::process(p, &mine)
+            let mine = by_process.remove(&p.process_id).unwrap_or_default();
+            views::process(p, mine)
         })
         .collect();
     Ok(Json(

@@ -1,14 +1,10 @@
-//! Response bodies built from rows, shaped field for field as the contract shows them. One
-//! typed shape ([`ProcessBody`]) serves both the full rows of lists and cancels (JSON columns
-//! as [`Value`]) and the lean read of `GET /processes/{id}` (JSON columns passed through raw).
+//! Response bodies built from rows, shaped field for field as the contract shows them.
 
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::db::processes::{ProcessRow, ProcessView};
-use crate::db::queue_items::ItemRow;
+use crate::db::processes::ProcessView;
 use crate::domain::status::{ItemState, Status};
 use crate::domain::time::{fmt, fmt_opt};
 
@@ -48,26 +44,29 @@ impl LinkedIds {
     }
 }
 
-/// The process object of `GET /processes/{id}` (contract section 6); `J` is how the JSON
-/// columns are held.
+/// The process object of `GET /processes/{id}` and of list pages (contract section 6), with
+/// the JSON columns copied through as Postgres sent them.
 #[derive(Serialize)]
-pub struct ProcessBody<'a, J: ?Sized + Serialize> {
+pub struct ProcessBody<'a> {
     process_id: Uuid,
     process_type: &'a str,
     request_id: &'a str,
     status: &'a str,
-    target: &'a J,
-    requested_by: &'a J,
-    callback: &'a J,
-    result: &'a J,
-    error: Option<&'a J>,
+    target: &'a RawValue,
+    requested_by: &'a RawValue,
+    callback: &'a RawValue,
+    result: &'a RawValue,
+    error: Option<&'a RawValue>,
     timestamps: Timestamps,
     linked_ids: LinkedIds,
-    partial_progress: &'a J,
+    partial_progress: &'a RawValue,
 }
 
-/// `GET /processes/{id}` from the lean read: JSON columns copied through.
-pub fn process_view<'a>(p: &'a ProcessView, items: &[(Uuid, String)]) -> ProcessBody<'a, RawValue> {
+/// `items`: `(queue_item_id, state)` of the process's items in id order.
+pub fn process<'a, 'b>(
+    p: &'a ProcessView,
+    items: impl IntoIterator<Item = (Uuid, &'b str)>,
+) -> ProcessBody<'a> {
     ProcessBody {
         process_id: p.process_id,
         process_type: &p.process_type,
@@ -87,34 +86,7 @@ pub fn process_view<'a>(p: &'a ProcessView, items: &[(Uuid, String)]) -> Process
             cancel_requested_at: fmt_opt(p.cancel_requested_at),
             finished_at: fmt_opt(p.finished_at),
         },
-        linked_ids: LinkedIds::new(items.iter().map(|(id, s)| (*id, s.as_str()))),
+        linked_ids: LinkedIds::new(items.into_iter()),
         partial_progress: &p.partial_progress,
     }
-}
-
-/// The same object from a full row (lists, cancel responses).
-pub fn process(p: &ProcessRow, items: &[&ItemRow]) -> Value {
-    let body = ProcessBody {
-        process_id: p.process_id,
-        process_type: &p.process_type,
-        request_id: &p.request_id,
-        status: &p.status,
-        target: &p.target,
-        requested_by: &p.requested_by,
-        callback: &p.callback,
-        result: &p.result,
-        error: p.error.as_ref(),
-        timestamps: Timestamps {
-            created_at: fmt(p.created_at),
-            accepted_at: fmt_opt(p.accepted_at),
-            queued_at: fmt_opt(p.queued_at),
-            executing_at: fmt_opt(p.executing_at),
-            retrying_at: fmt_opt(p.retrying_at),
-            cancel_requested_at: fmt_opt(p.cancel_requested_at),
-            finished_at: fmt_opt(p.finished_at),
-        },
-        linked_ids: LinkedIds::new(items.iter().map(|i| (i.queue_item_id, i.state.as_str()))),
-        partial_progress: &p.partial_progress,
-    };
-    serde_json::to_value(body).unwrap_or(Value::Null)
 }
