@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use phonefarm_agent_fuzz::adb::shell::{Decoder, MAX_SHELL_PACKET, Packet, ShellError};
+use phonefarm_agent_fuzz::adb::checks;
 use phonefarm_agent_fuzz::pieces;
 
 #[derive(Debug, Arbitrary)]
@@ -14,30 +14,9 @@ struct Input {
     data: Vec<u8>,
 }
 
-fn run(chunks: &[&[u8]]) -> (Vec<Packet>, Option<ShellError>) {
-    let mut d = Decoder::default();
-    let mut out = Vec::new();
-    for c in chunks {
-        d.feed(c);
-        loop {
-            match d.next_packet() {
-                Ok(Some(p)) => out.push(p),
-                Ok(None) => break,
-                Err(e) => {
-                    assert_eq!(d.next_packet(), Err(e.clone()));
-                    return (out, Some(e));
-                }
-            }
-        }
-        assert!(d.buffered() < 5 + MAX_SHELL_PACKET as usize);
-    }
-    (out, None)
-}
-
 fuzz_target!(|input: Input| {
-    let whole = run(&[&input.data]);
-    let split = run(&pieces(&input.data, &input.cuts));
+    let whole = checks::shell_packets(&[&input.data]);
+    let split = checks::shell_packets(&pieces(&input.data, &input.cuts));
     assert_eq!(whole, split);
-    let enc: Vec<u8> = whole.0.iter().flat_map(|p| p.encode().to_vec()).collect();
-    assert_eq!(&enc[..], &input.data[..enc.len()]);
+    checks::assert_packets_reencode(&whole.0, &input.data);
 });

@@ -6,9 +6,8 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use phonefarm_agent_fuzz::adb::sync::{
-    MAX_PATH, Request, RequestDecoder, SYNC_DATA_MAX, SyncError,
-};
+use phonefarm_agent_fuzz::adb::checks;
+use phonefarm_agent_fuzz::adb::sync::Request;
 use phonefarm_agent_fuzz::pieces;
 
 #[derive(Debug, Arbitrary)]
@@ -17,29 +16,9 @@ struct Input {
     data: Vec<u8>,
 }
 
-fn run(chunks: &[&[u8]]) -> (Vec<Request>, Option<SyncError>) {
-    let mut d = RequestDecoder::default();
-    let mut out = Vec::new();
-    for c in chunks {
-        d.feed(c);
-        loop {
-            match d.next_request() {
-                Ok(Some(r)) => out.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    assert_eq!(d.next_request(), Err(e.clone()));
-                    return (out, Some(e));
-                }
-            }
-        }
-        assert!(d.buffered() < 8 + SYNC_DATA_MAX.max(MAX_PATH as usize));
-    }
-    (out, None)
-}
-
 fuzz_target!(|input: Input| {
-    let whole = run(&[&input.data]);
-    let split = run(&pieces(&input.data, &input.cuts));
+    let whole = checks::sync_requests(&[&input.data]);
+    let split = checks::sync_requests(&pieces(&input.data, &input.cuts));
     assert_eq!(whole, split);
     let mut at = 0;
     for r in &whole.0 {

@@ -6,9 +6,8 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use phonefarm_agent_fuzz::adb::sync::{
-    Expect, MAX_PATH, Response, ResponseDecoder, SYNC_DATA_MAX, SyncError,
-};
+use phonefarm_agent_fuzz::adb::checks;
+use phonefarm_agent_fuzz::adb::sync::Expect;
 use phonefarm_agent_fuzz::pieces;
 
 #[derive(Debug, Arbitrary)]
@@ -26,27 +25,6 @@ const ALL: [Expect; 5] = [
     Expect::Status,
 ];
 
-fn run(expects: &[Expect], chunks: &[&[u8]]) -> (Vec<Response>, Option<SyncError>) {
-    let mut d = ResponseDecoder::default();
-    let mut out = Vec::new();
-    for c in chunks {
-        d.feed(c);
-        loop {
-            let e = expects[out.len() % expects.len()];
-            match d.next_response(e) {
-                Ok(Some(r)) => out.push(r),
-                Ok(None) => break,
-                Err(err) => {
-                    assert_eq!(d.next_response(e), Err(err.clone()));
-                    return (out, Some(err));
-                }
-            }
-        }
-        assert!(d.buffered() < 20 + SYNC_DATA_MAX.max(MAX_PATH as usize));
-    }
-    (out, None)
-}
-
 fuzz_target!(|input: Input| {
     let mut expects: Vec<Expect> = input
         .expects
@@ -56,7 +34,7 @@ fuzz_target!(|input: Input| {
     if expects.is_empty() {
         expects.push(Expect::Recv);
     }
-    let whole = run(&expects, &[&input.data]);
-    let split = run(&expects, &pieces(&input.data, &input.cuts));
+    let whole = checks::sync_responses(&expects, &[&input.data]);
+    let split = checks::sync_responses(&expects, &pieces(&input.data, &input.cuts));
     assert_eq!(whole, split);
 });

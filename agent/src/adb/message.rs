@@ -283,6 +283,7 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adb::checks;
     use proptest::prelude::*;
 
     #[test]
@@ -440,40 +441,10 @@ mod tests {
             let data: Vec<u8> = parts.concat();
             let limit = if small { 64 } else { MAX_PAYLOAD_V1 };
             let mode = [ChecksumMode::Lenient, ChecksumMode::Strict, ChecksumMode::Off][mode as usize];
-            let run = |pieces: &[&[u8]]| -> Result<(Vec<Message>, Option<ParseError>), TestCaseError> {
-                let mut p = Parser::new(limit);
-                p.set_checksum_mode(mode);
-                let mut out = Vec::new();
-                for piece in pieces {
-                    p.feed(piece);
-                    loop {
-                        match p.next_message() {
-                            Ok(Some(m)) => out.push(m),
-                            Ok(None) => break,
-                            Err(e) => {
-                                prop_assert_eq!(p.next_message(), Err(e.clone()));
-                                return Ok((out, Some(e)));
-                            }
-                        }
-                    }
-                    prop_assert!(p.buffered() < HEADER_LEN + limit as usize);
-                }
-                Ok((out, None))
-            };
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            points.push(0);
-            points.push(data.len());
-            points.sort_unstable();
-            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
-            let whole = run(&[&data])?;
-            prop_assert_eq!(&whole, &run(&pieces)?);
-            let mut at = 0;
-            for m in &whole.0 {
-                let enc = m.encode(false);
-                prop_assert_eq!(&enc[..16], &data[at..at + 16]);
-                prop_assert_eq!(&enc[20..], &data[at + 20..at + enc.len()]);
-                at += enc.len();
-            }
+            let pieces = checks::pieces(&data, cuts.iter().map(|i| i.index(data.len() + 1)));
+            let whole = checks::messages(limit, mode, &[&data]);
+            prop_assert_eq!(&whole, &checks::messages(limit, mode, &pieces));
+            checks::assert_messages_reencode(&whole.0, &data);
         }
 
         #[test]

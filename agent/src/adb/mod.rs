@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod banner;
+#[cfg(any(test, fuzzing))]
+pub mod checks;
 pub mod message;
 pub mod session;
 pub mod shell;

@@ -154,6 +154,7 @@ impl ShellService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adb::checks;
     use proptest::prelude::*;
 
     #[test]
@@ -230,33 +231,10 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
         ) {
             let data: Vec<u8> = parts.concat();
-            let run = |pieces: &[&[u8]]| -> (Vec<Packet>, Option<ShellError>) {
-                let mut d = Decoder::default();
-                let mut out = Vec::new();
-                for piece in pieces {
-                    d.feed(piece);
-                    loop {
-                        match d.next_packet() {
-                            Ok(Some(p)) => out.push(p),
-                            Ok(None) => break,
-                            Err(e) => {
-                                assert_eq!(d.next_packet(), Err(e.clone()));
-                                return (out, Some(e));
-                            }
-                        }
-                    }
-                }
-                (out, None)
-            };
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            points.push(0);
-            points.push(data.len());
-            points.sort_unstable();
-            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
-            let whole = run(&[&data]);
-            prop_assert_eq!(&whole, &run(&pieces));
-            let enc: Vec<u8> = whole.0.iter().flat_map(|p| p.encode().to_vec()).collect();
-            prop_assert_eq!(&enc[..], &data[..enc.len()]);
+            let pieces = checks::pieces(&data, cuts.iter().map(|i| i.index(data.len() + 1)));
+            let whole = checks::shell_packets(&[&data]);
+            prop_assert_eq!(&whole, &checks::shell_packets(&pieces));
+            checks::assert_packets_reencode(&whole.0, &data);
         }
     }
 }

@@ -434,6 +434,7 @@ impl ResponseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adb::checks;
     use proptest::prelude::*;
 
     fn roundtrip_req(r: Request) -> Request {
@@ -613,52 +614,12 @@ mod tests {
             let all = [Expect::Stat, Expect::Stat2, Expect::List, Expect::Recv, Expect::Status];
             let expects: Vec<Expect> = expects.into_iter().map(|i| all[i]).collect();
             let data: Vec<u8> = parts.concat();
-            let requests = |pieces: &[&[u8]]| -> (Vec<Request>, Option<SyncError>) {
-                let mut d = RequestDecoder::default();
-                let mut out = Vec::new();
-                for piece in pieces {
-                    d.feed(piece);
-                    loop {
-                        match d.next_request() {
-                            Ok(Some(r)) => out.push(r),
-                            Ok(None) => break,
-                            Err(e) => {
-                                assert_eq!(d.next_request(), Err(e.clone()));
-                                return (out, Some(e));
-                            }
-                        }
-                    }
-                    assert!(d.buffered() < 8 + SYNC_DATA_MAX);
-                }
-                (out, None)
-            };
-            let responses = |pieces: &[&[u8]]| -> (Vec<Response>, Option<SyncError>) {
-                let mut d = ResponseDecoder::default();
-                let mut out = Vec::new();
-                for piece in pieces {
-                    d.feed(piece);
-                    loop {
-                        let e = expects[out.len() % expects.len()];
-                        match d.next_response(e) {
-                            Ok(Some(r)) => out.push(r),
-                            Ok(None) => break,
-                            Err(err) => {
-                                assert_eq!(d.next_response(e), Err(err.clone()));
-                                return (out, Some(err));
-                            }
-                        }
-                    }
-                    assert!(d.buffered() < 20 + SYNC_DATA_MAX);
-                }
-                (out, None)
-            };
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            points.push(0);
-            points.push(data.len());
-            points.sort_unstable();
-            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
-            prop_assert_eq!(requests(&[&data]), requests(&pieces));
-            prop_assert_eq!(responses(&[&data]), responses(&pieces));
+            let pieces = checks::pieces(&data, cuts.iter().map(|i| i.index(data.len() + 1)));
+            prop_assert_eq!(checks::sync_requests(&[&data]), checks::sync_requests(&pieces));
+            prop_assert_eq!(
+                checks::sync_responses(&expects, &[&data]),
+                checks::sync_responses(&expects, &pieces)
+            );
         }
 
         #[test]
