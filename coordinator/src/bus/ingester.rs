@@ -7,6 +7,17 @@
 //! item's current one are ignored (fencing); a stale run that reports `Accepted` is sent a hard
 //! cancel. A message that cannot be decoded is logged and terminated (never redelivered); a
 //! database failure naks it for redelivery.
+//!
+//! In order: the events of a run are applied in their seq order, none skipped. Replicas share
+//! the consumer, and a message delivered to a pull request that a NATS outage cut off comes
+//! back only after the ack wait, behind later ones; so an event whose predecessor (seq - 1 of
+//! the same item and attempt) is not recorded yet is handed back (NAK with a short, growing
+//! delay) and applied once the predecessor is. It only renews the run's lease meanwhile (it
+//! proves the run is alive). `Accepted` is seq 1 and waits for nothing. A predecessor can be
+//! lost for good (a journal entry the agent had to set aside, an event the database kept
+//! rejecting): after `BusConfig::event_order_wait` worth of redeliveries the event is applied
+//! without it, with a warning. The check runs under the item's row lock, so two replicas
+//! applying neighbouring events serialize.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +50,9 @@ pub enum Applied {
     Stale,
     /// Unknown item, or an agent that does not hold it.
     Ignored,
+    /// The predecessor (seq - 1) is not applied yet: hand the event back and apply it later.
+    /// Only the lease was renewed.
+    Early,
 }
 
 /// Side effects to trigger after the commit.
@@ -96,6 +110,15 @@ fn history(kind: &EventKind) -> (&'static str, Value) {
     }
 }
 
+/// Whether [`apply_event`] waits for an event's predecessor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// An event whose predecessor is not applied yet is not applied ([`Applied::Early`]).
+    Wait,
+    /// Waited long enough: apply it anyway (with a warning if the predecessor is missing).
+    GiveUp,
+}
+
 /// Applies one run event of `agent_id` in one transaction.
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id, queue_item_id = %ev.queue_item_id, attempt = ev.attempt, seq = ev.seq))]
 pub async fn apply_event(
@@ -103,6 +126,7 @@ pub async fn apply_event(
     db: &PgPool,
     agent_id: &str,
     ev: &AgentEvent,
+    order: Order,
 ) -> Result<(Applied, Wake), sqlx::Error> {
     let mut wake = Wake::default();
     let Some(pre) = db::dispatch::run_item(db, ev.queue_item_id).await? else {
@@ -149,12 +173,43 @@ pub async fn apply_event(
         tracing::warn!(agent_id, holder = ?item.agent_id, "event from an agent that does not hold the item; ignored");
         return Ok((Applied::Ignored, wake));
     }
+    let seq = ev.seq.min(i64::MAX as u64) as i64;
+    let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
+    let lease_until = now + td(bus.config.lease);
+    // In seq order (under the item's lock, so replicas serialize here).
+    if seq > 1
+        && !db::item_events::has_seq(&mut tx, item.queue_item_id, item.attempt, seq - 1).await?
+    {
+        if db::item_events::has_seq(&mut tx, item.queue_item_id, item.attempt, seq).await? {
+            // Itself applied before (without its predecessor): a replay.
+            tx.commit().await?;
+            return Ok((Applied::Replay, wake));
+        }
+        match order {
+            Order::Wait => {
+                if matches!(state, ItemState::Claimed | ItemState::Executing) {
+                    db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
+                }
+                tx.commit().await?;
+                tracing::debug!(agent_id, "event ahead of its predecessor; handed back");
+                return Ok((Applied::Early, wake));
+            }
+            Order::GiveUp => {
+                tracing::warn!(
+                    agent_id,
+                    missing = seq - 1,
+                    "the predecessor of this event never came; applied without it"
+                );
+                metrics::counter!("phonefarm_bus_events_out_of_order_total").increment(1);
+            }
+        }
+    }
     let (kind, payload) = history(&ev.kind);
     let fresh = db::item_events::insert_agent_event(
         &mut tx,
         item.queue_item_id,
         item.attempt,
-        ev.seq.min(i64::MAX as u64) as i64,
+        seq,
         kind,
         at(ev.at_unix_ms),
         &payload,
@@ -164,8 +219,6 @@ pub async fn apply_event(
         tx.commit().await?;
         return Ok((Applied::Replay, wake));
     }
-    let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
-    let lease_until = now + td(bus.config.lease);
     let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
     match &ev.kind {
         EventKind::Finished {
@@ -364,8 +417,35 @@ fn parse_subject(subject: &str) -> Option<(&str, &str)> {
 }
 
 /// After this many deliveries, an event that Postgres keeps rejecting (a constraint or data
-/// error, not an outage) is terminated instead of retried forever.
+/// error, not an outage) is terminated instead of retried forever. Counted beyond the
+/// deliveries an event may spend waiting for its predecessor.
 const MAX_REJECTED_DELIVERIES: i64 = 10;
+
+/// The delay before an event waiting for its predecessor is delivered again, after its
+/// `delivered`-th delivery: 50 ms, doubling, at most 5 s (two replicas racing resolve within
+/// the first; an outage's stranded predecessor takes up to the ack wait).
+pub fn order_delay(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 8) as u32 - 1;
+    (Duration::from_millis(50) * (1 << exp)).min(Duration::from_secs(5))
+}
+
+/// Whether an event delivered `delivered` times has waited `wait` for its predecessor: the
+/// redelivery delays of its earlier deliveries add up to `wait`.
+pub fn order_waited(delivered: i64, wait: Duration) -> bool {
+    let mut waited = Duration::ZERO;
+    for d in 1..delivered {
+        if waited >= wait {
+            break;
+        }
+        waited += order_delay(d);
+    }
+    waited >= wait
+}
+
+/// Deliveries an event may spend waiting for its predecessor under `wait`.
+fn order_deliveries(wait: Duration) -> i64 {
+    (1..).find(|&d| order_waited(d, wait)).unwrap_or(1)
+}
 
 /// Handles one message (`delivered`: how many times the server has delivered it); returns how
 /// to ack it.
@@ -383,7 +463,17 @@ async fn handle(
     };
     let result = match kind {
         "run" => match phonefarm_shared::decode::<AgentEvent>(payload) {
-            Ok(ev) => apply_event(bus, db, agent, &ev).await.map(|(_, w)| w),
+            Ok(ev) => {
+                let order = if order_waited(delivered, bus.config.event_order_wait) {
+                    Order::GiveUp
+                } else {
+                    Order::Wait
+                };
+                match apply_event(bus, db, agent, &ev, order).await {
+                    Ok((Applied::Early, _)) => return AckKind::Nak(Some(order_delay(delivered))),
+                    r => r.map(|(_, w)| w),
+                }
+            }
             Err(e) => {
                 tracing::warn!(agent_id = agent, error = %e, "undecodable run event; dropped");
                 return AckKind::Term;
@@ -427,7 +517,10 @@ async fn handle(
             }
             AckKind::Ack
         }
-        Err(e @ sqlx::Error::Database(_)) if delivered >= MAX_REJECTED_DELIVERIES => {
+        Err(e @ sqlx::Error::Database(_))
+            if delivered
+                >= MAX_REJECTED_DELIVERIES + order_deliveries(bus.config.event_order_wait) =>
+        {
             tracing::error!(agent_id = agent, subject, delivered, error = %e,
                 "the database keeps rejecting an event; dropped");
             metrics::counter!("phonefarm_bus_events_dropped_total").increment(1);
@@ -570,6 +663,20 @@ mod tests {
         assert!(!retryable(&e("account_outcome:banned", true)));
         assert!(retryable(&e("timeout", true)));
         assert!(!retryable(&e("timeout", false)));
+    }
+
+    #[test]
+    fn events_wait_for_their_predecessor_a_bounded_time() {
+        assert_eq!(order_delay(1), Duration::from_millis(50));
+        assert_eq!(order_delay(2), Duration::from_millis(100));
+        assert_eq!(order_delay(30), Duration::from_secs(5));
+        let wait = Duration::from_secs(40);
+        assert!(!order_waited(1, wait), "the first delivery always waits");
+        let n = order_deliveries(wait);
+        assert!(!order_waited(n - 1, wait) && order_waited(n, wait));
+        let waited: Duration = (1..n).map(order_delay).sum();
+        assert!(waited >= wait && waited < wait + Duration::from_secs(5));
+        assert_eq!(order_deliveries(Duration::ZERO), 1);
     }
 
     #[test]

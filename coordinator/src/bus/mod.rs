@@ -63,6 +63,11 @@ pub struct BusConfig {
     pub relay_batch: i64,
     /// Max age of `pf_agents` entries (the bucket expires silent agents).
     pub presence_max_age: Duration,
+    /// How long (roughly: redeliveries are counted, see `ingester::order_delay`) a run event
+    /// waits for its predecessor (same item and attempt, seq - 1) before it is applied without
+    /// it. Longer than the event consumer's ack wait: a predecessor that was delivered to a
+    /// pull request lost in a NATS outage comes back only after that.
+    pub event_order_wait: Duration,
 }
 
 impl BusConfig {
@@ -79,6 +84,7 @@ impl BusConfig {
             sweep_interval: Duration::from_secs(1),
             relay_batch: 512,
             presence_max_age: Duration::from_secs(120),
+            event_order_wait: bootstrap::EVENT_ACK_WAIT + Duration::from_secs(10),
         }
     }
 

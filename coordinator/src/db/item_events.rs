@@ -41,6 +41,26 @@ pub async fn insert_agent_event(
     Ok(r.rows_affected() == 1)
 }
 
+/// Whether `(queue_item_id, attempt, seq)` is recorded. The ingester asks it for the
+/// predecessor of an agent event, so a run's events are applied in their seq order.
+pub async fn has_seq(
+    conn: &mut PgConnection,
+    queue_item_id: Uuid,
+    attempt: i32,
+    seq: i64,
+) -> Result<bool, sqlx::Error> {
+    let (found,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM queue_item_events \
+                        WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3)",
+    )
+    .bind(queue_item_id)
+    .bind(attempt)
+    .bind(seq)
+    .fetch_one(conn)
+    .await?;
+    Ok(found)
+}
+
 /// The whole history of an item, in order.
 pub async fn for_item<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(

@@ -12,5 +12,6 @@ mod cancel;
 mod dispatch;
 mod fleet;
 mod ingest;
+mod order;
 mod outage;
 mod permissions;

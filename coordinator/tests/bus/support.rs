@@ -303,6 +303,37 @@ impl BusApp {
         s
     }
 
+    /// Waits until the ingester (the `coordinator` consumer) has been delivered the event
+    /// stored at `stream_seq` at least once, applied or not.
+    pub async fn wait_delivered(&self, stream_seq: u64) {
+        wait_until(
+            &format!("event {stream_seq} delivered to the ingester"),
+            Duration::from_secs(20),
+            || async {
+                let Ok(stream) = self.bus.js.get_stream(subjects::EVT_STREAM).await else {
+                    return false;
+                };
+                stream
+                    .consumer_info(subjects::COORDINATOR_CONSUMER)
+                    .await
+                    .is_ok_and(|i| i.delivered.stream_sequence >= stream_seq)
+            },
+        )
+        .await;
+    }
+
+    /// The (attempt, seq) of an item's agent events in the order they were applied.
+    pub async fn applied_seqs(&self, id: Uuid) -> Vec<(i32, i64)> {
+        sqlx::query_as(
+            "SELECT attempt, seq FROM queue_item_events WHERE queue_item_id = $1 AND attempt > 0 \
+             ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
     pub async fn wait_item_state(&self, id: Uuid, want: &str) {
         wait_until(
             &format!("item {id} {want}"),
@@ -503,6 +534,17 @@ impl SimAgent {
     }
 
     pub async fn event_for(&self, queue_item_id: Uuid, attempt: u32, seq: u64, kind: EventKind) {
+        self.event_stored(queue_item_id, attempt, seq, kind).await;
+    }
+
+    /// Publishes one run event; returns its sequence in the event stream.
+    pub async fn event_stored(
+        &self,
+        queue_item_id: Uuid,
+        attempt: u32,
+        seq: u64,
+        kind: EventKind,
+    ) -> u64 {
         let ev = AgentEvent {
             queue_item_id,
             attempt,
@@ -518,7 +560,8 @@ impl SimAgent {
             .await
             .expect("event publish")
             .await
-            .expect("event ack");
+            .expect("event ack")
+            .sequence
     }
 }
 
