@@ -6,18 +6,19 @@
 //! (no callback deliverer, so only the handler's work is measured), drives
 //! `POST /capability-requests/enqueue` and `GET /processes/{id}` from N connections for a fixed
 //! time, then runs `pgbench -M prepared` with N clients on the identical statements, and prints
-//! req/s, p50/p99 and the ratio ours ÷ pgbench.
+//! req/s, p50/p99 and the ratio ours ÷ pgbench. The coordinator batches concurrent requests
+//! (one transaction / one statement per table for all requests waiting, `http::batched`);
+//! pgbench runs those statements for one request per transaction, as a handler without
+//! batching would. The bench prints the mean batch size seen.
 //!
 //! The HTTP load comes from `wrk` (Debian package `wrk`), a separate C process like pgbench,
 //! so the load generator's own CPU is not charged to the coordinator's process. Without `wrk`
 //! the bench falls back to an in-process reqwest driver and says so; that driver shares the
 //! coordinator's runtime and cores, so its ratio understates the server.
 //!
-//! JSON literals in the scripts keep a space after every colon: pgbench would read `:name` as
-//! one of its variables. The pgbench scripts below repeat the SQL of `db::accounts::directory`,
-//! `db::processes::insert_if_new`, `db::queue_items::insert_for_process`,
-//! and `callbacks::enqueue` (keep them in step when those change); the read uses the
-//! handler's own statements (`db::processes::VIEW_SQL`, `db::queue_items::STATES_SQL`).
+//! The pgbench scripts are built from the handlers' own statements (the `*_SQL` constants) with
+//! the parameters filled in as literals. JSON literals keep a space after every colon: pgbench
+//! would read `:name` as one of its variables.
 
 use std::path::Path;
 use std::process::Command;
@@ -278,22 +279,118 @@ fn print(name: &str, ours: &Figures, base: &Figures) {
     );
 }
 
-const ENQUEUE_SQL: &str = r#"BEGIN;
-SELECT a.account_id, a.phone_id, a.active, true FROM accounts a WHERE a.account_id = ANY(ARRAY['bench-acc']) UNION ALL SELECT p.phone_id, a.account_id, COALESCE(a.active, false), false FROM phones p LEFT JOIN accounts a ON a.phone_id = p.phone_id AND a.active WHERE p.phone_id = ANY(ARRAY[]::text[]);
-INSERT INTO processes (process_id, process_type, request_id, system, mode, status, target, inputs, requested_by, callback, fingerprint, partial_progress, created_at, accepted_at, queued_at, version) VALUES (gen_random_uuid(), 'keyword_warmup', gen_random_uuid()::text, 'bench', 'unattended', 'queued', '{"routing": "queue","account_id": "bench-acc"}', '{"keywords": ["fitness","cooking"],"like_probability": 0.0,"videos_per_keyword": 2,"watch_seconds": {"max": 25,"min": 8}}', '{"metadata": {},"system": "bench","user": null}', '{"metadata": {},"url": "http://127.0.0.1:9/cb"}', '\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'::bytea, '{}', now(), now(), now(), 1) ON CONFLICT (process_type, system, request_id) DO NOTHING RETURNING process_id \gset
-INSERT INTO queue_items (queue_item_id, process_id, kind, state, mode, routing, phone_id, account_id, inputs, created_at, updated_at) SELECT id, :process_id, 'keyword_warmup', 'QUEUED', 'unattended', 'queue', phone, account, '{"keywords": ["fitness","cooking"],"like_probability": 0.0,"videos_per_keyword": 2,"watch_seconds": {"max": 25,"min": 8}}', now(), now() FROM UNNEST(ARRAY[gen_random_uuid()], ARRAY[NULL::text], ARRAY['bench-acc']) AS t(id, phone, account);
-INSERT INTO callback_deliveries (event_id, event_type, process_id, queue_item_id, sequence, url, body) VALUES (gen_random_uuid(), 'process.updated', :process_id, NULL, 1, 'http://127.0.0.1:9/cb', '{"emitted_at": "2026-11-28T10:35:19.725Z","event_id": "01a221b9-453d-765d-954c-7d3000000000","event_type": "process.updated","milestone": "accepted","process": {"callback_metadata": {},"process_id": "01a221b9-452d-70f4-ada1-14f589f43354","process_type": "keyword_warmup","request_id": "b-1-1","status": "queued"},"sequence": 1}') ON CONFLICT (event_id) DO NOTHING;
-END;
-"#;
+/// `sql` with `$1`, `$2`, … replaced by SQL literals (highest number first, so `$1` does not
+/// eat the start of `$12`).
+fn fill(sql: &str, literals: &[&str]) -> String {
+    let mut out = sql.to_owned();
+    for (i, lit) in literals.iter().enumerate().rev() {
+        out = out.replace(&format!("${}", i + 1), lit);
+    }
+    out
+}
 
-/// `db::processes::VIEW_SQL` and `db::queue_items::STATES_SQL` with the id filled in.
+/// The handler's transaction for one request: `db::accounts::DIRECTORY_SQL`, then
+/// `db::processes::INSERT_MANY_SQL`, `db::queue_items::INSERT_MANY_SQL` and
+/// `callbacks::INSERT_MANY_SQL` with one-element arrays. The coordinator runs the same statements
+/// once per batch of concurrent requests (group commit).
+fn enqueue_sql() -> String {
+    const INPUTS: &str = r#"'{"keywords": ["fitness","cooking"],"like_probability": 0.0,"videos_per_keyword": 2,"watch_seconds": {"max": 25,"min": 8}}'::jsonb"#;
+    let process = fill(
+        db::processes::INSERT_MANY_SQL,
+        &[
+            "ARRAY[gen_random_uuid()]",
+            "ARRAY['keyword_warmup']",
+            "ARRAY[gen_random_uuid()::text]",
+            "ARRAY['bench']",
+            "ARRAY['unattended']",
+            r#"ARRAY['{"routing": "queue","account_id": "bench-acc"}'::jsonb]"#,
+            &format!("ARRAY[{INPUTS}]"),
+            r#"ARRAY['{"metadata": {},"system": "bench","user": null}'::jsonb]"#,
+            r#"ARRAY['{"metadata": {},"url": "http://127.0.0.1:9/cb"}'::jsonb]"#,
+            r"ARRAY['\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'::bytea]",
+            "ARRAY['{}'::jsonb]",
+            "ARRAY[now()]",
+        ],
+    );
+    let items = fill(
+        db::queue_items::INSERT_MANY_SQL,
+        &[
+            "ARRAY[gen_random_uuid()]",
+            "ARRAY[:process_id::uuid]",
+            "ARRAY['keyword_warmup']",
+            "ARRAY['unattended']",
+            "ARRAY['queue']",
+            "ARRAY[NULL::text]",
+            "ARRAY['bench-acc']",
+            &format!("ARRAY[{INPUTS}]"),
+            "ARRAY[now()]",
+        ],
+    );
+    let callback = fill(
+        phonefarm_coordinator::callbacks::INSERT_MANY_SQL,
+        &[
+            "ARRAY[gen_random_uuid()]",
+            "ARRAY['process.updated']",
+            "ARRAY[:process_id::uuid]",
+            "ARRAY[NULL::uuid]",
+            "ARRAY[1::int8]",
+            "ARRAY['http://127.0.0.1:9/cb']",
+            r#"ARRAY['{"emitted_at": "2026-11-28T10:35:19.725Z","event_id": "01a221b9-453d-765d-954c-7d3000000000","event_type": "process.updated","milestone": "accepted","process": {"callback_metadata": {},"process_id": "01a221b9-452d-70f4-ada1-14f589f43354","process_type": "keyword_warmup","request_id": "b-1-1","status": "queued"},"sequence": 1}']"#,
+        ],
+    );
+    let directory = fill(
+        db::accounts::DIRECTORY_SQL,
+        &["ARRAY['bench-acc']", "ARRAY[]::text[]"],
+    );
+    // pgbench wants each statement on one line.
+    let one_line = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!(
+        "BEGIN;\n{};\n{} \\gset\n{};\n{};\nEND;\n",
+        one_line(directory),
+        one_line(process),
+        one_line(items),
+        one_line(callback)
+    )
+}
+
+/// `db::processes::VIEWS_SQL` and `db::queue_items::STATES_MANY_SQL` for one id: what the
+/// coordinator runs once per batch of concurrent reads.
 fn get_sql(id: &str) -> String {
-    let lit = format!("'{id}'");
+    let ids = format!("ARRAY['{id}'::uuid]");
     format!(
         "{};\n{};\n",
-        db::processes::VIEW_SQL.replace("$1", &lit),
-        db::queue_items::STATES_SQL.replace("$1", &lit)
+        fill(db::processes::VIEWS_SQL, &[&ids]),
+        fill(db::queue_items::STATES_MANY_SQL, &[&ids])
     )
+}
+
+/// (batches, requests) so far of one batcher, from the coordinator's `/metrics`.
+async fn batch_counts(client: &reqwest::Client, base: &str, batcher: &str) -> (f64, f64) {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let read = |metric: &str| {
+        let prefix = format!("{metric}{{batcher=\"{batcher}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        read("phonefarm_batches_total"),
+        read("phonefarm_batched_requests_total"),
+    )
+}
+
+fn print_batches(before: (f64, f64), after: (f64, f64)) {
+    let (b, r) = (after.0 - before.0, after.1 - before.1);
+    if b > 0.0 {
+        println!(
+            "         ours: {r:.0} requests in {b:.0} batches, mean batch {:.1}",
+            r / b
+        );
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -386,6 +483,7 @@ fn main() -> anyhow::Result<()> {
             }
         );
         let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let before = batch_counts(&client, &base, "enqueue").await;
         let ours = if use_wrk {
             let (base, key, dir) = (base.clone(), key.clone(), dir.path().to_path_buf());
             tokio::task::spawn_blocking(move || {
@@ -405,10 +503,11 @@ fn main() -> anyhow::Result<()> {
         let base_fig = tokio::task::spawn_blocking({
             let name = name.clone();
             let dir = dir.path().to_path_buf();
-            move || pgbench(&name, ENQUEUE_SQL, conns, secs, &dir)
+            move || pgbench(&name, &enqueue_sql(), conns, secs, &dir)
         })
         .await?;
         print("enqueue", &ours, &base_fig);
+        print_batches(before, batch_counts(&client, &base, "enqueue").await);
 
         let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT process_id FROM processes LIMIT 1")
             .fetch_one(&pool)
@@ -430,6 +529,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         };
+        let before = batch_counts(&client, &base, "process_view").await;
         let ours = if use_wrk {
             let (base, key, dir) = (base.clone(), key.clone(), dir.path().to_path_buf());
             tokio::task::spawn_blocking(move || {
@@ -450,6 +550,7 @@ fn main() -> anyhow::Result<()> {
         })
         .await?;
         print("get", &ours, &base_fig);
+        print_batches(before, batch_counts(&client, &base, "process_view").await);
 
         shutdown.cancel();
         pool.close().await;

@@ -19,9 +19,36 @@ pub async fn process_updated(
     sequence: i64,
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    let Some(url) = p.callback.get("url").and_then(Value::as_str) else {
+    let (Some(url), Some((event_id, body))) = (
+        p.callback.get("url").and_then(Value::as_str),
+        process_updated_body(p, milestone, status, sequence, at),
+    ) else {
         return Ok(());
     };
+    callbacks::enqueue(
+        conn,
+        NewCallback {
+            event_id,
+            event_type: PROCESS_UPDATED,
+            process_id: Some(p.process_id),
+            queue_item_id: None,
+            sequence: Some(sequence),
+            url,
+            body: &body,
+        },
+    )
+    .await
+}
+
+/// The body of a `process.updated` event: (event id, body), or `None` without a callback URL.
+pub fn process_updated_body(
+    p: &ProcessRow,
+    milestone: &str,
+    status: &str,
+    sequence: i64,
+    at: OffsetDateTime,
+) -> Option<(Uuid, Value)> {
+    p.callback.get("url").and_then(Value::as_str)?;
     let event_id = Uuid::now_v7();
     let body = json!({
         "event_type": PROCESS_UPDATED,
@@ -37,19 +64,7 @@ pub async fn process_updated(
             "callback_metadata": p.callback.get("metadata").cloned().unwrap_or_else(|| json!({})),
         }
     });
-    callbacks::enqueue(
-        conn,
-        NewCallback {
-            event_id,
-            event_type: PROCESS_UPDATED,
-            process_id: Some(p.process_id),
-            queue_item_id: None,
-            sequence: Some(sequence),
-            url,
-            body: &body,
-        },
-    )
-    .await
+    Some((event_id, body))
 }
 
 /// Enqueues one legacy `queue_item.updated` event, if the item has a callback URL.

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod bus;
 pub mod callbacks;
 pub mod config;

@@ -32,7 +32,8 @@ pub use signing::{
     WEBHOOK_TIMESTAMP,
 };
 pub use store::{
-    AttemptView, DeliveryRecord, attempts, deliveries_for_process, deliveries_for_queue_item,
+    AttemptView, DeliveryRecord, INSERT_MANY_SQL, attempts, deliveries_for_process,
+    deliveries_for_queue_item,
 };
 
 /// `process.updated`.
@@ -61,6 +62,14 @@ pub struct NewCallback<'a> {
     /// The full body. Serialized once here; those exact bytes are sent and signed on every
     /// attempt.
     pub body: &'a serde_json::Value,
+}
+
+/// [`enqueue`] for many deliveries in one statement.
+pub async fn enqueue_many(
+    conn: &mut sqlx::PgConnection,
+    cbs: &[NewCallback<'_>],
+) -> Result<(), sqlx::Error> {
+    store::insert_many(conn, cbs).await
 }
 
 /// Inserts one delivery row inside the caller's transaction (outbox pattern).

@@ -66,6 +66,39 @@ pub(crate) async fn insert(
     Ok(())
 }
 
+/// The statement of [`insert_many`] (the API bench's pgbench script runs it with one-element
+/// arrays).
+pub const INSERT_MANY_SQL: &str = "INSERT INTO callback_deliveries \
+     (event_id, event_type, process_id, queue_item_id, sequence, url, body) \
+     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int8[], \
+     $6::text[], $7::text[]) \
+     ON CONFLICT (event_id) DO NOTHING";
+
+pub(crate) async fn insert_many(
+    conn: &mut PgConnection,
+    cbs: &[NewCallback<'_>],
+) -> Result<(), sqlx::Error> {
+    if cbs.is_empty() {
+        return Ok(());
+    }
+    let bodies = cbs
+        .iter()
+        .map(|cb| serde_json::to_string(cb.body))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    sqlx::query(INSERT_MANY_SQL)
+        .bind(cbs.iter().map(|c| c.event_id).collect::<Vec<_>>())
+        .bind(cbs.iter().map(|c| c.event_type).collect::<Vec<_>>())
+        .bind(cbs.iter().map(|c| c.process_id).collect::<Vec<_>>())
+        .bind(cbs.iter().map(|c| c.queue_item_id).collect::<Vec<_>>())
+        .bind(cbs.iter().map(|c| c.sequence).collect::<Vec<_>>())
+        .bind(cbs.iter().map(|c| c.url).collect::<Vec<_>>())
+        .bind(bodies)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Claims up to `limit` due deliveries: bumps their attempt counter and pushes
 /// `next_attempt_at` out by `lease`, so a crashed deliverer's rows come back once the lease runs
 /// out. `SKIP LOCKED` lets several replicas claim side by side.

@@ -24,22 +24,24 @@ macro_rules! account_columns {
 }
 
 /// Loads the registry slice a target refers to, in one round trip.
+/// The statement of [`directory`] (the API bench's pgbench script repeats it).
+pub const DIRECTORY_SQL: &str = "SELECT a.account_id, a.phone_id, a.active, true FROM accounts a \
+     WHERE a.account_id = ANY($1) \
+     UNION ALL \
+     SELECT p.phone_id, a.account_id, COALESCE(a.active, false), false \
+     FROM phones p LEFT JOIN accounts a ON a.phone_id = p.phone_id AND a.active \
+     WHERE p.phone_id = ANY($2)";
+
 pub async fn directory(
     conn: &mut PgConnection,
     account_ids: &[String],
     phone_ids: &[String],
 ) -> Result<Directory, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, bool, bool)> = sqlx::query_as(
-        "SELECT a.account_id, a.phone_id, a.active, true FROM accounts a WHERE a.account_id = ANY($1) \
-         UNION ALL \
-         SELECT p.phone_id, a.account_id, COALESCE(a.active, false), false \
-         FROM phones p LEFT JOIN accounts a ON a.phone_id = p.phone_id AND a.active \
-         WHERE p.phone_id = ANY($2)",
-    )
-    .bind(account_ids)
-    .bind(phone_ids)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<(String, Option<String>, bool, bool)> = sqlx::query_as(DIRECTORY_SQL)
+        .bind(account_ids)
+        .bind(phone_ids)
+        .fetch_all(conn)
+        .await?;
     let mut dir = Directory::default();
     let mut phones = HashSet::new();
     let mut phone_accounts: HashMap<String, Vec<String>> = HashMap::new();

@@ -56,34 +56,50 @@ pub struct NewProcess<'a> {
     pub now: OffsetDateTime,
 }
 
-/// Inserts a new process (status `queued`, version 1 for the `accepted` callback) unless one
-/// with the same idempotency key exists. Returns whether it was inserted.
-pub async fn insert_if_new(
+/// The statement of [`insert_many`]: one row per element of the arrays (the API bench's
+/// pgbench script runs it with one-element arrays).
+pub const INSERT_MANY_SQL: &str = "INSERT INTO processes (process_id, process_type, request_id, \
+     system, mode, status, target, inputs, requested_by, callback, fingerprint, partial_progress, \
+     created_at, accepted_at, queued_at, version) \
+     SELECT id, ptype, rid, sys, mode, 'queued', target, inputs, rby, cb, fp, pp, at, at, at, 1 \
+     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], \
+     $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bytea[], $11::jsonb[], $12::timestamptz[]) \
+     AS t(id, ptype, rid, sys, mode, target, inputs, rby, cb, fp, pp, at) \
+     ON CONFLICT (process_type, system, request_id) DO NOTHING RETURNING process_id";
+
+/// Inserts many new processes in one statement, each unless one with its idempotency key
+/// exists (also earlier in the same slice). Returns the ids that were inserted.
+///
+/// Callers order the slice by idempotency key: two transactions inserting overlapping keys in
+/// the same order wait for each other instead of deadlocking.
+pub async fn insert_many(
     conn: &mut PgConnection,
-    p: NewProcess<'_>,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO processes (process_id, process_type, request_id, system, mode, status, target, \
-         inputs, requested_by, callback, fingerprint, partial_progress, created_at, accepted_at, \
-         queued_at, version) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $12, $12, 1) \
-         ON CONFLICT (process_type, system, request_id) DO NOTHING RETURNING process_id",
-    )
-    .bind(p.process_id)
-    .bind(p.process_type)
-    .bind(p.request_id)
-    .bind(p.system)
-    .bind(p.mode)
-    .bind(p.target)
-    .bind(p.inputs)
-    .bind(p.requested_by)
-    .bind(p.callback)
-    .bind(p.fingerprint)
-    .bind(p.partial_progress)
-    .bind(p.now)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
+    rows: &[NewProcess<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    fn col<'r>(rows: &'r [NewProcess<'_>], f: fn(&'r NewProcess<'_>) -> &'r str) -> Vec<&'r str> {
+        rows.iter().map(f).collect()
+    }
+    fn json<'r>(
+        rows: &'r [NewProcess<'_>],
+        f: fn(&'r NewProcess<'_>) -> &'r Value,
+    ) -> Vec<&'r Value> {
+        rows.iter().map(f).collect()
+    }
+    sqlx::query_scalar(INSERT_MANY_SQL)
+        .bind(rows.iter().map(|r| r.process_id).collect::<Vec<_>>())
+        .bind(col(rows, |r| r.process_type))
+        .bind(col(rows, |r| r.request_id))
+        .bind(col(rows, |r| r.system))
+        .bind(col(rows, |r| r.mode))
+        .bind(json(rows, |r| &r.target))
+        .bind(json(rows, |r| r.inputs))
+        .bind(json(rows, |r| &r.requested_by))
+        .bind(json(rows, |r| &r.callback))
+        .bind(rows.iter().map(|r| r.fingerprint).collect::<Vec<&[u8]>>())
+        .bind(json(rows, |r| &r.partial_progress))
+        .bind(rows.iter().map(|r| r.now).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await
 }
 
 /// The existing process for an idempotency key: (id, status, fingerprint).
@@ -147,18 +163,20 @@ macro_rules! view_columns {
     };
 }
 
-/// The statement of [`get_view`] (the API bench's pgbench script repeats it).
-pub const VIEW_SQL: &str = concat!(
+/// The statement of [`get_views`] (the API bench's pgbench script runs it for one id).
+pub const VIEWS_SQL: &str = concat!(
     "SELECT ",
     view_columns!(),
-    " FROM processes WHERE process_id = $1"
+    " FROM processes WHERE process_id = ANY($1)"
 );
 
-pub async fn get_view<'e>(
+/// The view rows of many processes in one statement (batched reads); missing ids are left
+/// out.
+pub async fn get_views<'e>(
     db: impl PgExecutor<'e>,
-    id: Uuid,
-) -> Result<Option<ProcessView>, sqlx::Error> {
-    sqlx::query_as(VIEW_SQL).bind(id).fetch_optional(db).await
+    ids: &[Uuid],
+) -> Result<Vec<ProcessView>, sqlx::Error> {
+    sqlx::query_as(VIEWS_SQL).bind(ids).fetch_all(db).await
 }
 
 pub async fn get_for_update(

@@ -40,31 +40,50 @@ pub struct NewItems<'a> {
     pub now: OffsetDateTime,
 }
 
-/// Inserts one QUEUED item per planned pair in one statement; returns their ids in order.
-pub async fn insert_for_process(
+/// The statement of [`insert_many`] (the API bench's pgbench script runs it with
+/// one-element arrays).
+pub const INSERT_MANY_SQL: &str = "INSERT INTO queue_items (queue_item_id, process_id, kind, \
+     state, mode, routing, phone_id, account_id, inputs, created_at, updated_at) \
+     SELECT id, pid, kind, 'QUEUED', mode, routing, phone, account, inputs, at, at \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::jsonb[], $9::timestamptz[]) \
+     AS t(id, pid, kind, mode, routing, phone, account, inputs, at)";
+
+/// Inserts the QUEUED items of many processes in one statement; returns each process's item
+/// ids, in the order of `processes` and of their `planned` pairs.
+pub async fn insert_many(
     conn: &mut PgConnection,
-    n: NewItems<'_>,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<Uuid> = n.planned.iter().map(|_| Uuid::now_v7()).collect();
-    let phones: Vec<Option<String>> = n.planned.iter().map(|p| p.phone_id.clone()).collect();
-    let accounts: Vec<String> = n.planned.iter().map(|p| p.account_id.clone()).collect();
-    sqlx::query(
-        "INSERT INTO queue_items (queue_item_id, process_id, kind, state, mode, routing, phone_id, \
-         account_id, inputs, created_at, updated_at) \
-         SELECT id, $2, $3, 'QUEUED', $4, $5, phone, account, $6, $7, $7 \
-         FROM UNNEST($1::uuid[], $8::text[], $9::text[]) AS t(id, phone, account)",
-    )
-    .bind(&ids)
-    .bind(n.process_id)
-    .bind(n.kind)
-    .bind(n.mode)
-    .bind(n.routing)
-    .bind(n.inputs)
-    .bind(n.now)
-    .bind(&phones)
-    .bind(&accounts)
-    .execute(conn)
-    .await?;
+    processes: &[NewItems<'_>],
+) -> Result<Vec<Vec<Uuid>>, sqlx::Error> {
+    let ids: Vec<Vec<Uuid>> = processes
+        .iter()
+        .map(|n| n.planned.iter().map(|_| Uuid::now_v7()).collect())
+        .collect();
+    let rows = || {
+        processes
+            .iter()
+            .flat_map(|n| n.planned.iter().map(move |p| (n, p)))
+    };
+    sqlx::query(INSERT_MANY_SQL)
+        .bind(ids.concat())
+        .bind(rows().map(|(n, _)| n.process_id).collect::<Vec<_>>())
+        .bind(rows().map(|(n, _)| n.kind).collect::<Vec<_>>())
+        .bind(rows().map(|(n, _)| n.mode).collect::<Vec<_>>())
+        .bind(rows().map(|(n, _)| n.routing).collect::<Vec<_>>())
+        .bind(
+            rows()
+                .map(|(_, p)| p.phone_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows()
+                .map(|(_, p)| p.account_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows().map(|(n, _)| n.inputs).collect::<Vec<_>>())
+        .bind(rows().map(|(n, _)| n.now).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
     Ok(ids)
 }
 
@@ -82,20 +101,10 @@ pub async fn for_process<'e>(
     .await
 }
 
-/// The statement of [`states_for_process`] (the API bench's pgbench script repeats it).
-pub const STATES_SQL: &str =
-    "SELECT queue_item_id, state FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id";
-
-/// `(queue_item_id, state)` of a process's items, in id order: all `GET /processes/{id}` needs.
-pub async fn states_for_process<'e>(
-    db: impl PgExecutor<'e>,
-    process_id: Uuid,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(STATES_SQL)
-        .bind(process_id)
-        .fetch_all(db)
-        .await
-}
+/// The statement of [`states_for_processes`] (the API bench's pgbench script runs it for one
+/// id).
+pub const STATES_MANY_SQL: &str = "SELECT process_id, queue_item_id, state FROM queue_items \
+     WHERE process_id = ANY($1) ORDER BY queue_item_id";
 
 /// `(process_id, queue_item_id, state)` of many processes' items at once, in item id order
 /// (list pages).
@@ -103,13 +112,10 @@ pub async fn states_for_processes<'e>(
     db: impl PgExecutor<'e>,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT process_id, queue_item_id, state FROM queue_items \
-         WHERE process_id = ANY($1) ORDER BY queue_item_id",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(STATES_MANY_SQL)
+        .bind(ids)
+        .fetch_all(db)
+        .await
 }
 
 pub async fn for_process_locked(

@@ -56,7 +56,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                 )
             }
         })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the body is not valid JSON: {e}"),
@@ -66,8 +66,51 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                     e.column()
                 )],
             )
-        })
+        })?;
+        // Postgres cannot store U+0000 in text or jsonb: refuse it here, by path, instead of
+        // failing the insert.
+        if let Some(path) = nul_path(&value) {
+            return Err(ApiError::unprocessable(vec![format!(
+                "invalid_value:{path}:nul_character"
+            )]));
+        }
+        Ok(ApiJson(value))
     }
+}
+
+/// The dotted path of the first string (key or value) that contains U+0000, if any; the body
+/// itself is `body`.
+fn nul_path(v: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &mut Vec<String>) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(i.to_string());
+                let found = walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, item)| {
+                path.push(k.replace('\0', "\\u0000"));
+                let found = k.contains('\0') || walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    walk(v, &mut path).then(|| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.join(".")
+        }
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -94,5 +137,20 @@ mod tests {
         assert!(super::is_json("application/merge-patch+json"));
         assert!(!super::is_json("text/plain"));
         assert!(!super::is_json(""));
+    }
+
+    #[test]
+    fn nul_characters_are_found_by_path() {
+        use serde_json::json;
+        assert_eq!(super::nul_path(&json!({"a": ["x", "y"]})), None);
+        assert_eq!(
+            super::nul_path(&json!({"inputs": {"keywords": ["ok", "b\u{0}d"]}})).as_deref(),
+            Some("inputs.keywords.1")
+        );
+        assert_eq!(
+            super::nul_path(&json!({"meta": {"k\u{0}": 1}})).as_deref(),
+            Some("meta.k\\u0000")
+        );
+        assert_eq!(super::nul_path(&json!("\u{0}")).as_deref(), Some("body"));
     }
 }

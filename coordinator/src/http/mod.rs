@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, the shared state, the router and the serve loop.
 
 pub mod accounts;
+pub mod batched;
 pub mod capabilities;
 pub mod dashboard;
 pub mod docs;
@@ -53,6 +54,10 @@ pub struct AppState {
     pub public_metrics: bool,
     /// NATS, when this coordinator dispatches (readiness, cancel orders, fleet heartbeats).
     pub bus: Option<crate::bus::BusHandle>,
+    /// Group commit of new processes.
+    pub committer: batched::Committer,
+    /// Batched reads of `GET /processes/{id}`.
+    pub views: batched::ViewReader,
     capabilities: CapabilityCache,
 }
 
@@ -71,6 +76,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 impl AppState {
+    /// Spawns the batch workers ([`batched`]) on the current Tokio runtime.
     pub fn new(
         db: PgPool,
         http: GuardedClient,
@@ -79,6 +85,8 @@ impl AppState {
         public_metrics: bool,
     ) -> Self {
         Self {
+            committer: batched::committer(db.clone()),
+            views: batched::view_reader(db.clone()),
             db,
             http,
             auth: Arc::new(auth),

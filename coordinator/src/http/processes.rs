@@ -1,6 +1,7 @@
 //! The process API: enqueue, maintenance requests, read, list, cancel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,12 +14,13 @@ use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::batched::{Creation, Outcome};
 use super::extract::ApiJson;
 use super::{AppState, views};
 use crate::auth::Caller;
-use crate::db::{self, processes::ProcessRow};
+use crate::db;
 use crate::domain::requests::{self, CapabilityRequest, Strategy};
-use crate::domain::routing::{self, RoutingError};
+use crate::domain::routing::RoutingError;
 use crate::domain::status::{self, ItemState, Status};
 use crate::domain::{capabilities, time::now_ms};
 use crate::error::ApiError;
@@ -96,100 +98,45 @@ fn accepted_body(process_id: Uuid, req: &CapabilityRequest) -> Value {
     })
 }
 
-/// Creates the process, its queue items and the `accepted` callback in one transaction, or
-/// answers for the existing process with the same idempotency key.
+/// Creates the process, its queue items and the `accepted` callback in one transaction (shared
+/// with the other requests waiting at that moment, see [`super::batched`]), or answers for the
+/// existing process with the same idempotency key.
 async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiError> {
     tracing::Span::current().record("request_id", req.request_id.as_str());
     super::check_url(st, &req.callback.url, "callback_url_not_allowed").await?;
-    let fingerprint = req.fingerprint();
-    let now = now_ms();
-    let process_id = Uuid::now_v7();
-    let mut tx = st.db.begin().await?;
-    let dir = db::accounts::directory(
-        &mut tx,
-        &req.target.account_refs(),
-        &req.target.phone_refs(),
-    )
-    .await?;
-    let planned = match routing::resolve(&req.target, &dir) {
-        Ok(p) => p,
-        Err(e) => {
-            drop(tx);
+    let req = Arc::new(req);
+    let creation = Creation {
+        req: Arc::clone(&req),
+        fingerprint: req.fingerprint(),
+        process_id: Uuid::now_v7(),
+        now: now_ms(),
+    };
+    let (process_id, fingerprint) = (creation.process_id, creation.fingerprint.clone());
+    let outcome = st
+        .committer
+        .call(creation)
+        .await
+        .map_err(|_| ApiError::unavailable())??;
+    match outcome {
+        Outcome::Created { items } => {
+            st.callbacks.notify_one();
+            tracing::info!(%process_id, items, "process accepted");
+            Ok((StatusCode::ACCEPTED, Json(accepted_body(process_id, &req))).into_response())
+        }
+        Outcome::Exists => duplicate(st, &req, &fingerprint)
+            .await?
+            .ok_or_else(ApiError::internal),
+        Outcome::Routing(e) => {
             // A duplicate is answered even if the registry changed since the first request.
             if let Some(resp) = duplicate(st, &req, &fingerprint).await? {
                 return Ok(resp);
             }
-            return Err(match e {
+            Err(match e {
                 RoutingError::NotFound(errors) => ApiError::not_found(errors),
                 RoutingError::Invalid(errors) => ApiError::unprocessable(errors),
-            });
+            })
         }
-    };
-    let states = vec![ItemState::Queued; planned.len()];
-    let row = db::processes::NewProcess {
-        process_id,
-        process_type: &req.capability,
-        request_id: &req.request_id,
-        system: &req.requested_by.system,
-        mode: &req.mode,
-        target: serde_json::to_value(&req.target).unwrap_or_default(),
-        inputs: &req.inputs,
-        requested_by: serde_json::to_value(&req.requested_by).unwrap_or_default(),
-        callback: serde_json::to_value(&req.callback).unwrap_or_default(),
-        fingerprint: &fingerprint,
-        partial_progress: status::progress(&states),
-        now,
-    };
-    let callback = row.callback.clone();
-    if !db::processes::insert_if_new(&mut tx, row).await? {
-        drop(tx);
-        return duplicate(st, &req, &fingerprint)
-            .await?
-            .ok_or_else(ApiError::internal);
     }
-    db::queue_items::insert_for_process(
-        &mut tx,
-        db::queue_items::NewItems {
-            process_id,
-            kind: &req.capability,
-            mode: &req.mode,
-            routing: &req.target.routing,
-            inputs: &req.inputs,
-            planned: &planned,
-            now,
-        },
-    )
-    .await?;
-    let view = ProcessRow {
-        process_id,
-        process_type: req.capability.clone(),
-        request_id: req.request_id.clone(),
-        system: req.requested_by.system.clone(),
-        mode: req.mode.clone(),
-        status: "queued".into(),
-        target: Value::Null,
-        inputs: Value::Null,
-        requested_by: Value::Null,
-        callback,
-        fingerprint: Vec::new(),
-        result: json!({}),
-        error: None,
-        partial_progress: json!({}),
-        created_at: now,
-        accepted_at: Some(now),
-        queued_at: Some(now),
-        executing_at: None,
-        retrying_at: None,
-        cancel_requested_at: None,
-        finished_at: None,
-        cancel_strategy: None,
-        version: 1,
-    };
-    events::process_updated(&mut tx, &view, "accepted", "queued", 1, now).await?;
-    tx.commit().await?;
-    st.callbacks.notify_one();
-    tracing::info!(%process_id, items = planned.len(), "process accepted");
-    Ok((StatusCode::ACCEPTED, Json(accepted_body(process_id, &req))).into_response())
 }
 
 async fn duplicate(
@@ -232,16 +179,17 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let pid = parse_id(&id)?;
-    // One connection for both reads: a pool checkout costs about as much as a short query.
-    let mut conn = st.db.acquire().await?;
-    let p = db::processes::get_view(&mut *conn, pid)
-        .await?
-        .filter(|p| caller.sees(&p.system))
+    // Batched with the other reads waiting at this moment (see `super::batched`).
+    let found = st
+        .views
+        .call(pid)
+        .await
+        .map_err(|_| ApiError::unavailable())??
+        .filter(|f| caller.sees(&f.0.system))
         .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
-    let items = db::queue_items::states_for_process(&mut *conn, pid).await?;
-    drop(conn);
+    let (p, items) = &*found;
     let items = items.iter().map(|(id, state)| (*id, state.as_str()));
-    Ok(Json(views::process(&p, items)).into_response())
+    Ok(Json(views::process(p, items)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -96,6 +96,18 @@ async fn bad_bodies() {
     );
     let r = send("text/plain", b"{}".to_vec()).await.unwrap();
     assert_eq!(r.status(), 415);
+    // U+0000 cannot be stored by Postgres: refused by path, nothing written.
+    let mut nul = keyword_request("nul-1", "acc-1", "http://127.0.0.1:9/cb");
+    nul["inputs"]["keywords"] = json!(["ok", "b\u{0}d"]);
+    let r = send("application/json", serde_json::to_vec(&nul).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["errors"],
+        json!(["invalid_value:inputs.keywords.1:nul_character"])
+    );
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(300 * 1024));
     let r = send("application/json", big.into_bytes()).await.unwrap();
     assert_eq!(r.status(), 413);

@@ -2,6 +2,7 @@
 //! real HTTP over loopback, real callback receivers.
 
 mod auth;
+mod batched;
 mod cancel;
 mod contract;
 mod enqueue;

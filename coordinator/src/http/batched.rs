@@ -1,0 +1,364 @@
+//! The two hot paths of the API, batched across concurrent requests ([`crate::batch`]):
+//! creating processes (group commit: one transaction and one statement per table for every
+//! request waiting) and reading a process for `GET /processes/{id}` (one statement per table
+//! for every id waiting).
+//!
+//! A batch answers each request exactly as the one-request path would: the same rows, the same
+//! idempotency outcome, the same errors. A batch whose transaction fails for a reason other
+//! than Postgres being away is retried one request at a time, so one bad request cannot fail
+//! its neighbours.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::batch::Batcher;
+use crate::callbacks::{self, NewCallback, PROCESS_UPDATED};
+use crate::db::{self, processes::ProcessRow, processes::ProcessView};
+use crate::domain::requests::CapabilityRequest;
+use crate::domain::routing::{self, Planned, RoutingError};
+use crate::domain::status::{self, ItemState};
+use crate::error::{ApiError, is_unavailable};
+use crate::events;
+
+/// Group-commit batches that run at once (each worker holds one pool connection). Two, so one
+/// batch's commit (a WAL flush) overlaps the next batch's statements.
+const WRITE_WORKERS: usize = 2;
+/// Read batches that run at once (each worker holds one pool connection). One: reads are short
+/// and a busier reader makes bigger batches; the API bench measured 1.07× pgbench with one
+/// reader, 0.87× with two and 0.70× with four (mean batch 7.2, 4.1, 2.7 at 16 connections).
+const READ_WORKERS: usize = 1;
+/// Most requests in one batch.
+const MAX_BATCH: usize = 64;
+
+/// A pool connection a worker keeps between its batches: no pool checkout, no release task and
+/// no release ping per batch. One that sat idle for [`IDLE_CHECK`] is pinged before use (it may
+/// have been cut while Postgres restarted); one that saw an error goes back to the pool, which
+/// tests it and drops it if it is broken.
+#[derive(Default)]
+pub struct Held(Option<(PoolConnection<Postgres>, Instant)>);
+
+/// A held connection idle for at least this long is pinged before use.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+impl Held {
+    async fn get(&mut self, db: &PgPool) -> Result<&mut PgConnection, sqlx::Error> {
+        if let Some((conn, used)) = &mut self.0
+            && used.elapsed() >= IDLE_CHECK
+            && conn.ping().await.is_err()
+        {
+            self.0 = None;
+        }
+        if self.0.is_none() {
+            self.0 = Some((db.acquire().await?, Instant::now()));
+        }
+        let Some((conn, used)) = &mut self.0 else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        *used = Instant::now();
+        Ok(&mut **conn)
+    }
+
+    /// Runs `f` on the held connection; gives the connection back to the pool on error.
+    async fn with<T, F>(&mut self, db: &PgPool, f: F) -> Result<T, sqlx::Error>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    {
+        let conn = self.get(db).await?;
+        let out = f(conn).await;
+        if out.is_err() {
+            self.0 = None;
+        }
+        out
+    }
+}
+
+/// A validated request on its way into Postgres.
+pub struct Creation {
+    pub req: Arc<CapabilityRequest>,
+    pub fingerprint: Vec<u8>,
+    pub process_id: Uuid,
+    pub now: OffsetDateTime,
+}
+
+/// What became of one [`Creation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Inserted with its items and its `accepted` callback.
+    Created { items: usize },
+    /// A process with the same idempotency key exists (possibly from the same batch).
+    Exists,
+    /// The target does not resolve; nothing was written.
+    Routing(RoutingError),
+}
+
+pub type Committer = Batcher<Creation, Result<Outcome, ApiError>>;
+
+/// A process as `GET /processes/{id}` shows it: the row and its items' (id, state).
+pub type Found = Arc<(ProcessView, Vec<(Uuid, String)>)>;
+
+pub type ViewReader = Batcher<Uuid, Result<Option<Found>, ApiError>>;
+
+/// Spawns the group-commit workers on the current runtime.
+pub fn committer(db: PgPool) -> Committer {
+    Batcher::spawn_with(
+        "enqueue",
+        WRITE_WORKERS,
+        MAX_BATCH,
+        Held::default,
+        move |mut held, batch| {
+            let db = db.clone();
+            async move {
+                let out = commit_on(&mut held, &db, batch).await;
+                (held, out)
+            }
+        },
+    )
+}
+
+/// Spawns the batched-read workers on the current runtime.
+pub fn view_reader(db: PgPool) -> ViewReader {
+    Batcher::spawn_with(
+        "process_view",
+        READ_WORKERS,
+        MAX_BATCH,
+        Held::default,
+        move |mut held, ids| {
+            let db = db.clone();
+            async move {
+                let out = read_views(&mut held, &db, ids).await;
+                (held, out)
+            }
+        },
+    )
+}
+
+/// Runs one batch as a committer worker does, on a connection from the pool; public for the
+/// tests.
+pub async fn commit(db: &PgPool, batch: Vec<Creation>) -> Vec<Result<Outcome, ApiError>> {
+    commit_on(&mut Held::default(), db, batch).await
+}
+
+async fn commit_on(
+    held: &mut Held,
+    db: &PgPool,
+    batch: Vec<Creation>,
+) -> Vec<Result<Outcome, ApiError>> {
+    match held
+        .with(db, async |conn| try_commit(conn, &batch).await)
+        .await
+    {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(err) if batch.len() > 1 && !is_unavailable(&err) => {
+            tracing::warn!(error = %err, size = batch.len(), "batch failed; retrying its requests one by one");
+            let mut out = Vec::with_capacity(batch.len());
+            for c in &batch {
+                let one = std::slice::from_ref(c);
+                out.push(
+                    match held
+                        .with(db, async |conn| try_commit(conn, one).await)
+                        .await
+                    {
+                        Ok(mut o) => Ok(o.pop().unwrap_or(Outcome::Exists)),
+                        Err(err) => Err(ApiError::from(err)),
+                    },
+                );
+            }
+            out
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            batch.iter().map(|_| Err(err.clone())).collect()
+        }
+    }
+}
+
+/// One transaction for the whole batch: the directory read for every target, then one insert
+/// each into processes, queue_items and callback_deliveries.
+async fn try_commit(
+    conn: &mut PgConnection,
+    batch: &[Creation],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut accounts = BTreeSet::new();
+    let mut phones = BTreeSet::new();
+    for c in batch {
+        accounts.extend(c.req.target.account_refs());
+        phones.extend(c.req.target.phone_refs());
+    }
+    let accounts: Vec<String> = accounts.into_iter().collect();
+    let phones: Vec<String> = phones.into_iter().collect();
+    let mut tx = conn.begin().await?;
+    let dir = db::accounts::directory(&mut tx, &accounts, &phones).await?;
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+    let mut plans: Vec<(usize, Vec<Planned>)> = Vec::with_capacity(batch.len());
+    for (i, c) in batch.iter().enumerate() {
+        match routing::resolve(&c.req.target, &dir) {
+            Ok(p) => {
+                outcomes.push(None);
+                plans.push((i, p));
+            }
+            Err(e) => outcomes.push(Some(Outcome::Routing(e))),
+        }
+    }
+    if plans.is_empty() {
+        return Ok(outcomes.into_iter().flatten().collect());
+    }
+    // Idempotency-key order, so overlapping batches lock keys in the same order.
+    fn key(c: &Creation) -> (&str, &str, &str) {
+        (
+            &c.req.capability,
+            &c.req.requested_by.system,
+            &c.req.request_id,
+        )
+    }
+    plans.sort_by(|(a, _), (b, _)| key(&batch[*a]).cmp(&key(&batch[*b])));
+    let rows: Vec<db::processes::NewProcess<'_>> = plans
+        .iter()
+        .map(|(i, planned)| {
+            let c = &batch[*i];
+            let states = vec![ItemState::Queued; planned.len()];
+            db::processes::NewProcess {
+                process_id: c.process_id,
+                process_type: &c.req.capability,
+                request_id: &c.req.request_id,
+                system: &c.req.requested_by.system,
+                mode: &c.req.mode,
+                target: serde_json::to_value(&c.req.target).unwrap_or_default(),
+                inputs: &c.req.inputs,
+                requested_by: serde_json::to_value(&c.req.requested_by).unwrap_or_default(),
+                callback: serde_json::to_value(&c.req.callback).unwrap_or_default(),
+                fingerprint: &c.fingerprint,
+                partial_progress: status::progress(&states),
+                now: c.now,
+            }
+        })
+        .collect();
+    let inserted: HashSet<Uuid> = db::processes::insert_many(&mut tx, &rows)
+        .await?
+        .into_iter()
+        .collect();
+    let mut items = Vec::with_capacity(inserted.len());
+    let mut accepted = Vec::with_capacity(inserted.len());
+    for ((i, planned), row) in plans.iter().zip(&rows) {
+        let c = &batch[*i];
+        if !inserted.contains(&c.process_id) {
+            outcomes[*i] = Some(Outcome::Exists);
+            continue;
+        }
+        outcomes[*i] = Some(Outcome::Created {
+            items: planned.len(),
+        });
+        items.push(db::queue_items::NewItems {
+            process_id: c.process_id,
+            kind: &c.req.capability,
+            mode: &c.req.mode,
+            routing: &c.req.target.routing,
+            inputs: &c.req.inputs,
+            planned,
+            now: c.now,
+        });
+        if let Some(event) = accepted_event(c, &row.callback) {
+            accepted.push((c.process_id, event));
+        }
+    }
+    if !items.is_empty() {
+        db::queue_items::insert_many(&mut tx, &items).await?;
+    }
+    let callbacks: Vec<NewCallback<'_>> = accepted
+        .iter()
+        .map(|(process_id, (url, event_id, body))| NewCallback {
+            event_id: *event_id,
+            event_type: PROCESS_UPDATED,
+            process_id: Some(*process_id),
+            queue_item_id: None,
+            sequence: Some(1),
+            url,
+            body,
+        })
+        .collect();
+    callbacks::enqueue_many(&mut tx, &callbacks).await?;
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Exists))
+        .collect())
+}
+
+/// The `accepted` event of a new process: (url, event id, body), if it has a callback URL.
+fn accepted_event(c: &Creation, callback: &Value) -> Option<(String, Uuid, Value)> {
+    let url = callback.get("url").and_then(Value::as_str)?.to_owned();
+    let row = ProcessRow {
+        process_id: c.process_id,
+        process_type: c.req.capability.clone(),
+        request_id: c.req.request_id.clone(),
+        system: c.req.requested_by.system.clone(),
+        mode: c.req.mode.clone(),
+        status: "queued".into(),
+        target: Value::Null,
+        inputs: Value::Null,
+        requested_by: Value::Null,
+        callback: callback.clone(),
+        fingerprint: Vec::new(),
+        result: json!({}),
+        error: None,
+        partial_progress: json!({}),
+        created_at: c.now,
+        accepted_at: Some(c.now),
+        queued_at: Some(c.now),
+        executing_at: None,
+        retrying_at: None,
+        cancel_requested_at: None,
+        finished_at: None,
+        cancel_strategy: None,
+        version: 1,
+    };
+    let (event_id, body) = events::process_updated_body(&row, "accepted", "queued", 1, c.now)?;
+    Some((url, event_id, body))
+}
+
+async fn read_views(
+    held: &mut Held,
+    db: &PgPool,
+    ids: Vec<Uuid>,
+) -> Vec<Result<Option<Found>, ApiError>> {
+    let unique: Vec<Uuid> = {
+        let mut seen = HashSet::with_capacity(ids.len());
+        ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+    };
+    let read = held.with(db, async |conn| {
+        let views = db::processes::get_views(&mut *conn, &unique).await?;
+        let states = if views.is_empty() {
+            Vec::new()
+        } else {
+            let found: Vec<Uuid> = views.iter().map(|v| v.process_id).collect();
+            db::queue_items::states_for_processes(&mut *conn, &found).await?
+        };
+        Ok((views, states))
+    });
+    match read.await {
+        Ok((views, states)) => {
+            let mut items: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
+            for (process_id, item, state) in states {
+                items.entry(process_id).or_default().push((item, state));
+            }
+            let found: HashMap<Uuid, Found> = views
+                .into_iter()
+                .map(|v| {
+                    let id = v.process_id;
+                    (id, Arc::new((v, items.remove(&id).unwrap_or_default())))
+                })
+                .collect();
+            ids.iter().map(|id| Ok(found.get(id).cloned())).collect()
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            ids.iter().map(|_| Err(err.clone())).collect()
+        }
+    }
+}
