@@ -100,9 +100,14 @@ fn sslmode() -> String {
     std::env::var("PGSSLMODE").unwrap_or_else(|_| "prefer".into())
 }
 
-fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> Figures {
-    let file = dir.join("script.sql");
-    std::fs::write(&file, script).expect("write the pgbench script");
+/// Runs pgbench with `scripts` (each transaction runs one of them, chosen at random).
+fn pgbench(db_name: &str, scripts: &[String], conns: usize, secs: u64, dir: &Path) -> Figures {
+    let mut files = Vec::new();
+    for (i, script) in scripts.iter().enumerate() {
+        let file = dir.join(format!("script-{i}.sql"));
+        std::fs::write(&file, script).expect("write the pgbench script");
+        files.push(file);
+    }
     for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
         if entry
             .file_name()
@@ -116,8 +121,11 @@ fn pgbench(db_name: &str, script: &str, conns: usize, secs: u64, dir: &Path) -> 
         .env("PGSSLMODE", sslmode())
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
         .args(["-c", &conns.to_string(), "-j", "2", "-T", &secs.to_string()])
-        .arg("-f")
-        .arg(&file)
+        .args(
+            files
+                .iter()
+                .flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]),
+        )
         .arg("-l")
         .arg(format!(
             "--log-prefix={}",
@@ -177,15 +185,29 @@ function request()
 end
 "#;
 
-const WRK_GET: &str = r#"
+/// Reads of `ids` in turn, each wrk thread starting at its own offset.
+fn wrk_get(ids: &[uuid::Uuid]) -> String {
+    let list: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    format!(
+        r#"
+local ids = {{{}}}
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 function init(args)
-  path = args[1]
-  key = args[2]
+  key = args[1]
+  n = tid * 37
 end
 function request()
-  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. key})
+  n = n + 1
+  return wrk.format("GET", "/processes/" .. ids[(n % #ids) + 1], {{["Authorization"] = "Bearer " .. key}})
 end
-"#;
+"#,
+        list.join(",")
+    )
+}
 
 fn have_wrk() -> bool {
     Command::new("wrk")
@@ -503,19 +525,24 @@ fn main() -> anyhow::Result<()> {
         let base_fig = tokio::task::spawn_blocking({
             let name = name.clone();
             let dir = dir.path().to_path_buf();
-            move || pgbench(&name, &enqueue_sql(), conns, secs, &dir)
+            move || pgbench(&name, &[enqueue_sql()], conns, secs, &dir)
         })
         .await?;
         print("enqueue", &ours, &base_fig);
         print_batches(before, batch_counts(&client, &base, "enqueue").await);
 
-        let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT process_id FROM processes LIMIT 1")
-            .fetch_one(&pool)
-            .await?;
+        // Reads spread over 128 processes (a batch reads distinct rows, not one row N times); 128
+        // is the most scripts pgbench takes.
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT process_id FROM processes ORDER BY random() LIMIT 128")
+                .fetch_all(&pool)
+                .await?;
         let get = {
             let (client, base, key) = (client.clone(), base.clone(), key.clone());
-            move |_c: usize, _n: u64| {
+            let ids = Arc::new(ids.clone());
+            move |c: usize, n: u64| {
                 let (client, base, key) = (client.clone(), base.clone(), key.clone());
+                let id = ids[(c * 37 + n as usize) % ids.len()];
                 async move {
                     let r = client
                         .get(format!("{base}/processes/{id}"))
@@ -532,10 +559,10 @@ fn main() -> anyhow::Result<()> {
         let before = batch_counts(&client, &base, "process_view").await;
         let ours = if use_wrk {
             let (base, key, dir) = (base.clone(), key.clone(), dir.path().to_path_buf());
+            let script = wrk_get(&ids);
             tokio::task::spawn_blocking(move || {
-                let path = format!("/processes/{id}");
-                wrk(&base, WRK_GET, &[&path, &key], conns, 1, &dir);
-                wrk(&base, WRK_GET, &[&path, &key], conns, secs, &dir)
+                wrk(&base, &script, &[&key], conns, 1, &dir);
+                wrk(&base, &script, &[&key], conns, secs, &dir)
             })
             .await?
         } else {
@@ -545,8 +572,8 @@ fn main() -> anyhow::Result<()> {
         let base_fig = tokio::task::spawn_blocking({
             let name = name.clone();
             let dir = dir.path().to_path_buf();
-            let sql = get_sql(&id.to_string());
-            move || pgbench(&name, &sql, conns, secs, &dir)
+            let scripts: Vec<String> = ids.iter().map(|id| get_sql(&id.to_string())).collect();
+            move || pgbench(&name, &scripts, conns, secs, &dir)
         })
         .await?;
         print("get", &ours, &base_fig);
