@@ -39,30 +39,43 @@ const MAX_BATCH: usize = 64;
 
 /// A pool connection a worker keeps between its batches: no pool checkout, no release task and
 /// no release ping per batch. One that sat idle for [`IDLE_CHECK`] is pinged before use (it may
-/// have been cut while Postgres restarted); one that saw an error goes back to the pool, which
-/// tests it and drops it if it is broken.
+/// have been cut while Postgres restarted); one that saw an error, or was held for
+/// [`HOLD_AT_MOST`], goes back to the pool, which tests it and applies its lifetime limit.
 #[derive(Default)]
-pub struct Held(Option<(PoolConnection<Postgres>, Instant)>);
+pub struct Held(Option<HeldConn>);
+
+struct HeldConn {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+    used: Instant,
+}
 
 /// A held connection idle for at least this long is pinged before use.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// A held connection goes back to the pool after this long.
+const HOLD_AT_MOST: Duration = Duration::from_secs(300);
 
 impl Held {
     async fn get(&mut self, db: &PgPool) -> Result<&mut PgConnection, sqlx::Error> {
-        if let Some((conn, used)) = &mut self.0
-            && used.elapsed() >= IDLE_CHECK
-            && conn.ping().await.is_err()
+        if let Some(h) = &mut self.0
+            && (h.since.elapsed() >= HOLD_AT_MOST
+                || (h.used.elapsed() >= IDLE_CHECK && h.conn.ping().await.is_err()))
         {
             self.0 = None;
         }
         if self.0.is_none() {
-            self.0 = Some((db.acquire().await?, Instant::now()));
+            let now = Instant::now();
+            self.0 = Some(HeldConn {
+                conn: db.acquire().await?,
+                since: now,
+                used: now,
+            });
         }
-        let Some((conn, used)) = &mut self.0 else {
+        let Some(h) = &mut self.0 else {
             return Err(sqlx::Error::PoolClosed);
         };
-        *used = Instant::now();
-        Ok(&mut **conn)
+        h.used = Instant::now();
+        Ok(&mut *h.conn)
     }
 
     /// Runs `f` on the held connection; gives the connection back to the pool on error.
