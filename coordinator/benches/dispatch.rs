@@ -352,6 +352,7 @@ async fn run() -> anyhow::Result<()> {
     let mut from_response = Vec::new();
     let mut to_ingested = Vec::new();
     // Where the time goes, per process (wall-clock differences, ms; Postgres stamps are ms).
+    let mut ph_answered = Vec::new(); // HTTP 202 received → the dispatch pass that claims it starts
     let mut ph_created = Vec::new(); // request sent → the handler's transaction starts
     let mut ph_dispatch = Vec::new(); // → the dispatch pass that claims it starts
     let mut ph_relay = Vec::new(); // → the relay's transaction that publishes it starts
@@ -467,17 +468,24 @@ async fn run() -> anyhow::Result<()> {
             .fetch_all(&pool)
             .await?;
         for (pid, created, dispatched, published, ingested) in steps {
-            let (Some((t0, _)), Some((recv, Some(acc)))) = (started.get(&pid), seen_now.get(&pid))
+            let (Some((t0, answered)), Some((recv, Some(acc)))) =
+                (started.get(&pid), seen_now.get(&pid))
             else {
                 continue;
             };
-            let (t0, recv, acc) = (clock.wall(*t0), clock.wall(*recv), clock.wall(*acc));
+            let (t0, answered, recv, acc) = (
+                clock.wall(*t0),
+                clock.wall(*answered),
+                clock.wall(*recv),
+                clock.wall(*acc),
+            );
             let (created, dispatched, published, ingested) = (
                 ts_ms(created),
                 ts_ms(dispatched),
                 ts_ms(published),
                 ts_ms(ingested),
             );
+            ph_answered.push(dispatched - answered);
             ph_created.push(created - t0);
             ph_dispatch.push(dispatched - created);
             ph_relay.push(published - dispatched);
@@ -523,6 +531,7 @@ async fn run() -> anyhow::Result<()> {
     summary("  -> agent has the order", ph_deliver);
     summary("  -> agent's Accepted stored by JetStream", ph_accept);
     summary("  -> coordinator applied Accepted", ph_ingest);
+    summary("HTTP 202 -> dispatch pass claims it", ph_answered);
 
     stop.cancel();
     let _ = agent.await;

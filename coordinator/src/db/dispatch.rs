@@ -5,18 +5,11 @@ use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::outbox::OutboxRow;
+
 /// Advisory lock keys of the singleton loops (one holder across all coordinator replicas).
 pub const DISPATCH_LOCK: i64 = 0x5046_4449_5350; // "PFDISP"
 pub const SWEEP_LOCK: i64 = 0x5046_5357_4550; // "PFSWEP"
-
-/// Takes a transaction-scoped advisory lock if free; false if another replica holds it.
-pub async fn try_xact_lock(conn: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
-    let (ok,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(key)
-        .fetch_one(conn)
-        .await?;
-    Ok(ok)
-}
 
 /// A SCHEDULED item whose time came.
 #[derive(Debug, Clone, FromRow)]
@@ -28,17 +21,22 @@ pub struct Released {
     pub callback_url: Option<String>,
 }
 
-/// Moves SCHEDULED items due at `now` to QUEUED.
+/// Moves SCHEDULED items due at `now` to QUEUED. With `lock`, the transaction first takes
+/// that advisory lock (transaction-scoped, in the same statement), and nothing is released if
+/// another transaction holds it.
 pub async fn release_scheduled(
     conn: &mut PgConnection,
     now: OffsetDateTime,
+    lock: Option<i64>,
 ) -> Result<Vec<Released>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE queue_items SET state = 'QUEUED', updated_at = $1 \
-         WHERE state = 'SCHEDULED' AND (scheduled_at IS NULL OR scheduled_at <= $1) \
+         WHERE ($2::bigint IS NULL OR (SELECT pg_try_advisory_xact_lock($2))) \
+           AND state = 'SCHEDULED' AND (scheduled_at IS NULL OR scheduled_at <= $1) \
          RETURNING queue_item_id, process_id, content_id, account_id, callback_url",
     )
     .bind(now)
+    .bind(lock)
     .fetch_all(conn)
     .await
 }
@@ -62,10 +60,15 @@ pub struct Candidate {
 /// due RETRYABLE items whose phone (pinned, or the account's bound phone for queue routing) is
 /// enabled, online on an online agent, free (no CLAIMED or EXECUTING item), and attended when
 /// the item is manual. Several candidates may share a phone: the caller takes the first.
+///
+/// With `lock`, the transaction first takes that advisory lock (transaction-scoped, in the
+/// same statement: a one-time filter), and there are no candidates if another transaction
+/// holds it.
 pub async fn candidates(
     conn: &mut PgConnection,
     now: OffsetDateTime,
     limit: i64,
+    lock: Option<i64>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as(
         "SELECT qi.queue_item_id, qi.process_id, qi.kind, qi.attempt, qi.inputs, qi.account_id, \
@@ -74,7 +77,8 @@ pub async fn candidates(
          LEFT JOIN accounts a ON a.account_id = qi.account_id \
          JOIN phones ph ON ph.phone_id = CASE WHEN qi.routing = 'queue' THEN a.phone_id ELSE qi.phone_id END \
          JOIN agents ag ON ag.agent_id = ph.agent_id \
-         WHERE qi.state IN ('QUEUED', 'RETRYABLE') \
+         WHERE ($3::bigint IS NULL OR (SELECT pg_try_advisory_xact_lock($3))) \
+           AND qi.state IN ('QUEUED', 'RETRYABLE') \
            AND (qi.next_attempt_at IS NULL OR qi.next_attempt_at <= $1) \
            AND (qi.scheduled_at IS NULL OR qi.scheduled_at <= $1) \
            AND (qi.routing <> 'queue' OR a.active) \
@@ -88,27 +92,38 @@ pub async fn candidates(
     )
     .bind(now)
     .bind(limit)
+    .bind(lock)
     .fetch_all(conn)
     .await
 }
 
-/// One item to claim: the candidate's item on its phone, with a fresh run id.
+/// One item to claim: the candidate's item on its phone, with a fresh run id, its next
+/// attempt (the candidate's + 1: the row is locked by the caller's transaction), and what
+/// goes with the claim: the work order for the outbox and the `dispatched` history payload.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub queue_item_id: Uuid,
     pub phone_id: String,
     pub agent_id: String,
     pub run_id: Uuid,
+    pub attempt: i32,
+    pub subject: String,
+    pub msg_id: String,
+    pub payload: Vec<u8>,
+    pub history: Value,
 }
 
-/// CLAIMED with the next attempt on its phone by its agent, every item in one statement (the
-/// candidates are locked by the caller's transaction); returns (item, new attempt).
+/// Claims every item in one statement: CLAIMED with its next attempt on its phone by its
+/// agent, its work order into the outbox (a `msg_id` already there is left alone), and its
+/// coordinator-side `dispatched` history row (attempt 0, next seq). Returns the outbox rows
+/// added. An item whose attempt is not the one expected is left alone, and so are its order
+/// and history row.
 pub async fn claim_all(
     conn: &mut PgConnection,
     claims: &[Claim],
     now: OffsetDateTime,
     accept_by: OffsetDateTime,
-) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
     if claims.is_empty() {
         return Ok(Vec::new());
     }
@@ -116,48 +131,48 @@ pub async fn claim_all(
     let phones: Vec<&str> = claims.iter().map(|c| c.phone_id.as_str()).collect();
     let agents: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
     let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
+    let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
+    let subjects: Vec<&str> = claims.iter().map(|c| c.subject.as_str()).collect();
+    let msg_ids: Vec<&str> = claims.iter().map(|c| c.msg_id.as_str()).collect();
+    let payloads: Vec<&[u8]> = claims.iter().map(|c| c.payload.as_slice()).collect();
+    let history: Vec<&Value> = claims.iter().map(|c| &c.history).collect();
     sqlx::query_as(
-        "UPDATE queue_items qi SET state = 'CLAIMED', attempt = qi.attempt + 1, phone_id = c.phone_id, \
-           agent_id = c.agent_id, run_id = c.run_id, lease_expires_at = $5, next_attempt_at = NULL, \
-           updated_at = $6 \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) AS c(queue_item_id, phone_id, agent_id, run_id) \
-         WHERE qi.queue_item_id = c.queue_item_id \
-         RETURNING qi.queue_item_id, qi.attempt",
+        "WITH c AS ( \
+           UPDATE queue_items qi SET state = 'CLAIMED', attempt = c.attempt, phone_id = c.phone_id, \
+             agent_id = c.agent_id, run_id = c.run_id, lease_expires_at = $10, next_attempt_at = NULL, \
+             updated_at = $11 \
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int[]) \
+                AS c(queue_item_id, phone_id, agent_id, run_id, attempt) \
+           WHERE qi.queue_item_id = c.queue_item_id AND qi.attempt + 1 = c.attempt \
+           RETURNING qi.queue_item_id), \
+         d AS ( \
+           SELECT u.* FROM unnest($1::uuid[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[]) \
+                WITH ORDINALITY AS u(queue_item_id, subject, msg_id, payload, history, n) \
+           JOIN c ON c.queue_item_id = u.queue_item_id), \
+         h AS ( \
+           INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
+           SELECT d.queue_item_id, 0, COALESCE((SELECT MAX(e.seq) FROM queue_item_events e \
+                                                WHERE e.queue_item_id = d.queue_item_id AND e.attempt = 0), 0) + 1, \
+                  'dispatched', $11, d.history \
+           FROM d) \
+         INSERT INTO outbox (subject, msg_id, payload) \
+         SELECT d.subject, d.msg_id, d.payload FROM d ORDER BY d.n \
+         ON CONFLICT (msg_id) DO NOTHING \
+         RETURNING id, subject, msg_id, payload, attempts",
     )
     .bind(&ids)
     .bind(&phones)
     .bind(&agents)
     .bind(&runs)
+    .bind(&attempts)
+    .bind(&subjects)
+    .bind(&msg_ids)
+    .bind(&payloads)
+    .bind(&history)
     .bind(accept_by)
     .bind(now)
     .fetch_all(conn)
     .await
-}
-
-/// Records the coordinator-side `dispatched` history row (attempt 0, next seq) of many items
-/// in one statement; `payloads` pairs with `ids`.
-pub async fn record_dispatched(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-    payloads: &[Value],
-    at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
-         SELECT d.id, 0, COALESCE((SELECT MAX(e.seq) FROM queue_item_events e \
-                                   WHERE e.queue_item_id = d.id AND e.attempt = 0), 0) + 1, \
-                'dispatched', $3, d.payload \
-         FROM unnest($1::uuid[], $2::jsonb[]) AS d(id, payload)",
-    )
-    .bind(ids)
-    .bind(payloads)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The fields of an item the ingester and sweeper work with.
