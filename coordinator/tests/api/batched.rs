@@ -230,3 +230,42 @@ async fn concurrent_reads_of_many_processes_each_get_their_own() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_one_statement_is_written_whole() {
+    let app = spawn_app().await;
+    app.account("acc-1", "phone-1").await;
+    // 40 requests with ~2 KiB of inputs each: several statements per table in one transaction.
+    let keywords: Vec<String> = (0..20)
+        .map(|k| format!("{k:02}-{}", "k".repeat(97)))
+        .collect();
+    let batch: Vec<Creation> = (0..40)
+        .map(|i| {
+            let mut body = keyword_request(&format!("big-{i}"), "acc-1", CB);
+            body["inputs"]["keywords"] = json!(keywords);
+            creation(&body)
+        })
+        .collect();
+    let ids: Vec<Uuid> = batch.iter().map(|c| c.process_id).collect();
+    let out = batched::commit(&app.db.pool, batch).await;
+    assert!(
+        out.iter().all(|o| *o == Ok(Outcome::Created { items: 1 })),
+        "{out:?}"
+    );
+    let stored: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT p.process_id, \
+         (SELECT count(*) FROM queue_items q WHERE q.process_id = p.process_id \
+            AND jsonb_array_length(q.inputs->'keywords') = 20), \
+         (SELECT count(*) FROM callback_deliveries d WHERE d.process_id = p.process_id) \
+         FROM processes p ORDER BY p.process_id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        stored,
+        want.into_iter().map(|id| (id, 1, 1)).collect::<Vec<_>>()
+    );
+}
