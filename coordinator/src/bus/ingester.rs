@@ -557,14 +557,74 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
 const PULL_BATCH: usize = 256;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
+/// Lanes of the ingester: events are applied this many at a time, each lane in order.
+const LANES: usize = 4;
+
+/// The lane of a message: every event of one queue item (and every inventory of one agent)
+/// goes to the same lane, so they are applied in the order the stream delivered them; other
+/// items' events are applied meanwhile in the other lanes.
+fn lane(subject: &str, payload: &[u8]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match parse_subject(subject) {
+        Some((_, "run")) => match phonefarm_shared::decode::<AgentEvent>(payload) {
+            Ok(ev) => ev.queue_item_id.hash(&mut h),
+            Err(_) => subject.hash(&mut h),
+        },
+        Some((agent, _)) => agent.hash(&mut h),
+        None => subject.hash(&mut h),
+    }
+    (h.finish() % LANES as u64) as usize
+}
+
+/// Applies and acks the messages of one lane, one at a time, until its sender is dropped.
+async fn lane_worker(
+    bus: BusHandle,
+    db: PgPool,
+    callbacks: Arc<Notify>,
+    mut rx: tokio::sync::mpsc::Receiver<jetstream::Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let ack = handle(
+            &bus,
+            &db,
+            &callbacks,
+            msg.subject.as_str(),
+            &msg.payload,
+            delivered,
+        )
+        .await;
+        metrics::counter!("phonefarm_bus_events_total").increment(1);
+        if let Err(e) = msg.ack_with(ack).await {
+            tracing::warn!(error = %e, "acking an event failed (it will be redelivered)");
+        }
+    }
+}
+
 /// Consumes events until shutdown; recreates the consumer if it disappears.
 ///
 /// Events are pulled in short requests (at most [`PULL_BATCH`] messages, expiring after
-/// [`PULL_EXPIRES`]), and the request under way is finished before the ingester stops: every
+/// [`PULL_EXPIRES`]), and what was delivered is applied before the ingester stops: every
 /// message the server delivered to this replica is applied and acked. (A continuous pull keeps
 /// a request of hundreds of messages open; whatever it delivered while the replica stopped was
 /// stranded until the ack wait, 30 s, and then applied behind later events of the same run.)
+/// Messages are applied in [`LANES`] lanes by queue item (see [`lane`]): one transaction per
+/// event round-trips to Postgres a dozen times, and one lane left the database and the CPU
+/// idle between them while a burst of `Accepted`s waited.
 pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: CancellationToken) {
+    let mut lanes = Vec::with_capacity(LANES);
+    let mut workers = Vec::with_capacity(LANES);
+    for _ in 0..LANES {
+        let (tx, rx) = tokio::sync::mpsc::channel(PULL_BATCH);
+        lanes.push(tx);
+        workers.push(tokio::spawn(lane_worker(
+            bus.clone(),
+            db.clone(),
+            Arc::clone(&callbacks),
+            rx,
+        )));
+    }
     let mut bound: Option<jetstream::consumer::PullConsumer> = None;
     loop {
         if shutdown.is_cancelled() {
@@ -621,12 +681,9 @@ pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: C
             match next {
                 None => break,
                 Some(Ok(msg)) => {
-                    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-                    let subject = msg.subject.as_str();
-                    let ack = handle(&bus, &db, &callbacks, subject, &msg.payload, delivered).await;
-                    metrics::counter!("phonefarm_bus_events_total").increment(1);
-                    if let Err(e) = msg.ack_with(ack).await {
-                        tracing::warn!(error = %e, "acking an event failed (it will be redelivered)");
+                    let i = lane(msg.subject.as_str(), &msg.payload);
+                    if lanes[i].send(msg).await.is_err() {
+                        tracing::error!("ingester lane stopped; the event is redelivered later");
                     }
                 }
                 Some(Err(e)) => {
@@ -642,7 +699,11 @@ pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: C
             break;
         }
     }
-    // The acks of the last request go out before the connection is dropped.
+    // Everything handed to the lanes is applied and acked before the connection is dropped.
+    drop(lanes);
+    for w in workers {
+        let _ = w.await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), bus.client.flush()).await;
 }
 
@@ -677,6 +738,36 @@ mod tests {
         let waited: Duration = (1..n).map(order_delay).sum();
         assert!(waited >= wait && waited < wait + Duration::from_secs(5));
         assert_eq!(order_deliveries(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn events_of_one_item_share_a_lane() {
+        let ev = |seq| AgentEvent {
+            queue_item_id: uuid::Uuid::from_u128(7),
+            attempt: 1,
+            seq,
+            at_unix_ms: 0,
+            kind: EventKind::Heartbeat,
+        };
+        let first = lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(1)));
+        for seq in 2..20 {
+            assert_eq!(
+                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(seq))),
+                first
+            );
+        }
+        let lanes: std::collections::HashSet<usize> = (0..64u128)
+            .map(|n| {
+                let mut e = ev(1);
+                e.queue_item_id = uuid::Uuid::from_u128(n);
+                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&e))
+            })
+            .collect();
+        assert_eq!(lanes.len(), LANES, "items spread over every lane");
+        assert_eq!(
+            lane("pf.evt.rack-1.inventory", b"x"),
+            lane("pf.evt.rack-1.inventory", b"y")
+        );
     }
 
     #[test]
