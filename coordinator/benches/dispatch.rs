@@ -355,8 +355,8 @@ async fn run() -> anyhow::Result<()> {
     let mut ph_answered = Vec::new(); // HTTP 202 received → the dispatch pass that claims it starts
     let mut ph_created = Vec::new(); // request sent → the handler's transaction starts
     let mut ph_dispatch = Vec::new(); // → the dispatch pass that claims it starts
-    let mut ph_relay = Vec::new(); // → the relay's transaction that publishes it starts
     let mut ph_deliver = Vec::new(); // → the agent has the order
+    let mut ph_marked = Vec::new(); // dispatch pass → its outbox row is marked published
     let mut ph_accept = Vec::new(); // → the agent's Accepted is stored by JetStream
     let mut ph_ingest = Vec::new(); // → the coordinator applied Accepted (item EXECUTING)
     for round in 0..rounds {
@@ -488,8 +488,8 @@ async fn run() -> anyhow::Result<()> {
             ph_answered.push(dispatched - answered);
             ph_created.push(created - t0);
             ph_dispatch.push(dispatched - created);
-            ph_relay.push(published - dispatched);
-            ph_deliver.push(recv - published);
+            ph_deliver.push(recv - dispatched);
+            ph_marked.push(published - dispatched);
             ph_accept.push(acc - recv);
             ph_ingest.push(ingested - acc);
             to_ingested.push(ingested - t0);
@@ -527,11 +527,11 @@ async fn run() -> anyhow::Result<()> {
     println!("where the time goes (per process, consecutive steps):");
     summary("  request -> handler transaction starts", ph_created);
     summary("  -> dispatch pass claims it", ph_dispatch);
-    summary("  -> relay transaction publishes it", ph_relay);
     summary("  -> agent has the order", ph_deliver);
     summary("  -> agent's Accepted stored by JetStream", ph_accept);
     summary("  -> coordinator applied Accepted", ph_ingest);
     summary("HTTP 202 -> dispatch pass claims it", ph_answered);
+    summary("dispatch pass -> its order marked published", ph_marked);
 
     stop.cancel();
     let _ = agent.await;
