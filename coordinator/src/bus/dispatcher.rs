@@ -1,10 +1,8 @@
 //! The dispatcher: one replica at a time (transaction-scoped advisory lock) releases SCHEDULED
 //! items whose time came and turns dispatchable items into work orders: the item becomes
 //! CLAIMED with attempt + 1 and a fresh run id, and its `WorkOrder` goes to the outbox for
-//! `pf.work.<agent_id>`, in one transaction. Right after the commit the dispatcher publishes
-//! those orders itself and marks them published; the relay publishes whatever it did not mark
-//! (a failed publish, a crash in between). The message id `work:<item>:<attempt>` makes an
-//! order published twice land once.
+//! `pf.work.<agent_id>`, in one transaction. The message id `work:<item>:<attempt>` makes a
+//! re-published order land once.
 //!
 //! Routing rules live in the candidate query (`db::dispatch::candidates`): the phone is pinned
 //! (direct, group) or the account's bound phone (queue); it must be enabled, online on an online
@@ -144,9 +142,8 @@ pub async fn pass(
             history: json!({"attempt": attempt, "agent_id": c.agent_id, "phone_id": c.phone_id, "run_id": run_id}),
         });
     }
-    let mut orders = Vec::with_capacity(claims.len());
     for chunk in chunks(&claims) {
-        orders.extend(db::dispatch::claim_all(&mut tx, chunk, now, accept_by).await?);
+        db::dispatch::claim_all(&mut tx, chunk, now, accept_by).await?;
     }
     tx.commit().await?;
     let dispatched = claims.len();
@@ -162,42 +159,12 @@ pub async fn pass(
     );
     if dispatched > 0 {
         metrics::counter!("phonefarm_bus_dispatched_total").increment(dispatched as u64);
-    }
-    if !orders.is_empty() {
-        if bus.connected() {
-            // Committed: publish them now rather than after the relay's claim (two more round
-            // trips to Postgres in the queue of a busy database). The relay stays the safety
-            // net for any it does not mark; a copy it publishes as well lands once (the
-            // message id).
-            tokio::spawn(publish_now(bus.clone(), db.clone(), orders));
-        } else {
-            bus.wakers.relay.notify_one();
-        }
+        bus.wakers.relay.notify_one();
     }
     if notify_callbacks {
         callbacks.notify_one();
     }
     Ok(dispatched)
-}
-
-/// Publishes the work orders a pass just committed and marks the acked ones published.
-async fn publish_now(bus: BusHandle, db: PgPool, orders: Vec<db::outbox::OutboxRow>) {
-    let (ok, failed, last_error) = super::relay::publish_rows(&bus, &orders).await;
-    if !ok.is_empty() {
-        let marked = async {
-            let mut conn = db.acquire().await?;
-            db::outbox::mark_published(&mut conn, &ok).await
-        };
-        if let Err(e) = marked.await {
-            // Still unpublished in the outbox: the relay publishes them again, a no-op.
-            tracing::debug!(error = %e, "marking directly published orders");
-        }
-        metrics::counter!("phonefarm_bus_published_total").increment(ok.len() as u64);
-    }
-    if !failed.is_empty() {
-        tracing::debug!(failed = failed.len(), error = %last_error, "direct publish failed; left to the relay");
-        bus.wakers.relay.notify_one();
-    }
 }
 
 /// Dispatches until shutdown: on every wake-up (new work, a phone freed or appeared) and at

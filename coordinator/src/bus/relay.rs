@@ -34,29 +34,9 @@ pub async fn pass(bus: &BusHandle, db: &PgPool) -> Result<Pass, sqlx::Error> {
         tx.commit().await?;
         return Ok(Pass::default());
     }
-    let (ok, failed, last_error) = publish_rows(bus, &rows).await;
-    db::outbox::mark_published(&mut tx, &ok).await?;
-    if !failed.is_empty() {
-        db::outbox::mark_failed(&mut tx, &failed, &last_error).await?;
-        tracing::warn!(failed = failed.len(), published = ok.len(), error = %last_error, "outbox publishes failed; retrying");
-    }
-    tx.commit().await?;
-    metrics::counter!("phonefarm_bus_published_total").increment(ok.len() as u64);
-    metrics::counter!("phonefarm_bus_publish_failures_total").increment(failed.len() as u64);
-    Ok(Pass {
-        published: ok.len(),
-        failed: failed.len(),
-    })
-}
-
-/// Publishes `rows` pipelined (every publish sent before any ack is awaited), each with its
-/// message id; returns the ids of the rows acked, of those that failed, and the last error.
-pub(crate) async fn publish_rows(
-    bus: &BusHandle,
-    rows: &[db::outbox::OutboxRow],
-) -> (Vec<i64>, Vec<i64>, String) {
+    // Send every publish first, then await the acks together.
     let mut pending = Vec::with_capacity(rows.len());
-    for row in rows {
+    for row in &rows {
         let publish = Publish::build()
             .payload(bytes::Bytes::copy_from_slice(&row.payload))
             .message_id(&row.msg_id);
@@ -83,7 +63,18 @@ pub(crate) async fn publish_rows(
             }
         }
     }
-    (ok, failed, last_error)
+    db::outbox::mark_published(&mut tx, &ok).await?;
+    if !failed.is_empty() {
+        db::outbox::mark_failed(&mut tx, &failed, &last_error).await?;
+        tracing::warn!(failed = failed.len(), published = ok.len(), error = %last_error, "outbox publishes failed; retrying");
+    }
+    tx.commit().await?;
+    metrics::counter!("phonefarm_bus_published_total").increment(ok.len() as u64);
+    metrics::counter!("phonefarm_bus_publish_failures_total").increment(failed.len() as u64);
+    Ok(Pass {
+        published: ok.len(),
+        failed: failed.len(),
+    })
 }
 
 /// Relays until shutdown. Failures back off (up to 5 s) and never stop the loop.
