@@ -2,7 +2,8 @@
 //! the agent's `Accepted` is acked by JetStream, at 100 concurrent processes on 100 phones,
 //! beside a plain NATS request round trip measured in the same run on the same server.
 //!
-//! `cargo bench -p phonefarm-coordinator --bench dispatch` (env: `PF_BENCH_ROUNDS`, default 5;
+//! `cargo bench -p phonefarm-coordinator --bench dispatch` (env: `PF_BENCH_ROUNDS`, default 5,
+//! after `PF_BENCH_WARMUP` untimed rounds, default 1, whose figure is printed apart;
 //! `PF_BENCH_CONCURRENCY`, default 100; `DATABASE_URL`, an admin URL, default the local
 //! postgres). It starts a private nats-server (`/usr/sbin/nats-server`, temp store), a scratch
 //! database and the coordinator in-process with its bus, then runs rounds of N concurrent
@@ -243,6 +244,12 @@ async fn run() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    // Untimed rounds first: the first burst also opens the client's and the pool's connections
+    // and fills the auth cache; its figures are printed apart.
+    let warmup: usize = std::env::var("PF_BENCH_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let n: usize = std::env::var("PF_BENCH_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -359,7 +366,7 @@ async fn run() -> anyhow::Result<()> {
     let mut ph_marked = Vec::new(); // dispatch pass → its outbox row is marked published
     let mut ph_accept = Vec::new(); // → the agent's Accepted is stored by JetStream
     let mut ph_ingest = Vec::new(); // → the coordinator applied Accepted (item EXECUTING)
-    for round in 0..rounds {
+    for round in 0..warmup + rounds {
         let started: Arc<Mutex<HashMap<Uuid, (Instant, Instant)>>> = Arc::default();
         let mut tasks = Vec::new();
         for i in 0..n {
@@ -493,6 +500,27 @@ async fn run() -> anyhow::Result<()> {
             ph_accept.push(acc - recv);
             ph_ingest.push(ingested - acc);
             to_ingested.push(ingested - t0);
+        }
+        if round < warmup {
+            summary(
+                &format!("warm-up round {round}: enqueue -> Accepted acked"),
+                std::mem::take(&mut to_accepted),
+            );
+            for v in [
+                &mut to_order,
+                &mut to_response,
+                &mut from_response,
+                &mut to_ingested,
+                &mut ph_answered,
+                &mut ph_created,
+                &mut ph_dispatch,
+                &mut ph_deliver,
+                &mut ph_marked,
+                &mut ph_accept,
+                &mut ph_ingest,
+            ] {
+                v.clear();
+            }
         }
     }
 
