@@ -27,6 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use phonefarm_coordinator::{app, auth, db};
+
+/// The coordinator binary's allocator, since the app runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

@@ -19,6 +19,10 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use phonefarm_coordinator::bus::{self, BusConfig};
 use phonefarm_coordinator::{app, auth, db};
+
+/// The coordinator binary's allocator, since the coordinator runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use phonefarm_shared::{
     AgentEvent, EventKind, Inventory, Outcome, PhoneState, PhoneStatus, Presence, WorkOrder,
     subjects,
