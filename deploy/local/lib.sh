@@ -29,6 +29,8 @@ ensure_packages() {
   command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
   [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
   command -v adb >/dev/null 2>&1 || missing+=(adb)
+  # A C compiler: the linker driver for every Rust binary, and the build of mimalloc.
+  command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   pkg-config --exists libusb-1.0 2>/dev/null || missing+=(libusb-1.0-0-dev)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
