@@ -104,6 +104,18 @@ fn sslmode() -> String {
     std::env::var("PGSSLMODE").unwrap_or_else(|_| "prefer".into())
 }
 
+/// Runs a load tool to the end; its stdout, or a panic with all it printed if it failed.
+fn stdout_of(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs pgbench with `scripts` (each transaction runs one of them, chosen at random).
 fn pgbench(db_name: &str, scripts: &[String], conns: usize, secs: u64, dir: &Path) -> Figures {
     let mut files = Vec::new();
@@ -121,8 +133,8 @@ fn pgbench(db_name: &str, scripts: &[String], conns: usize, secs: u64, dir: &Pat
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let out = Command::new("pgbench")
-        .env("PGSSLMODE", sslmode())
+    let mut cmd = Command::new("pgbench");
+    cmd.env("PGSSLMODE", sslmode())
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
         .args(["-c", &conns.to_string(), "-j", "2", "-T", &secs.to_string()])
         .args(
@@ -135,15 +147,8 @@ fn pgbench(db_name: &str, scripts: &[String], conns: usize, secs: u64, dir: &Pat
             "--log-prefix={}",
             dir.join("pgbench_log").display()
         ))
-        .arg(db_name)
-        .output()
-        .expect("run pgbench (apt-get install postgresql-contrib)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(db_name);
+    let stdout = stdout_of(cmd, "pgbench (apt-get install postgresql-contrib)");
     let failed: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("number of failed transactions: "))
@@ -239,29 +244,22 @@ fn wrk_ms(s: &str) -> Option<f64> {
 fn wrk(base: &str, script: &str, args: &[&str], conns: usize, secs: u64, dir: &Path) -> Figures {
     let file = dir.join("driver.lua");
     std::fs::write(&file, script).expect("write the wrk script");
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            "2",
-            "-c",
-            &conns.to_string(),
-            "-d",
-            &format!("{secs}s"),
-        ])
-        .arg("--latency")
-        .arg("-s")
-        .arg(&file)
-        .arg(base)
-        .arg("--")
-        .args(args)
-        .output()
-        .expect("run wrk");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "wrk failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        "2",
+        "-c",
+        &conns.to_string(),
+        "-d",
+        &format!("{secs}s"),
+    ])
+    .arg("--latency")
+    .arg("-s")
+    .arg(&file)
+    .arg(base)
+    .arg("--")
+    .args(args);
+    let stdout = stdout_of(cmd, "wrk");
     let field = |prefix: &str| {
         stdout
             .lines()

@@ -57,28 +57,10 @@ where
     Req: Send + 'static,
     Resp: Send + 'static,
 {
-    /// Spawns `workers` tasks on the current runtime. `run` gets a batch of 1..=`max` requests
-    /// and must return exactly one response per request, in the same order.
-    pub fn spawn<F, Fut>(name: &'static str, workers: usize, max: usize, run: F) -> Self
-    where
-        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Resp>> + Send + 'static,
-    {
-        Self::spawn_with(
-            name,
-            workers,
-            max,
-            || (),
-            move |(), reqs| {
-                let fut = run(reqs);
-                async move { ((), fut.await) }
-            },
-        )
-    }
-
-    /// [`Self::spawn`] with a state each worker keeps between its batches (a held database
-    /// connection, say): `init` makes it, `run` gets it with each batch and hands it back.
-    pub fn spawn_with<S, I, F, Fut>(
+    /// Spawns `workers` tasks on the current runtime. Each keeps a state between its batches
+    /// (a held database connection, say): `init` makes it; `run` gets it with a batch of
+    /// 1..=`max` requests and hands it back with exactly one response per request, in order.
+    pub fn spawn<S, I, F, Fut>(
         name: &'static str,
         workers: usize,
         max: usize,
@@ -162,14 +144,20 @@ mod tests {
     #[tokio::test]
     async fn answers_each_request_in_order_and_batches_a_burst() {
         let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
-        let b = Batcher::spawn("test", 1, 8, move |reqs: Vec<u32>| {
-            let mut gate = gate_rx.clone();
-            async move {
-                // The first batch waits for the gate so the rest of the burst queues up.
-                let _ = gate.wait_for(|open| *open).await;
-                reqs.into_iter().map(|r| r * 10).collect()
-            }
-        });
+        let b = Batcher::spawn(
+            "test",
+            1,
+            8,
+            || (),
+            move |(), reqs: Vec<u32>| {
+                let mut gate = gate_rx.clone();
+                async move {
+                    // The first batch waits for the gate so the rest of the burst queues up.
+                    let _ = gate.wait_for(|open| *open).await;
+                    ((), reqs.into_iter().map(|r| r * 10).collect())
+                }
+            },
+        );
         let calls: Vec<_> = (0..9u32)
             .map(|i| {
                 let b = b.clone();
@@ -195,11 +183,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_batch_answer_closes_only_the_unanswered() {
-        let b = Batcher::spawn("test", 2, 4, |reqs: Vec<u32>| async move {
-            reqs.into_iter().filter(|r| *r != 3).collect::<Vec<_>>()
-        });
+        let b = Batcher::spawn(
+            "test",
+            2,
+            4,
+            || (),
+            |(), reqs: Vec<u32>| async move {
+                ((), reqs.into_iter().filter(|r| *r != 3).collect::<Vec<_>>())
+            },
+        );
         assert_eq!(b.call(1).await, Ok(1));
         assert_eq!(b.call(3).await, Err(Closed));
         assert_eq!(b.call(2).await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_worker_keeps_its_state_between_batches() {
+        // The state counts the worker's batches; each answer says which batch served it.
+        let b = Batcher::spawn(
+            "test",
+            1,
+            4,
+            || 0u32,
+            |n, reqs: Vec<u32>| async move { (n + 1, reqs.into_iter().map(|_| n).collect()) },
+        );
+        for want in 0..3 {
+            assert_eq!(b.call(7).await, Ok(want));
+        }
     }
 }

@@ -21,7 +21,7 @@ pub async fn process_updated(
 ) -> Result<(), sqlx::Error> {
     let (Some(url), Some((event_id, body))) = (
         p.callback.get("url").and_then(Value::as_str),
-        process_updated_body(p, milestone, status, sequence, at),
+        process_updated_body(p.into(), milestone, status, sequence, at),
     ) else {
         return Ok(());
     };
@@ -40,9 +40,30 @@ pub async fn process_updated(
     .await
 }
 
+/// What a `process.updated` event says of its process.
+#[derive(Debug, Clone, Copy)]
+pub struct EventProcess<'a> {
+    pub process_id: Uuid,
+    pub process_type: &'a str,
+    pub request_id: &'a str,
+    /// The stored `callback` object (`url`, `metadata`).
+    pub callback: &'a Value,
+}
+
+impl<'a> From<&'a ProcessRow> for EventProcess<'a> {
+    fn from(p: &'a ProcessRow) -> Self {
+        Self {
+            process_id: p.process_id,
+            process_type: &p.process_type,
+            request_id: &p.request_id,
+            callback: &p.callback,
+        }
+    }
+}
+
 /// The body of a `process.updated` event: (event id, body), or `None` without a callback URL.
 pub fn process_updated_body(
-    p: &ProcessRow,
+    p: EventProcess<'_>,
     milestone: &str,
     status: &str,
     sequence: i64,

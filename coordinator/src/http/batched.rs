@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use time::OffsetDateTime;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::batch::Batcher;
 use crate::callbacks::{self, NewCallback, PROCESS_UPDATED};
-use crate::db::{self, processes::ProcessRow, processes::ProcessView};
+use crate::db::{self, processes::ProcessView};
 use crate::domain::requests::CapabilityRequest;
 use crate::domain::routing::{self, Planned, RoutingError};
 use crate::domain::status::{self, ItemState};
@@ -83,8 +83,10 @@ fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
 /// no release ping per batch. One that sat idle for [`IDLE_CHECK`] is pinged before use (it may
 /// have been cut while Postgres restarted); one that saw an error, or was held for
 /// [`HOLD_AT_MOST`], goes back to the pool, which tests it and applies its lifetime limit.
-#[derive(Default)]
-pub struct Held(Option<HeldConn>);
+pub struct Held {
+    db: PgPool,
+    conn: Option<HeldConn>,
+}
 
 struct HeldConn {
     conn: PoolConnection<Postgres>,
@@ -98,22 +100,26 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 const HOLD_AT_MOST: Duration = Duration::from_secs(300);
 
 impl Held {
-    async fn get(&mut self, db: &PgPool) -> Result<&mut PgConnection, sqlx::Error> {
-        if let Some(h) = &mut self.0
+    pub fn new(db: PgPool) -> Self {
+        Self { db, conn: None }
+    }
+
+    async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if let Some(h) = &mut self.conn
             && (h.since.elapsed() >= HOLD_AT_MOST
                 || (h.used.elapsed() >= IDLE_CHECK && h.conn.ping().await.is_err()))
         {
-            self.0 = None;
+            self.conn = None;
         }
-        if self.0.is_none() {
+        if self.conn.is_none() {
             let now = Instant::now();
-            self.0 = Some(HeldConn {
-                conn: db.acquire().await?,
+            self.conn = Some(HeldConn {
+                conn: self.db.acquire().await?,
                 since: now,
                 used: now,
             });
         }
-        let Some(h) = &mut self.0 else {
+        let Some(h) = &mut self.conn else {
             return Err(sqlx::Error::PoolClosed);
         };
         h.used = Instant::now();
@@ -121,14 +127,14 @@ impl Held {
     }
 
     /// Runs `f` on the held connection; gives the connection back to the pool on error.
-    async fn with<T, F>(&mut self, db: &PgPool, f: F) -> Result<T, sqlx::Error>
+    async fn with<T, F>(&mut self, f: F) -> Result<T, sqlx::Error>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     {
-        let conn = self.get(db).await?;
+        let conn = self.get().await?;
         let out = f(conn).await;
         if out.is_err() {
-            self.0 = None;
+            self.conn = None;
         }
         out
     }
@@ -162,53 +168,35 @@ pub type ViewReader = Batcher<Uuid, Result<Option<Found>, ApiError>>;
 
 /// Spawns the group-commit workers on the current runtime.
 pub fn committer(db: PgPool) -> Committer {
-    Batcher::spawn_with(
+    Batcher::spawn(
         "enqueue",
         WRITE_WORKERS,
         MAX_BATCH,
-        Held::default,
-        move |mut held, batch| {
-            let db = db.clone();
-            async move {
-                let out = commit_on(&mut held, &db, batch).await;
-                (held, out)
-            }
-        },
+        move || Held::new(db.clone()),
+        commit_on,
     )
 }
 
 /// Spawns the batched-read workers on the current runtime.
 pub fn view_reader(db: PgPool) -> ViewReader {
-    Batcher::spawn_with(
+    Batcher::spawn(
         "process_view",
         READ_WORKERS,
         MAX_BATCH,
-        Held::default,
-        move |mut held, ids| {
-            let db = db.clone();
-            async move {
-                let out = read_views(&mut held, &db, ids).await;
-                (held, out)
-            }
-        },
+        move || Held::new(db.clone()),
+        read_views,
     )
 }
 
 /// Runs one batch as a committer worker does, on a connection from the pool; public for the
 /// tests.
 pub async fn commit(db: &PgPool, batch: Vec<Creation>) -> Vec<Result<Outcome, ApiError>> {
-    commit_on(&mut Held::default(), db, batch).await
+    commit_on(Held::new(db.clone()), batch).await.1
 }
 
-async fn commit_on(
-    held: &mut Held,
-    db: &PgPool,
-    batch: Vec<Creation>,
-) -> Vec<Result<Outcome, ApiError>> {
-    match held
-        .with(db, async |conn| try_commit(conn, &batch).await)
-        .await
-    {
+/// One group-commit batch on the worker's connection; hands the connection back.
+async fn commit_on(mut held: Held, batch: Vec<Creation>) -> (Held, Vec<Result<Outcome, ApiError>>) {
+    let out = match held.with(async |conn| try_commit(conn, &batch).await).await {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(err) if batch.len() > 1 && !is_unavailable(&err) => {
             tracing::warn!(error = %err, size = batch.len(), "batch failed; retrying its requests one by one");
@@ -216,10 +204,7 @@ async fn commit_on(
             for c in &batch {
                 let one = std::slice::from_ref(c);
                 out.push(
-                    match held
-                        .with(db, async |conn| try_commit(conn, one).await)
-                        .await
-                    {
+                    match held.with(async |conn| try_commit(conn, one).await).await {
                         Ok(mut o) => Ok(o.pop().unwrap_or(Outcome::Exists)),
                         Err(err) => Err(ApiError::from(err)),
                     },
@@ -231,7 +216,8 @@ async fn commit_on(
             let err = ApiError::from(err);
             batch.iter().map(|_| Err(err.clone())).collect()
         }
-    }
+    };
+    (held, out)
 }
 
 /// One transaction for the whole batch: the directory read for every target, then one insert
@@ -362,45 +348,26 @@ async fn try_commit(
 /// The `accepted` event of a new process: (url, event id, body), if it has a callback URL.
 fn accepted_event(c: &Creation, callback: &Value) -> Option<(String, Uuid, Value)> {
     let url = callback.get("url").and_then(Value::as_str)?.to_owned();
-    let row = ProcessRow {
+    let process = events::EventProcess {
         process_id: c.process_id,
-        process_type: c.req.capability.clone(),
-        request_id: c.req.request_id.clone(),
-        system: c.req.requested_by.system.clone(),
-        mode: c.req.mode.clone(),
-        status: "queued".into(),
-        target: Value::Null,
-        inputs: Value::Null,
-        requested_by: Value::Null,
-        callback: callback.clone(),
-        fingerprint: Vec::new(),
-        result: json!({}),
-        error: None,
-        partial_progress: json!({}),
-        created_at: c.now,
-        accepted_at: Some(c.now),
-        queued_at: Some(c.now),
-        executing_at: None,
-        retrying_at: None,
-        cancel_requested_at: None,
-        finished_at: None,
-        cancel_strategy: None,
-        version: 1,
+        process_type: &c.req.capability,
+        request_id: &c.req.request_id,
+        callback,
     };
-    let (event_id, body) = events::process_updated_body(&row, "accepted", "queued", 1, c.now)?;
+    let (event_id, body) = events::process_updated_body(process, "accepted", "queued", 1, c.now)?;
     Some((url, event_id, body))
 }
 
+/// One batch of reads on the worker's connection; hands the connection back.
 async fn read_views(
-    held: &mut Held,
-    db: &PgPool,
+    mut held: Held,
     ids: Vec<Uuid>,
-) -> Vec<Result<Option<Found>, ApiError>> {
+) -> (Held, Vec<Result<Option<Found>, ApiError>>) {
     let unique: Vec<Uuid> = {
         let mut seen = HashSet::with_capacity(ids.len());
         ids.iter().copied().filter(|id| seen.insert(*id)).collect()
     };
-    let read = held.with(db, async |conn| {
+    let read = held.with(async |conn| {
         let views = db::processes::get_views(&mut *conn, &unique).await?;
         let states = if views.is_empty() {
             Vec::new()
@@ -410,7 +377,7 @@ async fn read_views(
         };
         Ok((views, states))
     });
-    match read.await {
+    let out = match read.await {
         Ok((views, states)) => {
             let mut items: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
             for (process_id, item, state) in states {
@@ -429,7 +396,8 @@ async fn read_views(
             let err = ApiError::from(err);
             ids.iter().map(|_| Err(err.clone())).collect()
         }
-    }
+    };
+    (held, out)
 }
 
 #[cfg(test)]
@@ -448,6 +416,9 @@ mod tests {
             vec![vec![5000, 5000], vec![5000], vec![20_000], vec![100, 100]]
         );
         assert!(chunks(&[] as &[usize], |s| *s).is_empty());
-        assert_eq!(json_len(&json!({"a": [1, "x"]})), r#"{"a":[1,"x"]}"#.len());
+        assert_eq!(
+            json_len(&serde_json::json!({"a": [1, "x"]})),
+            r#"{"a":[1,"x"]}"#.len()
+        );
     }
 }
