@@ -8,12 +8,7 @@ use crate::support::*;
 
 async fn running(app: &BusApp, agent: &SimAgent, request: &str) -> (Uuid, WorkOrder) {
     let pid = app
-        .enqueue(&keyword(
-            request,
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued(request, "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let o = agent.expect_order().await;
     agent.event(&o, 1, EventKind::Accepted).await;
@@ -138,12 +133,7 @@ async fn cancel_of_queued_work_needs_no_agent() {
     let app = BusApp::spawn().await;
     app.account("acc-1", "P9").await; // no agent has P9: the work waits
     let pid = app
-        .enqueue(&keyword(
-            "q",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued("q", "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let b = cancel(
         &app,

@@ -11,14 +11,7 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
     let rx = Receiver::start(|_| 200).await;
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue(&keyword(
-            "r1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            &rx.url,
-        ))
-        .await;
+    let pid = app.enqueue_queued("r1", "acc-1", &rx.url).await;
     let order = agent.expect_order().await;
     assert_eq!(order.process_id, Some(pid));
     assert_eq!(order.phone_id, "P1");
@@ -241,20 +234,10 @@ async fn disabled_or_offline_phones_get_no_work() {
     app.account("acc-2", "P2").await; // pre-provisioned: no agent reports P2
     let (s, _) = app.put("/phones/P1", &json!({"enabled": false})).await;
     assert_eq!(s, 200);
-    app.enqueue(&keyword(
-        "d1",
-        json!({"routing": "queue", "account_id": "acc-1"}),
-        "unattended",
-        "http://127.0.0.1:9/cb",
-    ))
-    .await;
-    app.enqueue(&keyword(
-        "d2",
-        json!({"routing": "queue", "account_id": "acc-2"}),
-        "unattended",
-        "http://127.0.0.1:9/cb",
-    ))
-    .await;
+    app.enqueue_queued("d1", "acc-1", "http://127.0.0.1:9/cb")
+        .await;
+    app.enqueue_queued("d2", "acc-2", "http://127.0.0.1:9/cb")
+        .await;
     assert!(
         agent
             .next_order(Duration::from_millis(1500))

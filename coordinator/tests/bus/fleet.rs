@@ -162,12 +162,7 @@ async fn bad_messages_are_dropped_without_stopping_the_ingester() {
     // Then good work still flows.
     app.account("acc-1", "P1").await;
     let pid = app
-        .enqueue(&keyword(
-            "b1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued("b1", "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let o = agent.expect_order().await;
     agent

@@ -31,12 +31,7 @@ async fn replays_have_no_effect() {
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
     let pid = app
-        .enqueue(&keyword(
-            "r1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued("r1", "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let o = agent.expect_order().await;
     agent.event(&o, 1, EventKind::Accepted).await;
@@ -79,14 +74,7 @@ async fn device_errors_retry_with_the_next_attempt_and_stale_attempts_are_ignore
     let rx = Receiver::start(|_| 200).await;
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue(&keyword(
-            "r1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            &rx.url,
-        ))
-        .await;
+    let pid = app.enqueue_queued("r1", "acc-1", &rx.url).await;
     let o1 = agent.expect_order().await;
     agent.event(&o1, 1, EventKind::Accepted).await;
     agent
@@ -197,12 +185,7 @@ async fn a_lapsed_lease_retries_with_the_next_attempt() {
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
     let pid = app
-        .enqueue(&keyword(
-            "l1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued("l1", "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let o1 = agent.expect_order().await;
     agent.event(&o1, 1, EventKind::Accepted).await;

@@ -2,10 +2,8 @@
 //! delivers them in (replicas sharing the consumer, redeliveries after a NATS outage), and an
 //! event whose predecessor never comes is applied after a bounded wait.
 
-use std::time::{Duration, Instant};
-
 use phonefarm_shared::EventKind;
-use serde_json::json;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -15,14 +13,7 @@ async fn events_delivered_out_of_seq_order_are_applied_in_seq_order() {
     let rx = Receiver::start(|_| 200).await;
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue(&keyword(
-            "o1",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            &rx.url,
-        ))
-        .await;
+    let pid = app.enqueue_queued("o1", "acc-1", &rx.url).await;
     let o = agent.expect_order().await;
     let (qid, attempt) = (o.queue_item_id, o.attempt);
     // The stream holds the run's events backwards: Finished (3), a step (2), then Accepted
@@ -85,12 +76,7 @@ async fn an_event_whose_predecessor_never_comes_is_applied_after_a_bounded_wait(
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
     app.account("acc-1", "P1").await;
     let pid = app
-        .enqueue(&keyword(
-            "o2",
-            json!({"routing": "queue", "account_id": "acc-1"}),
-            "unattended",
-            "http://127.0.0.1:9/cb",
-        ))
+        .enqueue_queued("o2", "acc-1", "http://127.0.0.1:9/cb")
         .await;
     let o = agent.expect_order().await;
     agent.event(&o, 1, EventKind::Accepted).await;

@@ -263,6 +263,13 @@ impl BusApp {
         Uuid::parse_str(b["process_id"].as_str().unwrap()).unwrap()
     }
 
+    /// Enqueues an unattended keyword_warmup on queue routing for `account`; returns its id.
+    pub async fn enqueue_queued(&self, request_id: &str, account: &str, callback: &str) -> Uuid {
+        let target = serde_json::json!({"routing": "queue", "account_id": account});
+        self.enqueue(&keyword(request_id, target, "unattended", callback))
+            .await
+    }
+
     pub async fn process(&self, id: Uuid) -> Value {
         let (s, b) = self.get(&format!("/processes/{id}")).await;
         assert_eq!(s, 200, "{b:?}");
