@@ -38,10 +38,16 @@ pub struct CapabilityRequest {
 impl CapabilityRequest {
     /// A canonical fingerprint of the request, to spot a duplicate whose body differs.
     pub fn fingerprint(&self) -> Vec<u8> {
+        self.fingerprint_and_size().0
+    }
+
+    /// The fingerprint and the length of the canonical serialization it hashes (the size of
+    /// the request as stored, defaults included).
+    pub fn fingerprint_and_size(&self) -> (Vec<u8>, usize) {
         // serde_json's map keeps keys sorted, so this serialization is canonical.
         let canonical =
             serde_json::to_vec(&serde_json::to_value(self).unwrap_or_default()).unwrap_or_default();
-        Sha256::digest(&canonical).to_vec()
+        (Sha256::digest(&canonical).to_vec(), canonical.len())
     }
 }
 

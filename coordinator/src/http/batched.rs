@@ -24,6 +24,7 @@ use crate::db::{self, processes::ProcessView};
 use crate::domain::requests::CapabilityRequest;
 use crate::domain::routing::{self, Planned, RoutingError};
 use crate::domain::status::{self, ItemState};
+use crate::domain::time::now_ms;
 use crate::error::{ApiError, is_unavailable};
 use crate::events;
 
@@ -60,21 +61,20 @@ fn json_len(v: &Value) -> usize {
     c.0
 }
 
-/// `items` cut into runs whose `size`s add up to at most [`STATEMENT_BUDGET`] (an item larger
-/// than that is a run of its own).
-fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+/// Consecutive index ranges whose `sizes` add up to at most [`STATEMENT_BUDGET`] (an item
+/// larger than that is a range of its own).
+fn ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0);
-    for (i, item) in items.iter().enumerate() {
-        let s = size(item);
+    for (i, s) in sizes.iter().enumerate() {
         if i > start && acc + s > STATEMENT_BUDGET {
-            out.push(&items[start..i]);
+            out.push(start..i);
             (start, acc) = (i, 0);
         }
         acc += s;
     }
-    if start < items.len() {
-        out.push(&items[start..]);
+    if start < sizes.len() {
+        out.push(start..sizes.len());
     }
     out
 }
@@ -144,8 +144,25 @@ impl Held {
 pub struct Creation {
     pub req: Arc<CapabilityRequest>,
     pub fingerprint: Vec<u8>,
+    /// The request's canonical size, to keep statements under [`STATEMENT_BUDGET`] without
+    /// serializing it again while the batch holds its connection.
+    pub size: usize,
     pub process_id: Uuid,
     pub now: OffsetDateTime,
+}
+
+impl Creation {
+    /// A new process for `req`: fresh id, the time now, fingerprint and size.
+    pub fn new(req: Arc<CapabilityRequest>) -> Self {
+        let (fingerprint, size) = req.fingerprint_and_size();
+        Self {
+            req,
+            fingerprint,
+            size,
+            process_id: Uuid::now_v7(),
+            now: now_ms(),
+        }
+    }
 }
 
 /// What became of one [`Creation`].
@@ -280,20 +297,14 @@ async fn try_commit(
             }
         })
         .collect();
-    let row_size = |r: &db::processes::NewProcess<'_>| {
-        [&r.target, r.inputs, &r.requested_by, &r.callback]
-            .iter()
-            .map(|v| json_len(v))
-            .sum::<usize>()
-            + r.request_id.len()
-            + r.system.len()
-            + 120
-    };
     let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in chunks(&rows, row_size) {
-        inserted.extend(db::processes::insert_many(&mut tx, chunk).await?);
+    // A row holds the request (target, inputs, callback, requested_by) plus fixed columns.
+    let row_sizes: Vec<usize> = plans.iter().map(|(i, _)| batch[*i].size + 150).collect();
+    for range in ranges(&row_sizes) {
+        inserted.extend(db::processes::insert_many(&mut tx, &rows[range]).await?);
     }
     let mut items = Vec::with_capacity(inserted.len());
+    let mut item_sizes = Vec::with_capacity(inserted.len());
     let mut accepted = Vec::with_capacity(inserted.len());
     for ((i, planned), row) in plans.iter().zip(&rows) {
         let c = &batch[*i];
@@ -304,6 +315,7 @@ async fn try_commit(
         outcomes[*i] = Some(Outcome::Created {
             items: planned.len(),
         });
+        item_sizes.push(planned.len() * (c.size + 150));
         items.push(db::queue_items::NewItems {
             process_id: c.process_id,
             kind: &c.req.capability,
@@ -317,10 +329,8 @@ async fn try_commit(
             accepted.push((c.process_id, event));
         }
     }
-    let items_size =
-        |n: &db::queue_items::NewItems<'_>| n.planned.len() * (json_len(n.inputs) + 150);
-    for chunk in chunks(&items, items_size) {
-        db::queue_items::insert_many(&mut tx, chunk).await?;
+    for range in ranges(&item_sizes) {
+        db::queue_items::insert_many(&mut tx, &items[range]).await?;
     }
     let callbacks: Vec<NewCallback<'_>> = accepted
         .iter()
@@ -334,9 +344,12 @@ async fn try_commit(
             body,
         })
         .collect();
-    let callback_size = |c: &NewCallback<'_>| json_len(c.body) + c.url.len() + 100;
-    for chunk in chunks(&callbacks, callback_size) {
-        callbacks::enqueue_many(&mut tx, chunk).await?;
+    let callback_sizes: Vec<usize> = callbacks
+        .iter()
+        .map(|c| json_len(c.body) + c.url.len() + 100)
+        .collect();
+    for range in ranges(&callback_sizes) {
+        callbacks::enqueue_many(&mut tx, &callbacks[range]).await?;
     }
     tx.commit().await?;
     Ok(outcomes
@@ -407,15 +420,15 @@ mod tests {
     #[test]
     fn statements_stay_under_the_budget() {
         let sizes = [5000, 5000, 5000, 20_000, 100, 100];
-        let cut: Vec<Vec<usize>> = chunks(&sizes, |s| *s)
+        let cut: Vec<Vec<usize>> = ranges(&sizes)
             .into_iter()
-            .map(<[usize]>::to_vec)
+            .map(|r| sizes[r].to_vec())
             .collect();
         assert_eq!(
             cut,
             vec![vec![5000, 5000], vec![5000], vec![20_000], vec![100, 100]]
         );
-        assert!(chunks(&[] as &[usize], |s| *s).is_empty());
+        assert!(ranges(&[]).is_empty());
         assert_eq!(
             json_len(&serde_json::json!({"a": [1, "x"]})),
             r#"{"a":[1,"x"]}"#.len()

@@ -105,12 +105,7 @@ async fn create(st: &AppState, req: CapabilityRequest) -> Result<Response, ApiEr
     tracing::Span::current().record("request_id", req.request_id.as_str());
     super::check_url(st, &req.callback.url, "callback_url_not_allowed").await?;
     let req = Arc::new(req);
-    let creation = Creation {
-        req: Arc::clone(&req),
-        fingerprint: req.fingerprint(),
-        process_id: Uuid::now_v7(),
-        now: now_ms(),
-    };
+    let creation = Creation::new(Arc::clone(&req));
     let (process_id, fingerprint) = (creation.process_id, creation.fingerprint.clone());
     let outcome = st
         .committer

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use phonefarm_coordinator::domain::{requests, routing::RoutingError, time::now_ms};
+use phonefarm_coordinator::domain::{requests, routing::RoutingError};
 use phonefarm_coordinator::http::batched::{self, Creation, Outcome};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -13,13 +13,7 @@ use crate::support::*;
 const CB: &str = "http://127.0.0.1:9/cb";
 
 fn creation(body: &Value) -> Creation {
-    let req = requests::enqueue(body).expect("a valid request");
-    Creation {
-        fingerprint: req.fingerprint(),
-        req: Arc::new(req),
-        process_id: Uuid::now_v7(),
-        now: now_ms(),
-    }
+    Creation::new(Arc::new(requests::enqueue(body).expect("a valid request")))
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
