@@ -13,12 +13,12 @@ use std::collections::HashSet;
 
 use phonefarm_shared::{Capability, WorkOrder, subjects};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{BusHandle, idle, td};
-use crate::db;
+use crate::db::{self, Held};
 use crate::domain::status::ItemState;
 use crate::domain::time::now_ms;
 
@@ -65,13 +65,13 @@ fn chunks(claims: &[db::dispatch::Claim]) -> Vec<&[db::dispatch::Claim]> {
 /// waits for a CPU, and items committed while a pass runs wait for the next one.
 pub async fn pass(
     bus: &BusHandle,
-    db: &PgPool,
+    conn: &mut PgConnection,
     callbacks: &tokio::sync::Notify,
 ) -> Result<usize, sqlx::Error> {
     let now = now_ms();
     let lock = Some(db::dispatch::DISPATCH_LOCK);
     let started = std::time::Instant::now();
-    let mut tx = db.begin().await?;
+    let mut tx = conn.begin().await?;
     let released = db::dispatch::release_scheduled(&mut tx, now, lock).await?;
     let mut notify_callbacks = false;
     for r in &released {
@@ -175,8 +175,13 @@ pub async fn run(
     callbacks: std::sync::Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
+    // One connection kept between passes (no checkout and release ping per pass).
+    let mut db = Held::new(db);
     loop {
-        match pass(&bus, &db, &callbacks).await {
+        match db
+            .with(async |conn| pass(&bus, conn, &callbacks).await)
+            .await
+        {
             Ok(n) if n as i64 >= BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dispatcher: database"),

@@ -28,14 +28,14 @@ use phonefarm_shared::{
     AgentEvent, CancelMode, EventKind, Inventory, Outcome, PhoneState, RunError, subjects,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::settle::{self, Change};
 use super::{BusHandle, bootstrap, td};
-use crate::db::{self, dispatch::RunItem};
+use crate::db::{self, Held, dispatch::RunItem};
 use crate::domain::status::ItemState;
 use crate::domain::time::now_ms;
 
@@ -123,18 +123,18 @@ pub enum Order {
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id, queue_item_id = %ev.queue_item_id, attempt = ev.attempt, seq = ev.seq))]
 pub async fn apply_event(
     bus: &BusHandle,
-    db: &PgPool,
+    conn: &mut PgConnection,
     agent_id: &str,
     ev: &AgentEvent,
     order: Order,
 ) -> Result<(Applied, Wake), sqlx::Error> {
     let mut wake = Wake::default();
-    let Some(pre) = db::dispatch::run_item(db, ev.queue_item_id).await? else {
+    let Some(pre) = db::dispatch::run_item(&mut *conn, ev.queue_item_id).await? else {
         tracing::warn!(agent_id, "event for an unknown queue item; ignored");
         return Ok((Applied::Ignored, wake));
     };
     let now = now_ms();
-    let mut tx = db.begin().await?;
+    let mut tx = conn.begin().await?;
     // Lock order everywhere: process, then its items.
     let process = match pre.process_id {
         Some(pid) => {
@@ -356,12 +356,12 @@ fn phone_state(s: PhoneState) -> &'static str {
 /// phone rows were written (0 for an out-of-order report).
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id, seq = inv.seq))]
 pub async fn apply_inventory(
-    db: &PgPool,
+    conn: &mut PgConnection,
     agent_id: &str,
     inv: &Inventory,
 ) -> Result<u64, sqlx::Error> {
     let now = now_ms();
-    let mut tx = db.begin().await?;
+    let mut tx = conn.begin().await?;
     if !db::agents::advance_inventory(
         &mut *tx,
         agent_id,
@@ -451,7 +451,7 @@ fn order_deliveries(wait: Duration) -> i64 {
 /// to ack it.
 async fn handle(
     bus: &BusHandle,
-    db: &PgPool,
+    db: &mut Held,
     callbacks: &Notify,
     subject: &str,
     payload: &[u8],
@@ -469,7 +469,10 @@ async fn handle(
                 } else {
                     Order::Wait
                 };
-                match apply_event(bus, db, agent, &ev, order).await {
+                match db
+                    .with(async |conn| apply_event(bus, conn, agent, &ev, order).await)
+                    .await
+                {
                     Ok((Applied::Early, _)) => return AckKind::Nak(Some(order_delay(delivered))),
                     r => r.map(|(_, w)| w),
                 }
@@ -480,12 +483,13 @@ async fn handle(
             }
         },
         "inventory" => match phonefarm_shared::decode::<Inventory>(payload) {
-            Ok(inv) if inv.agent_id == agent => {
-                apply_inventory(db, agent, &inv).await.map(|n| Wake {
+            Ok(inv) if inv.agent_id == agent => db
+                .with(async |conn| apply_inventory(conn, agent, &inv).await)
+                .await
+                .map(|n| Wake {
                     dispatch: n > 0,
                     ..Wake::default()
-                })
-            }
+                }),
             Ok(inv) => {
                 tracing::warn!(agent_id = agent, claimed = %inv.agent_id, "inventory names another agent; dropped");
                 return AckKind::Term;
@@ -584,11 +588,13 @@ async fn lane_worker(
     callbacks: Arc<Notify>,
     mut rx: tokio::sync::mpsc::Receiver<jetstream::Message>,
 ) {
+    // One connection per lane, kept between events (no checkout and release ping per event).
+    let mut db = Held::new(db);
     while let Some(msg) = rx.recv().await {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let ack = handle(
             &bus,
-            &db,
+            &mut db,
             &callbacks,
             msg.subject.as_str(),
             &msg.payload,

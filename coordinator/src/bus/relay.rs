@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use futures::future::join_all;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{BusHandle, idle};
-use crate::db;
+use crate::db::{self, Held};
 
 /// Published rows are kept this long, then pruned (longer than the duplicate window).
 const KEEP_PUBLISHED: Duration = Duration::from_secs(3600);
@@ -27,8 +27,8 @@ pub struct Pass {
 }
 
 /// Publishes one batch; rows that failed stay unpublished for the next pass.
-pub async fn pass(bus: &BusHandle, db: &PgPool) -> Result<Pass, sqlx::Error> {
-    let mut tx = db.begin().await?;
+pub async fn pass(bus: &BusHandle, conn: &mut PgConnection) -> Result<Pass, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     let rows = db::outbox::claim(&mut tx, bus.config.relay_batch).await?;
     if rows.is_empty() {
         tx.commit().await?;
@@ -81,11 +81,13 @@ pub async fn pass(bus: &BusHandle, db: &PgPool) -> Result<Pass, sqlx::Error> {
 pub async fn run(bus: BusHandle, db: PgPool, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut last_prune = std::time::Instant::now();
+    // One connection kept between passes (no checkout and release ping per pass).
+    let mut held = Held::new(db.clone());
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match pass(&bus, &db).await {
+        match held.with(async |conn| pass(&bus, conn).await).await {
             Ok(p) if p.failed == 0 && p.published > 0 => {
                 backoff = Duration::from_millis(100);
                 continue; // more may be waiting

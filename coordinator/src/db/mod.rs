@@ -6,6 +6,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod capabilities;
 pub mod dispatch;
+mod held;
 pub mod item_events;
 pub mod outbox;
 pub mod phones;
@@ -13,6 +14,7 @@ pub mod processes;
 pub mod queue_items;
 pub mod snapshots;
 
+pub use held::Held;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;

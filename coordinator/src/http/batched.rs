@@ -10,17 +10,15 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::batch::Batcher;
 use crate::callbacks::{self, NewCallback, PROCESS_UPDATED};
-use crate::db::{self, processes::ProcessView};
+use crate::db::{self, Held, processes::ProcessView};
 use crate::domain::requests::CapabilityRequest;
 use crate::domain::routing::{self, Planned, RoutingError};
 use crate::domain::status::{self, ItemState};
@@ -77,67 +75,6 @@ fn ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
         out.push(start..sizes.len());
     }
     out
-}
-
-/// A pool connection a worker keeps between its batches: no pool checkout, no release task and
-/// no release ping per batch. One that sat idle for [`IDLE_CHECK`] is pinged before use (it may
-/// have been cut while Postgres restarted); one that saw an error, or was held for
-/// [`HOLD_AT_MOST`], goes back to the pool, which tests it and applies its lifetime limit.
-pub struct Held {
-    db: PgPool,
-    conn: Option<HeldConn>,
-}
-
-struct HeldConn {
-    conn: PoolConnection<Postgres>,
-    since: Instant,
-    used: Instant,
-}
-
-/// A held connection idle for at least this long is pinged before use.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// A held connection goes back to the pool after this long.
-const HOLD_AT_MOST: Duration = Duration::from_secs(300);
-
-impl Held {
-    pub fn new(db: PgPool) -> Self {
-        Self { db, conn: None }
-    }
-
-    async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        if let Some(h) = &mut self.conn
-            && (h.since.elapsed() >= HOLD_AT_MOST
-                || (h.used.elapsed() >= IDLE_CHECK && h.conn.ping().await.is_err()))
-        {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            let now = Instant::now();
-            self.conn = Some(HeldConn {
-                conn: self.db.acquire().await?,
-                since: now,
-                used: now,
-            });
-        }
-        let Some(h) = &mut self.conn else {
-            return Err(sqlx::Error::PoolClosed);
-        };
-        h.used = Instant::now();
-        Ok(&mut *h.conn)
-    }
-
-    /// Runs `f` on the held connection; gives the connection back to the pool on error.
-    async fn with<T, F>(&mut self, f: F) -> Result<T, sqlx::Error>
-    where
-        F: AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
-    {
-        let conn = self.get().await?;
-        let out = f(conn).await;
-        if out.is_err() {
-            self.conn = None;
-        }
-        out
-    }
 }
 
 /// A validated request on its way into Postgres.
