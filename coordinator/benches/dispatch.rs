@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p phonefarm-coordinator --bench dispatch` (env: `PF_BENCH_ROUNDS`, default 5,
 //! after `PF_BENCH_WARMUP` untimed rounds, default 1, whose figure is printed apart;
-//! `PF_BENCH_CONCURRENCY`, default 100; `DATABASE_URL`, an admin URL, default the local
+//! `PF_BENCH_CONCURRENCY`, default 100; `PF_BENCH_LANES`, the ingester's lanes, default the
+//! coordinator's; `DATABASE_URL`, an admin URL, default the local
 //! postgres). It starts a private nats-server (`/usr/sbin/nats-server`, temp store), a scratch
 //! database and the coordinator in-process with its bus, then runs rounds of N concurrent
 //! enqueues; the simulated agent acks each order, publishes `Accepted` and then `Finished` so
@@ -269,6 +270,13 @@ async fn run() -> anyhow::Result<()> {
     config.offline_after = Duration::from_secs(60);
     // Polling is only the fallback: a NOTIFY wakes the dispatcher at each enqueue.
     config.dispatch_interval = Duration::from_secs(5);
+    if let Some(lanes) = std::env::var("PF_BENCH_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.ingest_lanes = lanes;
+    }
+    println!("ingester lanes: {}", config.ingest_lanes);
     let handle = bus::connect(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

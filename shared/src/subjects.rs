@@ -2,8 +2,11 @@
 
 /// Work orders for one agent (`WorkOrder`), stream [`WORK_STREAM`], work-queue retention.
 pub fn work(agent_id: &str) -> String {
-    format!("pf.work.{agent_id}")
+    format!("{WORK_PREFIX}{agent_id}")
 }
+
+/// What [`work`] puts before the agent id.
+pub const WORK_PREFIX: &str = "pf.work.";
 
 /// Cancel and abort orders (`Control`), stream [`CTL_STREAM`]: never queued behind work.
 pub fn control(agent_id: &str) -> String {

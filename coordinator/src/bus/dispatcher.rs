@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use phonefarm_shared::{Capability, WorkOrder, subjects};
+use phonefarm_shared::{Capability, WorkOrder};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -37,13 +37,7 @@ fn chunks(claims: &[db::dispatch::Claim]) -> Vec<&[db::dispatch::Claim]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, c) in claims.iter().enumerate() {
-        let size = c.payload.len()
-            + c.history.to_string().len()
-            + c.msg_id.len()
-            + c.subject.len()
-            + c.phone_id.len()
-            + c.agent_id.len()
-            + 64;
+        let size = c.size();
         if i > start && bytes + size > CLAIM_BYTES {
             out.push(&claims[start..i]);
             (start, bytes) = (i, 0);
@@ -136,16 +130,21 @@ pub async fn pass(
             agent_id: c.agent_id.clone(),
             run_id,
             attempt,
-            subject: subjects::work(&c.agent_id),
-            msg_id: format!("work:{}:{attempt}", c.queue_item_id),
             payload: phonefarm_shared::encode(&order),
-            history: json!({"attempt": attempt, "agent_id": c.agent_id, "phone_id": c.phone_id, "run_id": run_id}),
         });
     }
+    let mut orders = Vec::with_capacity(claims.len());
     for chunk in chunks(&claims) {
-        db::dispatch::claim_all(&mut tx, chunk, now, accept_by).await?;
+        orders.extend(db::dispatch::claim_all(&mut tx, chunk, now, accept_by).await?);
     }
-    tx.commit().await?;
+    // The relay publishes these straight after the commit; until then (and if the commit
+    // fails) its claim pass leaves them alone or picks them up.
+    bus.handoff.hold(&orders);
+    if let Err(e) = tx.commit().await {
+        bus.handoff.release(orders.iter().map(|r| r.id));
+        return Err(e);
+    }
+    bus.handoff.ready(orders);
     let dispatched = claims.len();
     for (c, process_id) in claims.iter().zip(&processes) {
         tracing::info!(queue_item_id = %c.queue_item_id, ?process_id, agent_id = %c.agent_id,
@@ -209,10 +208,7 @@ mod tests {
             agent_id: "rack-1".into(),
             run_id: Uuid::nil(),
             attempt: 1,
-            subject: "pf.work.rack-1".into(),
-            msg_id: "work:x:1".into(),
             payload: vec![0; payload],
-            history: json!({}),
         }
     }
 

@@ -561,13 +561,10 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
 const PULL_BATCH: usize = 256;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
-/// Lanes of the ingester: events are applied this many at a time, each lane in order.
-const LANES: usize = 4;
-
 /// The lane of a message: every event of one queue item (and every inventory of one agent)
 /// goes to the same lane, so they are applied in the order the stream delivered them; other
 /// items' events are applied meanwhile in the other lanes.
-fn lane(subject: &str, payload: &[u8]) -> usize {
+fn lane(subject: &str, payload: &[u8], lanes: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     match parse_subject(subject) {
@@ -578,7 +575,7 @@ fn lane(subject: &str, payload: &[u8]) -> usize {
         Some((agent, _)) => agent.hash(&mut h),
         None => subject.hash(&mut h),
     }
-    (h.finish() % LANES as u64) as usize
+    (h.finish() % lanes.max(1) as u64) as usize
 }
 
 /// Applies and acks the messages of one lane, one at a time, until its sender is dropped.
@@ -615,13 +612,14 @@ async fn lane_worker(
 /// message the server delivered to this replica is applied and acked. (A continuous pull keeps
 /// a request of hundreds of messages open; whatever it delivered while the replica stopped was
 /// stranded until the ack wait, 30 s, and then applied behind later events of the same run.)
-/// Messages are applied in [`LANES`] lanes by queue item (see [`lane`]): one transaction per
-/// event round-trips to Postgres a dozen times, and one lane left the database and the CPU
-/// idle between them while a burst of `Accepted`s waited.
+/// Messages are applied in `BusConfig::ingest_lanes` lanes by queue item (see [`lane`]): one
+/// transaction per event round-trips to Postgres a dozen times, and one lane left the database
+/// and the CPU idle between them while a burst of `Accepted`s waited.
 pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: CancellationToken) {
-    let mut lanes = Vec::with_capacity(LANES);
-    let mut workers = Vec::with_capacity(LANES);
-    for _ in 0..LANES {
+    let n = bus.config.ingest_lanes.max(1);
+    let mut lanes = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
         let (tx, rx) = tokio::sync::mpsc::channel(PULL_BATCH);
         lanes.push(tx);
         workers.push(tokio::spawn(lane_worker(
@@ -687,7 +685,7 @@ pub async fn run(bus: BusHandle, db: PgPool, callbacks: Arc<Notify>, shutdown: C
             match next {
                 None => break,
                 Some(Ok(msg)) => {
-                    let i = lane(msg.subject.as_str(), &msg.payload);
+                    let i = lane(msg.subject.as_str(), &msg.payload, n);
                     if lanes[i].send(msg).await.is_err() {
                         tracing::error!("ingester lane stopped; the event is redelivered later");
                     }
@@ -755,10 +753,10 @@ mod tests {
             at_unix_ms: 0,
             kind: EventKind::Heartbeat,
         };
-        let first = lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(1)));
+        let first = lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(1)), 4);
         for seq in 2..20 {
             assert_eq!(
-                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(seq))),
+                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&ev(seq)), 4),
                 first
             );
         }
@@ -766,13 +764,13 @@ mod tests {
             .map(|n| {
                 let mut e = ev(1);
                 e.queue_item_id = uuid::Uuid::from_u128(n);
-                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&e))
+                lane("pf.evt.rack-1.run", &phonefarm_shared::encode(&e), 4)
             })
             .collect();
-        assert_eq!(lanes.len(), LANES, "items spread over every lane");
+        assert_eq!(lanes.len(), 4, "items spread over every lane");
         assert_eq!(
-            lane("pf.evt.rack-1.inventory", b"x"),
-            lane("pf.evt.rack-1.inventory", b"y")
+            lane("pf.evt.rack-1.inventory", b"x", 4),
+            lane("pf.evt.rack-1.inventory", b"y", 4)
         );
     }
 

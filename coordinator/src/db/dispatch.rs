@@ -98,8 +98,8 @@ pub async fn candidates(
 }
 
 /// One item to claim: the candidate's item on its phone, with a fresh run id, its next
-/// attempt (the candidate's + 1: the row is locked by the caller's transaction), and what
-/// goes with the claim: the work order for the outbox and the `dispatched` history payload.
+/// attempt (the candidate's + 1: the row is locked by the caller's transaction) and its
+/// encoded work order for the outbox.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub queue_item_id: Uuid,
@@ -107,17 +107,33 @@ pub struct Claim {
     pub agent_id: String,
     pub run_id: Uuid,
     pub attempt: i32,
-    pub subject: String,
-    pub msg_id: String,
     pub payload: Vec<u8>,
-    pub history: Value,
+}
+
+impl Claim {
+    /// About how many bytes the claim adds to a [`claim_all`] statement.
+    pub fn size(&self) -> usize {
+        // Two uuids, the attempt, and a 4-byte length per array element.
+        self.payload.len() + self.phone_id.len() + self.agent_id.len() + 16 + 16 + 4 + 6 * 4
+    }
+}
+
+/// The outbox message id of an item's work order: the attempt makes a re-dispatch a new
+/// message, and a re-published copy of the same one lands once.
+pub fn work_msg_id(queue_item_id: Uuid, attempt: i32) -> String {
+    format!("work:{queue_item_id}:{attempt}")
 }
 
 /// Claims every item in one statement: CLAIMED with its next attempt on its phone by its
-/// agent, its work order into the outbox (a `msg_id` already there is left alone), and its
-/// coordinator-side `dispatched` history row (attempt 0, next seq). Returns the outbox rows
-/// added. An item whose attempt is not the one expected is left alone, and so are its order
-/// and history row.
+/// agent, its work order into the outbox on `pf.work.<agent>` with message id
+/// [`work_msg_id`] (one already there is left alone), and its coordinator-side `dispatched`
+/// history row (attempt 0, next seq; payload: attempt, agent, phone, run). Returns the outbox
+/// rows added. An item whose attempt is not the one expected is left alone, and so are its
+/// order and history row.
+///
+/// Subject, message id and history are built by the statement from the claim's own columns,
+/// so a claim carries little more than its order: more claims fit one statement under the
+/// caller's size budget (a statement per round trip).
 pub async fn claim_all(
     conn: &mut PgConnection,
     claims: &[Claim],
@@ -132,31 +148,31 @@ pub async fn claim_all(
     let agents: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
     let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
     let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
-    let subjects: Vec<&str> = claims.iter().map(|c| c.subject.as_str()).collect();
-    let msg_ids: Vec<&str> = claims.iter().map(|c| c.msg_id.as_str()).collect();
     let payloads: Vec<&[u8]> = claims.iter().map(|c| c.payload.as_slice()).collect();
-    let history: Vec<&Value> = claims.iter().map(|c| &c.history).collect();
     sqlx::query_as(
-        "WITH c AS ( \
-           UPDATE queue_items qi SET state = 'CLAIMED', attempt = c.attempt, phone_id = c.phone_id, \
-             agent_id = c.agent_id, run_id = c.run_id, lease_expires_at = $10, next_attempt_at = NULL, \
-             updated_at = $11 \
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int[]) \
-                AS c(queue_item_id, phone_id, agent_id, run_id, attempt) \
-           WHERE qi.queue_item_id = c.queue_item_id AND qi.attempt + 1 = c.attempt \
+        "WITH u AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int[], $6::bytea[]) \
+                WITH ORDINALITY AS u(queue_item_id, phone_id, agent_id, run_id, attempt, payload, n)), \
+         c AS ( \
+           UPDATE queue_items qi SET state = 'CLAIMED', attempt = u.attempt, phone_id = u.phone_id, \
+             agent_id = u.agent_id, run_id = u.run_id, lease_expires_at = $7, next_attempt_at = NULL, \
+             updated_at = $8 \
+           FROM u \
+           WHERE qi.queue_item_id = u.queue_item_id AND qi.attempt + 1 = u.attempt \
            RETURNING qi.queue_item_id), \
          d AS ( \
-           SELECT u.* FROM unnest($1::uuid[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[]) \
-                WITH ORDINALITY AS u(queue_item_id, subject, msg_id, payload, history, n) \
-           JOIN c ON c.queue_item_id = u.queue_item_id), \
+           SELECT u.* FROM u JOIN c ON c.queue_item_id = u.queue_item_id), \
          h AS ( \
            INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
            SELECT d.queue_item_id, 0, COALESCE((SELECT MAX(e.seq) FROM queue_item_events e \
                                                 WHERE e.queue_item_id = d.queue_item_id AND e.attempt = 0), 0) + 1, \
-                  'dispatched', $11, d.history \
+                  'dispatched', $8, \
+                  jsonb_build_object('attempt', d.attempt, 'agent_id', d.agent_id, \
+                                     'phone_id', d.phone_id, 'run_id', d.run_id) \
            FROM d) \
          INSERT INTO outbox (subject, msg_id, payload) \
-         SELECT d.subject, d.msg_id, d.payload FROM d ORDER BY d.n \
+         SELECT $9 || d.agent_id, 'work:' || d.queue_item_id::text || ':' || d.attempt::text, d.payload \
+         FROM d ORDER BY d.n \
          ON CONFLICT (msg_id) DO NOTHING \
          RETURNING id, subject, msg_id, payload, attempts",
     )
@@ -165,12 +181,10 @@ pub async fn claim_all(
     .bind(&agents)
     .bind(&runs)
     .bind(&attempts)
-    .bind(&subjects)
-    .bind(&msg_ids)
     .bind(&payloads)
-    .bind(&history)
     .bind(accept_by)
     .bind(now)
+    .bind(phonefarm_shared::subjects::WORK_PREFIX)
     .fetch_all(conn)
     .await
 }

@@ -55,14 +55,21 @@ pub async fn insert_all(
     .await
 }
 
-/// Claims up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
-/// The lock lasts until the caller's transaction ends.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+/// Claims up to `limit` unpublished rows, oldest first, skipping rows another relay holds and
+/// the rows `skip` (handed to this relay by other means). The lock lasts until the caller's
+/// transaction ends.
+pub async fn claim(
+    conn: &mut PgConnection,
+    limit: i64,
+    skip: &[i64],
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, subject, msg_id, payload, attempts FROM outbox \
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         WHERE published_at IS NULL AND NOT (id = ANY($2)) \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
+    .bind(skip)
     .fetch_all(conn)
     .await
 }

@@ -21,6 +21,32 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
     let inputs: serde_json::Value = serde_json::from_str(&order.inputs_json).unwrap();
     assert_eq!(inputs["keywords"], json!(["fitness"]));
     assert!(order.deadline_unix_ms > 0);
+    // The outbox row and the history row the claim statement built for this order.
+    let (subject, msg_id, payload): (String, String, Vec<u8>) =
+        sqlx::query_as("SELECT subject, msg_id, payload FROM outbox WHERE msg_id LIKE 'work:%'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(subject, phonefarm_shared::subjects::work("rack-1"));
+    assert_eq!(
+        msg_id,
+        phonefarm_coordinator::db::dispatch::work_msg_id(order.queue_item_id, 1)
+    );
+    assert_eq!(
+        phonefarm_shared::decode::<phonefarm_shared::WorkOrder>(&payload).unwrap(),
+        order
+    );
+    let (dispatched,): (serde_json::Value,) = sqlx::query_as(
+        "SELECT payload FROM queue_item_events WHERE queue_item_id = $1 AND kind = 'dispatched'",
+    )
+    .bind(order.queue_item_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        dispatched,
+        json!({"attempt": 1, "agent_id": "rack-1", "phone_id": "P1", "run_id": order.run_id})
+    );
 
     agent.event(&order, 1, EventKind::Accepted).await;
     let p = app.wait_status(pid, "executing").await;

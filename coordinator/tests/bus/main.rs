@@ -15,3 +15,4 @@ mod ingest;
 mod order;
 mod outage;
 mod permissions;
+mod relay;
