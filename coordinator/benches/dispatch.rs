@@ -449,6 +449,7 @@ async fn run() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let seen_now = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let before = to_accepted.len();
         for (pid, (t0, answered)) in &started {
             to_response.push(answered.duration_since(*t0).as_secs_f64() * 1e3);
             if let Some((recv, Some(acc))) = seen_now.get(pid) {
@@ -457,6 +458,12 @@ async fn run() -> anyhow::Result<()> {
                 from_response.push(clock.wall(*acc) - clock.wall(*answered));
             }
         }
+        // Each round's slowest, so one bad round is visible behind the p99.
+        let round_max = to_accepted[before..].iter().copied().fold(0.0, f64::max);
+        let round_202 = to_response[before..].iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "round {round}: slowest enqueue -> Accepted acked {round_max:.1} ms, slowest 202 {round_202:.1} ms"
+        );
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let (busy,): (i64,) = sqlx::query_as(

@@ -51,22 +51,29 @@ fn chunks(claims: &[db::dispatch::Claim]) -> Vec<&[db::dispatch::Claim]> {
 }
 
 /// One dispatch pass; returns how many items were dispatched (0 if another replica holds the
-/// dispatcher lock).
+/// dispatcher lock). With `release`, SCHEDULED items whose time came are released first (the
+/// loop asks for that once per `dispatch_interval`, not on every wake-up).
 ///
-/// Four round trips to Postgres for up to [`CLAIM_BYTES`] of work orders (the lock is taken
-/// inside the release statement and checked again in the candidates query; claims, work
-/// orders and history rows are one statement): under a burst of enqueues every round trip
-/// waits for a CPU, and items committed while a pass runs wait for the next one.
+/// Three round trips to Postgres for up to [`CLAIM_BYTES`] of work orders, four with the
+/// release (the lock is taken inside the first statement, release or candidates, and checked
+/// again in the candidates query; claims, work orders and history rows are one statement):
+/// under a burst of enqueues every round trip waits for a CPU, and items committed while a
+/// pass runs wait for the next one.
 pub async fn pass(
     bus: &BusHandle,
     conn: &mut PgConnection,
     callbacks: &tokio::sync::Notify,
+    release: bool,
 ) -> Result<usize, sqlx::Error> {
     let now = now_ms();
     let lock = Some(db::dispatch::DISPATCH_LOCK);
     let started = std::time::Instant::now();
     let mut tx = conn.begin().await?;
-    let released = db::dispatch::release_scheduled(&mut tx, now, lock).await?;
+    let released = if release {
+        db::dispatch::release_scheduled(&mut tx, now, lock).await?
+    } else {
+        Vec::new()
+    };
     let mut notify_callbacks = false;
     for r in &released {
         db::queue_items::record_event(&mut tx, r.queue_item_id, "released", now, json!({})).await?;
@@ -167,7 +174,8 @@ pub async fn pass(
 }
 
 /// Dispatches until shutdown: on every wake-up (new work, a phone freed or appeared) and at
-/// least every `dispatch_interval` (scheduled items, retry backoffs).
+/// least every `dispatch_interval` (retry backoffs); SCHEDULED items are released by the first
+/// pass after each `dispatch_interval`, so at most that late, as with polling alone.
 pub async fn run(
     bus: BusHandle,
     db: PgPool,
@@ -176,9 +184,14 @@ pub async fn run(
 ) {
     // One connection kept between passes (no checkout and release ping per pass).
     let mut db = Held::new(db);
+    let mut released_at: Option<std::time::Instant> = None;
     loop {
+        let release = released_at.is_none_or(|t| t.elapsed() >= bus.config.dispatch_interval);
+        if release {
+            released_at = Some(std::time::Instant::now());
+        }
         match db
-            .with(async |conn| pass(&bus, conn, &callbacks).await)
+            .with(async |conn| pass(&bus, conn, &callbacks, release).await)
             .await
         {
             Ok(n) if n as i64 >= BATCH => continue,

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::settle::{self, Change};
 use super::{BusHandle, bootstrap, td};
-use crate::db::{self, Held, dispatch::RunItem};
+use crate::db::{self, Held};
 use crate::domain::status::ItemState;
 use crate::domain::time::now_ms;
 
@@ -129,24 +129,13 @@ pub async fn apply_event(
     order: Order,
 ) -> Result<(Applied, Wake), sqlx::Error> {
     let mut wake = Wake::default();
-    let Some(pre) = db::dispatch::run_item(&mut *conn, ev.queue_item_id).await? else {
+    let now = now_ms();
+    let mut tx = conn.begin().await?;
+    let Some(locked) = settle::lock_item(&mut tx, ev.queue_item_id).await? else {
         tracing::warn!(agent_id, "event for an unknown queue item; ignored");
         return Ok((Applied::Ignored, wake));
     };
-    let now = now_ms();
-    let mut tx = conn.begin().await?;
-    // Lock order everywhere: process, then its items.
-    let process = match pre.process_id {
-        Some(pid) => {
-            let p = db::processes::get_for_update(&mut tx, pid).await?;
-            db::queue_items::for_process_locked(&mut tx, pid).await?;
-            p
-        }
-        None => None,
-    };
-    let Some(item) = db::dispatch::run_item_locked(&mut tx, ev.queue_item_id).await? else {
-        return Ok((Applied::Ignored, wake));
-    };
+    let item = &locked.item;
     if i64::from(ev.attempt) != i64::from(item.attempt) {
         // Fencing: a stale attempt never changes state. A stale run that starts is stopped.
         if matches!(ev.kind, EventKind::Accepted) {
@@ -176,36 +165,10 @@ pub async fn apply_event(
     let seq = ev.seq.min(i64::MAX as u64) as i64;
     let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
     let lease_until = now + td(bus.config.lease);
-    // In seq order (under the item's lock, so replicas serialize here).
-    if seq > 1
-        && !db::item_events::has_seq(&mut tx, item.queue_item_id, item.attempt, seq - 1).await?
-    {
-        if db::item_events::has_seq(&mut tx, item.queue_item_id, item.attempt, seq).await? {
-            // Itself applied before (without its predecessor): a replay.
-            tx.commit().await?;
-            return Ok((Applied::Replay, wake));
-        }
-        match order {
-            Order::Wait => {
-                if matches!(state, ItemState::Claimed | ItemState::Executing) {
-                    db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
-                }
-                tx.commit().await?;
-                tracing::debug!(agent_id, "event ahead of its predecessor; handed back");
-                return Ok((Applied::Early, wake));
-            }
-            Order::GiveUp => {
-                tracing::warn!(
-                    agent_id,
-                    missing = seq - 1,
-                    "the predecessor of this event never came; applied without it"
-                );
-                metrics::counter!("phonefarm_bus_events_out_of_order_total").increment(1);
-            }
-        }
-    }
+    // In seq order (under the item's lock, so replicas serialize here): recorded only if its
+    // predecessor is, unless the wait is over.
     let (kind, payload) = history(&ev.kind);
-    let fresh = db::item_events::insert_agent_event(
+    let rec = db::item_events::record_agent_event(
         &mut tx,
         item.queue_item_id,
         item.attempt,
@@ -213,11 +176,30 @@ pub async fn apply_event(
         kind,
         at(ev.at_unix_ms),
         &payload,
+        order == Order::GiveUp,
     )
     .await?;
-    if !fresh {
+    if !rec.inserted {
+        if !rec.predecessor && !rec.existed && order == Order::Wait {
+            // Ahead of its predecessor: it only proves the run is alive.
+            if matches!(state, ItemState::Claimed | ItemState::Executing) {
+                db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
+            }
+            tx.commit().await?;
+            tracing::debug!(agent_id, "event ahead of its predecessor; handed back");
+            return Ok((Applied::Early, wake));
+        }
+        // Recorded before (possibly without its predecessor): a replay.
         tx.commit().await?;
         return Ok((Applied::Replay, wake));
+    }
+    if !rec.predecessor {
+        tracing::warn!(
+            agent_id,
+            missing = seq - 1,
+            "the predecessor of this event never came; applied without it"
+        );
+        metrics::counter!("phonefarm_bus_events_out_of_order_total").increment(1);
     }
     let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
     match &ev.kind {
@@ -298,16 +280,7 @@ pub async fn apply_event(
         }
     }
     if let Some((next, result, err)) = change {
-        wake.callbacks |= settle_change(
-            &mut tx,
-            process.as_ref(),
-            &item,
-            next,
-            result.as_ref(),
-            err,
-            now,
-        )
-        .await?;
+        wake.callbacks |= settle_change(&mut tx, &locked, next, result.as_ref(), err, now).await?;
         tracing::info!(agent_id, from = %state, to = %next, "queue item state");
     }
     tx.commit().await?;
@@ -317,20 +290,20 @@ pub async fn apply_event(
 /// Settles the process (or the legacy item's callback) after an item changed.
 pub(crate) async fn settle_change(
     conn: &mut sqlx::PgConnection,
-    process: Option<&crate::db::processes::ProcessRow>,
-    item: &RunItem,
+    locked: &settle::Locked,
     next: ItemState,
     result: Option<&Value>,
     error: Option<Value>,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    match process {
+    match &locked.process {
         Some(p) => {
             settle::process(
                 conn,
                 p,
+                &locked.items,
                 &Change {
-                    item,
+                    item: &locked.item,
                     new_state: next,
                     result,
                     error,
@@ -339,7 +312,7 @@ pub(crate) async fn settle_change(
             )
             .await
         }
-        None => settle::legacy(conn, item, next, error, now).await,
+        None => settle::legacy(conn, &locked.item, next, error, now).await,
     }
 }
 

@@ -28,15 +28,63 @@ pub fn error_value(code: &str, message: &str, queue_item_id: Uuid, at: OffsetDat
     json!({"code": code, "message": message, "queue_item_id": queue_item_id, "at": fmt(at)})
 }
 
-/// Recomputes the process after `change`; returns true if callbacks were enqueued.
+/// A queue item locked for a state change, with its process and the process's items.
+pub struct Locked {
+    pub process: Option<ProcessRow>,
+    /// Every item of the process (just the item for one without a process), as locked.
+    pub items: Vec<RunItem>,
+    pub item: RunItem,
+}
+
+/// Locks a queue item for a state change in the lock order of every writer: its process
+/// first (found and locked by one statement), then the process's items in id order. `None`
+/// for an unknown item.
+pub async fn lock_item(
+    conn: &mut PgConnection,
+    queue_item_id: Uuid,
+) -> Result<Option<Locked>, sqlx::Error> {
+    let process = db::processes::get_for_update_of_item(&mut *conn, queue_item_id).await?;
+    let items = match &process {
+        Some(p) => db::dispatch::run_items_locked(&mut *conn, p.process_id).await?,
+        None => db::dispatch::run_item_locked(&mut *conn, queue_item_id)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    let Some(item) = items
+        .iter()
+        .find(|i| i.queue_item_id == queue_item_id)
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Locked {
+        process,
+        items,
+        item,
+    }))
+}
+
+/// Recomputes the process after `change`; returns true if callbacks were enqueued. `items`
+/// are the process's items as the caller locked them, before the change (the caller's lock
+/// keeps the others as they are).
 pub async fn process(
     conn: &mut PgConnection,
     p: &ProcessRow,
+    items: &[RunItem],
     change: &Change<'_>,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    let items = db::queue_items::for_process(&mut *conn, p.process_id).await?;
-    let states: Vec<ItemState> = items.iter().filter_map(|i| i.state.parse().ok()).collect();
+    let states: Vec<ItemState> = items
+        .iter()
+        .filter_map(|i| {
+            if i.queue_item_id == change.item.queue_item_id {
+                Some(change.new_state)
+            } else {
+                i.state.parse().ok()
+            }
+        })
+        .collect();
     let current = Status::parse(&p.status).unwrap_or(Status::Queued);
     let next = status::next(current, &states, p.cancel_requested_at.is_some());
     let mut milestones: Vec<&str> = Vec::new();

@@ -41,25 +41,13 @@ pub struct Swept {
 }
 
 /// Expires one lapsed lease; true if it did (callbacks may have been enqueued).
-async fn expire(
-    bus: &BusHandle,
-    db: &PgPool,
-    item_id: Uuid,
-    process_id: Option<Uuid>,
-) -> Result<(bool, bool), sqlx::Error> {
+async fn expire(bus: &BusHandle, db: &PgPool, item_id: Uuid) -> Result<(bool, bool), sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let process = match process_id {
-        Some(pid) => {
-            let p = db::processes::get_for_update(&mut tx, pid).await?;
-            db::queue_items::for_process_locked(&mut tx, pid).await?;
-            p
-        }
-        None => None,
-    };
-    let Some(item) = db::dispatch::run_item_locked(&mut tx, item_id).await? else {
+    let Some(locked) = settle::lock_item(&mut tx, item_id).await? else {
         return Ok((false, false));
     };
+    let item = &locked.item;
     let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
     let lapsed = matches!(state, ItemState::Claimed | ItemState::Executing)
         && item.lease_expires_at.is_some_and(|l| l < now);
@@ -117,8 +105,7 @@ async fn expire(
         )
         .await?;
     }
-    let callbacks =
-        settle_change(&mut tx, process.as_ref(), &item, next, None, Some(err), now).await?;
+    let callbacks = settle_change(&mut tx, &locked, next, None, Some(err), now).await?;
     tx.commit().await?;
     tracing::warn!(queue_item_id = %item.queue_item_id, process_id = ?item.process_id, agent_id = ?item.agent_id,
         attempt = item.attempt, next = %next, "lease lapsed");
@@ -258,8 +245,8 @@ async fn sweep(
     let mut swept = Swept::default();
     let mut notify = false;
     if judge_leases {
-        for (item, pid) in db::dispatch::lapsed(db, now_ms(), 200).await? {
-            let (done, cb) = expire(bus, db, item, pid).await?;
+        for (item, _process) in db::dispatch::lapsed(db, now_ms(), 200).await? {
+            let (done, cb) = expire(bus, db, item).await?;
             swept.lapsed += usize::from(done);
             notify |= cb;
         }

@@ -216,17 +216,18 @@ macro_rules! run_columns {
     };
 }
 
-pub async fn run_item<'e>(
-    db: impl PgExecutor<'e>,
-    id: Uuid,
-) -> Result<Option<RunItem>, sqlx::Error> {
+/// Every item of a process, locked in id order (the lock order of every writer).
+pub async fn run_items_locked(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+) -> Result<Vec<RunItem>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         run_columns!(),
-        " FROM queue_items WHERE queue_item_id = $1"
+        " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id FOR UPDATE"
     ))
-    .bind(id)
-    .fetch_optional(db)
+    .bind(process_id)
+    .fetch_all(conn)
     .await
 }
 

@@ -16,8 +16,22 @@ pub struct EventRow {
     pub payload: Value,
 }
 
-/// Records an agent event; false if `(item, attempt, seq)` was recorded before (a replay).
-pub async fn insert_agent_event(
+/// What [`record_agent_event`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct Recorded {
+    /// The predecessor `(item, attempt, seq - 1)` is recorded (always true for seq 1).
+    pub predecessor: bool,
+    /// The event itself was recorded before (a replay).
+    pub existed: bool,
+    /// This call recorded it.
+    pub inserted: bool,
+}
+
+/// Records an agent event if its predecessor is recorded (or `anyway`), in one statement that
+/// also says whether the predecessor and the event itself were there. A replay inserts
+/// nothing (unique `(item, attempt, seq)`).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_agent_event(
     conn: &mut PgConnection,
     queue_item_id: Uuid,
     attempt: i32,
@@ -25,10 +39,20 @@ pub async fn insert_agent_event(
     kind: &str,
     at: OffsetDateTime,
     payload: &Value,
-) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (queue_item_id, attempt, seq) DO NOTHING",
+    anyway: bool,
+) -> Result<Recorded, sqlx::Error> {
+    sqlx::query_as(
+        "WITH f AS ( \
+           SELECT $3 <= 1 OR EXISTS (SELECT 1 FROM queue_item_events \
+                                     WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3 - 1) \
+                    AS predecessor, \
+                  EXISTS (SELECT 1 FROM queue_item_events \
+                          WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3) AS existed), \
+         i AS ( \
+           INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
+           SELECT $1, $2, $3, $4, $5, $6 FROM f WHERE (f.predecessor OR $7) AND NOT f.existed \
+           ON CONFLICT (queue_item_id, attempt, seq) DO NOTHING RETURNING 1) \
+         SELECT f.predecessor, f.existed, EXISTS (SELECT 1 FROM i) AS inserted FROM f",
     )
     .bind(queue_item_id)
     .bind(attempt)
@@ -36,29 +60,9 @@ pub async fn insert_agent_event(
     .bind(kind)
     .bind(at)
     .bind(payload)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
-/// Whether `(queue_item_id, attempt, seq)` is recorded. The ingester asks it for the
-/// predecessor of an agent event, so a run's events are applied in their seq order.
-pub async fn has_seq(
-    conn: &mut PgConnection,
-    queue_item_id: Uuid,
-    attempt: i32,
-    seq: i64,
-) -> Result<bool, sqlx::Error> {
-    let (found,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM queue_item_events \
-                        WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3)",
-    )
-    .bind(queue_item_id)
-    .bind(attempt)
-    .bind(seq)
+    .bind(anyway)
     .fetch_one(conn)
-    .await?;
-    Ok(found)
+    .await
 }
 
 /// The whole history of an item, in order.

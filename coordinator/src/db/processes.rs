@@ -193,6 +193,23 @@ pub async fn get_for_update(
     .await
 }
 
+/// The process of a queue item, locked (`FOR UPDATE`); `None` for an unknown item or one
+/// without a process (legacy queue items).
+pub async fn get_for_update_of_item(
+    conn: &mut PgConnection,
+    queue_item_id: Uuid,
+) -> Result<Option<ProcessRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        process_columns!(),
+        " FROM processes WHERE process_id = \
+           (SELECT process_id FROM queue_items WHERE queue_item_id = $1) FOR UPDATE"
+    ))
+    .bind(queue_item_id)
+    .fetch_optional(conn)
+    .await
+}
+
 #[derive(Debug, Default)]
 pub struct ListFilter {
     pub status: Option<String>,

@@ -87,20 +87,6 @@ pub async fn insert_many(
     Ok(ids)
 }
 
-pub async fn for_process<'e>(
-    db: impl PgExecutor<'e>,
-    process_id: Uuid,
-) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        item_columns!(),
-        " FROM queue_items WHERE process_id = $1 ORDER BY queue_item_id"
-    ))
-    .bind(process_id)
-    .fetch_all(db)
-    .await
-}
-
 /// The statement of [`states_for_processes`] (the API bench's pgbench script runs it for one
 /// id).
 pub const STATES_MANY_SQL: &str = "SELECT process_id, queue_item_id, state FROM queue_items \
