@@ -36,6 +36,12 @@ use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
 use crate::uplink::{self, NatsAuth};
 
+/// Work orders in hand at once: pulled together and handled concurrently, so the runner admits
+/// a burst together (one journal write for all of them, see `Journal::accept_orders`) instead
+/// of one pull, journal write and publish ack per order. An order for a busy phone is still
+/// handed back.
+pub const WORK_IN_HAND: usize = 32;
+
 /// Everything the daemon needs. Build it with [`DaemonConfig::new`] (production defaults) and
 /// override fields; `phonefarm-agent run` maps its flags and environment onto it.
 #[derive(Debug, Clone)]
@@ -80,7 +86,8 @@ pub struct DaemonConfig {
     pub ui: UiConfig,
     /// Flow knobs (screen timeout, pop-up limit…); the seed is set per run.
     pub flow: FlowOptions,
-    /// Pull tuning of the work and control consumers.
+    /// Pull tuning of the work consumer (the control consumer takes its timings, 16 messages
+    /// per pull, handled one at a time in order).
     pub pull: PullOptions,
     /// Event publisher timings.
     pub publisher: PublisherOptions,
@@ -112,7 +119,11 @@ impl DaemonConfig {
             evidence_timeout: Duration::from_secs(30),
             ui: UiConfig::default(),
             flow: FlowOptions::default(),
-            pull: PullOptions::default(),
+            pull: PullOptions {
+                batch: WORK_IN_HAND,
+                concurrency: WORK_IN_HAND,
+                ..PullOptions::default()
+            },
             publisher: PublisherOptions::default(),
         }
     }
@@ -363,6 +374,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             agent_id.clone(),
             PullOptions {
                 batch: 16,
+                concurrency: 1,
                 ..config.pull.clone()
             },
             inner.clone(),

@@ -396,8 +396,8 @@ fn config(agent: &str, url: &str, state: &Path, phones: &[&Sim]) -> DaemonConfig
     c.pull = PullOptions {
         heartbeat: Duration::from_secs(1),
         expires: Duration::from_secs(5),
-        batch: 1,
         rebind_delay: Duration::from_millis(200),
+        ..c.pull
     };
     c.publisher = PublisherOptions {
         ack_timeout: Duration::from_secs(1),

@@ -81,10 +81,15 @@ pub struct RunnerDeps {
     pub options: RunnerOptions,
 }
 
+type Reply = oneshot::Sender<Result<Admission, RunnerError>>;
+
+/// Most orders admitted together.
+const MAX_ADMISSIONS: usize = 64;
+
 enum Command {
     Submit {
         order: WorkOrder,
-        reply: oneshot::Sender<Result<Admission, RunnerError>>,
+        reply: Reply,
     },
     Cancel {
         queue_item_id: Uuid,
@@ -188,16 +193,32 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
+        let mut deferred: Option<Command> = None;
         loop {
-            let cmd = tokio::select! {
-                () = self.shutdown.cancelled() => break,
-                cmd = self.rx.recv() => cmd,
+            let cmd = match deferred.take() {
+                Some(cmd) => Some(cmd),
+                None => tokio::select! {
+                    () = self.shutdown.cancelled() => break,
+                    cmd = self.rx.recv() => cmd,
+                },
             };
             let Some(cmd) = cmd else { break };
             match cmd {
                 Command::Submit { order, reply } => {
-                    let r = self.submit(order).await;
-                    let _ = reply.send(r);
+                    // Submits already queued behind this one are admitted with it (their
+                    // journal writes share fsyncs); the first other command waits its turn.
+                    let mut batch = vec![(order, reply)];
+                    while batch.len() < MAX_ADMISSIONS {
+                        match self.rx.try_recv() {
+                            Ok(Command::Submit { order, reply }) => batch.push((order, reply)),
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.submit_all(batch).await;
                 }
                 Command::Cancel {
                     queue_item_id,
@@ -254,42 +275,87 @@ impl Actor {
         }
     }
 
-    async fn submit(&mut self, order: WorkOrder) -> Result<Admission, RunnerError> {
-        let events = &self.deps.events;
-        let accepted_id = format!("{}:{}:1", order.queue_item_id, order.attempt);
-        if events
-            .journal()
-            .order(order.queue_item_id, order.attempt)
-            .is_some()
-        {
-            return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+    /// Admits orders in the order given: a redelivery is a duplicate, an order cancelled before
+    /// it came is journaled and finished unrun, an order for a busy phone (or for a phone an
+    /// earlier order of the batch takes) is handed back; the rest are journaled together and
+    /// started.
+    async fn submit_all(&mut self, batch: Vec<(WorkOrder, Reply)>) {
+        let events = self.deps.events.clone();
+        let mut to_accept: Vec<(WorkOrder, Reply, bool)> = Vec::with_capacity(batch.len());
+        let mut taken: HashMap<String, Uuid> = HashMap::new();
+        for (order, reply) in batch {
+            if events
+                .journal()
+                .order(order.queue_item_id, order.attempt)
+                .is_some()
+            {
+                let stored = events.stored(accepted_id(&order)).await;
+                let _ = reply.send(stored.map(Admission::Duplicate).map_err(Into::into));
+                continue;
+            }
+            let key = (order.queue_item_id, order.attempt);
+            let cancelled_early = self.early_cancels.contains(&key);
+            if !cancelled_early {
+                let running = self
+                    .active
+                    .get(&order.phone_id)
+                    .map(|a| a.queue_item_id)
+                    .or_else(|| taken.get(&order.phone_id).copied());
+                if let Some(running) = running {
+                    let _ = reply.send(Ok(Admission::Busy { running }));
+                    continue;
+                }
+                taken.insert(order.phone_id.clone(), order.queue_item_id);
+            }
+            to_accept.push((order, reply, cancelled_early));
         }
+        if to_accept.is_empty() {
+            return;
+        }
+        let orders = to_accept.iter().map(|(o, _, _)| o.clone()).collect();
+        let accepted = events.accept_all(orders).await;
+        for ((order, reply, cancelled_early), result) in to_accept.into_iter().zip(accepted) {
+            let r = match result {
+                Err(e) => Err(e.into()),
+                Ok(None) => events
+                    .stored(accepted_id(&order))
+                    .await
+                    .map(Admission::Duplicate)
+                    .map_err(Into::into),
+                Ok(Some(stored)) if cancelled_early => self
+                    .finish_unrun(&order)
+                    .await
+                    .map(|()| Admission::Accepted(stored)),
+                Ok(Some(stored)) => {
+                    self.start(order).await;
+                    Ok(Admission::Accepted(stored))
+                }
+            };
+            let _ = reply.send(r);
+        }
+    }
+
+    /// An order cancelled before it arrived: journaled (so it is acked), finished unrun.
+    async fn finish_unrun(&mut self, order: &WorkOrder) -> Result<(), RunnerError> {
         let key = (order.queue_item_id, order.attempt);
         if let Some(i) = self.early_cancels.iter().position(|k| *k == key) {
-            // Cancelled before it arrived: accept it (so it is acked) and finish it unrun.
-            let Some(stored) = events.accept(&order).await? else {
-                return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
-            };
             self.early_cancels.remove(i);
-            tracing::info!(queue_item_id = %order.queue_item_id, attempt = order.attempt, "order cancelled before it arrived; not run");
-            let finished = EventKind::Finished {
-                outcome: Outcome::Cancelled,
-                result_json: "null".into(),
-                error: None,
-            };
-            events
-                .emit(order.queue_item_id, order.attempt, finished)
-                .await?;
-            return Ok(Admission::Accepted(stored));
         }
-        if let Some(a) = self.active.get(&order.phone_id) {
-            return Ok(Admission::Busy {
-                running: a.queue_item_id,
-            });
-        }
-        let Some(stored) = events.accept(&order).await? else {
-            return Ok(Admission::Duplicate(events.stored(accepted_id).await?));
+        tracing::info!(queue_item_id = %order.queue_item_id, attempt = order.attempt, "order cancelled before it arrived; not run");
+        let finished = EventKind::Finished {
+            outcome: Outcome::Cancelled,
+            result_json: "null".into(),
+            error: None,
         };
+        self.deps
+            .events
+            .emit(order.queue_item_id, order.attempt, finished)
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the run of an admitted order on its phone.
+    async fn start(&mut self, order: WorkOrder) {
         let soft = CancellationToken::new();
         let hard = self.shutdown.child_token();
         self.active.insert(
@@ -322,6 +388,10 @@ impl Actor {
                     .await;
             }
         });
-        Ok(Admission::Accepted(stored))
     }
+}
+
+/// The message id of an order's `Accepted` event.
+fn accepted_id(order: &WorkOrder) -> String {
+    format!("{}:{}:1", order.queue_item_id, order.attempt)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::pull::MessagesErrorKind};
 use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use phonefarm_shared::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +24,11 @@ pub struct PullOptions {
     pub heartbeat: Duration,
     /// How long one pull request lives.
     pub expires: Duration,
-    /// Messages per pull (1 for work: an order is not held back behind another).
+    /// Messages per pull.
     pub batch: usize,
+    /// Messages handled at once (each acked by its own handler). 1 handles them one at a time,
+    /// in delivery order.
+    pub concurrency: usize,
     /// Delay between attempts to bind.
     pub rebind_delay: Duration,
 }
@@ -35,13 +39,15 @@ impl Default for PullOptions {
             heartbeat: Duration::from_secs(5),
             expires: Duration::from_secs(30),
             batch: 1,
+            concurrency: 1,
             rebind_delay: Duration::from_secs(1),
         }
     }
 }
 
-/// Pulls from `agent-<agent_id>` on `stream` until `shutdown`, awaiting `handle` for each
-/// message (so messages are handled one at a time, in order).
+/// Pulls from `agent-<agent_id>` on `stream` until `shutdown`, running `handle` for each
+/// message, up to `options.concurrency` at once (1: one at a time, in order). Nothing more is
+/// taken from the pull while that many are in hand.
 pub async fn consume<F, Fut>(
     js: jetstream::Context,
     stream: &'static str,
@@ -73,23 +79,28 @@ pub async fn consume<F, Fut>(
         tracing::info!(%agent_id, stream, consumer = %name, "bound to consumer");
         delay = options.rebind_delay;
         let mut messages = consumer;
+        let mut in_hand = FuturesUnordered::new();
+        let room = options.concurrency.max(1);
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
-                next = messages.next() => next,
+                Some(()) = in_hand.next(), if !in_hand.is_empty() => continue,
+                next = messages.next(), if in_hand.len() < room => next,
             };
             match next {
-                Some(Ok(msg)) => handle(msg).await,
+                Some(Ok(msg)) => in_hand.push(handle(msg)),
                 Some(Err(e)) => match e.kind() {
                     MessagesErrorKind::MissingHeartbeat => {
                         tracing::debug!(%agent_id, stream, "missed heartbeats: server away? waiting");
                     }
                     MessagesErrorKind::ConsumerDeleted => {
                         tracing::warn!(%agent_id, stream, consumer = %name, "consumer deleted; binding again");
+                        finish(&mut in_hand, &shutdown).await;
                         continue 'bind;
                     }
                     other => {
                         tracing::warn!(%agent_id, stream, kind = %other, error = %e, "pull failed; binding again");
+                        finish(&mut in_hand, &shutdown).await;
                         if !pause(options.rebind_delay, &shutdown).await {
                             return;
                         }
@@ -98,10 +109,22 @@ pub async fn consume<F, Fut>(
                 },
                 None => {
                     tracing::warn!(%agent_id, stream, "message stream ended; binding again");
+                    finish(&mut in_hand, &shutdown).await;
                     continue 'bind;
                 }
             }
         }
+    }
+}
+
+/// Lets the handlers in hand finish (or shutdown come) before binding again.
+async fn finish<Fut: Future<Output = ()>>(
+    in_hand: &mut FuturesUnordered<Fut>,
+    shutdown: &CancellationToken,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = async { while in_hand.next().await.is_some() {} } => {}
     }
 }
 

@@ -108,14 +108,72 @@ impl std::fmt::Debug for Journal {
 
 /// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 pub(crate) fn write_durable(dir: &Path, path: &Path, data: &[u8]) -> Result<(), JournalError> {
+    write_synced(path, data)?;
+    sync_dir(dir)
+}
+
+/// Writes `data` to `path` atomically (temp file, fsync, rename); the rename is durable once
+/// the directory is fsynced.
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(data).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// [`write_synced`] for many files: all written first, then fsynced from several threads at
+/// once (the filesystem commits concurrent fsyncs together), then renamed. One result per file.
+fn write_many_synced(files: &[(PathBuf, Vec<u8>)]) -> Vec<Result<(), JournalError>> {
+    const THREADS: usize = 8;
+    let written: Vec<Result<(PathBuf, fs::File), JournalError>> = files
+        .iter()
+        .map(|(path, data)| {
+            let tmp = path.with_extension("tmp");
+            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(data).map_err(io(&tmp))?;
+            Ok((tmp, f))
+        })
+        .collect();
+    let chunk = written.len().div_ceil(THREADS).max(1);
+    let synced: Vec<Result<(), JournalError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = written
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|w| match w {
+                            Ok((tmp, f)) => f.sync_all().map_err(io(tmp)),
+                            Err(_) => Ok(()),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(JournalError::Io {
+                        path: "(fsync thread)".into(),
+                        source: std::io::Error::other("fsync thread panicked"),
+                    })]
+                })
+            })
+            .collect()
+    });
+    files
+        .iter()
+        .zip(written)
+        .zip(synced)
+        .map(|(((path, _), written), synced)| {
+            let (tmp, _) = written?;
+            synced?;
+            fs::rename(&tmp, path).map_err(io(path))
+        })
+        .collect()
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
@@ -212,9 +270,15 @@ impl Journal {
     }
 
     fn write_record(&self, rec: &OrderRecord) -> Result<(), JournalError> {
+        self.write_record_file(rec)?;
+        sync_dir(&self.orders_dir)
+    }
+
+    /// The record's file, without the directory fsync that makes its rename durable.
+    fn write_record_file(&self, rec: &OrderRecord) -> Result<(), JournalError> {
         let path = self.order_path(rec.order.queue_item_id, rec.order.attempt);
         let bytes = serde_json::to_vec(rec).map_err(JournalError::Encode)?;
-        write_durable(&self.orders_dir, &path, &bytes)
+        write_synced(&path, &bytes)
     }
 
     /// Every event still waiting for its publish ack, oldest first (replayed at start).
@@ -259,30 +323,153 @@ impl Journal {
 
     /// Journals a new order and its `Accepted` event (seq 1), or reports it as known.
     pub fn accept_order(&self, order: &WorkOrder) -> Result<Admission, JournalError> {
-        let key = (order.queue_item_id, order.attempt);
+        self.accept_orders(std::slice::from_ref(order))
+            .pop()
+            .unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Journals new orders and their `Accepted` events (seq 1) together, or reports them as
+    /// known; one result per order, in order. For each order, as for one: its record is
+    /// durable before its event, and the event before the record that moves its next `seq` on.
+    /// The orders share the directory fsyncs of each of those three steps and one hold of the
+    /// lock, so a burst of orders is not journaled one by one between the appends of the runs
+    /// that just started (3n + 3 fsyncs instead of 6n).
+    pub fn accept_orders(&self, orders: &[WorkOrder]) -> Vec<Result<Admission, JournalError>> {
+        let mut out: Vec<Option<Result<Admission, JournalError>>> =
+            orders.iter().map(|_| None).collect();
         let mut inner = self.lock();
         if inner.closed {
-            return Err(JournalError::Closed);
+            return orders.iter().map(|_| Err(JournalError::Closed)).collect();
         }
-        if let Some(rec) = inner.orders.get(&key) {
-            return Ok(Admission::Known {
-                finished: rec.finished,
-            });
+        let mut fresh = Vec::new();
+        let mut in_batch = std::collections::HashSet::new();
+        for (i, order) in orders.iter().enumerate() {
+            let key = (order.queue_item_id, order.attempt);
+            if let Some(rec) = inner.orders.get(&key) {
+                out[i] = Some(Ok(Admission::Known {
+                    finished: rec.finished,
+                }));
+            } else if !in_batch.insert(key) {
+                // The same order twice in one batch: the first is journaled.
+                out[i] = Some(Ok(Admission::Known { finished: false }));
+            } else {
+                fresh.push(i);
+            }
         }
-        let rec = OrderRecord {
+        let record = |order: &WorkOrder, next_seq: u64| OrderRecord {
             order: order.clone(),
-            next_seq: 1,
+            next_seq,
             finished: false,
             finished_at_unix_ms: None,
         };
-        self.write_record(&rec)?;
-        inner.orders.insert(key, rec);
+        // 1. The records: the orders are known from now on.
+        let files = fresh
+            .iter()
+            .map(|&i| self.record_file(&record(&orders[i], 1)))
+            .collect();
+        self.write_or_fail(files, &mut fresh, &mut out);
+        self.sync_or_fail(&self.orders_dir, &mut fresh, &mut out);
+        for &i in &fresh {
+            let order = &orders[i];
+            inner
+                .orders
+                .insert((order.queue_item_id, order.attempt), record(order, 1));
+        }
+        // 2. The `Accepted` events.
+        let mut events = HashMap::new();
+        let mut files = Vec::with_capacity(fresh.len());
+        for &i in &fresh {
+            let order = &orders[i];
+            let event = AgentEvent {
+                queue_item_id: order.queue_item_id,
+                attempt: order.attempt,
+                seq: 1,
+                at_unix_ms: now_ms(),
+                kind: EventKind::Accepted,
+            };
+            let path = self
+                .events_dir
+                .join(format!("{:020}.evt", inner.next_counter));
+            inner.next_counter += 1;
+            files.push(Ok((path.clone(), phonefarm_shared::encode(&event))));
+            events.insert(i, JournaledEvent { path, event });
+        }
+        self.write_or_fail(files, &mut fresh, &mut out);
+        self.sync_or_fail(&self.events_dir, &mut fresh, &mut out);
+        // 3. The records again, with the next seq moved on (so seq 1 is never reused).
+        let files = fresh
+            .iter()
+            .map(|&i| self.record_file(&record(&orders[i], 2)))
+            .collect();
+        self.write_or_fail(files, &mut fresh, &mut out);
+        self.sync_or_fail(&self.orders_dir, &mut fresh, &mut out);
+        for &i in &fresh {
+            let order = &orders[i];
+            if let Some(rec) = inner.orders.get_mut(&(order.queue_item_id, order.attempt)) {
+                rec.next_seq = 2;
+            }
+            if let Some(entry) = events.remove(&i) {
+                out[i] = Some(Ok(Admission::New(entry)));
+            }
+        }
         if inner.orders.len() > PRUNE_ABOVE {
             self.prune_locked(&mut inner, now_ms());
         }
-        drop(inner);
-        self.append(order.queue_item_id, order.attempt, EventKind::Accepted)
-            .map(Admission::New)
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(JournalError::Closed)))
+            .collect()
+    }
+
+    /// A record's path and bytes.
+    fn record_file(&self, rec: &OrderRecord) -> Result<(PathBuf, Vec<u8>), JournalError> {
+        let path = self.order_path(rec.order.queue_item_id, rec.order.attempt);
+        let bytes = serde_json::to_vec(rec).map_err(JournalError::Encode)?;
+        Ok((path, bytes))
+    }
+
+    /// Writes one file per order in `fresh` ([`write_many_synced`]); an order whose file could
+    /// not be built or written fails with that error and leaves `fresh`.
+    fn write_or_fail(
+        &self,
+        files: Vec<Result<(PathBuf, Vec<u8>), JournalError>>,
+        fresh: &mut Vec<usize>,
+        out: &mut [Option<Result<Admission, JournalError>>],
+    ) {
+        let mut ready = Vec::with_capacity(files.len());
+        let mut kept = Vec::with_capacity(files.len());
+        for (&i, file) in fresh.iter().zip(files) {
+            match file {
+                Ok(f) => {
+                    ready.push(f);
+                    kept.push(i);
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        fresh.clear();
+        for (i, written) in kept.into_iter().zip(write_many_synced(&ready)) {
+            match written {
+                Ok(()) => fresh.push(i),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+    }
+
+    /// Fsyncs `dir`; if that fails, every order in `fresh` fails with the error and leaves it.
+    fn sync_or_fail(
+        &self,
+        dir: &Path,
+        fresh: &mut Vec<usize>,
+        out: &mut [Option<Result<Admission, JournalError>>],
+    ) {
+        if fresh.is_empty() {
+            return;
+        }
+        if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+            for i in fresh.drain(..) {
+                out[i] = Some(Err(io(dir)(std::io::Error::new(e.kind(), e.to_string()))));
+            }
+        }
     }
 
     /// Journals the next event of an attempt: assigns its `seq`, writes the event file and
@@ -456,6 +643,77 @@ mod tests {
             .map(|e| e.event.seq)
             .collect();
         assert_eq!(order, [2, 3], "replay keeps journal order");
+    }
+
+    #[test]
+    fn orders_accepted_together_are_journaled_as_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let known = order(10);
+        j.accept_order(&known).unwrap();
+        let batch = [order(11), known.clone(), order(12), order(11), order(13)];
+        let got = j.accept_orders(&batch);
+        assert_eq!(got.len(), 5);
+        let new: Vec<&AgentEvent> = got
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Admission::New(e)) => Some(&e.event),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            new.iter().map(|e| e.queue_item_id).collect::<Vec<_>>(),
+            [11, 12, 13].map(|n| order(n).queue_item_id),
+            "each new order once, in batch order"
+        );
+        assert!(
+            new.iter()
+                .all(|e| e.seq == 1 && e.kind == EventKind::Accepted)
+        );
+        assert_eq!(
+            got[1].as_ref().unwrap(),
+            &Admission::Known { finished: false }
+        );
+        assert_eq!(
+            got[3].as_ref().unwrap(),
+            &Admission::Known { finished: false },
+            "the second copy in a batch is known"
+        );
+        // The next event of a batched order is seq 2, also after a reopen.
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        for n in [11, 12, 13] {
+            let o = order(n);
+            assert_eq!(j.order(o.queue_item_id, 1).unwrap().next_seq, 2);
+            let e = j.append(o.queue_item_id, 1, EventKind::Heartbeat).unwrap();
+            assert_eq!(e.event.seq, 2);
+        }
+        let replay: Vec<(Uuid, u64)> = j
+            .pending_events()
+            .unwrap()
+            .iter()
+            .map(|e| (e.event.queue_item_id, e.event.seq))
+            .collect();
+        let id = |n: u8| order(n).queue_item_id;
+        assert_eq!(
+            replay,
+            [
+                (id(10), 1),
+                (id(11), 1),
+                (id(12), 1),
+                (id(13), 1),
+                (id(11), 2),
+                (id(12), 2),
+                (id(13), 2)
+            ],
+            "replay keeps journal order"
+        );
+        j.close();
+        assert!(
+            j.accept_orders(&[order(14), order(15)])
+                .iter()
+                .all(|r| matches!(r, Err(JournalError::Closed)))
+        );
     }
 
     #[test]

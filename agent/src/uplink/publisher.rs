@@ -1,12 +1,14 @@
 //! The event publisher: one task that publishes journaled run events to `pf.evt.<id>.run`, in
-//! journal order, each with `Nats-Msg-Id = AgentEvent::msg_id()`, and deletes the journal entry
-//! only after the stream acknowledged it. A timeout or an outage is retried with the same id
+//! journal order and pipelined (up to [`WINDOW`] sent before their acks are awaited), each with
+//! `Nats-Msg-Id = AgentEvent::msg_id()`, and deletes the journal entry only after the stream
+//! acknowledged it. A timeout or an outage is retried with the same id
 //! (the stream's duplicate window makes the retry a no-op if the first try was stored).
 //!
 //! [`EventSink`] is the cloneable handle: [`EventSink::emit`] journals (fsync) and queues;
 //! the returned [`Stored`] resolves once the event is stored on the server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::journal::{Admission, Journal, JournalError, JournaledEvent};
+
+/// Most events in flight at once: sent before their acks are awaited, so the `Accepted`s of a
+/// burst of admitted orders do not wait one round trip for each event queued before them.
+const WINDOW: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
@@ -142,6 +148,39 @@ impl EventSink {
         }
     }
 
+    /// [`EventSink::accept`] for several orders at once (journaled together, see
+    /// [`Journal::accept_orders`]); one result per order, in order.
+    pub async fn accept_all(
+        &self,
+        orders: Vec<WorkOrder>,
+    ) -> Vec<Result<Option<Stored>, EmitError>> {
+        let n = orders.len();
+        let journal = self.journal.clone();
+        let admissions = match blocking(move || Ok(journal.accept_orders(&orders))).await {
+            Ok(a) => a,
+            Err(e) => {
+                let e = e.to_string();
+                return (0..n)
+                    .map(|_| {
+                        Err(EmitError::Journal(JournalError::Io {
+                            path: "(blocking task)".into(),
+                            source: std::io::Error::other(e.clone()),
+                        }))
+                    })
+                    .collect();
+            }
+        };
+        let mut out = Vec::with_capacity(n);
+        for admission in admissions {
+            out.push(match admission {
+                Ok(Admission::New(entry)) => self.queue(entry).await.map(Some),
+                Ok(Admission::Known { .. }) => Ok(None),
+                Err(e) => Err(EmitError::Journal(e)),
+            });
+        }
+        out
+    }
+
     /// Resolves once the event with `msg_id` is stored (at once if it is not pending).
     pub async fn stored(&self, msg_id: String) -> Result<Stored, EmitError> {
         let (done, rx) = oneshot::channel();
@@ -202,7 +241,7 @@ impl Task {
             while let Ok(cmd) = self.rx.try_recv() {
                 self.on_command(cmd);
             }
-            let Some(entry) = self.pending.front().cloned() else {
+            if self.pending.is_empty() {
                 tokio::select! {
                     () = self.shutdown.cancelled() => return,
                     cmd = self.rx.recv() => match cmd {
@@ -211,22 +250,30 @@ impl Task {
                     },
                 }
                 continue;
-            };
-            let published = tokio::select! {
+            }
+            // Up to WINDOW events from the front, all sent before any ack is awaited.
+            let batch: Vec<JournaledEvent> = self.pending.iter().take(WINDOW).cloned().collect();
+            let results = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                r = self.publish(&entry.event) => r,
+                r = self.publish_all(&batch) => r,
             };
-            match published {
-                Ok(()) => {
-                    backoff = self.options.min_backoff;
-                    self.pending.pop_front();
-                    let journal = self.journal.clone();
-                    let removed = entry.clone();
-                    if let Err(e) = blocking(move || journal.remove(&removed)).await {
-                        // It stays on disk and is republished after a restart: a no-op thanks
-                        // to its msg id.
-                        tracing::warn!(error = %e, "cannot delete a published journal entry");
+            let mut stored = Vec::with_capacity(batch.len());
+            let mut failure: Option<(JournaledEvent, String)> = None;
+            for (entry, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(()) => stored.push(entry),
+                    Err(e) => {
+                        if failure.is_none() {
+                            failure = Some((entry, e));
+                        }
                     }
+                }
+            }
+            if !stored.is_empty() {
+                backoff = self.options.min_backoff;
+                let done: HashSet<&PathBuf> = stored.iter().map(|e| &e.path).collect();
+                self.pending.retain(|e| !done.contains(&e.path));
+                for entry in &stored {
                     for w in self
                         .waiters
                         .remove(&entry.event.msg_id())
@@ -235,49 +282,73 @@ impl Task {
                         let _ = w.send(());
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        msg_id = %entry.event.msg_id(),
-                        queue_item_id = %entry.event.queue_item_id,
-                        error = %e,
-                        retry_in = ?backoff,
-                        "event publish failed; retrying with the same id"
-                    );
-                    let sleep = tokio::time::sleep(backoff);
-                    tokio::pin!(sleep);
-                    loop {
-                        tokio::select! {
-                            () = self.shutdown.cancelled() => return,
-                            () = &mut sleep => break,
-                            cmd = self.rx.recv() => match cmd {
-                                Some(cmd) => self.on_command(cmd),
-                                None => return,
-                            },
-                        }
-                    }
-                    backoff = (backoff * 2).min(self.options.max_backoff);
+                let journal = self.journal.clone();
+                let gone =
+                    blocking(move || stored.iter().try_for_each(|e| journal.remove(e))).await;
+                if let Err(e) = gone {
+                    // It stays on disk and is republished after a restart: a no-op thanks to
+                    // its msg id.
+                    tracing::warn!(error = %e, "cannot delete a published journal entry");
                 }
+            }
+            if let Some((entry, e)) = failure {
+                // The failed events stay in front, in journal order, and go again with the same
+                // ids. A later event of the same run may have been stored meanwhile: the
+                // coordinator applies a run's events in seq order regardless.
+                tracing::warn!(
+                    msg_id = %entry.event.msg_id(),
+                    queue_item_id = %entry.event.queue_item_id,
+                    error = %e,
+                    retry_in = ?backoff,
+                    "event publish failed; retrying with the same id"
+                );
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = &mut sleep => break,
+                        cmd = self.rx.recv() => match cmd {
+                            Some(cmd) => self.on_command(cmd),
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(self.options.max_backoff);
             }
         }
     }
 
-    async fn publish(&self, event: &AgentEvent) -> Result<(), String> {
-        let msg = PublishMessage::build()
-            .payload(phonefarm_shared::encode(event).into())
-            .message_id(event.msg_id());
-        let ack = tokio::time::timeout(self.options.ack_timeout, async {
-            let fut = self
-                .js
-                .send_publish(self.subject.clone(), msg)
-                .await
-                .map_err(|e| e.to_string())?;
-            fut.await.map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|_| "publish ack timed out".to_string())??;
-        if ack.duplicate {
-            tracing::debug!(msg_id = %event.msg_id(), "event was already stored");
+    /// Publishes `events` pipelined: every publish is sent, then the acks are awaited together,
+    /// each for at most `ack_timeout`. One result per event, in order.
+    async fn publish_all(&self, events: &[JournaledEvent]) -> Vec<Result<(), String>> {
+        let mut sent = Vec::with_capacity(events.len());
+        for entry in events {
+            let msg = PublishMessage::build()
+                .payload(phonefarm_shared::encode(&entry.event).into())
+                .message_id(entry.event.msg_id());
+            let publish = tokio::time::timeout(
+                self.options.ack_timeout,
+                self.js.send_publish(self.subject.clone(), msg),
+            )
+            .await;
+            sent.push(match publish {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("publish timed out".to_string()),
+            });
         }
-        Ok(())
+        let timeout = self.options.ack_timeout;
+        futures::future::join_all(events.iter().zip(sent).map(|(entry, sent)| async move {
+            let ack = tokio::time::timeout(timeout, sent?)
+                .await
+                .map_err(|_| "publish ack timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            if ack.duplicate {
+                tracing::debug!(msg_id = %entry.event.msg_id(), "event was already stored");
+            }
+            Ok(())
+        }))
+        .await
     }
 }

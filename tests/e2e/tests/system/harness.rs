@@ -557,7 +557,14 @@ impl System {
         .await;
         let ms = self.milestones(id);
         let names: Vec<&str> = ms.iter().map(|(_, m)| m.as_str()).collect();
-        assert_eq!(names, want, "{id}: {ms:?}");
+        if names != want {
+            // What the attempts did, for whoever reads the failure.
+            let item = self.item(&self.item_of(id).await).await;
+            panic!(
+                "{id}: milestones {names:?}, expected {want:?}; attempts {}; history {}",
+                item["attempts"], item["history"]
+            );
+        }
         assert!(ms.windows(2).all(|w| w[0].0 < w[1].0), "{ms:?}");
     }
 }

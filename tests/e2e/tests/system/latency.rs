@@ -40,6 +40,31 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
+/// When JetStream stored the `Accepted` of a queue item (the server's stamp, Unix ms).
+async fn accepted_stored_at(js: &async_nats::jetstream::Context, queue_item_id: uuid::Uuid) -> f64 {
+    use futures::StreamExt as _;
+    let stream = js
+        .get_stream(phonefarm_shared::subjects::EVT_STREAM)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let deadline = Duration::from_secs(10);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(deadline, messages.next()).await {
+        let Ok(ev) = phonefarm_shared::decode::<phonefarm_shared::AgentEvent>(&m.payload) else {
+            continue;
+        };
+        if ev.queue_item_id == queue_item_id && ev.kind == phonefarm_shared::EventKind::Accepted {
+            let info = m.info().unwrap();
+            return info.published.unix_timestamp_nanos() as f64 / 1e6;
+        }
+    }
+    panic!("no Accepted of {queue_item_id} in the event stream");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: prints figures"]
 async fn burst_to_the_real_agents_accepted() {
@@ -48,6 +73,7 @@ async fn burst_to_the_real_agents_accepted() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let sys = System::start(Options::phones(n)).await;
+    let js = async_nats::jetstream::new(async_nats::connect(sys.nats.url()).await.unwrap());
     let inputs = json!({"keywords": ["probe"], "videos_per_keyword": 1,
                         "watch_seconds": {"min": 1, "max": 1}});
     // The first burst also waits for the agent to bind its consumers: printed apart.
@@ -70,6 +96,7 @@ async fn burst_to_the_real_agents_accepted() {
         }
         let (mut to_202, mut to_dispatch, mut to_accepted, mut dispatch_to_accepted) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut to_stored = Vec::new();
         for ((_, t202), item_id) in answered.iter().zip(&ids) {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             let item = loop {
@@ -95,6 +122,8 @@ async fn burst_to_the_real_agents_accepted() {
             to_dispatch.push(d - started);
             to_accepted.push(a - started);
             dispatch_to_accepted.push(a - d);
+            let qid = uuid::Uuid::parse_str(item_id).unwrap();
+            to_stored.push(accepted_stored_at(&js, qid).await - d);
         }
         let label = if round == 0 { "warm-up burst" } else { "burst" };
         println!(
@@ -104,6 +133,7 @@ async fn burst_to_the_real_agents_accepted() {
         summary("  burst start -> dispatched (coordinator)", to_dispatch);
         summary("  burst start -> Accepted journaled (agent)", to_accepted);
         summary("  dispatched -> Accepted journaled", dispatch_to_accepted);
+        summary("  dispatched -> Accepted stored by JetStream", to_stored);
         // The phones must be free for the next burst.
         for (id, _) in &answered {
             sys.wait_status(id, "completed", Duration::from_secs(120))
