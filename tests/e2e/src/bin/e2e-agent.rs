@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use phonefarm_agent::daemon::{self, DaemonConfig};
+use phonefarm_agent::uplink::publisher::PublisherOptions;
 use phonefarm_flows::UiConfig;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,11 @@ struct Args {
     busy_retry_ms: u64,
     #[arg(long, default_value_t = 100)]
     ui_poll_ms: u64,
+    /// Publish ack timeout and the longest retry backoff (the tests' lease is 6 s).
+    #[arg(long, default_value_t = 1000)]
+    publish_ack_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    publish_backoff_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +56,11 @@ fn main() -> anyhow::Result<()> {
     c.ui = UiConfig {
         poll_interval: Duration::from_millis(a.ui_poll_ms),
         ..UiConfig::default()
+    };
+    c.publisher = PublisherOptions {
+        ack_timeout: Duration::from_millis(a.publish_ack_ms),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(a.publish_backoff_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

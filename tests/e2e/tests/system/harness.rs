@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use phonefarm_agent::daemon::{self, DaemonConfig};
+use phonefarm_agent::uplink::publisher::PublisherOptions;
 use phonefarm_coordinator::bus::{self, BusConfig};
 use phonefarm_coordinator::callbacks::{Backoff, DelivererConfig};
 use phonefarm_coordinator::{app, auth, db};
@@ -28,6 +29,19 @@ pub const AGENT_ID: &str = "rack-e2e";
 
 fn packs_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../flowpacks"))
+}
+
+/// The agent's publish timings, scaled to the tests' 6 s lease as production's are to its 60 s
+/// one: with the defaults (5 s ack timeout, backoff up to 5 s) the first publish after a NATS
+/// outage could come ~10 s after the server is back, and the coordinator, which judges leases
+/// again one lease after it hears NATS, expired healthy runs (seen in CI: a run whose journaled
+/// milestones arrived after its lease lapsed).
+pub fn e2e_publisher() -> PublisherOptions {
+    PublisherOptions {
+        ack_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    }
 }
 
 /// How to build the system.
@@ -354,6 +368,7 @@ impl System {
                 poll_interval: Duration::from_millis(100),
                 ..UiConfig::default()
             };
+            c.publisher = e2e_publisher();
             let token = CancellationToken::new();
             tokio::spawn(daemon::run(c, token.clone()));
             Agent::Task(token)
