@@ -49,6 +49,9 @@ pub fn e2e_publisher() -> PublisherOptions {
 pub struct Options {
     pub phones: usize,
     pub replicas: usize,
+    /// Agents the phones are split over (in-process agents only; the first is `AGENT_ID`,
+    /// the others `AGENT_ID-2`, …).
+    pub agents: usize,
     /// Run the agent as its own OS process (`e2e-agent`) instead of a task of this process.
     pub agent_process: bool,
     pub lease: Duration,
@@ -61,6 +64,7 @@ impl Options {
         Self {
             phones,
             replicas: 1,
+            agents: 1,
             agent_process: false,
             lease: Duration::from_secs(6),
             retry_base: Duration::from_millis(300),
@@ -326,13 +330,15 @@ impl System {
         sys
     }
 
-    /// Starts the agent (again) on the same state directory.
+    /// Starts the agent (again) on the same state directory (or the agents, see
+    /// [`Options::agents`]).
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "the agent is running");
         let state_dir = self.state.path().join("agent");
         let tcp: Vec<String> = self.sims.iter().map(SimPhone::address).collect();
         self.agent_starts += 1;
         let agent = if self.options.agent_process {
+            assert_eq!(self.options.agents, 1, "one agent process at a time");
             let log = std::fs::File::create(
                 self.state
                     .path()
@@ -357,20 +363,31 @@ impl System {
             }
             Agent::Process(cmd.spawn().expect("e2e-agent starts"))
         } else {
-            let mut c = DaemonConfig::new(AGENT_ID, self.nats.url(), state_dir);
-            c.tcp = tcp;
-            c.flow_packs_dir = Some(packs_dir());
-            c.presence_interval = Duration::from_millis(500);
-            c.heartbeat_interval = Duration::from_secs(1);
-            c.probe_interval = Duration::from_millis(500);
-            c.busy_retry = Duration::from_millis(300);
-            c.ui = UiConfig {
-                poll_interval: Duration::from_millis(100),
-                ..UiConfig::default()
-            };
-            c.publisher = e2e_publisher();
             let token = CancellationToken::new();
-            tokio::spawn(daemon::run(c, token.clone()));
+            let agents = self.options.agents.max(1);
+            let per_agent = tcp.len().div_ceil(agents).max(1);
+            for (j, phones) in tcp.chunks(per_agent).enumerate() {
+                let (id, dir) = if j == 0 {
+                    (AGENT_ID.to_string(), state_dir.clone())
+                } else {
+                    let id = format!("{AGENT_ID}-{}", j + 1);
+                    let dir = self.state.path().join(&id);
+                    (id, dir)
+                };
+                let mut c = DaemonConfig::new(id, self.nats.url(), dir);
+                c.tcp = phones.to_vec();
+                c.flow_packs_dir = Some(packs_dir());
+                c.presence_interval = Duration::from_millis(500);
+                c.heartbeat_interval = Duration::from_secs(1);
+                c.probe_interval = Duration::from_millis(500);
+                c.busy_retry = Duration::from_millis(300);
+                c.ui = UiConfig {
+                    poll_interval: Duration::from_millis(100),
+                    ..UiConfig::default()
+                };
+                c.publisher = e2e_publisher();
+                tokio::spawn(daemon::run(c, token.clone()));
+            }
             Agent::Task(token)
         };
         self.agent = Some(agent);

@@ -1,14 +1,14 @@
 //! Not a timed test: an ignored probe that prints how long a burst of work takes to reach the
-//! real agent's `Accepted` (its on-disk journal included), beside the coordinator bench's
+//! real agents' `Accepted` (their on-disk journal included), beside the coordinator bench's
 //! simulated agent (`cargo bench -p phonefarm-coordinator --bench dispatch`), which answers at
 //! once. It asserts only that every process got there (and completed, so the phones are free
 //! for the second burst).
 //!
 //! `cargo test --release -p phonefarm-e2e --test system latency -- --ignored --nocapture`
-//! (`PF_PROBE_PHONES`, default 32: one agent with that many simulated phones, one process
-//! each). Two bursts: the first also waits for the agent to bind its consumer and is printed
-//! apart. The agent's stamp of `Accepted` is taken when it journals the event, before the
-//! publish.
+//! (`PF_PROBE_PHONES`, default 32: simulated phones, one process each; `PF_PROBE_AGENTS`,
+//! default 1: the phones split over that many agents). Two bursts: the first also waits for the
+//! agents to bind their consumers and is printed apart. The agent's stamp of `Accepted` is
+//! taken when it journals the event, before the publish; JetStream's when it stored it.
 
 use std::time::Duration;
 
@@ -72,7 +72,15 @@ async fn burst_to_the_real_agents_accepted() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
-    let sys = System::start(Options::phones(n)).await;
+    let agents: usize = std::env::var("PF_PROBE_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let sys = System::start(Options {
+        agents,
+        ..Options::phones(n)
+    })
+    .await;
     let js = async_nats::jetstream::new(async_nats::connect(sys.nats.url()).await.unwrap());
     let inputs = json!({"keywords": ["probe"], "videos_per_keyword": 1,
                         "watch_seconds": {"min": 1, "max": 1}});
@@ -127,7 +135,7 @@ async fn burst_to_the_real_agents_accepted() {
         }
         let label = if round == 0 { "warm-up burst" } else { "burst" };
         println!(
-            "{label}: {n} processes enqueued at once, one real agent with {n} simulated phones:"
+            "{label}: {n} processes enqueued at once, {agents} real agent(s), {n} simulated phones:"
         );
         summary("  burst start -> HTTP 202", to_202);
         summary("  burst start -> dispatched (coordinator)", to_dispatch);
