@@ -366,7 +366,13 @@ impl System {
             let token = CancellationToken::new();
             let agents = self.options.agents.max(1);
             let per_agent = tcp.len().div_ceil(agents).max(1);
-            for (j, phones) in tcp.chunks(per_agent).enumerate() {
+            // An agent without phones still starts (it reports an empty inventory).
+            let groups: Vec<&[String]> = if tcp.is_empty() {
+                vec![&[]]
+            } else {
+                tcp.chunks(per_agent).collect()
+            };
+            for (j, phones) in groups.into_iter().enumerate() {
                 let (id, dir) = if j == 0 {
                     (AGENT_ID.to_string(), state_dir.clone())
                 } else {
