@@ -137,33 +137,41 @@ fn write_many_synced(files: &[(PathBuf, Vec<u8>)]) -> Vec<Result<(), JournalErro
             Ok((tmp, f))
         })
         .collect();
-    let chunk = written.len().div_ceil(THREADS).max(1);
-    let synced: Vec<Result<(), JournalError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = written
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|w| match w {
-                            Ok((tmp, f)) => f.sync_all().map_err(io(tmp)),
-                            Err(_) => Ok(()),
-                        })
-                        .collect::<Vec<_>>()
+    let sync =
+        |part: &[Result<(PathBuf, fs::File), JournalError>]| -> Vec<Result<(), JournalError>> {
+            part.iter()
+                .map(|w| match w {
+                    Ok((tmp, f)) => f.sync_all().map_err(io(tmp)),
+                    Err(_) => Ok(()),
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![Err(JournalError::Io {
-                        path: "(fsync thread)".into(),
-                        source: std::io::Error::other("fsync thread panicked"),
-                    })]
+                .collect()
+        };
+    let synced = if written.len() <= 1 {
+        // A single admission: no thread for one fsync.
+        sync(&written)
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = written
+                .chunks(written.len().div_ceil(THREADS))
+                .map(|part| (part.len(), scope.spawn(move || sync(part))))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(n, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        (0..n)
+                            .map(|_| {
+                                Err(JournalError::Io {
+                                    path: "(fsync thread)".into(),
+                                    source: std::io::Error::other("fsync thread panicked"),
+                                })
+                            })
+                            .collect()
+                    })
                 })
-            })
-            .collect()
-    });
+                .collect()
+        })
+    };
     files
         .iter()
         .zip(written)
@@ -270,15 +278,8 @@ impl Journal {
     }
 
     fn write_record(&self, rec: &OrderRecord) -> Result<(), JournalError> {
-        self.write_record_file(rec)?;
-        sync_dir(&self.orders_dir)
-    }
-
-    /// The record's file, without the directory fsync that makes its rename durable.
-    fn write_record_file(&self, rec: &OrderRecord) -> Result<(), JournalError> {
-        let path = self.order_path(rec.order.queue_item_id, rec.order.attempt);
-        let bytes = serde_json::to_vec(rec).map_err(JournalError::Encode)?;
-        write_synced(&path, &bytes)
+        let (path, bytes) = self.record_file(rec)?;
+        write_durable(&self.orders_dir, &path, &bytes)
     }
 
     /// Every event still waiting for its publish ack, oldest first (replayed at start).
@@ -362,13 +363,15 @@ impl Journal {
             finished: false,
             finished_at_unix_ms: None,
         };
+        let records = |fresh: &[usize], next_seq: u64| {
+            fresh
+                .iter()
+                .map(|&i| self.record_file(&record(&orders[i], next_seq)))
+                .collect()
+        };
         // 1. The records: the orders are known from now on.
-        let files = fresh
-            .iter()
-            .map(|&i| self.record_file(&record(&orders[i], 1)))
-            .collect();
-        self.write_or_fail(files, &mut fresh, &mut out);
-        self.sync_or_fail(&self.orders_dir, &mut fresh, &mut out);
+        let files = records(&fresh, 1);
+        self.write_step(files, &self.orders_dir, &mut fresh, &mut out);
         for &i in &fresh {
             let order = &orders[i];
             inner
@@ -394,15 +397,10 @@ impl Journal {
             files.push(Ok((path.clone(), phonefarm_shared::encode(&event))));
             events.insert(i, JournaledEvent { path, event });
         }
-        self.write_or_fail(files, &mut fresh, &mut out);
-        self.sync_or_fail(&self.events_dir, &mut fresh, &mut out);
+        self.write_step(files, &self.events_dir, &mut fresh, &mut out);
         // 3. The records again, with the next seq moved on (so seq 1 is never reused).
-        let files = fresh
-            .iter()
-            .map(|&i| self.record_file(&record(&orders[i], 2)))
-            .collect();
-        self.write_or_fail(files, &mut fresh, &mut out);
-        self.sync_or_fail(&self.orders_dir, &mut fresh, &mut out);
+        let files = records(&fresh, 2);
+        self.write_step(files, &self.orders_dir, &mut fresh, &mut out);
         for &i in &fresh {
             let order = &orders[i];
             if let Some(rec) = inner.orders.get_mut(&(order.queue_item_id, order.attempt)) {
@@ -427,11 +425,14 @@ impl Journal {
         Ok((path, bytes))
     }
 
-    /// Writes one file per order in `fresh` ([`write_many_synced`]); an order whose file could
-    /// not be built or written fails with that error and leaves `fresh`.
-    fn write_or_fail(
+    /// One step of [`Journal::accept_orders`]: one file per order in `fresh`
+    /// ([`write_many_synced`]), then one fsync of `dir`. An order whose file could not be built
+    /// or written, or all of them if the directory fsync fails, fail with that error and leave
+    /// `fresh`.
+    fn write_step(
         &self,
         files: Vec<Result<(PathBuf, Vec<u8>), JournalError>>,
+        dir: &Path,
         fresh: &mut Vec<usize>,
         out: &mut [Option<Result<Admission, JournalError>>],
     ) {
@@ -453,15 +454,6 @@ impl Journal {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-    }
-
-    /// Fsyncs `dir`; if that fails, every order in `fresh` fails with the error and leaves it.
-    fn sync_or_fail(
-        &self,
-        dir: &Path,
-        fresh: &mut Vec<usize>,
-        out: &mut [Option<Result<Admission, JournalError>>],
-    ) {
         if fresh.is_empty() {
             return;
         }

@@ -138,18 +138,9 @@ impl EventSink {
         Ok((event, self.queue(entry).await?))
     }
 
-    /// Journals a new order with its `Accepted` event, or reports it as known.
-    pub async fn accept(&self, order: &WorkOrder) -> Result<Option<Stored>, EmitError> {
-        let journal = self.journal.clone();
-        let o = order.clone();
-        match blocking(move || journal.accept_order(&o)).await? {
-            Admission::New(entry) => Ok(Some(self.queue(entry).await?)),
-            Admission::Known { .. } => Ok(None),
-        }
-    }
-
-    /// [`EventSink::accept`] for several orders at once (journaled together, see
-    /// [`Journal::accept_orders`]); one result per order, in order.
+    /// Journals new orders with their `Accepted` events, together (see
+    /// [`Journal::accept_orders`]): per order, `Some` (resolves once `Accepted` is stored) or
+    /// `None` if the order was journaled before. One result per order, in order.
     pub async fn accept_all(
         &self,
         orders: Vec<WorkOrder>,

@@ -25,36 +25,20 @@ use crate::domain::time::now_ms;
 /// Most items claimed in one transaction.
 const BATCH: i64 = 256;
 
-/// Most bytes of work orders and history payloads in one claim statement. A statement whose
-/// message to Postgres spans more than one TLS record (16 KiB) is written in several writes,
-/// and sqlx 0.9 leaves Nagle's algorithm on: the last write waits for the server's delayed ACK,
-/// 40 ms (measured: a 64-item claim executed in 2 ms and took 45 ms). Smaller statements are
-/// one write each.
-const CLAIM_BYTES: usize = 12 * 1024;
-
-/// Splits claims into runs of at most [`CLAIM_BYTES`] (at least one claim each).
+/// Splits claims into statements under [`db::STATEMENT_BUDGET`] (at least one claim each).
 fn chunks(claims: &[db::dispatch::Claim]) -> Vec<&[db::dispatch::Claim]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, c) in claims.iter().enumerate() {
-        let size = c.size();
-        if i > start && bytes + size > CLAIM_BYTES {
-            out.push(&claims[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < claims.len() {
-        out.push(&claims[start..]);
-    }
-    out
+    let sizes: Vec<usize> = claims.iter().map(db::dispatch::Claim::size).collect();
+    db::statement_ranges(&sizes)
+        .into_iter()
+        .map(|r| &claims[r])
+        .collect()
 }
 
 /// One dispatch pass; returns how many items were dispatched (0 if another replica holds the
 /// dispatcher lock). With `release`, SCHEDULED items whose time came are released first (the
 /// loop asks for that once per `dispatch_interval`, not on every wake-up).
 ///
-/// Three round trips to Postgres for up to [`CLAIM_BYTES`] of work orders, four with the
+/// Three round trips to Postgres for up to [`db::STATEMENT_BUDGET`] of work orders, four with the
 /// release (the lock is taken inside the first statement, release or candidates, and checked
 /// again in the candidates query; claims, work orders and history rows are one statement):
 /// under a burst of enqueues every round trip waits for a CPU, and items committed while a
@@ -236,7 +220,7 @@ mod tests {
         assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 100);
         for p in &parts {
             let bytes: usize = p.iter().map(|c| c.payload.len()).sum();
-            assert!(bytes <= CLAIM_BYTES, "{bytes}");
+            assert!(bytes <= db::STATEMENT_BUDGET, "{bytes}");
         }
         // An order bigger than the budget still goes, alone.
         let big = vec![claim(300), claim(20_000), claim(300)];

@@ -135,7 +135,7 @@ pub async fn apply_event(
         tracing::warn!(agent_id, "event for an unknown queue item; ignored");
         return Ok((Applied::Ignored, wake));
     };
-    let item = &locked.item;
+    let item = locked.item();
     if i64::from(ev.attempt) != i64::from(item.attempt) {
         // Fencing: a stale attempt never changes state. A stale run that starts is stopped.
         if matches!(ev.kind, EventKind::Accepted) {
@@ -303,7 +303,7 @@ pub(crate) async fn settle_change(
                 p,
                 &locked.items,
                 &Change {
-                    item: &locked.item,
+                    item: locked.item(),
                     new_state: next,
                     result,
                     error,
@@ -312,7 +312,7 @@ pub(crate) async fn settle_change(
             )
             .await
         }
-        None => settle::legacy(conn, &locked.item, next, error, now).await,
+        None => settle::legacy(conn, locked.item(), next, error, now).await,
     }
 }
 

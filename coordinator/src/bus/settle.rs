@@ -33,7 +33,15 @@ pub struct Locked {
     pub process: Option<ProcessRow>,
     /// Every item of the process (just the item for one without a process), as locked.
     pub items: Vec<RunItem>,
-    pub item: RunItem,
+    /// Which of `items` is the one locked for.
+    index: usize,
+}
+
+impl Locked {
+    /// The item locked for.
+    pub fn item(&self) -> &RunItem {
+        &self.items[self.index]
+    }
 }
 
 /// Locks a queue item for a state change in the lock order of every writer: its process
@@ -51,17 +59,13 @@ pub async fn lock_item(
             .into_iter()
             .collect(),
     };
-    let Some(item) = items
-        .iter()
-        .find(|i| i.queue_item_id == queue_item_id)
-        .cloned()
-    else {
+    let Some(index) = items.iter().position(|i| i.queue_item_id == queue_item_id) else {
         return Ok(None);
     };
     Ok(Some(Locked {
         process,
         items,
-        item,
+        index,
     }))
 }
 

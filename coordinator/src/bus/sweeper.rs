@@ -47,7 +47,7 @@ async fn expire(bus: &BusHandle, db: &PgPool, item_id: Uuid) -> Result<(bool, bo
     let Some(locked) = settle::lock_item(&mut tx, item_id).await? else {
         return Ok((false, false));
     };
-    let item = &locked.item;
+    let item = locked.item();
     let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
     let lapsed = matches!(state, ItemState::Claimed | ItemState::Executing)
         && item.lease_expires_at.is_some_and(|l| l < now);

@@ -36,12 +36,6 @@ const READ_WORKERS: usize = 1;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 64;
 
-/// Most bytes of parameters one statement carries. sqlx 0.9 leaves Nagle's algorithm on, so a
-/// statement larger than one TLS record (16 KiB) goes out in two writes and the second waits
-/// for Postgres' delayed ACK (~40 ms, measured on the dispatcher's claims). A batch's rows are
-/// split into statements under this size (a single larger row still goes alone).
-const STATEMENT_BUDGET: usize = 12 * 1024;
-
 /// The serialized length of a JSON value, without building the string.
 fn json_len(v: &Value) -> usize {
     struct Count(usize);
@@ -59,29 +53,11 @@ fn json_len(v: &Value) -> usize {
     c.0
 }
 
-/// Consecutive index ranges whose `sizes` add up to at most [`STATEMENT_BUDGET`] (an item
-/// larger than that is a range of its own).
-fn ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut acc) = (0, 0);
-    for (i, s) in sizes.iter().enumerate() {
-        if i > start && acc + s > STATEMENT_BUDGET {
-            out.push(start..i);
-            (start, acc) = (i, 0);
-        }
-        acc += s;
-    }
-    if start < sizes.len() {
-        out.push(start..sizes.len());
-    }
-    out
-}
-
 /// A validated request on its way into Postgres.
 pub struct Creation {
     pub req: Arc<CapabilityRequest>,
     pub fingerprint: Vec<u8>,
-    /// The request's canonical size, to keep statements under [`STATEMENT_BUDGET`] without
+    /// The request's canonical size, to keep statements under [`db::STATEMENT_BUDGET`] without
     /// serializing it again while the batch holds its connection.
     pub size: usize,
     pub process_id: Uuid,
@@ -237,7 +213,7 @@ async fn try_commit(
     let mut inserted = HashSet::with_capacity(rows.len());
     // A row holds the request (target, inputs, callback, requested_by) plus fixed columns.
     let row_sizes: Vec<usize> = plans.iter().map(|(i, _)| batch[*i].size + 150).collect();
-    for range in ranges(&row_sizes) {
+    for range in db::statement_ranges(&row_sizes) {
         inserted.extend(db::processes::insert_many(&mut tx, &rows[range]).await?);
     }
     let mut items = Vec::with_capacity(inserted.len());
@@ -266,7 +242,7 @@ async fn try_commit(
             accepted.push((c.process_id, event));
         }
     }
-    for range in ranges(&item_sizes) {
+    for range in db::statement_ranges(&item_sizes) {
         db::queue_items::insert_many(&mut tx, &items[range]).await?;
     }
     let callbacks: Vec<NewCallback<'_>> = accepted
@@ -285,7 +261,7 @@ async fn try_commit(
         .iter()
         .map(|c| json_len(c.body) + c.url.len() + 100)
         .collect();
-    for range in ranges(&callback_sizes) {
+    for range in db::statement_ranges(&callback_sizes) {
         callbacks::enqueue_many(&mut tx, &callbacks[range]).await?;
     }
     tx.commit().await?;
@@ -355,17 +331,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statements_stay_under_the_budget() {
-        let sizes = [5000, 5000, 5000, 20_000, 100, 100];
-        let cut: Vec<Vec<usize>> = ranges(&sizes)
-            .into_iter()
-            .map(|r| sizes[r].to_vec())
-            .collect();
-        assert_eq!(
-            cut,
-            vec![vec![5000, 5000], vec![5000], vec![20_000], vec![100, 100]]
-        );
-        assert!(ranges(&[]).is_empty());
+    fn json_len_is_the_serialized_length() {
         assert_eq!(
             json_len(&serde_json::json!({"a": [1, "x"]})),
             r#"{"a":[1,"x"]}"#.len()

@@ -73,21 +73,11 @@ async fn cancelling_queued_work_is_immediate_and_emits_callbacks_in_sequence() {
         json!({"status": "ignored_terminal", "process": {"process_id": id, "status": "cancelled"}})
     );
 
-    wait_until(
-        "three callbacks",
-        std::time::Duration::from_secs(10),
-        || async { rx.count() >= 3 },
-    )
-    .await;
-    let mut bodies = rx.bodies();
+    let mut bodies = rx.wait_bodies(3).await;
     bodies.sort_by_key(|b| b["sequence"].as_i64());
-    let milestones: Vec<&str> = bodies
-        .iter()
-        .map(|b| b["milestone"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        milestones,
-        vec!["accepted", "cancel_requested", "cancelled"]
+        milestones(&bodies),
+        ["accepted", "cancel_requested", "cancelled"]
     );
     let seqs: Vec<i64> = bodies
         .iter()

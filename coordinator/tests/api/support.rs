@@ -337,4 +337,23 @@ impl Receiver {
     pub fn count(&self) -> usize {
         self.got.lock().unwrap().len()
     }
+
+    /// Waits (15 s at most) until `n` callbacks came, then returns the bodies received.
+    pub async fn wait_bodies(&self, n: usize) -> Vec<Value> {
+        wait_until(
+            &format!("{n} callbacks"),
+            Duration::from_secs(15),
+            || async { self.count() >= n },
+        )
+        .await;
+        self.bodies()
+    }
+}
+
+/// The `milestone` of each callback body, in order.
+pub fn milestones(bodies: &[Value]) -> Vec<&str> {
+    bodies
+        .iter()
+        .map(|b| b["milestone"].as_str().unwrap())
+        .collect()
 }

@@ -99,16 +99,8 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
     );
 
     // Callbacks: accepted, executing, completed, with strictly increasing sequences.
-    wait_until("3 callbacks", Duration::from_secs(15), || async {
-        rx.count() >= 3
-    })
-    .await;
-    let bodies = rx.bodies();
-    let milestones: Vec<&str> = bodies
-        .iter()
-        .map(|b| b["milestone"].as_str().unwrap())
-        .collect();
-    assert_eq!(milestones, ["accepted", "executing", "completed"]);
+    let bodies = rx.wait_bodies(3).await;
+    assert_eq!(milestones(&bodies), ["accepted", "executing", "completed"]);
     let seqs: Vec<i64> = bodies
         .iter()
         .map(|b| b["sequence"].as_i64().unwrap())

@@ -108,17 +108,9 @@ async fn device_errors_retry_with_the_next_attempt_and_stale_attempts_are_ignore
     let p = app.wait_status(pid, "completed").await;
     assert_eq!(p["result"]["fresh"], true);
     assert!(p["result"].get("stale").is_none());
-    wait_until("callbacks", Duration::from_secs(15), || async {
-        rx.count() >= 4
-    })
-    .await;
-    let milestones: Vec<String> = rx
-        .bodies()
-        .iter()
-        .map(|b| b["milestone"].as_str().unwrap().to_string())
-        .collect();
+    let bodies = rx.wait_bodies(4).await;
     assert_eq!(
-        milestones,
+        milestones(&bodies),
         ["accepted", "executing", "retrying", "completed"]
     );
 }

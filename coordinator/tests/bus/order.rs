@@ -57,16 +57,8 @@ async fn events_delivered_out_of_seq_order_are_applied_in_seq_order() {
             .await
             .unwrap();
     assert_eq!(cancels, 0, "no fencing cancel for the run's own Accepted");
-    wait_until("callbacks", Duration::from_secs(15), || async {
-        rx.count() >= 3
-    })
-    .await;
-    let milestones: Vec<String> = rx
-        .bodies()
-        .iter()
-        .map(|b| b["milestone"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(milestones, ["accepted", "executing", "completed"]);
+    let bodies = rx.wait_bodies(3).await;
+    assert_eq!(milestones(&bodies), ["accepted", "executing", "completed"]);
 }
 
 #[tokio::test]

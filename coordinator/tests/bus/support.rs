@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use crate::api_support::{Receiver, TestDb, wait_until};
+pub use crate::api_support::{Receiver, TestDb, milestones, wait_until};
 
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 

@@ -10,6 +10,7 @@
 //! agents to bind their consumers and is printed apart. The agent's stamp of `Accepted` is
 //! taken when it journals the event, before the publish; JetStream's when it stored it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,6 +23,13 @@ fn at(v: &Value) -> f64 {
     let t = OffsetDateTime::parse(v.as_str().unwrap_or_default(), &Rfc3339)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.unix_timestamp_nanos() as f64 / 1e6
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn wall_ms() -> f64 {
@@ -40,8 +48,9 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// When JetStream stored the `Accepted` of a queue item (the server's stamp, Unix ms).
-async fn accepted_stored_at(js: &async_nats::jetstream::Context, queue_item_id: uuid::Uuid) -> f64 {
+/// When JetStream stored each `Accepted` in the event stream so far (the server's stamp, Unix
+/// ms), by queue item: the stream read once, up to its last message.
+async fn accepted_stored(js: &async_nats::jetstream::Context) -> HashMap<uuid::Uuid, f64> {
     use futures::StreamExt as _;
     let stream = js
         .get_stream(phonefarm_shared::subjects::EVT_STREAM)
@@ -52,30 +61,29 @@ async fn accepted_stored_at(js: &async_nats::jetstream::Context, queue_item_id: 
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
-    let deadline = Duration::from_secs(10);
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(deadline, messages.next()).await {
-        let Ok(ev) = phonefarm_shared::decode::<phonefarm_shared::AgentEvent>(&m.payload) else {
-            continue;
-        };
-        if ev.queue_item_id == queue_item_id && ev.kind == phonefarm_shared::EventKind::Accepted {
-            let info = m.info().unwrap();
-            return info.published.unix_timestamp_nanos() as f64 / 1e6;
+    let mut stored = HashMap::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+    {
+        let info = m.info().unwrap();
+        let at = info.published.unix_timestamp_nanos() as f64 / 1e6;
+        let last = info.pending == 0;
+        if let Ok(ev) = phonefarm_shared::decode::<phonefarm_shared::AgentEvent>(&m.payload)
+            && ev.kind == phonefarm_shared::EventKind::Accepted
+        {
+            stored.insert(ev.queue_item_id, at);
+        }
+        if last {
+            break;
         }
     }
-    panic!("no Accepted of {queue_item_id} in the event stream");
+    stored
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: prints figures"]
 async fn burst_to_the_real_agents_accepted() {
-    let n: usize = std::env::var("PF_PROBE_PHONES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let agents: usize = std::env::var("PF_PROBE_AGENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let n = env_or("PF_PROBE_PHONES", 32);
+    let agents = env_or("PF_PROBE_AGENTS", 1);
     let sys = System::start(Options {
         agents,
         ..Options::phones(n)
@@ -104,7 +112,7 @@ async fn burst_to_the_real_agents_accepted() {
         }
         let (mut to_202, mut to_dispatch, mut to_accepted, mut dispatch_to_accepted) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut to_stored = Vec::new();
+        let mut stamps = Vec::new();
         for ((_, t202), item_id) in answered.iter().zip(&ids) {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             let item = loop {
@@ -130,8 +138,7 @@ async fn burst_to_the_real_agents_accepted() {
             to_dispatch.push(d - started);
             to_accepted.push(a - started);
             dispatch_to_accepted.push(a - d);
-            let qid = uuid::Uuid::parse_str(item_id).unwrap();
-            to_stored.push(accepted_stored_at(&js, qid).await - d);
+            stamps.push((uuid::Uuid::parse_str(item_id).unwrap(), d));
         }
         let label = if round == 0 { "warm-up burst" } else { "burst" };
         println!(
@@ -141,6 +148,16 @@ async fn burst_to_the_real_agents_accepted() {
         summary("  burst start -> dispatched (coordinator)", to_dispatch);
         summary("  burst start -> Accepted journaled (agent)", to_accepted);
         summary("  dispatched -> Accepted journaled", dispatch_to_accepted);
+        let stored = accepted_stored(&js).await;
+        let to_stored = stamps
+            .iter()
+            .map(|(qid, d)| {
+                let at = stored
+                    .get(qid)
+                    .unwrap_or_else(|| panic!("no Accepted of {qid} in the event stream"));
+                at - d
+            })
+            .collect();
         summary("  dispatched -> Accepted stored by JetStream", to_stored);
         // The phones must be free for the next burst.
         for (id, _) in &answered {
