@@ -30,7 +30,7 @@ use crate::fleet::{FleetConfig, FleetHandle};
 use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
 use crate::uplink::consumer::{PullOptions, consume};
 use crate::uplink::evidence::{EvidenceSpool, EvidenceStore, UploaderOptions, run_uploader};
-use crate::uplink::journal::Journal;
+use crate::uplink::journal::{Journal, JournalError};
 use crate::uplink::packs::{PackBook, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
@@ -261,13 +261,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         None => PackSet::default(),
     };
     let journal_dir = config.state_dir.join("journal");
-    let journal = {
-        let dir = journal_dir.clone();
-        tokio::task::spawn_blocking(move || Journal::open(&dir))
-            .await
-            .context("opening the journal")?
-            .with_context(|| format!("journal in {}", journal_dir.display()))?
-    };
+    let journal = open_journal(&journal_dir).await?;
     let journal = Arc::new(journal);
     let spool = EvidenceSpool::open(&journal_dir)
         .with_context(|| format!("evidence spool in {}", journal_dir.display()))?;
@@ -420,6 +414,28 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     Ok(())
+}
+
+/// How long a start waits for the previous agent process (or a stopped agent of this one,
+/// still winding down) to let go of the journal.
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the journal, waiting up to [`JOURNAL_LOCK_WAIT`] while another agent holds it.
+async fn open_journal(dir: &std::path::Path) -> anyhow::Result<Journal> {
+    let until = tokio::time::Instant::now() + JOURNAL_LOCK_WAIT;
+    loop {
+        let d = dir.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || Journal::open(&d))
+            .await
+            .context("opening the journal")?;
+        match opened {
+            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < until => {
+                tracing::info!(dir = %dir.display(), "waiting for the previous agent to let go of the journal");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other.with_context(|| format!("journal in {}", dir.display())),
+        }
+    }
 }
 
 /// One work message: decode, admit, wait for `Accepted` to be stored, then ack.

@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use phonefarm_agent::daemon::{self, DaemonConfig};
 use phonefarm_agent::uplink::consumer::PullOptions;
 use phonefarm_agent::uplink::evidence::EvidenceSpool;
+use phonefarm_agent::uplink::journal::JournalView;
 use phonefarm_agent::uplink::publisher::PublisherOptions;
 use phonefarm_flows::UiConfig;
 use phonefarm_phonemodel::AccountState;
@@ -453,10 +454,7 @@ async fn work_order_is_acked_after_accepted_is_stored_and_runs_to_completion() {
     let o = order("SIMA1", short_warmup());
     publish_order(&env.js, agent, &o).await;
     wait_for("the order journaled", Duration::from_secs(20), async || {
-        std::fs::read_dir(env.state.join("journal/orders"))
-            .ok()?
-            .next()
-            .map(drop)
+        (JournalView::read(&env.state.join("journal")).ok()?.orders() > 0).then_some(())
     })
     .await;
     // Accepted stays journaled and the order unacked (past the agent's accept timeout and
@@ -554,11 +552,16 @@ async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
 
     env.nats.kill();
     // The run goes on while the server is away: its events pile up in the journal.
-    let events_dir = env.state.join("journal/events");
+    let journal_dir = env.state.join("journal");
+    let pending = || {
+        JournalView::read(&journal_dir)
+            .ok()
+            .map(|v| v.pending_count())
+    };
     wait_for(
         "events journaled during the outage",
         Duration::from_secs(30),
-        async || (std::fs::read_dir(&events_dir).ok()?.count() >= 3).then_some(()),
+        async || (pending()? >= 3).then_some(()),
     )
     .await;
     env.nats.restart().await;
@@ -567,7 +570,7 @@ async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
     assert_complete_sequence(&events);
     assert_eq!(finished(&events).unwrap().0, Outcome::Completed);
     wait_for("the journal drained", Duration::from_secs(20), async || {
-        (std::fs::read_dir(&events_dir).ok()?.count() == 0).then_some(())
+        (pending()? == 0).then_some(())
     })
     .await;
     // The work consumer rode out the outage by itself: a new order still runs.
@@ -599,8 +602,7 @@ async fn journaled_events_are_published_by_the_next_agent_process() {
         "the run finished into the journal",
         Duration::from_secs(60),
         async || {
-            let journal =
-                phonefarm_agent::uplink::journal::Journal::open(&state.join("journal")).ok()?;
+            let journal = JournalView::read(&state.join("journal")).ok()?;
             journal
                 .order(o.queue_item_id, o.attempt)
                 .filter(|r| r.finished)
@@ -826,7 +828,7 @@ async fn evidence_of_a_failure_during_a_nats_outage_is_kept_and_uploaded_when_na
         "the run failed into the journal",
         Duration::from_secs(60),
         async || {
-            let journal = phonefarm_agent::uplink::journal::Journal::open(&journal_dir).ok()?;
+            let journal = JournalView::read(&journal_dir).ok()?;
             journal
                 .order(o.queue_item_id, o.attempt)
                 .filter(|r| r.finished)

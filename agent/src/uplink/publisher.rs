@@ -1,6 +1,6 @@
 //! The event publisher: one task that publishes journaled run events to `pf.evt.<id>.run`, in
 //! journal order and pipelined (up to [`WINDOW`] sent before their acks are awaited), each with
-//! `Nats-Msg-Id = AgentEvent::msg_id()`, and deletes the journal entry only after the stream
+//! `Nats-Msg-Id = AgentEvent::msg_id()`, and forgets the journal entry only after the stream
 //! acknowledged it. A timeout or an outage is retried with the same id
 //! (the stream's duplicate window makes the retry a no-op if the first try was stored).
 //!
@@ -8,7 +8,6 @@
 //! the returned [`Stored`] resolves once the event is stored on the server.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,8 +261,8 @@ impl Task {
             }
             if !stored.is_empty() {
                 backoff = self.options.min_backoff;
-                let done: HashSet<&PathBuf> = stored.iter().map(|e| &e.path).collect();
-                self.pending.retain(|e| !done.contains(&e.path));
+                let done: HashSet<u64> = stored.iter().map(|e| e.id).collect();
+                self.pending.retain(|e| !done.contains(&e.id));
                 for entry in &stored {
                     for w in self
                         .waiters
@@ -274,12 +273,11 @@ impl Task {
                     }
                 }
                 let journal = self.journal.clone();
-                let gone =
-                    blocking(move || stored.iter().try_for_each(|e| journal.remove(e))).await;
-                if let Err(e) = gone {
-                    // It stays on disk and is republished after a restart: a no-op thanks to
-                    // its msg id.
-                    tracing::warn!(error = %e, "cannot delete a published journal entry");
+                let ids: Vec<u64> = done.into_iter().collect();
+                if let Err(e) = blocking(move || journal.acked(&ids)).await {
+                    // They stay journaled and are republished after a restart: a no-op thanks
+                    // to their msg ids.
+                    tracing::warn!(error = %e, "cannot journal the acks of published events");
                 }
             }
             if let Some((entry, e)) = failure {

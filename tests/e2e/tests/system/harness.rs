@@ -49,10 +49,10 @@ pub fn e2e_publisher() -> PublisherOptions {
 pub struct Options {
     pub phones: usize,
     pub replicas: usize,
-    /// Agents the phones are split over (in-process agents only; the first is `AGENT_ID`,
-    /// the others `AGENT_ID-2`, …).
+    /// Agents the phones are split over (the first is `AGENT_ID`, the others `AGENT_ID-2`,
+    /// …).
     pub agents: usize,
-    /// Run the agent as its own OS process (`e2e-agent`) instead of a task of this process.
+    /// Run each agent as its own OS process (`e2e-agent`) instead of a task of this process.
     pub agent_process: bool,
     pub lease: Duration,
     pub retry_base: Duration,
@@ -182,19 +182,21 @@ impl Drop for SimPhone {
     }
 }
 
-/// The agent daemon, in this process or as a child process.
+/// The agent daemons, in this process or as child processes.
 enum Agent {
     Task(CancellationToken),
-    Process(Child),
+    Processes(Vec<Child>),
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         match self {
             Agent::Task(t) => t.cancel(),
-            Agent::Process(c) => {
-                let _ = c.kill();
-                let _ = c.wait();
+            Agent::Processes(children) => {
+                for c in children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
             }
         }
     }
@@ -331,55 +333,60 @@ impl System {
     }
 
     /// Starts the agent (again) on the same state directory (or the agents, see
-    /// [`Options::agents`]).
+    /// [`Options::agents`]: the first is `AGENT_ID` in `<state>/agent`, the others
+    /// `AGENT_ID-2`, … in `<state>/<id>`).
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "the agent is running");
-        let state_dir = self.state.path().join("agent");
         let tcp: Vec<String> = self.sims.iter().map(SimPhone::address).collect();
         self.agent_starts += 1;
-        let agent = if self.options.agent_process {
-            assert_eq!(self.options.agents, 1, "one agent process at a time");
-            let log = std::fs::File::create(
-                self.state
-                    .path()
-                    .join(format!("agent-{}.log", self.agent_starts)),
-            )
-            .unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-agent"));
-            cmd.args(["--agent-id", AGENT_ID, "--nats-url", &self.nats.url()])
-                .arg("--state-dir")
-                .arg(&state_dir)
-                .arg("--flow-packs")
-                .arg(packs_dir())
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log));
-            for t in &tcp {
-                cmd.args(["--tcp", t]);
+        let agents = self.options.agents.max(1);
+        let per_agent = tcp.len().div_ceil(agents).max(1);
+        // An agent without phones still starts (it reports an empty inventory).
+        let groups: Vec<&[String]> = if tcp.is_empty() {
+            vec![&[]]
+        } else {
+            tcp.chunks(per_agent).collect()
+        };
+        let ids = groups.iter().enumerate().map(|(j, _)| {
+            if j == 0 {
+                (AGENT_ID.to_string(), self.state.path().join("agent"))
+            } else {
+                let id = format!("{AGENT_ID}-{}", j + 1);
+                let dir = self.state.path().join(&id);
+                (id, dir)
             }
-            Agent::Process(cmd.spawn().expect("e2e-agent starts"))
+        });
+        let agent = if self.options.agent_process {
+            let mut children = Vec::new();
+            for ((id, dir), phones) in ids.zip(&groups) {
+                let log = std::fs::File::create(
+                    self.state
+                        .path()
+                        .join(format!("{id}-{}.log", self.agent_starts)),
+                )
+                .unwrap();
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-agent"));
+                cmd.args(["--agent-id", &id, "--nats-url", &self.nats.url()])
+                    .arg("--state-dir")
+                    .arg(&dir)
+                    .arg("--flow-packs")
+                    .arg(packs_dir())
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                    )
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(log));
+                for t in *phones {
+                    cmd.args(["--tcp", t]);
+                }
+                children.push(cmd.spawn().expect("e2e-agent starts"));
+            }
+            Agent::Processes(children)
         } else {
             let token = CancellationToken::new();
-            let agents = self.options.agents.max(1);
-            let per_agent = tcp.len().div_ceil(agents).max(1);
-            // An agent without phones still starts (it reports an empty inventory).
-            let groups: Vec<&[String]> = if tcp.is_empty() {
-                vec![&[]]
-            } else {
-                tcp.chunks(per_agent).collect()
-            };
-            for (j, phones) in groups.into_iter().enumerate() {
-                let (id, dir) = if j == 0 {
-                    (AGENT_ID.to_string(), state_dir.clone())
-                } else {
-                    let id = format!("{AGENT_ID}-{}", j + 1);
-                    let dir = self.state.path().join(&id);
-                    (id, dir)
-                };
+            for ((id, dir), phones) in ids.zip(&groups) {
                 let mut c = DaemonConfig::new(id, self.nats.url(), dir);
                 c.tcp = phones.to_vec();
                 c.flow_packs_dir = Some(packs_dir());
@@ -399,13 +406,15 @@ impl System {
         self.agent = Some(agent);
     }
 
-    /// SIGKILLs the agent process: no shutdown, no flush, its run dies mid-step.
+    /// SIGKILLs the agent processes: no shutdown, no flush, their runs die mid-step.
     pub fn kill_agent(&mut self) {
         match self.agent.take() {
-            Some(Agent::Process(ref mut c)) => {
-                c.kill().expect("SIGKILL the agent");
-                let status = c.wait().unwrap();
-                assert!(!status.success(), "killed, not exited: {status}");
+            Some(Agent::Processes(ref mut children)) => {
+                for c in children {
+                    c.kill().expect("SIGKILL the agent");
+                    let status = c.wait().unwrap();
+                    assert!(!status.success(), "killed, not exited: {status}");
+                }
             }
             Some(Agent::Task(_)) => {}
             None => panic!("no agent running"),
@@ -611,11 +620,18 @@ impl Drop for System {
     /// A failing test shows the agent processes' logs (a process agent logs to a file).
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for n in 1..=self.agent_starts {
-                let log = self.state.path().join(format!("agent-{n}.log"));
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.state.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            for log in logs {
                 if let Ok(text) = std::fs::read_to_string(&log) {
                     let tail: Vec<&str> = text.lines().rev().take(80).collect();
-                    eprintln!("--- agent process {n} (last lines) ---");
+                    eprintln!("--- {} (last lines) ---", log.display());
                     for l in tail.into_iter().rev() {
                         eprintln!("{l}");
                     }

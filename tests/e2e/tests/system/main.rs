@@ -8,10 +8,8 @@
 //! - `cancel`: `soft`, `hard` and `soft_then_force` on executing work.
 //! - `faults`: the agent process killed, a NATS outage, a coordinator restart, two replicas,
 //!   a phone dropping off mid-run.
-//! - `latency`: an ignored probe printing how long a burst takes to the real agent's `Accepted`.
 
 mod cancel;
 mod capabilities;
 mod faults;
 mod harness;
-mod latency;

@@ -1,0 +1,252 @@
+//! Dispatch latency with the real agent: enqueue (HTTP) → the agent's `Accepted` stored by
+//! JetStream, p50 / p99, at 100 concurrent processes, beside a NATS request round trip
+//! measured in the same run. Issue #5's target: p99 < 50 ms on loopback.
+//!
+//! The whole system of the end-to-end tests (`tests/system/harness.rs`): a real nats-server,
+//! Postgres, the coordinator on loopback, and real agent daemons (`e2e-agent`, each its own OS
+//! process, with its on-disk journal) driving simulated phones over ADB/TCP. Unlike
+//! `cargo bench -p phonefarm-coordinator --bench dispatch`, whose simulated agent answers at
+//! once, an order here is admitted by the agent (journaled and synced) before its `Accepted`
+//! is published, while the runs admitted just before it start on the same cores.
+//!
+//! `cargo bench -p phonefarm-e2e --bench dispatch`. Knobs: `PF_BENCH_PHONES` (100: processes
+//! per burst, one per phone), `PF_BENCH_AGENTS` (4: the phones split over that many agents; a
+//! rack host serves 32), `PF_BENCH_ROUNDS` (5 timed bursts after one warm-up burst),
+//! `PF_BENCH_IN_PROCESS=1` (agents as tasks of this process instead). Every run of a burst
+//! completes before the next burst, so every phone is free.
+//!
+//! Times: the enqueue is stamped before its request is sent; `Accepted` with the stream's
+//! stored time of the message (same host, same wall clock); `dispatched` with the
+//! coordinator's history stamp.
+
+#[allow(dead_code)]
+#[path = "../tests/system/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use harness::{Options, System, warmup};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn wall_ms() -> f64 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e6
+}
+
+fn stamp_ms(v: &Value) -> Option<f64> {
+    let t = OffsetDateTime::parse(v.as_str()?, &Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e6)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Prints one line and returns (p50, p99).
+fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
+    println!(
+        "{name:<46} n={:<5} p50={p50:>8.2} ms  p99={p99:>8.2} ms  max={:>8.2} ms",
+        ms.len(),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+    (p50, p99)
+}
+
+/// When JetStream stored each `Accepted` of the event stream (its stamp, Unix ms), by queue
+/// item: the stream read once, up to its last message.
+async fn accepted_stored(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<HashMap<uuid::Uuid, f64>> {
+    let stream = js
+        .get_stream(phonefarm_shared::subjects::EVT_STREAM)
+        .await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut stored = HashMap::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+        let m = m?;
+        let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let at = info.published.unix_timestamp_nanos() as f64 / 1e6;
+        let last = info.pending == 0;
+        if let Ok(ev) = phonefarm_shared::decode::<phonefarm_shared::AgentEvent>(&m.payload)
+            && ev.kind == phonefarm_shared::EventKind::Accepted
+        {
+            stored.insert(ev.queue_item_id, at);
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(stored)
+}
+
+/// One burst: its per-process figures (ms).
+#[derive(Default)]
+struct Burst {
+    to_202: Vec<f64>,
+    to_dispatched: Vec<f64>,
+    to_accepted: Vec<f64>,
+    dispatched_to_accepted: Vec<f64>,
+}
+
+async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
+    let inputs = json!({"keywords": ["bench"], "videos_per_keyword": 1,
+                        "watch_seconds": {"min": 1, "max": 1}});
+    let enqueues = (1..=n).map(|i| {
+        let body = warmup(
+            sys,
+            &format!("bench-{round}-{i}"),
+            &format!("acc-{i}"),
+            inputs.clone(),
+        );
+        async move {
+            let t0 = wall_ms();
+            let id = sys.enqueue(body).await;
+            (id, t0, wall_ms())
+        }
+    });
+    let answered = futures::future::join_all(enqueues).await;
+    // Every run completes before the next burst: the phones are free again.
+    let mut items = Vec::with_capacity(n);
+    for (id, _, _) in &answered {
+        sys.wait_status(id, "completed", Duration::from_secs(180))
+            .await;
+        let item_id = sys.item_of(id).await;
+        let item = sys.item(&item_id).await;
+        items.push((item_id, item));
+    }
+    let stored = accepted_stored(&sys_js(sys).await?).await?;
+    let mut b = Burst::default();
+    for ((_, t0, t202), (item_id, item)) in answered.iter().zip(&items) {
+        let qid: uuid::Uuid = item_id.parse()?;
+        let dispatched = item["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|e| e["kind"] == "dispatched"))
+            .and_then(|e| stamp_ms(&e["at"]))
+            .ok_or_else(|| anyhow::anyhow!("no dispatched stamp in {item}"))?;
+        let accepted = *stored
+            .get(&qid)
+            .ok_or_else(|| anyhow::anyhow!("no Accepted of {qid} in the event stream"))?;
+        b.to_202.push(t202 - t0);
+        b.to_dispatched.push(dispatched - t0);
+        b.to_accepted.push(accepted - t0);
+        b.dispatched_to_accepted.push(accepted - dispatched);
+    }
+    Ok(b)
+}
+
+async fn sys_js(sys: &System) -> anyhow::Result<async_nats::jetstream::Context> {
+    Ok(async_nats::jetstream::new(
+        async_nats::connect(sys.nats.url()).await?,
+    ))
+}
+
+async fn run() -> anyhow::Result<()> {
+    let n = env_or("PF_BENCH_PHONES", 100);
+    let agents = env_or("PF_BENCH_AGENTS", 4).max(1);
+    let rounds = env_or("PF_BENCH_ROUNDS", 5).max(1);
+    let in_process = env_or("PF_BENCH_IN_PROCESS", 0) == 1;
+    let sys = System::start(Options {
+        agents,
+        agent_process: !in_process,
+        ..Options::phones(n)
+    })
+    .await;
+    println!(
+        "{n} simulated phones over {agents} real agent(s) ({}), {rounds} bursts of {n} processes after one warm-up burst",
+        if in_process {
+            "tasks of this process"
+        } else {
+            "one OS process each"
+        }
+    );
+    let mut all = Burst::default();
+    for round in 0..=rounds {
+        let b = burst(&sys, round, n).await?;
+        let slowest = b.to_accepted.iter().copied().fold(f64::NAN, f64::max);
+        eprintln!("burst {round}: slowest enqueue -> Accepted stored {slowest:.1} ms");
+        if round == 0 {
+            // The agents bind their consumers and warm their connections: not timed.
+            continue;
+        }
+        all.to_202.extend(b.to_202);
+        all.to_dispatched.extend(b.to_dispatched);
+        all.to_accepted.extend(b.to_accepted);
+        all.dispatched_to_accepted.extend(b.dispatched_to_accepted);
+    }
+
+    // A plain NATS request round trip on the same server, in the same run.
+    let client = async_nats::connect(sys.nats.url()).await?;
+    let mut sub = client.subscribe("bench.echo").await?;
+    let responder_client = client.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder_client.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let mut rtt = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        client.request("bench.echo", "ping".into()).await?;
+        rtt.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    responder.abort();
+
+    println!("dispatch latency, {rounds} bursts x {n} concurrent processes, real agents:");
+    let (_, p99) = summary(
+        "enqueue -> agent's Accepted stored by JetStream",
+        all.to_accepted,
+    );
+    summary("enqueue -> HTTP 202 (the API under this load)", all.to_202);
+    summary(
+        "enqueue -> dispatched (coordinator's stamp)",
+        all.to_dispatched,
+    );
+    summary(
+        "dispatched -> Accepted stored (agent admission)",
+        all.dispatched_to_accepted,
+    );
+    let (_, rtt_p99) = summary("NATS request round trip (same server)", rtt);
+    println!(
+        "p99 enqueue -> Accepted: {p99:.2} ms (target < 50 ms); {:.0}x the NATS round trip's p99",
+        p99 / rtt_p99
+    );
+    Ok(())
+}
+
+fn main() {
+    // RUST_LOG=warn (or finer) shows what the coordinator and in-process agents log.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
