@@ -279,6 +279,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         js.clone(),
         &agent_id,
         config.publisher.clone(),
+        conn.connects.clone(),
         inner.clone(),
     );
     let orphans = runner::finish_orphans(&events)

@@ -583,6 +583,48 @@ async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_goes_again_when_nats_is_back_not_when_its_backoff_ends() {
+    let agent = "rack-w";
+    let mut env = env(agent, true).await;
+    let phone = sim("SIMW1").await;
+    let mut c = config(agent, &env.nats.url(), &env.state, &[&phone]);
+    // A failed publish backs off far longer than this test waits for the events.
+    c.publisher.min_backoff = Duration::from_secs(300);
+    c.publisher.max_backoff = Duration::from_secs(300);
+    let daemon = Agent::start(c);
+    // A run of several seconds, so it finishes offline well past the 1 s publish ack timeout.
+    let o = order(
+        "SIMW1",
+        json!({"keywords": ["cooking", "travel"], "videos_per_keyword": 2, "watch_seconds": {"min": 1, "max": 2}}),
+    );
+    publish_order(&env.js, agent, &o).await;
+    wait_for("Accepted", Duration::from_secs(30), async || {
+        (!of(&run_events(&env.js, agent).await?, o.queue_item_id).is_empty()).then_some(())
+    })
+    .await;
+    env.nats.kill();
+    // The run finishes offline: the publishes of its events have failed and the publisher is
+    // backing off.
+    let journal_dir = env.state.join("journal");
+    wait_for(
+        "the run finished into the journal",
+        Duration::from_secs(60),
+        async || {
+            JournalView::read(&journal_dir)
+                .ok()?
+                .order(o.queue_item_id, o.attempt)
+                .filter(|r| r.finished)
+                .map(drop)
+        },
+    )
+    .await;
+    env.nats.restart().await;
+    let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    assert_complete_sequence(&events);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journaled_events_are_published_by_the_next_agent_process() {
     let agent = "rack-c";
     let mut env = env(agent, true).await;

@@ -456,17 +456,27 @@ impl Journal {
         }
     }
 
-    /// Appends `entries` (already applied to the state) to the segment; returns the log
-    /// position a sync must reach for them to be durable. A failed write fails the journal.
-    fn write(&self, inner: &mut Inner, entries: &[Entry]) -> Result<u64, JournalError> {
+    /// Appends `entries` to the segment and applies them to the state; returns the log
+    /// position a sync must reach for them to be durable. A failed write is cut off again and
+    /// changes nothing (a disk that was full may take the next one); if even that fails, the
+    /// journal fails.
+    fn write(&self, inner: &mut Inner, entries: Vec<Entry>) -> Result<u64, JournalError> {
         let mut buf = Vec::new();
-        for entry in entries {
+        for entry in &entries {
             frame(entry, &mut buf);
         }
         let path = segment_path(&self.wal, inner.generation);
         if let Err(e) = (&*inner.file).write_all(&buf) {
-            inner.failed = Some(format!("writing {}: {e}", path.display()));
+            if let Err(cut) = inner.file.set_len(inner.segment_len) {
+                inner.failed = Some(format!(
+                    "writing {}: {e}; cutting the partial write off: {cut}",
+                    path.display()
+                ));
+            }
             return Err(io(&path)(e));
+        }
+        for entry in entries {
+            inner.state.apply(entry);
         }
         inner.segment_len += buf.len() as u64;
         inner.written += buf.len() as u64;
@@ -601,6 +611,7 @@ impl Journal {
         let mut out = Vec::with_capacity(orders.len());
         let mut entries = Vec::new();
         let mut in_batch = HashSet::new();
+        let mut id = inner.state.next_id;
         for order in orders {
             let key = (order.queue_item_id, order.attempt);
             if let Some(rec) = inner.state.orders.get(&key) {
@@ -611,7 +622,6 @@ impl Journal {
                 // The same order twice in one batch: the first is journaled.
                 out.push(Admission::Known { finished: false });
             } else {
-                let id = inner.state.next_id;
                 let event = AgentEvent {
                     queue_item_id: order.queue_item_id,
                     attempt: order.attempt,
@@ -619,32 +629,25 @@ impl Journal {
                     at_unix_ms: now_ms(),
                     kind: EventKind::Accepted,
                 };
-                let new = [
-                    Entry::Order(order.clone()),
-                    Entry::Event {
-                        id,
-                        event: event.clone(),
-                    },
-                ];
-                for entry in &new {
-                    inner.state.apply(entry.clone());
-                }
-                entries.extend(new);
+                entries.push(Entry::Order(order.clone()));
+                entries.push(Entry::Event {
+                    id,
+                    event: event.clone(),
+                });
                 out.push(Admission::New(JournaledEvent { id, event }));
+                id += 1;
             }
         }
         if inner.state.orders.len() > PRUNE_ABOVE {
             let expired = inner.state.expired(now_ms());
             if !expired.is_empty() {
-                let entry = Entry::Forget(expired);
-                inner.state.apply(entry.clone());
-                entries.push(entry);
+                entries.push(Entry::Forget(expired));
             }
         }
         let durable = if entries.is_empty() {
             Ok(())
         } else {
-            match self.write(&mut inner, &entries) {
+            match self.write(&mut inner, entries) {
                 Ok(target) => self.sync_to(inner, target),
                 Err(e) => Err(e),
             }
@@ -692,8 +695,7 @@ impl Journal {
             id,
             event: event.clone(),
         };
-        inner.state.apply(entry.clone());
-        let target = self.write(&mut inner, &[entry])?;
+        let target = self.write(&mut inner, vec![entry])?;
         self.sync_to(inner, target)?;
         Ok(JournaledEvent { id, event })
     }
@@ -727,8 +729,7 @@ impl Journal {
             return Ok(());
         }
         Self::writable(inner)?;
-        inner.state.apply(entry.clone());
-        self.write(inner, &[entry]).map(drop)
+        self.write(inner, vec![entry]).map(drop)
     }
 
     /// Number of events waiting for their ack (for tests and metrics).

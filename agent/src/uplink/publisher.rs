@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use phonefarm_shared::{AgentEvent, EventKind, WorkOrder, subjects};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -89,11 +89,14 @@ async fn blocking<T: Send + 'static>(
 
 impl EventSink {
     /// Starts the publisher task; it first replays everything still in the journal.
+    /// `connects` changes when the NATS connection comes (back) up: a publisher waiting out
+    /// a retry backoff then goes at once.
     pub fn spawn(
         journal: Arc<Journal>,
         js: jetstream::Context,
         agent_id: &str,
         options: PublisherOptions,
+        connects: watch::Receiver<u64>,
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1024);
@@ -105,6 +108,7 @@ impl EventSink {
             rx,
             pending: VecDeque::new(),
             waiters: HashMap::new(),
+            connects: Some(connects),
             shutdown,
         };
         tokio::spawn(task.run());
@@ -190,6 +194,8 @@ struct Task {
     rx: mpsc::Receiver<Command>,
     pending: VecDeque<JournaledEvent>,
     waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// `None` once the connection's watch is gone.
+    connects: Option<watch::Receiver<u64>>,
     shutdown: CancellationToken,
 }
 
@@ -243,6 +249,10 @@ impl Task {
             }
             // Up to WINDOW events from the front, all sent before any ack is awaited.
             let batch: Vec<JournaledEvent> = self.pending.iter().take(WINDOW).cloned().collect();
+            // A reconnect from now on ends the backoff of a failure of this attempt.
+            if let Some(c) = &mut self.connects {
+                c.mark_unchanged();
+            }
             let results = tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 r = self.publish_all(&batch) => r,
@@ -293,17 +303,31 @@ impl Task {
                 );
                 let sleep = tokio::time::sleep(backoff);
                 tokio::pin!(sleep);
+                backoff = (backoff * 2).min(self.options.max_backoff);
                 loop {
+                    let reconnected = async {
+                        match &mut self.connects {
+                            Some(c) => c.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         () = self.shutdown.cancelled() => return,
                         () = &mut sleep => break,
+                        up = reconnected => {
+                            if up {
+                                // Back online: the failed events go now, not after the backoff.
+                                backoff = self.options.min_backoff;
+                                break;
+                            }
+                            self.connects = None;
+                        }
                         cmd = self.rx.recv() => match cmd {
                             Some(cmd) => self.on_command(cmd),
                             None => return,
                         },
                     }
                 }
-                backoff = (backoff * 2).min(self.options.max_backoff);
             }
         }
     }

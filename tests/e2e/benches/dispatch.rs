@@ -15,7 +15,8 @@
 //! `PF_BENCH_IN_PROCESS=1` (agents as tasks of this process instead). Every run of a burst
 //! completes before the next burst, so every phone is free.
 //!
-//! Times: the enqueue is stamped before its request is sent; `Accepted` with the stream's
+//! The agents run with their production timings (a health probe of each phone every 30 s, not
+//! the tests' 500 ms). Times: the enqueue is stamped before its request is sent; `Accepted` with the stream's
 //! stored time of the message (same host, same wall clock); `dispatched` with the
 //! coordinator's history stamp.
 
@@ -24,6 +25,8 @@
 mod harness;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -98,13 +101,102 @@ async fn accepted_stored(
     Ok(stored)
 }
 
-/// One burst: its per-process figures (ms).
+/// One burst: its per-process figures (ms), and when it started and its last `Accepted` was
+/// stored (wall ms).
 #[derive(Default)]
 struct Burst {
     to_202: Vec<f64>,
     to_dispatched: Vec<f64>,
     to_accepted: Vec<f64>,
     dispatched_to_accepted: Vec<f64>,
+    window: (f64, f64),
+}
+
+/// CPU time sampled every 10 ms: the whole host (`/proc/stat`, ticks of 10 ms), this process
+/// (coordinator, phone simulators, the bench's client) and the agent processes (ns, from
+/// their threads' `schedstat`). The rest is Postgres and nats-server.
+struct CpuSampler {
+    samples: Arc<Mutex<Vec<CpuSample>>>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: f64,
+    host_busy_s: f64,
+    this_s: f64,
+    agents_s: f64,
+}
+
+fn host_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = ticks.iter().take(8).sum::<f64>()
+        - ticks.get(3).copied().unwrap_or(0.0)
+        - ticks.get(4).copied().unwrap_or(0.0);
+    busy / 100.0
+}
+
+/// CPU seconds of every thread of `pid` so far.
+fn process_s(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+impl CpuSampler {
+    fn start(agents: Vec<u32>) -> Self {
+        let samples: Arc<Mutex<Vec<CpuSample>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, done) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let me = std::process::id();
+            while !done.load(Ordering::Relaxed) {
+                let sample = CpuSample {
+                    at: wall_ms(),
+                    host_busy_s: host_busy_s(),
+                    this_s: process_s(me),
+                    agents_s: agents.iter().map(|&p| process_s(p)).sum(),
+                };
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self { samples, stop }
+    }
+
+    /// Cores busy on average over `(from, to)` (wall ms): host, this process, agents.
+    fn cores(&self, (from, to): (f64, f64)) -> Option<(f64, f64, f64)> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let a = samples.iter().rev().find(|s| s.at <= from)?;
+        let b = samples.iter().find(|s| s.at >= to)?;
+        let secs = (b.at - a.at) / 1e3;
+        Some((
+            (b.host_busy_s - a.host_busy_s) / secs,
+            (b.this_s - a.this_s) / secs,
+            (b.agents_s - a.agents_s) / secs,
+        ))
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
@@ -123,6 +215,7 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
             (id, t0, wall_ms())
         }
     });
+    let started = wall_ms();
     let answered = futures::future::join_all(enqueues).await;
     // Every run completes before the next burst: the phones are free again.
     let mut items = Vec::with_capacity(n);
@@ -134,7 +227,10 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
         items.push((item_id, item));
     }
     let stored = accepted_stored(&sys_js(sys).await?).await?;
-    let mut b = Burst::default();
+    let mut b = Burst {
+        window: (started, started),
+        ..Burst::default()
+    };
     for ((_, t0, t202), (item_id, item)) in answered.iter().zip(&items) {
         let qid: uuid::Uuid = item_id.parse()?;
         let dispatched = item["history"]
@@ -148,6 +244,7 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
         b.to_202.push(t202 - t0);
         b.to_dispatched.push(dispatched - t0);
         b.to_accepted.push(accepted - t0);
+        b.window.1 = b.window.1.max(accepted);
         b.dispatched_to_accepted.push(accepted - dispatched);
     }
     Ok(b)
@@ -167,6 +264,7 @@ async fn run() -> anyhow::Result<()> {
     let sys = System::start(Options {
         agents,
         agent_process: !in_process,
+        production_timings: true,
         ..Options::phones(n)
     })
     .await;
@@ -178,15 +276,25 @@ async fn run() -> anyhow::Result<()> {
             "one OS process each"
         }
     );
+    let cpu = CpuSampler::start(sys.agent_pids());
     let mut all = Burst::default();
+    let mut busy = Vec::new();
     for round in 0..=rounds {
         let b = burst(&sys, round, n).await?;
         let slowest = b.to_accepted.iter().copied().fold(f64::NAN, f64::max);
+        let cores = cpu.cores(b.window);
         eprintln!("burst {round}: slowest enqueue -> Accepted stored {slowest:.1} ms");
+        if let Some((host, this, agents)) = cores {
+            eprintln!(
+                "  cores busy until then: host {host:.2} = this process {this:.2} + agents {agents:.2} + the rest {:.2}",
+                host - this - agents
+            );
+        }
         if round == 0 {
             // The agents bind their consumers and warm their connections: not timed.
             continue;
         }
+        busy.extend(cores);
         all.to_202.extend(b.to_202);
         all.to_dispatched.extend(b.to_dispatched);
         all.to_accepted.extend(b.to_accepted);
@@ -227,6 +335,16 @@ async fn run() -> anyhow::Result<()> {
         all.dispatched_to_accepted,
     );
     let (_, rtt_p99) = summary("NATS request round trip (same server)", rtt);
+    if !busy.is_empty() {
+        let k = busy.len() as f64;
+        let mean = |f: fn(&(f64, f64, f64)) -> f64| busy.iter().map(f).sum::<f64>() / k;
+        let (host, this, agents) = (mean(|c| c.0), mean(|c| c.1), mean(|c| c.2));
+        println!(
+            "cores busy from burst start to its last Accepted (mean of bursts, {} cores): host {host:.2} = this process (coordinator, phone simulators, client) {this:.2} + agents {agents:.2} + Postgres, nats-server and the rest {:.2}",
+            std::thread::available_parallelism().map_or(0, usize::from),
+            host - this - agents
+        );
+    }
     println!(
         "p99 enqueue -> Accepted: {p99:.2} ms (target < 50 ms); {:.0}x the NATS round trip's p99",
         p99 / rtt_p99

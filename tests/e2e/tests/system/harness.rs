@@ -57,6 +57,11 @@ pub struct Options {
     pub lease: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// The agents' production timings (presence and heartbeats every 10 s, a health probe of
+    /// each phone every 30 s, UI polls every 500 ms) and the coordinator's 30 s offline
+    /// horizon, instead of the tests' fast ones: for benches, where a probe of every phone
+    /// every 500 ms would take much of the CPU.
+    pub production_timings: bool,
 }
 
 impl Options {
@@ -69,6 +74,7 @@ impl Options {
             lease: Duration::from_secs(6),
             retry_base: Duration::from_millis(300),
             retry_max: Duration::from_secs(2),
+            production_timings: false,
         }
     }
 }
@@ -240,7 +246,7 @@ async fn start_coordinator(db_url: &str, nats_url: String, o: &Options) -> Coord
     let mut c = BusConfig::new(nats_url);
     c.lease = o.lease;
     c.accept_timeout = Duration::from_secs(10);
-    c.offline_after = Duration::from_secs(5);
+    c.offline_after = Duration::from_secs(if o.production_timings { 30 } else { 5 });
     c.retry_base = o.retry_base;
     c.retry_max = o.retry_max;
     c.dispatch_interval = Duration::from_millis(200);
@@ -381,6 +387,18 @@ impl System {
                 for t in *phones {
                     cmd.args(["--tcp", t]);
                 }
+                if self.options.production_timings {
+                    let d = DaemonConfig::new(String::new(), String::new(), PathBuf::new());
+                    for (flag, value) in [
+                        ("--presence-ms", d.presence_interval),
+                        ("--heartbeat-ms", d.heartbeat_interval),
+                        ("--probe-ms", d.probe_interval),
+                        ("--busy-retry-ms", d.busy_retry),
+                        ("--ui-poll-ms", d.ui.poll_interval),
+                    ] {
+                        cmd.args([flag, &value.as_millis().to_string()]);
+                    }
+                }
                 children.push(cmd.spawn().expect("e2e-agent starts"));
             }
             Agent::Processes(children)
@@ -390,20 +408,29 @@ impl System {
                 let mut c = DaemonConfig::new(id, self.nats.url(), dir);
                 c.tcp = phones.to_vec();
                 c.flow_packs_dir = Some(packs_dir());
-                c.presence_interval = Duration::from_millis(500);
-                c.heartbeat_interval = Duration::from_secs(1);
-                c.probe_interval = Duration::from_millis(500);
-                c.busy_retry = Duration::from_millis(300);
-                c.ui = UiConfig {
-                    poll_interval: Duration::from_millis(100),
-                    ..UiConfig::default()
-                };
+                if !self.options.production_timings {
+                    c.presence_interval = Duration::from_millis(500);
+                    c.heartbeat_interval = Duration::from_secs(1);
+                    c.probe_interval = Duration::from_millis(500);
+                    c.busy_retry = Duration::from_millis(300);
+                    c.ui = UiConfig {
+                        poll_interval: Duration::from_millis(100),
+                        ..UiConfig::default()
+                    };
+                }
                 c.publisher = e2e_publisher();
                 tokio::spawn(daemon::run(c, token.clone()));
             }
             Agent::Task(token)
         };
         self.agent = Some(agent);
+    }
+
+    pub fn agent_pids(&self) -> Vec<u32> {
+        match &self.agent {
+            Some(Agent::Processes(children)) => children.iter().map(Child::id).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// SIGKILLs the agent processes: no shutdown, no flush, their runs die mid-step.
