@@ -426,6 +426,8 @@ impl System {
         self.agent = Some(agent);
     }
 
+    /// The agent processes' pids (none for in-process agents).
+    #[allow(dead_code, reason = "the dispatch bench's CPU figures; no test needs it")]
     pub fn agent_pids(&self) -> Vec<u32> {
         match &self.agent {
             Some(Agent::Processes(children)) => children.iter().map(Child::id).collect(),
