@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use phonefarm_coordinator::{app, auth, db};
+use phonefarm_testkit::bench::percentile;
 
 /// The coordinator binary's allocator, since the app runs in this process.
 #[global_allocator]
@@ -40,14 +41,6 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn figures(mut lat_ms: Vec<f64>, elapsed: Duration, errors: u64) -> Figures {

@@ -16,7 +16,6 @@
 //! printed by the e2e probe `tests/e2e/tests/system/latency.rs`.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,8 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use phonefarm_coordinator::bus::{self, BusConfig};
 use phonefarm_coordinator::{app, auth, db};
+use phonefarm_testkit::NatsServer;
+use phonefarm_testkit::bench::{nats_request_rtt, summary};
 
 /// The coordinator binary's allocator, since the coordinator runs in this process.
 #[global_allocator]
@@ -37,25 +38,6 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn summary(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name:<44} n={:<5} p50={:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
-        ms.len(),
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 /// Wall-clock milliseconds (fractional) of an `Instant`, so the bench's own timestamps line up
 /// with the ones the coordinator stores (same host, same clock).
@@ -91,42 +73,6 @@ fn ts_ms(t: time::OffsetDateTime) -> f64 {
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-struct Nats {
-    child: std::process::Child,
-    _store: tempfile::TempDir,
-    url: String,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nats() -> anyhow::Result<Nats> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let store = tempfile::tempdir()?;
-    let child = Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Nats {
-        child,
-        _store: store,
-        url: format!("nats://127.0.0.1:{port}"),
-    })
 }
 
 async fn scratch_db(admin: &str) -> anyhow::Result<(String, PgPool)> {
@@ -265,12 +211,12 @@ async fn run() -> anyhow::Result<()> {
         .unwrap_or(100);
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let nats = start_nats()?;
+    let nats = NatsServer::start();
     let (dbname, pool) = scratch_db(&admin).await?;
     let key = auth::generate_key();
     db::api_keys::insert(&pool, "bench", &auth::hash_key(&key), "pf_", "admin", None).await?;
 
-    let mut config = BusConfig::new(nats.url.clone());
+    let mut config = BusConfig::new(nats.url());
     config.offline_after = Duration::from_secs(60);
     // Polling is only the fallback: a NOTIFY wakes the dispatcher at each enqueue.
     config.dispatch_interval = Duration::from_secs(5);
@@ -303,7 +249,7 @@ async fn run() -> anyhow::Result<()> {
 
     // The agent: presence, 100 phones, 100 accounts.
     let agent_id = "bench-rack".to_string();
-    let client = async_nats::connect(nats.url.as_str()).await?;
+    let client = async_nats::connect(nats.url()).await?;
     let js = jetstream::new(client.clone());
     let presence = Presence {
         agent_id: agent_id.clone(),
@@ -548,22 +494,9 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // A plain NATS request round trip on the same server.
-    let mut sub = client.subscribe("bench.echo").await?;
-    let responder_client = client.clone();
-    let responder = tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder_client.publish(reply, m.payload).await;
-            }
-        }
-    });
-    let mut rtt = Vec::new();
-    for _ in 0..1000 {
-        let t = Instant::now();
-        client.request("bench.echo", "ping".into()).await?;
-        rtt.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    responder.abort();
+    let rtt = nats_request_rtt(&client, 1000)
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS round trips: {e}"))?;
 
     println!("dispatch latency, {rounds} rounds x {n} concurrent processes on {n} phones:");
     summary("enqueue -> HTTP 202 (the API under this load)", to_response);

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use phonefarm_shared::{Inventory, PhoneState, PhoneStatus, Presence, subjects};
+use phonefarm_testkit::NatsServer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,24 +78,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0);
     Ok(ticks / hz)
-}
-
-fn start_nats() -> anyhow::Result<(Proc, tempfile::TempDir, String)> {
-    let port = free_port()?;
-    let store = tempfile::tempdir()?;
-    let child = Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let proc = Proc(child);
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((proc, store, format!("nats://127.0.0.1:{port}")))
 }
 
 fn phone(agent: usize, i: usize, battery: u8) -> PhoneStatus {
@@ -293,7 +276,8 @@ async fn run() -> anyhow::Result<()> {
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
 
-    let (nats, _store, nats_url) = start_nats()?;
+    let nats = NatsServer::start();
+    let nats_url = nats.url();
     let dbname = format!("pf_bench_fleet_{}", Uuid::new_v4().simple());
     let pool = PgPool::connect(&admin).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {dbname}")))
@@ -318,7 +302,7 @@ async fn fleet(
     admin: &PgPool,
     dbname: &str,
     db_url: &str,
-    nats: &Proc,
+    nats: &NatsServer,
     nats_url: &str,
     n_agents: usize,
     n_phones: usize,
@@ -417,7 +401,9 @@ async fn fleet(
     );
     // Let every presence after enrollment come through and the set-up's statistics land.
     tokio::time::sleep(every + STATS_TAIL).await;
-    let nats_pid = nats.0.id();
+    let nats_pid = nats
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("nats-server is not running"))?;
 
     // 1. Steady presence.
     let s0 = snapshot(admin, &db, dbname, pid, nats_pid, &puts, inventories).await?;

@@ -27,10 +27,11 @@ mod harness;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use harness::{Options, System, warmup};
+use phonefarm_testkit::bench::{nats_request_rtt, summary};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -49,26 +50,6 @@ fn wall_ms() -> f64 {
 fn stamp_ms(v: &Value) -> Option<f64> {
     let t = OffsetDateTime::parse(v.as_str()?, &Rfc3339).ok()?;
     Some(t.unix_timestamp_nanos() as f64 / 1e6)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Prints one line and returns (p50, p99).
-fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let (p50, p99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
-    println!(
-        "{name:<46} n={:<5} p50={p50:>8.2} ms  p99={p99:>8.2} ms  max={:>8.2} ms",
-        ms.len(),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-    (p50, p99)
 }
 
 /// When JetStream stored each `Accepted` of the event stream (its stamp, Unix ms), by queue
@@ -303,22 +284,9 @@ async fn run() -> anyhow::Result<()> {
 
     // A plain NATS request round trip on the same server, in the same run.
     let client = async_nats::connect(sys.nats.url()).await?;
-    let mut sub = client.subscribe("bench.echo").await?;
-    let responder_client = client.clone();
-    let responder = tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder_client.publish(reply, m.payload).await;
-            }
-        }
-    });
-    let mut rtt = Vec::new();
-    for _ in 0..1000 {
-        let t = Instant::now();
-        client.request("bench.echo", "ping".into()).await?;
-        rtt.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    responder.abort();
+    let rtt = nats_request_rtt(&client, 1000)
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS round trips: {e}"))?;
 
     println!("dispatch latency, {rounds} bursts x {n} concurrent processes, real agents:");
     let (_, p99) = summary(

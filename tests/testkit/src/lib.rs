@@ -1,6 +1,7 @@
 //! Shared test support: a real `nats-server` per test on a free port with a temp store (killed
 //! on drop, restartable on the same port and store to simulate an outage), a fresh migrated-by-
-//! the-caller Postgres database per test (dropped afterwards), free ports and bounded waits.
+//! the-caller Postgres database per test (dropped afterwards), free ports and bounded waits;
+//! `bench`: the figures the benches print.
 
 use std::future::Future;
 use std::net::TcpStream;
@@ -9,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+
+pub mod bench;
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
 pub fn free_port() -> u16 {
@@ -74,6 +77,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server process's pid while it runs (benches read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the server (an outage); the store stays.

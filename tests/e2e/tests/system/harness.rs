@@ -427,7 +427,10 @@ impl System {
     }
 
     /// The agent processes' pids (none for in-process agents).
-    #[allow(dead_code, reason = "the dispatch bench's CPU figures; no test needs it")]
+    #[allow(
+        dead_code,
+        reason = "the dispatch bench's CPU figures; no test needs it"
+    )]
     pub fn agent_pids(&self) -> Vec<u32> {
         match &self.agent {
             Some(Agent::Processes(children)) => children.iter().map(Child::id).collect(),
