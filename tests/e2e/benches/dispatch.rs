@@ -24,6 +24,10 @@
 #[path = "../tests/system/harness.rs"]
 mod harness;
 
+// The coordinator runs in this process: the allocator of its production binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,11 +56,12 @@ fn stamp_ms(v: &Value) -> Option<f64> {
     Some(t.unix_timestamp_nanos() as f64 / 1e6)
 }
 
-/// When JetStream stored each `Accepted` of the event stream (its stamp, Unix ms), by queue
-/// item: the stream read once, up to its last message.
+/// When each `Accepted` of the event stream was journaled by its agent (the event's stamp) and
+/// stored by JetStream (the stream's stamp), Unix ms, by queue item: the stream read once, up
+/// to its last message.
 async fn accepted_stored(
     js: &async_nats::jetstream::Context,
-) -> anyhow::Result<HashMap<uuid::Uuid, f64>> {
+) -> anyhow::Result<HashMap<uuid::Uuid, (f64, f64)>> {
     let stream = js
         .get_stream(phonefarm_shared::subjects::EVT_STREAM)
         .await?;
@@ -73,7 +78,7 @@ async fn accepted_stored(
         if let Ok(ev) = phonefarm_shared::decode::<phonefarm_shared::AgentEvent>(&m.payload)
             && ev.kind == phonefarm_shared::EventKind::Accepted
         {
-            stored.insert(ev.queue_item_id, at);
+            stored.insert(ev.queue_item_id, (ev.at_unix_ms as f64, at));
         }
         if last {
             break;
@@ -90,10 +95,13 @@ struct Burst {
     to_dispatched: Vec<f64>,
     to_accepted: Vec<f64>,
     dispatched_to_accepted: Vec<f64>,
+    dispatched_to_journaled: Vec<f64>,
+    dispatched_to_marked: Vec<f64>,
+    journaled_to_stored: Vec<f64>,
     window: (f64, f64),
 }
 
-/// CPU time sampled every 10 ms: the whole host (`/proc/stat`, ticks of 10 ms), this process
+/// CPU time sampled every 25 ms: the whole host (`/proc/stat`, ticks of 10 ms), this process
 /// (coordinator, phone simulators, the bench's client) and the agent processes (ns, from
 /// their threads' `schedstat`). The rest is Postgres and nats-server.
 struct CpuSampler {
@@ -154,7 +162,7 @@ impl CpuSampler {
                     agents_s: agents.iter().map(|&p| process_s(p)).sum(),
                 };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(25));
             }
         });
         Self { samples, stop }
@@ -208,6 +216,18 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
         items.push((item_id, item));
     }
     let stored = accepted_stored(&sys_js(sys).await?).await?;
+    let pool = sqlx::PgPool::connect(sys.db_url()).await?;
+    let marked: HashMap<uuid::Uuid, f64> = sqlx::query_as::<_, (uuid::Uuid, OffsetDateTime)>(
+        "SELECT qi.queue_item_id, o.published_at FROM queue_items qi \
+         JOIN outbox o ON o.msg_id = 'work:' || qi.queue_item_id::text || ':' || qi.attempt::text \
+         WHERE o.published_at IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await?
+    .into_iter()
+    .map(|(id, at)| (id, at.unix_timestamp_nanos() as f64 / 1e6))
+    .collect();
+    pool.close().await;
     let mut b = Burst {
         window: (started, started),
         ..Burst::default()
@@ -219,7 +239,7 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
             .and_then(|h| h.iter().find(|e| e["kind"] == "dispatched"))
             .and_then(|e| stamp_ms(&e["at"]))
             .ok_or_else(|| anyhow::anyhow!("no dispatched stamp in {item}"))?;
-        let accepted = *stored
+        let (journaled, accepted) = *stored
             .get(&qid)
             .ok_or_else(|| anyhow::anyhow!("no Accepted of {qid} in the event stream"))?;
         b.to_202.push(t202 - t0);
@@ -227,6 +247,11 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
         b.to_accepted.push(accepted - t0);
         b.window.1 = b.window.1.max(accepted);
         b.dispatched_to_accepted.push(accepted - dispatched);
+        b.dispatched_to_journaled.push(journaled - dispatched);
+        if let Some(m) = marked.get(&qid) {
+            b.dispatched_to_marked.push(m - dispatched);
+        }
+        b.journaled_to_stored.push(accepted - journaled);
     }
     Ok(b)
 }
@@ -280,6 +305,10 @@ async fn run() -> anyhow::Result<()> {
         all.to_dispatched.extend(b.to_dispatched);
         all.to_accepted.extend(b.to_accepted);
         all.dispatched_to_accepted.extend(b.dispatched_to_accepted);
+        all.dispatched_to_journaled
+            .extend(b.dispatched_to_journaled);
+        all.journaled_to_stored.extend(b.journaled_to_stored);
+        all.dispatched_to_marked.extend(b.dispatched_to_marked);
     }
 
     // A plain NATS request round trip on the same server, in the same run.
@@ -301,6 +330,18 @@ async fn run() -> anyhow::Result<()> {
     summary(
         "dispatched -> Accepted stored (agent admission)",
         all.dispatched_to_accepted,
+    );
+    summary(
+        "  dispatched -> agent journals Accepted",
+        all.dispatched_to_journaled,
+    );
+    summary(
+        "  dispatched -> relay marks the order published",
+        all.dispatched_to_marked,
+    );
+    summary(
+        "  agent journals -> stored (sync, publish)",
+        all.journaled_to_stored,
     );
     let (_, rtt_p99) = summary("NATS request round trip (same server)", rtt);
     if !busy.is_empty() {

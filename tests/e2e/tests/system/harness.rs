@@ -426,6 +426,12 @@ impl System {
         self.agent = Some(agent);
     }
 
+    /// The system's database (benches read timings from it).
+    #[allow(dead_code, reason = "the dispatch bench's figures; no test needs it")]
+    pub fn db_url(&self) -> &str {
+        &self.db.url
+    }
+
     /// The agent processes' pids (none for in-process agents).
     #[allow(
         dead_code,
