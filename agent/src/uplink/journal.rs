@@ -63,8 +63,10 @@ pub enum JournalError {
     Closed,
     #[error("the journal in {path} is in use by another process")]
     Locked { path: PathBuf },
-    #[error("the journal failed a write earlier ({0}); restart the agent")]
+    #[error("the journal cannot write: {0}")]
     Failed(String),
+    #[error("a journal entry of {0} bytes is too large")]
+    TooLarge(usize),
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -209,13 +211,18 @@ impl State {
     }
 }
 
-/// Appends `entry` as one frame to `buf`.
-fn frame(entry: &Entry, buf: &mut Vec<u8>) {
+/// Appends `entry` as one frame to `buf`; an entry replay would take for corruption (longer
+/// than [`FRAME_MAX`]) is refused.
+fn frame(entry: &Entry, buf: &mut Vec<u8>) -> Result<(), JournalError> {
     let payload = phonefarm_shared::encode(entry);
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    if payload.len() > FRAME_MAX {
+        return Err(JournalError::TooLarge(payload.len()));
+    }
+    let len = u32::try_from(payload.len()).map_err(|_| JournalError::TooLarge(payload.len()))?;
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     buf.extend_from_slice(&payload);
+    Ok(())
 }
 
 /// Every entry of a segment up to its first torn or corrupt frame. A frame whose checksum
@@ -463,7 +470,7 @@ impl Journal {
     fn write(&self, inner: &mut Inner, entries: Vec<Entry>) -> Result<u64, JournalError> {
         let mut buf = Vec::new();
         for entry in &entries {
-            frame(entry, &mut buf);
+            frame(entry, &mut buf)?;
         }
         let path = segment_path(&self.wal, inner.generation);
         if let Err(e) = (&*inner.file).write_all(&buf) {
@@ -614,13 +621,17 @@ impl Journal {
         let mut id = inner.state.next_id;
         for order in orders {
             let key = (order.queue_item_id, order.attempt);
+            let size = phonefarm_shared::encode(&Entry::Order(order.clone())).len();
             if let Some(rec) = inner.state.orders.get(&key) {
-                out.push(Admission::Known {
+                out.push(Ok(Admission::Known {
                     finished: rec.finished,
-                });
+                }));
             } else if !in_batch.insert(key) {
                 // The same order twice in one batch: the first is journaled.
-                out.push(Admission::Known { finished: false });
+                out.push(Ok(Admission::Known { finished: false }));
+            } else if size > FRAME_MAX {
+                // Refused alone, not with the batch.
+                out.push(Err(JournalError::TooLarge(size)));
             } else {
                 let event = AgentEvent {
                     queue_item_id: order.queue_item_id,
@@ -634,7 +645,7 @@ impl Journal {
                     id,
                     event: event.clone(),
                 });
-                out.push(Admission::New(JournaledEvent { id, event }));
+                out.push(Ok(Admission::New(JournaledEvent { id, event })));
                 id += 1;
             }
         }
@@ -655,8 +666,8 @@ impl Journal {
         let why = durable.as_ref().err().map(ToString::to_string);
         out.into_iter()
             .map(|a| match (a, &why) {
-                (Admission::New(_), Some(why)) => Err(JournalError::Failed(why.clone())),
-                (a, _) => Ok(a),
+                (Ok(Admission::New(_)), Some(why)) => Err(JournalError::Failed(why.clone())),
+                (a, _) => a,
             })
             .collect()
     }
@@ -748,7 +759,7 @@ fn write_checkpoint(
     let path = segment_path(wal, generation);
     let mut buf = Vec::new();
     for entry in state.checkpoint() {
-        frame(&entry, &mut buf);
+        frame(&entry, &mut buf)?;
     }
     let mut file = fs::OpenOptions::new()
         .create_new(true)
@@ -1145,7 +1156,7 @@ mod tests {
             Entry::Acked(vec![1]),
         ];
         for e in &entries {
-            frame(e, &mut log);
+            frame(e, &mut log).unwrap();
         }
         assert_eq!(parse_frames(&log, Path::new("t")), entries);
         let mut x: u32 = 0x9e37_79b9;
@@ -1264,6 +1275,21 @@ mod tests {
                 .collect();
             assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn an_order_too_large_to_replay_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut big = order(95);
+        big.inputs_json = "x".repeat(FRAME_MAX + 1);
+        let got = j.accept_orders(&[big.clone(), order(96)]);
+        assert!(matches!(got[0], Err(JournalError::TooLarge(_))), "{got:?}");
+        assert!(matches!(got[1], Ok(Admission::New(_))), "{got:?}");
+        drop(j);
+        let view = JournalView::read(dir.path()).unwrap();
+        assert!(view.order(big.queue_item_id, 1).is_none());
+        assert!(view.order(order(96).queue_item_id, 1).is_some());
     }
 
     #[test]
