@@ -52,7 +52,8 @@ pub struct Cli {
     /// Seconds each operation may take.
     #[arg(long, env = "PHONEFARM_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
-    /// USB discovery for the one-shot commands: auto, hotplug, poll or off.
+    /// USB discovery: auto, hotplug, poll or off (for `daemon` too; `off` there is `--usb
+    /// false`).
     #[arg(
         long,
         env = "PHONEFARM_USB_DISCOVERY",
@@ -294,6 +295,30 @@ fn progress_bar(what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// The daemon's configuration from its flags and the global ones (state dir, `--tcp`, USB
+/// discovery and polling period).
+fn daemon_config(
+    args: crate::daemon::RunArgs,
+    state_dir: &Option<PathBuf>,
+    tcp: &[String],
+    usb: UsbDiscovery,
+    usb_poll_ms: u64,
+) -> anyhow::Result<crate::daemon::DaemonConfig> {
+    let state_dir = state_dir.clone().unwrap_or_else(default_state_dir);
+    let mut config = args.into_config(state_dir, tcp.to_vec())?;
+    config.usb_discovery = match usb {
+        UsbDiscovery::Off => {
+            config.usb = false;
+            Discovery::Auto
+        }
+        UsbDiscovery::Auto => Discovery::Auto,
+        UsbDiscovery::Hotplug => Discovery::Hotplug,
+        UsbDiscovery::Poll => Discovery::Poll,
+    };
+    config.usb_poll = Duration::from_millis(usb_poll_ms.max(10));
+    Ok(config)
+}
+
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let key = load_key(&cli)?;
@@ -303,8 +328,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if let Command::Daemon(args) = cli.command {
-        let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
-        let config = args.into_config(state_dir, cli.tcp.clone())?;
+        let config = daemon_config(
+            args,
+            &cli.state_dir,
+            &cli.tcp,
+            cli.usb_discovery,
+            cli.usb_poll_ms,
+        )?;
         crate::daemon::run(config, crate::daemon::shutdown_on_signals()).await?;
         return Ok(0);
     }
@@ -622,5 +652,37 @@ mod tests {
         };
         assert_eq!(phone, "a:1");
         assert_eq!(command, vec!["echo", "hi"]);
+    }
+
+    fn daemon(args: &[&str]) -> crate::daemon::DaemonConfig {
+        let base = ["pfa", "--state-dir", "/tmp/pf-test"];
+        let tail = [
+            "daemon",
+            "--agent-id",
+            "rack-1",
+            "--nats-url",
+            "nats://x:4222",
+        ];
+        let c = Cli::try_parse_from(base.iter().chain(args).chain(&tail)).unwrap();
+        let Command::Daemon(run) = c.command else {
+            panic!("daemon expected")
+        };
+        daemon_config(run, &c.state_dir, &c.tcp, c.usb_discovery, c.usb_poll_ms).unwrap()
+    }
+
+    #[test]
+    fn the_daemon_takes_the_usb_discovery_flags() {
+        let c = daemon(&[]);
+        assert!(c.usb);
+        assert_eq!(c.usb_discovery, Discovery::Auto);
+        assert_eq!(c.usb_poll, Duration::from_secs(1));
+        let c = daemon(&["--usb-discovery", "poll", "--usb-poll-ms", "250"]);
+        assert!(c.usb);
+        assert_eq!(c.usb_discovery, Discovery::Poll);
+        assert_eq!(c.usb_poll, Duration::from_millis(250));
+        let c = daemon(&["--usb-discovery", "hotplug"]);
+        assert_eq!(c.usb_discovery, Discovery::Hotplug);
+        assert!(!daemon(&["--usb-discovery", "off"]).usb, "off is no USB");
+        assert_eq!(daemon(&["--tcp", "a:1"]).tcp, vec!["a:1"]);
     }
 }

@@ -35,6 +35,7 @@ use crate::uplink::packs::{PackBook, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
 use crate::uplink::{self, NatsAuth};
+use crate::usb::rusb_io::Discovery;
 
 /// Work orders in hand at once: pulled together and handled concurrently, so the runner admits
 /// a burst together (one journal write for all of them, see `Journal::accept_orders`) instead
@@ -61,6 +62,10 @@ pub struct DaemonConfig {
     pub tcp: Vec<String>,
     /// Open USB phones too (needs libusb and permissions; harmless without).
     pub usb: bool,
+    /// How USB phones are found (hotplug where udevd runs, else enumeration), and the
+    /// enumeration period when polling.
+    pub usb_discovery: Discovery,
+    pub usb_poll: Duration,
     /// Flow packs shipped on disk (a directory of `*.toml` or one file); KV `pf_flows` adds to
     /// and replaces them at run time. None: only packs from KV.
     pub flow_packs_dir: Option<PathBuf>,
@@ -108,6 +113,8 @@ impl DaemonConfig {
             state_dir,
             tcp: Vec::new(),
             usb: false,
+            usb_discovery: Discovery::Auto,
+            usb_poll: Duration::from_secs(1),
             flow_packs_dir: None,
             app_package: "com.zhiliaoapp.musically".into(),
             presence_interval: Duration::from_secs(10),
@@ -293,6 +300,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         FleetConfig {
             tcp: config.tcp.clone(),
             usb: config.usb,
+            usb_discovery: config.usb_discovery,
+            usb_poll: config.usb_poll,
             keys: KeyRing::new(vec![key]),
             probe_interval: config.probe_interval,
             probe_timeout: config.probe_timeout,

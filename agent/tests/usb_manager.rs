@@ -169,6 +169,8 @@ async fn the_fleet_takes_its_usb_phones_from_the_manager() {
         FleetConfig {
             tcp: vec![tcp.address()],
             usb: false,
+            usb_discovery: phonefarm_agent::usb::rusb_io::Discovery::Auto,
+            usb_poll: Duration::from_secs(1),
             keys,
             // Probes run when a phone comes online, not only on this period.
             probe_interval: Duration::from_secs(600),

@@ -41,6 +41,9 @@ pub struct FleetConfig {
     /// discovery (hotplug where udevd runs, else enumeration); no effect where USB is
     /// unavailable. [`FleetHandle::spawn_with_usb`] takes a manager built by the caller instead.
     pub usb: bool,
+    /// How that manager finds USB phones, and its enumeration period when polling.
+    pub usb_discovery: Discovery,
+    pub usb_poll: Duration,
     /// Host keys offered to phones.
     pub keys: KeyRing,
     /// Time between probe passes (reconnects, health).
@@ -72,7 +75,9 @@ impl FleetHandle {
     /// from a [`UsbManager`] over libusb started here.
     pub fn spawn(config: FleetConfig, shutdown: CancellationToken) -> Self {
         let usb = if config.usb {
-            UsbSource::Start(ManagerConfig::new(config.keys.clone()))
+            let mut manager = ManagerConfig::new(config.keys.clone());
+            manager.poll_interval = config.usb_poll;
+            UsbSource::Start(manager, config.usb_discovery)
         } else {
             UsbSource::None
         };
@@ -150,7 +155,7 @@ impl FleetHandle {
 enum UsbSource {
     None,
     /// A manager over libusb, started by the actor (opening libusb may block).
-    Start(ManagerConfig),
+    Start(ManagerConfig, Discovery),
     Manager(UsbManager),
 }
 
@@ -297,8 +302,8 @@ impl Actor {
         let manager = match std::mem::replace(&mut self.usb, UsbSource::None) {
             UsbSource::None => return None,
             UsbSource::Manager(m) => m,
-            UsbSource::Start(config) => {
-                let backend = tokio::task::spawn_blocking(|| RusbBackend::new(Discovery::Auto))
+            UsbSource::Start(config, discovery) => {
+                let backend = tokio::task::spawn_blocking(move || RusbBackend::new(discovery))
                     .await
                     .ok()
                     .flatten()?;
