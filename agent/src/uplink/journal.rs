@@ -423,10 +423,16 @@ impl Journal {
         state.apply(Entry::Forget(state.expired(now_ms())));
         let generation = old.last().map_or(1, |(g, _)| g + 1);
         let (file, len) = write_checkpoint(&wal, generation, &state)?;
+        // The checkpoint holds everything: what cannot be deleted now is replayed before it
+        // next time (older segments and the earlier layout come first), which changes nothing.
         for (_, path) in &old {
-            fs::remove_file(path).map_err(io(path))?;
+            if let Err(e) = fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an old journal segment");
+            }
         }
-        legacy::remove(dir)?;
+        if let Err(e) = legacy::remove(dir) {
+            tracing::warn!(error = %e, "cannot delete the earlier journal layout");
+        }
         let replay_below = state.next_id;
         Ok(Self {
             wal,
