@@ -284,11 +284,7 @@ impl Actor {
         let mut to_accept: Vec<(WorkOrder, Reply, bool)> = Vec::with_capacity(batch.len());
         let mut taken: HashMap<String, Uuid> = HashMap::new();
         for (order, reply) in batch {
-            if events
-                .journal()
-                .order(order.queue_item_id, order.attempt)
-                .is_some()
-            {
+            if events.journal().knows(order.queue_item_id, order.attempt) {
                 let stored = events.stored(accepted_id(&order)).await;
                 let _ = reply.send(stored.map(Admission::Duplicate).map_err(Into::into));
                 continue;

@@ -57,8 +57,6 @@ pub enum JournalError {
     UnknownOrder { queue_item_id: Uuid, attempt: u32 },
     #[error("order {queue_item_id} attempt {attempt} is already finished")]
     AlreadyFinished { queue_item_id: Uuid, attempt: u32 },
-    #[error("cannot encode order record")]
-    Encode(#[source] serde_json::Error),
     #[error("the journal is closed")]
     Closed,
     #[error("the journal in {path} is in use by another process")]
@@ -478,8 +476,18 @@ impl Journal {
         for entry in &entries {
             frame(entry, &mut buf)?;
         }
+        self.write_framed(inner, &buf, entries)
+    }
+
+    /// [`Journal::write`] of entries already framed into `buf`.
+    fn write_framed(
+        &self,
+        inner: &mut Inner,
+        buf: &[u8],
+        entries: Vec<Entry>,
+    ) -> Result<u64, JournalError> {
         let path = segment_path(&self.wal, inner.generation);
-        if let Err(e) = (&*inner.file).write_all(&buf) {
+        if let Err(e) = (&*inner.file).write_all(buf) {
             if let Err(cut) = inner.file.set_len(inner.segment_len) {
                 inner.failed = Some(format!(
                     "writing {}: {e}; cutting the partial write off: {cut}",
@@ -563,9 +571,8 @@ impl Journal {
 
     /// Events journaled by an earlier process and not yet acknowledged, oldest first (the
     /// publisher replays them at start; events of this process reach it as they are written).
-    pub fn pending_events(&self) -> Result<Vec<JournaledEvent>, JournalError> {
-        Ok(self
-            .lock()
+    pub fn replay_events(&self) -> Vec<JournaledEvent> {
+        self.lock()
             .state
             .pending
             .range(..self.replay_below)
@@ -573,7 +580,15 @@ impl Journal {
                 id,
                 event: event.clone(),
             })
-            .collect())
+            .collect()
+    }
+
+    /// Whether this (queue item, attempt) was journaled (finished or not).
+    pub fn knows(&self, queue_item_id: Uuid, attempt: u32) -> bool {
+        self.lock()
+            .state
+            .orders
+            .contains_key(&(queue_item_id, attempt))
     }
 
     /// Orders journaled but not finished (their runs were cut short by a restart).
@@ -600,6 +615,7 @@ impl Journal {
     }
 
     /// Journals a new order and its `Accepted` event (seq 1), or reports it as known.
+    #[cfg(test)]
     pub fn accept_order(&self, order: &WorkOrder) -> Result<Admission, JournalError> {
         self.accept_orders(std::slice::from_ref(order))
             .pop()
@@ -623,11 +639,11 @@ impl Journal {
         }
         let mut out = Vec::with_capacity(orders.len());
         let mut entries = Vec::new();
+        let mut buf = Vec::new();
         let mut in_batch = HashSet::new();
         let mut id = inner.state.next_id;
         for order in orders {
             let key = (order.queue_item_id, order.attempt);
-            let size = phonefarm_shared::encode(&Entry::Order(order.clone())).len();
             if let Some(rec) = inner.state.orders.get(&key) {
                 out.push(Ok(Admission::Known {
                     finished: rec.finished,
@@ -635,9 +651,6 @@ impl Journal {
             } else if !in_batch.insert(key) {
                 // The same order twice in one batch: the first is journaled.
                 out.push(Ok(Admission::Known { finished: false }));
-            } else if size > FRAME_MAX {
-                // Refused alone, not with the batch.
-                out.push(Err(JournalError::TooLarge(size)));
             } else {
                 let event = AgentEvent {
                     queue_item_id: order.queue_item_id,
@@ -646,25 +659,41 @@ impl Journal {
                     at_unix_ms: now_ms(),
                     kind: EventKind::Accepted,
                 };
-                entries.push(Entry::Order(order.clone()));
-                entries.push(Entry::Event {
-                    id,
-                    event: event.clone(),
-                });
-                out.push(Ok(Admission::New(JournaledEvent { id, event })));
-                id += 1;
+                let new = [
+                    Entry::Order(order.clone()),
+                    Entry::Event {
+                        id,
+                        event: event.clone(),
+                    },
+                ];
+                let framed = buf.len();
+                match new.iter().try_for_each(|e| frame(e, &mut buf)) {
+                    Ok(()) => {
+                        entries.extend(new);
+                        out.push(Ok(Admission::New(JournaledEvent { id, event })));
+                        id += 1;
+                    }
+                    Err(e) => {
+                        // Refused alone, not with the batch.
+                        buf.truncate(framed);
+                        out.push(Err(e));
+                    }
+                }
             }
         }
         if inner.state.orders.len() > PRUNE_ABOVE {
             let expired = inner.state.expired(now_ms());
             if !expired.is_empty() {
-                entries.push(Entry::Forget(expired));
+                let forget = Entry::Forget(expired);
+                if frame(&forget, &mut buf).is_ok() {
+                    entries.push(forget);
+                }
             }
         }
         let durable = if entries.is_empty() {
             Ok(())
         } else {
-            match self.write(&mut inner, entries) {
+            match self.write_framed(&mut inner, &buf, entries) {
                 Ok(target) => self.sync_to(inner, target),
                 Err(e) => Err(e),
             }
@@ -877,8 +906,7 @@ mod tests {
     fn replayed(dir: &Path) -> Vec<(Uuid, u64)> {
         Journal::open(dir)
             .unwrap()
-            .pending_events()
-            .unwrap()
+            .replay_events()
             .iter()
             .map(|e| (e.event.queue_item_id, e.event.seq))
             .collect()
@@ -911,7 +939,7 @@ mod tests {
             .unwrap();
         assert_eq!(step.event.seq, 2);
         assert!(
-            j.pending_events().unwrap().is_empty(),
+            j.replay_events().is_empty(),
             "events of this process are not replayed to it"
         );
         j.acked(&[accepted.id]).unwrap();
@@ -923,7 +951,7 @@ mod tests {
             j.accept_order(&o).unwrap(),
             Admission::Known { finished: false }
         );
-        let pending = j.pending_events().unwrap();
+        let pending = j.replay_events();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].event, step.event);
         assert_eq!(j.unfinished_orders(), vec![o.clone()]);
@@ -1211,7 +1239,7 @@ mod tests {
         fs::write(dir.path().join("events/00000000000000000010.evt"), b"\xff").unwrap();
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.order(o.queue_item_id, 1), Some(rec));
-        let pending = j.pending_events().unwrap();
+        let pending = j.replay_events();
         assert_eq!(pending, [JournaledEvent { id: 9, event }]);
         let next = j.append(o.queue_item_id, 1, EventKind::Heartbeat).unwrap();
         assert_eq!((next.id, next.event.seq), (10, 3));
@@ -1249,7 +1277,7 @@ mod tests {
         drop(j);
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.order(o.queue_item_id, 1).unwrap().next_seq, 302);
-        assert_eq!(j.pending_events().unwrap(), [last.unwrap()]);
+        assert_eq!(j.replay_events(), [last.unwrap()]);
     }
 
     #[test]

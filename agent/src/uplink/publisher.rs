@@ -222,16 +222,11 @@ impl Task {
     }
 
     async fn run(mut self) {
-        let journal = self.journal.clone();
-        match blocking(move || journal.pending_events()).await {
-            Ok(replay) => {
-                if !replay.is_empty() {
-                    tracing::info!(events = replay.len(), "replaying journaled events");
-                }
-                self.pending.extend(replay);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read the event journal"),
+        let replay = self.journal.replay_events();
+        if !replay.is_empty() {
+            tracing::info!(events = replay.len(), "replaying journaled events");
         }
+        self.pending.extend(replay);
         let mut backoff = self.options.min_backoff;
         loop {
             while let Ok(cmd) = self.rx.try_recv() {
