@@ -245,7 +245,7 @@ async fn sweep(
     let mut swept = Swept::default();
     let mut notify = false;
     if judge_leases {
-        for (item, _process) in db::dispatch::lapsed(db, now_ms(), 200).await? {
+        for item in db::dispatch::lapsed(db, now_ms(), 200).await? {
             let (done, cb) = expire(bus, db, item).await?;
             swept.lapsed += usize::from(done);
             notify |= cb;

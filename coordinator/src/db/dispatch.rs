@@ -329,14 +329,14 @@ pub async fn finish(
     Ok(())
 }
 
-/// A lapsed lease: (item, process).
+/// Items whose lease lapsed, soonest lapsed first.
 pub async fn lapsed<'e>(
     db: impl PgExecutor<'e>,
     now: OffsetDateTime,
     limit: i64,
-) -> Result<Vec<(Uuid, Option<Uuid>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT queue_item_id, process_id FROM queue_items \
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT queue_item_id FROM queue_items \
          WHERE state IN ('CLAIMED', 'EXECUTING') AND lease_expires_at < $1 \
          ORDER BY lease_expires_at LIMIT $2",
     )
