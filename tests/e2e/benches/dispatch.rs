@@ -57,16 +57,22 @@ fn stamp_ms(v: &Value) -> Option<f64> {
 }
 
 /// When each `Accepted` of the event stream was journaled by its agent (the event's stamp) and
-/// stored by JetStream (the stream's stamp), Unix ms, by queue item: the stream read once, up
-/// to its last message.
+/// stored by JetStream (the stream's stamp), Unix ms, by queue item: the stream read once from
+/// `since` up to its last message.
 async fn accepted_stored(
     js: &async_nats::jetstream::Context,
+    since: OffsetDateTime,
 ) -> anyhow::Result<HashMap<uuid::Uuid, (f64, f64)>> {
     let stream = js
         .get_stream(phonefarm_shared::subjects::EVT_STREAM)
         .await?;
     let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartTime {
+                start_time: since,
+            },
+            ..Default::default()
+        })
         .await?;
     let mut messages = consumer.messages().await?;
     let mut stored = HashMap::new();
@@ -188,7 +194,14 @@ impl Drop for CpuSampler {
     }
 }
 
-async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
+/// The bench's own connections to the system's NATS and Postgres, kept for the whole run.
+struct Observer {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    pool: sqlx::PgPool,
+}
+
+async fn burst(sys: &System, obs: &Observer, round: usize, n: usize) -> anyhow::Result<Burst> {
     let inputs = json!({"keywords": ["bench"], "videos_per_keyword": 1,
                         "watch_seconds": {"min": 1, "max": 1}});
     let enqueues = (1..=n).map(|i| {
@@ -204,6 +217,7 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
             (id, t0, wall_ms())
         }
     });
+    let since = OffsetDateTime::now_utc();
     let started = wall_ms();
     let answered = futures::future::join_all(enqueues).await;
     // Every run completes before the next burst: the phones are free again.
@@ -215,19 +229,18 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
         let item = sys.item(&item_id).await;
         items.push((item_id, item));
     }
-    let stored = accepted_stored(&sys_js(sys).await?).await?;
-    let pool = sqlx::PgPool::connect(sys.db_url()).await?;
+    let stored = accepted_stored(&obs.js, since).await?;
     let marked: HashMap<uuid::Uuid, f64> = sqlx::query_as::<_, (uuid::Uuid, OffsetDateTime)>(
         "SELECT qi.queue_item_id, o.published_at FROM queue_items qi \
          JOIN outbox o ON o.msg_id = 'work:' || qi.queue_item_id::text || ':' || qi.attempt::text \
-         WHERE o.published_at IS NOT NULL",
+         WHERE o.published_at IS NOT NULL AND o.created_at >= $1",
     )
-    .fetch_all(&pool)
+    .bind(since)
+    .fetch_all(&obs.pool)
     .await?
     .into_iter()
     .map(|(id, at)| (id, at.unix_timestamp_nanos() as f64 / 1e6))
     .collect();
-    pool.close().await;
     let mut b = Burst {
         window: (started, started),
         ..Burst::default()
@@ -256,12 +269,6 @@ async fn burst(sys: &System, round: usize, n: usize) -> anyhow::Result<Burst> {
     Ok(b)
 }
 
-async fn sys_js(sys: &System) -> anyhow::Result<async_nats::jetstream::Context> {
-    Ok(async_nats::jetstream::new(
-        async_nats::connect(sys.nats.url()).await?,
-    ))
-}
-
 async fn run() -> anyhow::Result<()> {
     let n = env_or("PF_BENCH_PHONES", 100);
     let agents = env_or("PF_BENCH_AGENTS", 4).max(1);
@@ -282,11 +289,17 @@ async fn run() -> anyhow::Result<()> {
             "one OS process each"
         }
     );
+    let client = async_nats::connect(sys.nats.url()).await?;
+    let obs = Observer {
+        js: async_nats::jetstream::new(client.clone()),
+        client,
+        pool: sqlx::PgPool::connect(sys.db_url()).await?,
+    };
     let cpu = CpuSampler::start(sys.agent_pids());
     let mut all = Burst::default();
     let mut busy = Vec::new();
     for round in 0..=rounds {
-        let b = burst(&sys, round, n).await?;
+        let b = burst(&sys, &obs, round, n).await?;
         let slowest = b.to_accepted.iter().copied().fold(f64::NAN, f64::max);
         let cores = cpu.cores(b.window);
         eprintln!("burst {round}: slowest enqueue -> Accepted stored {slowest:.1} ms");
@@ -312,8 +325,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // A plain NATS request round trip on the same server, in the same run.
-    let client = async_nats::connect(sys.nats.url()).await?;
-    let rtt = nats_request_rtt(&client, 1000)
+    let rtt = nats_request_rtt(&obs.client, 1000)
         .await
         .map_err(|e| anyhow::anyhow!("NATS round trips: {e}"))?;
 
