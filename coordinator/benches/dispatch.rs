@@ -12,8 +12,8 @@
 //! the phones are free for the next round.
 //!
 //! The simulated agent answers at once: this measures the coordinator, NATS and the wire. The
-//! real agent journals each order (fsync) before its `Accepted`; its cost under a burst is
-//! printed by the e2e probe `tests/e2e/tests/system/latency.rs`.
+//! real agent journals each order (synced) before its `Accepted`; the same burst to real agent
+//! processes is `cargo bench -p phonefarm-e2e --bench dispatch`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
