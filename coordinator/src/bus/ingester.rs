@@ -347,14 +347,14 @@ pub async fn apply_inventory(
         tracing::debug!(agent_id, "out-of-order inventory ignored");
         return Ok(0);
     }
-    let mut written = 0;
-    let mut present = Vec::with_capacity(inv.phones.len());
+    let mut present: Vec<String> = Vec::with_capacity(inv.phones.len());
+    let mut reported: Vec<db::phones::Reported> = Vec::with_capacity(inv.phones.len());
+    let mut index = std::collections::HashMap::with_capacity(inv.phones.len());
     for ph in &inv.phones {
         if !phonefarm_shared::is_subject_token(&ph.phone_id) {
             tracing::warn!(agent_id, phone_id = %ph.phone_id, "phone id is not subject-safe; skipped");
             continue;
         }
-        present.push(ph.phone_id.clone());
         let r = db::phones::Reported {
             phone_id: ph.phone_id.clone(),
             serial: ph.serial.clone(),
@@ -370,10 +370,17 @@ pub async fn apply_inventory(
             app_version: ph.app_version.clone(),
             current_queue_item_id: ph.current_queue_item_id,
         };
-        if db::phones::upsert_reported(&mut tx, agent_id, &r, now).await? {
-            written += 1;
+        // A phone named twice in one report: its last entry counts.
+        match index.entry(ph.phone_id.as_str()) {
+            std::collections::hash_map::Entry::Occupied(e) => reported[*e.get()] = r,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(reported.len());
+                present.push(ph.phone_id.clone());
+                reported.push(r);
+            }
         }
     }
+    let mut written = db::phones::upsert_reported(&mut tx, agent_id, &reported, now).await?;
     written += db::phones::mark_missing_offline(&mut tx, agent_id, &present, now).await?;
     tx.commit().await?;
     if written > 0 {

@@ -15,7 +15,9 @@ use tracing::Instrument as _;
 
 use super::backoff::Backoff;
 use super::signing::Signer;
-use super::store::{self, AttemptRecord, Claimed, Next};
+use super::store::{self, Claimed, Next, Recording};
+use crate::batch::Batcher;
+use crate::db::Held;
 use crate::net::{GuardedClient, SendError};
 
 /// The `User-Agent` of every callback.
@@ -66,12 +68,28 @@ pub struct Deliverer {
 }
 
 /// What the delivery tasks share.
-#[derive(Debug)]
 struct Shared {
     pool: PgPool,
     http: GuardedClient,
     signer: Option<Signer>,
     config: DelivererConfig,
+    /// Records attempts: the attempts that finish while one batch is being written go
+    /// together in the next (one statement, one commit, one connection) instead of one
+    /// statement and pool connection each.
+    recorder: Batcher<Recording, Result<(), String>>,
+}
+
+/// Most attempts recorded by one statement.
+const RECORD_BATCH: usize = 64;
+
+/// One batch of recordings on the recorder's connection.
+async fn record_batch(mut held: Held, batch: Vec<Recording>) -> (Held, Vec<Result<(), String>>) {
+    let result = held
+        .with(async |conn| store::record_many(conn, &batch).await)
+        .await
+        .map_err(|err| crate::net::error_chain(&err).to_string());
+    let n = batch.len();
+    (held, vec![result; n])
 }
 
 impl Deliverer {
@@ -116,11 +134,22 @@ impl Deliverer {
             .lease
             .max(config.attempt_timeout + Duration::from_secs(10));
         let poll_interval = config.poll_interval.max(Duration::from_millis(10));
+        let recorder = Batcher::spawn(
+            "callback_record",
+            1,
+            RECORD_BATCH,
+            {
+                let pool = pool.clone();
+                move || Held::new(pool.clone())
+            },
+            record_batch,
+        );
         let shared = Arc::new(Shared {
             pool,
             http,
             signer,
             config,
+            recorder,
         });
         tracing::info!(
             concurrency = shared.config.concurrency,
@@ -334,17 +363,21 @@ async fn deliver(shared: Arc<Shared>, row: Claimed) {
         ),
     }
 
-    let record = AttemptRecord {
+    let recording = Recording {
+        id: row.id,
+        attempt: row.attempts,
         status_code: status_code.map(i32::from),
-        error: error.as_deref(),
+        error,
         duration_ms,
+        next,
     };
-    if let Err(err) = store::record(&shared.pool, &row, &record, next).await {
+    let recorded = match shared.recorder.call(recording).await {
+        Ok(result) => result,
+        Err(crate::batch::Closed) => Err("the recorder has stopped".to_owned()),
+    };
+    if let Err(error) = recorded {
         // The lease runs out and the delivery is attempted again: at least once.
-        tracing::error!(
-            error = %crate::net::error_chain(&err),
-            "cannot record a callback attempt"
-        );
+        tracing::error!(%error, "cannot record a callback attempt");
     }
 }
 

@@ -25,14 +25,6 @@ pub(crate) struct Claimed {
     pub age_secs: f64,
 }
 
-/// The result of one attempt, as recorded.
-#[derive(Debug)]
-pub(crate) struct AttemptRecord<'a> {
-    pub status_code: Option<i32>,
-    pub error: Option<&'a str>,
-    pub duration_ms: i32,
-}
-
 /// What the delivery row becomes after an attempt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Next {
@@ -142,45 +134,85 @@ pub(crate) async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx:
     Ok(secs.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
-/// Records an attempt and moves the delivery on, in one statement (one round trip). A failure
-/// only reschedules the row if this deliverer still holds the claim (the attempt counter is
-/// unchanged); a success always wins.
-pub(crate) async fn record(
-    pool: &PgPool,
-    claimed: &Claimed,
-    attempt: &AttemptRecord<'_>,
-    next: Next,
+/// One attempt to record: which claim it was, how it went and what the row becomes.
+#[derive(Debug, Clone)]
+pub(crate) struct Recording {
+    /// The delivery row.
+    pub id: i64,
+    /// The claim's attempt number ([`Claimed::attempts`]).
+    pub attempt: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    pub next: Next,
+}
+
+/// Records attempts and moves their deliveries on, in one statement (one round trip, one
+/// commit) for all of them. A failure only reschedules a row if this deliverer still holds the
+/// claim (the attempt counter is unchanged); a success always wins. Each delivery row appears
+/// at most once in `recordings` (a row is claimed by one attempt at a time).
+pub(crate) async fn record_many(
+    conn: &mut PgConnection,
+    recordings: &[Recording],
 ) -> Result<(), sqlx::Error> {
-    let (outcome, delay) = match next {
-        Next::Delivered => ("delivered", Duration::ZERO),
-        Next::RetryIn(delay) => ("retry", delay),
-        Next::GiveUp => ("failed", Duration::ZERO),
+    if recordings.is_empty() {
+        return Ok(());
+    }
+    let outcome = |n: &Next| match n {
+        Next::Delivered => "delivered",
+        Next::RetryIn(_) => "retry",
+        Next::GiveUp => "failed",
+    };
+    let delay = |n: &Next| match n {
+        Next::RetryIn(d) => millis(*d),
+        Next::Delivered | Next::GiveUp => 0,
     };
     sqlx::query(
-        "WITH recorded AS ( \
+        "WITH input AS ( \
+             SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::int4[], $4::text[], $5::int4[], \
+                 $6::text[], $7::int8[]) \
+                 AS t(id, attempt, status_code, error, duration_ms, outcome, delay_ms) \
+         ), recorded AS ( \
              INSERT INTO callback_attempts \
                  (delivery_id, attempt, status_code, error, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5) \
+             SELECT id, attempt, status_code, error, duration_ms FROM input \
          ) \
-         UPDATE callback_deliveries SET \
-             state = CASE $6::text WHEN 'delivered' THEN 'delivered' \
-                                   WHEN 'failed' THEN 'failed' ELSE state END, \
-             delivered_at = CASE WHEN $6::text = 'delivered' THEN now() ELSE delivered_at END, \
-             next_attempt_at = CASE WHEN $6::text = 'retry' \
-                 THEN now() + $7::bigint * interval '1 millisecond' \
-                 ELSE next_attempt_at END, \
-             last_status = $3, \
-             last_error = $4 \
-         WHERE id = $1 AND state = 'pending' AND ($6::text = 'delivered' OR attempts = $2)",
+         UPDATE callback_deliveries AS d SET \
+             state = CASE i.outcome WHEN 'delivered' THEN 'delivered' \
+                                    WHEN 'failed' THEN 'failed' ELSE d.state END, \
+             delivered_at = CASE WHEN i.outcome = 'delivered' THEN now() ELSE d.delivered_at END, \
+             next_attempt_at = CASE WHEN i.outcome = 'retry' \
+                 THEN now() + i.delay_ms * interval '1 millisecond' \
+                 ELSE d.next_attempt_at END, \
+             last_status = i.status_code, \
+             last_error = i.error \
+         FROM input AS i \
+         WHERE d.id = i.id AND d.state = 'pending' \
+           AND (i.outcome = 'delivered' OR d.attempts = i.attempt)",
     )
-    .bind(claimed.id)
-    .bind(claimed.attempts)
-    .bind(attempt.status_code)
-    .bind(attempt.error)
-    .bind(attempt.duration_ms)
-    .bind(outcome)
-    .bind(millis(delay))
-    .execute(pool)
+    .bind(recordings.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(recordings.iter().map(|r| r.attempt).collect::<Vec<_>>())
+    .bind(recordings.iter().map(|r| r.status_code).collect::<Vec<_>>())
+    .bind(
+        recordings
+            .iter()
+            .map(|r| r.error.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(recordings.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+    .bind(
+        recordings
+            .iter()
+            .map(|r| outcome(&r.next))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recordings
+            .iter()
+            .map(|r| delay(&r.next))
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -93,64 +93,88 @@ pub struct Reported {
     pub current_queue_item_id: Option<Uuid>,
 }
 
-/// Upserts one reported phone, writing only if a reported field differs; true if written. An
-/// unchanged phone is neither written nor locked: the update filters before it touches the row,
-/// and the insert runs only for a phone this snapshot does not know (a concurrent insert is met
-/// by the same conditional update on conflict).
+/// Upserts the phones of one report in one statement, writing only the rows where a reported
+/// field differs; returns how many were written. An unchanged phone is neither written nor
+/// locked: the update filters before it touches the row, and the insert runs only for a phone
+/// this snapshot does not know (a concurrent insert is met by the same conditional update on
+/// conflict). `phones` must not name a phone twice.
 pub async fn upsert_reported(
     conn: &mut PgConnection,
     agent_id: &str,
-    r: &Reported,
+    phones: &[Reported],
     now: OffsetDateTime,
-) -> Result<bool, sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
+    if phones.is_empty() {
+        return Ok(0);
+    }
     let (n,): (i64,) = sqlx::query_as(
-        "WITH upd AS ( \
-           UPDATE phones p SET serial = $2, agent_id = $3, port_path = $4, transport = $5, state = $6, \
-             model = $7, android_version = $8, battery_level = $9, temperature_c = $10, \
-             storage_free_bytes = $11, screen_state = $12, app_version = $13, \
-             current_queue_item_id = $14, last_seen_at = $15, updated_at = $15 \
-           WHERE p.phone_id = $1 \
+        "WITH r AS ( \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::int4[], $9::float4[], $10::int8[], $11::text[], \
+             $12::text[], $13::uuid[]) \
+             AS t(phone_id, serial, port_path, transport, state, model, android_version, \
+                  battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
+                  current_queue_item_id) \
+         ), upd AS ( \
+           UPDATE phones p SET serial = r.serial, agent_id = $14, port_path = r.port_path, \
+             transport = r.transport, state = r.state, model = r.model, \
+             android_version = r.android_version, battery_level = r.battery_level, \
+             temperature_c = r.temperature_c, storage_free_bytes = r.storage_free_bytes, \
+             screen_state = r.screen_state, app_version = r.app_version, \
+             current_queue_item_id = r.current_queue_item_id, last_seen_at = $15, updated_at = $15 \
+           FROM r \
+           WHERE p.phone_id = r.phone_id \
              AND (p.serial, p.agent_id, p.port_path, p.transport, p.state, p.model, p.android_version, \
                   p.battery_level, p.temperature_c, p.storage_free_bytes, p.screen_state, p.app_version, \
                   p.current_queue_item_id) \
-                 IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 IS DISTINCT FROM (r.serial, $14, r.port_path, r.transport, r.state, r.model, \
+                  r.android_version, r.battery_level, r.temperature_c, r.storage_free_bytes, \
+                  r.screen_state, r.app_version, r.current_queue_item_id) \
            RETURNING 1), \
          ins AS ( \
            INSERT INTO phones (phone_id, serial, agent_id, port_path, transport, state, model, \
              android_version, battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
              current_queue_item_id, last_seen_at, updated_at) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15 \
-           WHERE NOT EXISTS (SELECT 1 FROM phones WHERE phone_id = $1) \
-           ON CONFLICT (phone_id) DO UPDATE SET serial = $2, agent_id = $3, port_path = $4, \
-             transport = $5, state = $6, model = $7, android_version = $8, battery_level = $9, \
-             temperature_c = $10, storage_free_bytes = $11, screen_state = $12, app_version = $13, \
-             current_queue_item_id = $14, last_seen_at = $15, updated_at = $15 \
+           SELECT r.phone_id, r.serial, $14, r.port_path, r.transport, r.state, r.model, \
+             r.android_version, r.battery_level, r.temperature_c, r.storage_free_bytes, \
+             r.screen_state, r.app_version, r.current_queue_item_id, $15, $15 \
+           FROM r WHERE NOT EXISTS (SELECT 1 FROM phones WHERE phone_id = r.phone_id) \
+           ON CONFLICT (phone_id) DO UPDATE SET serial = EXCLUDED.serial, agent_id = EXCLUDED.agent_id, \
+             port_path = EXCLUDED.port_path, transport = EXCLUDED.transport, state = EXCLUDED.state, \
+             model = EXCLUDED.model, android_version = EXCLUDED.android_version, \
+             battery_level = EXCLUDED.battery_level, temperature_c = EXCLUDED.temperature_c, \
+             storage_free_bytes = EXCLUDED.storage_free_bytes, screen_state = EXCLUDED.screen_state, \
+             app_version = EXCLUDED.app_version, current_queue_item_id = EXCLUDED.current_queue_item_id, \
+             last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at \
            WHERE (phones.serial, phones.agent_id, phones.port_path, phones.transport, phones.state, \
                   phones.model, phones.android_version, phones.battery_level, phones.temperature_c, \
                   phones.storage_free_bytes, phones.screen_state, phones.app_version, \
                   phones.current_queue_item_id) \
-                 IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 IS DISTINCT FROM (EXCLUDED.serial, EXCLUDED.agent_id, EXCLUDED.port_path, \
+                  EXCLUDED.transport, EXCLUDED.state, EXCLUDED.model, EXCLUDED.android_version, \
+                  EXCLUDED.battery_level, EXCLUDED.temperature_c, EXCLUDED.storage_free_bytes, \
+                  EXCLUDED.screen_state, EXCLUDED.app_version, EXCLUDED.current_queue_item_id) \
            RETURNING 1) \
          SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
     )
-    .bind(&r.phone_id)
-    .bind(&r.serial)
+    .bind(phones.iter().map(|r| r.phone_id.as_str()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.location.as_str()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.transport.as_str()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.state).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.model.as_deref()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.android_version.as_deref()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.battery_level).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.temperature_c).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.storage_free_bytes).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.screen_state).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.app_version.as_deref()).collect::<Vec<_>>())
+    .bind(phones.iter().map(|r| r.current_queue_item_id).collect::<Vec<_>>())
     .bind(agent_id)
-    .bind(&r.location)
-    .bind(&r.transport)
-    .bind(r.state)
-    .bind(&r.model)
-    .bind(&r.android_version)
-    .bind(r.battery_level)
-    .bind(r.temperature_c)
-    .bind(r.storage_free_bytes)
-    .bind(r.screen_state)
-    .bind(&r.app_version)
-    .bind(r.current_queue_item_id)
     .bind(now)
     .fetch_one(conn)
     .await?;
-    Ok(n > 0)
+    Ok(n.max(0) as u64)
 }
 
 /// Phones of `agent_id` missing from its latest report go offline; returns how many changed.

@@ -39,8 +39,25 @@ use crate::net::{GuardedClient, SsrfError};
 /// within this time (at once on the replica that served the PUT).
 const CAPABILITY_TTL: Duration = Duration::from_secs(2);
 
-/// The registry and when it was read.
-type CapabilityCache = Arc<Mutex<Option<(Instant, Arc<Vec<CapabilityRule>>)>>>;
+/// The cached capability registry.
+#[derive(Default)]
+struct CapabilityCache {
+    /// The registry and when it was read; `None` when stale or invalidated.
+    rules: Mutex<Option<(Instant, Arc<Vec<CapabilityRule>>)>>,
+    /// Bumped by every invalidation: a read that started before one is not cached.
+    generation: std::sync::atomic::AtomicU64,
+    /// Held while the registry is read, so a burst of requests that finds the cache stale (one
+    /// per `CAPABILITY_TTL`) waits for one query instead of sending one each.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl CapabilityCache {
+    fn fresh(&self) -> Option<Arc<Vec<CapabilityRule>>> {
+        let guard = self.rules.lock().ok()?;
+        let (at, rules) = guard.as_ref()?;
+        (at.elapsed() < CAPABILITY_TTL).then(|| Arc::clone(rules))
+    }
+}
 
 /// Shared, cheap-to-clone state of every handler.
 #[derive(Clone)]
@@ -58,7 +75,7 @@ pub struct AppState {
     pub committer: batched::Committer,
     /// Batched reads of `GET /processes/{id}`.
     pub views: batched::ViewReader,
-    capabilities: CapabilityCache,
+    capabilities: Arc<CapabilityCache>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -94,7 +111,7 @@ impl AppState {
             metrics: metrics_handle(),
             public_metrics,
             bus: None,
-            capabilities: Arc::new(Mutex::new(None)),
+            capabilities: Arc::default(),
         }
     }
 
@@ -104,23 +121,32 @@ impl AppState {
         self
     }
 
-    /// The capability registry, cached for [`CAPABILITY_TTL`].
+    /// The capability registry, cached for [`CAPABILITY_TTL`]; concurrent misses share one
+    /// read.
     pub async fn capabilities(&self) -> Result<Arc<Vec<CapabilityRule>>, ApiError> {
-        if let Ok(guard) = self.capabilities.lock()
-            && let Some((at, rules)) = guard.as_ref()
-            && at.elapsed() < CAPABILITY_TTL
-        {
-            return Ok(Arc::clone(rules));
+        let cache = &self.capabilities;
+        if let Some(rules) = cache.fresh() {
+            return Ok(rules);
         }
+        let _refreshing = cache.refresh.lock().await;
+        if let Some(rules) = cache.fresh() {
+            return Ok(rules);
+        }
+        let generation = cache.generation.load(std::sync::atomic::Ordering::Acquire);
         let rules = Arc::new(db::capabilities::list(&self.db).await?);
-        if let Ok(mut guard) = self.capabilities.lock() {
+        if let Ok(mut guard) = cache.rules.lock()
+            && cache.generation.load(std::sync::atomic::Ordering::Acquire) == generation
+        {
             *guard = Some((Instant::now(), Arc::clone(&rules)));
         }
         Ok(rules)
     }
 
     pub fn invalidate_capabilities(&self) {
-        if let Ok(mut guard) = self.capabilities.lock() {
+        if let Ok(mut guard) = self.capabilities.rules.lock() {
+            self.capabilities
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             *guard = None;
         }
     }

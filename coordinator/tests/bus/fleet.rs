@@ -109,6 +109,26 @@ async fn presence_and_inventory_make_the_fleet_view() {
     })
     .await;
 
+    // One statement upserts a whole report: a new phone with unknown fields (NULLs) goes in
+    // beside known ones, and a phone named twice counts with its last entry.
+    let mut first = phone("P3");
+    first.battery_level = Some(10);
+    let mut last = phone("P3");
+    last.battery_level = None;
+    last.model = None;
+    last.current_queue_item_id = Some(uuid::Uuid::nil());
+    agent.inventory(vec![phone("P1"), first, last]).await;
+    wait_until("P3 mirrored", Duration::from_secs(10), || async {
+        app.get("/phones/P3").await.0 == 200
+    })
+    .await;
+    let p3 = app.get("/phones/P3").await.1;
+    assert!(p3["battery_level"].is_null(), "{p3}");
+    assert!(p3["model"].is_null(), "{p3}");
+    assert_eq!(p3["temperature_c"], 31.2, "{p3}");
+    assert_eq!(p3["agent_id"], "rack-1", "{p3}");
+    assert_eq!(app.get("/phones/P2").await.1["state"], "offline");
+
     // Silence: the agent and its phones go offline (3 s threshold in tests).
     agent.go_silent();
     wait_until("agent offline", Duration::from_secs(10), || async {

@@ -201,6 +201,60 @@ struct Observer {
     pool: sqlx::PgPool,
 }
 
+/// What is still in flight from the previous burst: callbacks not yet delivered, phones the
+/// fleet view does not show idle and online, events the coordinator has not applied and acked.
+#[derive(Debug, Default, PartialEq)]
+struct Backlog {
+    callbacks: i64,
+    phones: i64,
+    events: u64,
+}
+
+impl Backlog {
+    async fn read(obs: &Observer) -> anyhow::Result<Self> {
+        let (callbacks,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM callback_deliveries WHERE state = 'pending'")
+                .fetch_one(&obs.pool)
+                .await?;
+        let (phones,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM phones WHERE current_queue_item_id IS NOT NULL OR state <> 'online'",
+        )
+        .fetch_one(&obs.pool)
+        .await?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = obs
+            .js
+            .get_consumer_from_stream(
+                phonefarm_shared::subjects::COORDINATOR_CONSUMER,
+                phonefarm_shared::subjects::EVT_STREAM,
+            )
+            .await?;
+        let info = consumer.info().await?;
+        Ok(Backlog {
+            callbacks,
+            phones,
+            events: info.num_pending + info.num_ack_pending as u64,
+        })
+    }
+}
+
+/// Waits until the previous burst's tail is over (its callbacks delivered, every phone idle in
+/// the fleet view, every event applied), so a burst is timed on its own and not beside the
+/// last one's callback deliveries and inventory reports.
+async fn quiesce(obs: &Observer) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let b = Backlog::read(obs).await?;
+        if b == Backlog::default() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the previous burst is still busy after 120 s: {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn burst(sys: &System, obs: &Observer, round: usize, n: usize) -> anyhow::Result<Burst> {
     let inputs = json!({"keywords": ["bench"], "videos_per_keyword": 1,
                         "watch_seconds": {"min": 1, "max": 1}});
@@ -217,6 +271,7 @@ async fn burst(sys: &System, obs: &Observer, round: usize, n: usize) -> anyhow::
             (id, t0, wall_ms())
         }
     });
+    quiesce(obs).await?;
     let since = OffsetDateTime::now_utc();
     let started = wall_ms();
     let answered = futures::future::join_all(enqueues).await;
