@@ -3,6 +3,11 @@
 use clap::Parser as _;
 use phonefarm_agent::cli::{Cli, run};
 
+// The system allocator, on purpose (unlike the coordinator): with mimalloc the agents of the
+// e2e dispatch bench spent more CPU, mostly in the kernel, and the burst's p99 rose (three runs
+// each, 2026-11-29: p99 203-265 ms against 148-154 ms; bench and children 10.4-12.2 against
+// 9.7-10.1 CPU seconds).
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
