@@ -165,6 +165,13 @@ pub async fn apply_event(
     let seq = ev.seq.min(i64::MAX as u64) as i64;
     let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
     let lease_until = now + td(bus.config.lease);
+    // A run's events renew its lease at most once per quarter lease: the milestones in
+    // between write nothing to the item. A run then lapses after 3/4 of a lease without events
+    // at the earliest (the whole lease with a renewal on every event), far above the agent's
+    // heartbeat interval (10 s against 60 s in production).
+    let renew_due = item
+        .lease_expires_at
+        .is_none_or(|t| t < now + td(bus.config.lease * 3 / 4));
     // In seq order (under the item's lock, so replicas serialize here): recorded only if its
     // predecessor is, unless the wait is over.
     let (kind, payload) = history(&ev.kind);
@@ -182,7 +189,7 @@ pub async fn apply_event(
     if !rec.inserted {
         if !rec.predecessor && !rec.existed && order == Order::Wait {
             // Ahead of its predecessor: it only proves the run is alive.
-            if matches!(state, ItemState::Claimed | ItemState::Executing) {
+            if matches!(state, ItemState::Claimed | ItemState::Executing) && renew_due {
                 db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
             }
             tx.commit().await?;
@@ -252,7 +259,7 @@ pub async fn apply_event(
                     db::dispatch::start(&mut tx, item.queue_item_id, now, lease_until).await?;
                     change = Some((ItemState::Executing, None, None));
                 }
-                ItemState::Executing => {
+                ItemState::Executing if renew_due => {
                     db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
                 }
                 s if s.is_terminal() && matches!(other, EventKind::Accepted) => {

@@ -47,7 +47,9 @@ pub use bootstrap::BootstrapError;
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub nats_url: String,
-    /// How long an EXECUTING item's lease lasts; every milestone or heartbeat renews it.
+    /// How long an EXECUTING item's lease lasts; milestones and heartbeats renew it (at most
+    /// once per quarter lease, so a run lapses after 3/4 of this without events at the
+    /// earliest: keep the agents' heartbeat interval well below that).
     pub lease: Duration,
     /// How long a dispatched (CLAIMED) item may wait for the agent's `Accepted`.
     pub accept_timeout: Duration,

@@ -258,3 +258,51 @@ async fn group_fan_out_with_one_failure_is_failed_terminal_with_partial_progress
     );
     assert_eq!(p["error"]["code"], "account_outcome:banned");
 }
+
+async fn lease(app: &BusApp, item: uuid::Uuid) -> time::OffsetDateTime {
+    let (t,): (time::OffsetDateTime,) =
+        sqlx::query_as("SELECT lease_expires_at FROM queue_items WHERE queue_item_id = $1")
+            .bind(item)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    t
+}
+
+#[tokio::test]
+async fn milestones_renew_the_lease_at_most_once_per_quarter_lease() {
+    // The tests' lease is 10 s: an event renews it only once less than 7.5 s are left.
+    let app = BusApp::spawn().await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue_queued("r1", "acc-1", "http://127.0.0.1:9/cb")
+        .await;
+    let o = agent.expect_order().await;
+    agent.event(&o, 1, EventKind::Accepted).await;
+    app.wait_status(pid, "executing").await;
+    let started = lease(&app, o.queue_item_id).await;
+    // Heartbeats one after the other until one moves the lease.
+    let seq = std::sync::atomic::AtomicU64::new(1);
+    wait_until("the lease renewed", Duration::from_secs(20), || async {
+        let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        agent.event(&o, n, EventKind::Heartbeat).await;
+        wait_until(
+            "the heartbeat recorded",
+            Duration::from_secs(10),
+            || async { events(&app, o.queue_item_id).await == i64::try_from(n).unwrap() },
+        )
+        .await;
+        lease(&app, o.queue_item_id).await > started
+    })
+    .await;
+    let moved = lease(&app, o.queue_item_id).await - started;
+    assert!(
+        moved >= time::Duration::milliseconds(2500),
+        "renewed {moved} after the last renewal: heartbeats within a quarter lease rewrote it"
+    );
+    assert!(
+        seq.load(std::sync::atomic::Ordering::Relaxed) > 3,
+        "the first heartbeats did not renew"
+    );
+}
