@@ -25,16 +25,25 @@ async fn events(app: &BusApp, item: uuid::Uuid) -> i64 {
     n
 }
 
+/// An agent `rack-1` with phone `P1` (bound to `acc-1`), a queued process for it with
+/// `callback`, and the work order the agent got; the run has sent `Accepted`.
+async fn accepted_run(
+    app: &BusApp,
+    request_id: &str,
+    callback: &str,
+) -> (SimAgent, uuid::Uuid, phonefarm_shared::WorkOrder) {
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    app.account("acc-1", "P1").await;
+    let pid = app.enqueue_queued(request_id, "acc-1", callback).await;
+    let o = agent.expect_order().await;
+    agent.event(&o, 1, EventKind::Accepted).await;
+    (agent, pid, o)
+}
+
 #[tokio::test]
 async fn replays_have_no_effect() {
     let app = BusApp::spawn().await;
-    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
-    app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue_queued("r1", "acc-1", "http://127.0.0.1:9/cb")
-        .await;
-    let o = agent.expect_order().await;
-    agent.event(&o, 1, EventKind::Accepted).await;
+    let (agent, pid, o) = accepted_run(&app, "r1", "http://127.0.0.1:9/cb").await;
     agent.event(&o, 2, finished_ok(r#"{"n":1}"#)).await;
     app.wait_status(pid, "completed").await;
     let v = version(&app, pid).await;
@@ -72,11 +81,7 @@ async fn replays_have_no_effect() {
 async fn device_errors_retry_with_the_next_attempt_and_stale_attempts_are_ignored() {
     let app = BusApp::spawn().await;
     let rx = Receiver::start(|_| 200).await;
-    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
-    app.account("acc-1", "P1").await;
-    let pid = app.enqueue_queued("r1", "acc-1", &rx.url).await;
-    let o1 = agent.expect_order().await;
-    agent.event(&o1, 1, EventKind::Accepted).await;
+    let (agent, pid, o1) = accepted_run(&app, "r1", &rx.url).await;
     agent
         .event(&o1, 2, finished_err("device_error:usb_reset", true))
         .await;
@@ -174,13 +179,7 @@ async fn a_lapsed_lease_retries_with_the_next_attempt() {
         c.accept_timeout = Duration::from_secs(2);
     })
     .await;
-    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
-    app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue_queued("l1", "acc-1", "http://127.0.0.1:9/cb")
-        .await;
-    let o1 = agent.expect_order().await;
-    agent.event(&o1, 1, EventKind::Accepted).await;
+    let (agent, pid, o1) = accepted_run(&app, "l1", "http://127.0.0.1:9/cb").await;
     app.wait_status(pid, "executing").await;
     // The run goes silent (no milestones, no heartbeats); the lease is 2 s here.
     app.wait_item_state(o1.queue_item_id, "RETRYABLE").await;
@@ -273,13 +272,7 @@ async fn lease(app: &BusApp, item: uuid::Uuid) -> time::OffsetDateTime {
 async fn milestones_renew_the_lease_at_most_once_per_quarter_lease() {
     // The tests' lease is 10 s: an event renews it only once less than 7.5 s are left.
     let app = BusApp::spawn().await;
-    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
-    app.account("acc-1", "P1").await;
-    let pid = app
-        .enqueue_queued("r1", "acc-1", "http://127.0.0.1:9/cb")
-        .await;
-    let o = agent.expect_order().await;
-    agent.event(&o, 1, EventKind::Accepted).await;
+    let (agent, pid, o) = accepted_run(&app, "r1", "http://127.0.0.1:9/cb").await;
     app.wait_status(pid, "executing").await;
     let started = lease(&app, o.queue_item_id).await;
     // Heartbeats one after the other until one moves the lease.
