@@ -131,7 +131,24 @@ pub async fn apply_event(
     let mut wake = Wake::default();
     let now = now_ms();
     let mut tx = conn.begin().await?;
-    let Some(locked) = settle::lock_item(&mut tx, ev.queue_item_id).await? else {
+    // A milestone of a run under way (most events) changes no state: its item alone is locked
+    // (one statement instead of two). Should the item not be EXECUTING (the milestone would
+    // start it, or the item is over), the transaction starts again in the full lock order.
+    let milestone = !matches!(ev.kind, EventKind::Accepted | EventKind::Finished { .. });
+    let locked = if milestone {
+        match settle::lock_item_alone(&mut tx, ev.queue_item_id).await? {
+            Some(l) if l.item().state == ItemState::Executing.as_str() => Some(l),
+            Some(_) => {
+                tx.rollback().await?;
+                tx = conn.begin().await?;
+                settle::lock_item(&mut tx, ev.queue_item_id).await?
+            }
+            None => None,
+        }
+    } else {
+        settle::lock_item(&mut tx, ev.queue_item_id).await?
+    };
+    let Some(locked) = locked else {
         tracing::warn!(agent_id, "event for an unknown queue item; ignored");
         return Ok((Applied::Ignored, wake));
     };

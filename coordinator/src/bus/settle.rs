@@ -69,6 +69,22 @@ pub async fn lock_item(
     }))
 }
 
+/// Locks a queue item alone, without its process and siblings: for an event that cannot
+/// change any state (a milestone of a run under way), which then takes no further row lock, so
+/// it cannot deadlock with writers that lock in the full order. `None` for an unknown item.
+pub async fn lock_item_alone(
+    conn: &mut PgConnection,
+    queue_item_id: Uuid,
+) -> Result<Option<Locked>, sqlx::Error> {
+    Ok(db::dispatch::run_item_locked(conn, queue_item_id)
+        .await?
+        .map(|item| Locked {
+            process: None,
+            items: vec![item],
+            index: 0,
+        }))
+}
+
 /// Recomputes the process after `change`; returns true if callbacks were enqueued. `items`
 /// are the process's items as the caller locked them, before the change (the caller's lock
 /// keeps the others as they are).
