@@ -320,6 +320,11 @@ pub(crate) async fn settle_change(
     error: Option<Value>,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
+    // An item locked alone has no process here (`process: None` would read as a legacy item).
+    debug_assert!(
+        locked.whole(),
+        "settling a state change under the item lock alone"
+    );
     match &locked.process {
         Some(p) => {
             settle::process(
@@ -371,7 +376,6 @@ pub async fn apply_inventory(
         tracing::debug!(agent_id, "out-of-order inventory ignored");
         return Ok(0);
     }
-    let mut present: Vec<String> = Vec::with_capacity(inv.phones.len());
     let mut reported: Vec<db::phones::Reported> = Vec::with_capacity(inv.phones.len());
     let mut index = std::collections::HashMap::with_capacity(inv.phones.len());
     for ph in &inv.phones {
@@ -399,12 +403,12 @@ pub async fn apply_inventory(
             std::collections::hash_map::Entry::Occupied(e) => reported[*e.get()] = r,
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(reported.len());
-                present.push(ph.phone_id.clone());
                 reported.push(r);
             }
         }
     }
     let mut written = db::phones::upsert_reported(&mut tx, agent_id, &reported, now).await?;
+    let present: Vec<&str> = reported.iter().map(|r| r.phone_id.as_str()).collect();
     written += db::phones::mark_missing_offline(&mut tx, agent_id, &present, now).await?;
     tx.commit().await?;
     if written > 0 {

@@ -35,12 +35,20 @@ pub struct Locked {
     pub items: Vec<RunItem>,
     /// Which of `items` is the one locked for.
     index: usize,
+    /// Whether the process and all its items are locked ([`lock_item`]), not the item alone
+    /// ([`lock_item_alone`]): only then may the process be settled.
+    whole: bool,
 }
 
 impl Locked {
     /// The item locked for.
     pub fn item(&self) -> &RunItem {
         &self.items[self.index]
+    }
+
+    /// Whether the process and all its items are locked, so the process may be settled.
+    pub fn whole(&self) -> bool {
+        self.whole
     }
 }
 
@@ -66,6 +74,7 @@ pub async fn lock_item(
         process,
         items,
         index,
+        whole: true,
     }))
 }
 
@@ -82,6 +91,7 @@ pub async fn lock_item_alone(
             process: None,
             items: vec![item],
             index: 0,
+            whole: false,
         }))
 }
 

@@ -149,8 +149,8 @@ pub(crate) struct Recording {
 
 /// Records attempts and moves their deliveries on, in one statement (one round trip, one
 /// commit) for all of them. A failure only reschedules a row if this deliverer still holds the
-/// claim (the attempt counter is unchanged); a success always wins. Each delivery row appears
-/// at most once in `recordings` (a row is claimed by one attempt at a time).
+/// claim (the attempt counter is unchanged); a success always wins, also over another attempt
+/// of the same row in the same batch (a lease that ran out mid-attempt).
 pub(crate) async fn record_many(
     conn: &mut PgConnection,
     recordings: &[Recording],
@@ -186,7 +186,8 @@ pub(crate) async fn record_many(
                  ELSE d.next_attempt_at END, \
              last_status = i.status_code, \
              last_error = i.error \
-         FROM input AS i \
+         FROM (SELECT DISTINCT ON (id) * FROM input \
+               ORDER BY id, outcome = 'delivered' DESC, attempt DESC) AS i \
          WHERE d.id = i.id AND d.state = 'pending' \
            AND (i.outcome = 'delivered' OR d.attempts = i.attempt)",
     )

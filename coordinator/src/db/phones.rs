@@ -181,7 +181,7 @@ pub async fn upsert_reported(
 pub async fn mark_missing_offline(
     conn: &mut PgConnection,
     agent_id: &str,
-    present: &[String],
+    present: &[&str],
     now: OffsetDateTime,
 ) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(

@@ -42,20 +42,28 @@ const CAPABILITY_TTL: Duration = Duration::from_secs(2);
 /// The cached capability registry.
 #[derive(Default)]
 struct CapabilityCache {
-    /// The registry and when it was read; `None` when stale or invalidated.
-    rules: Mutex<Option<(Instant, Arc<Vec<CapabilityRule>>)>>,
-    /// Bumped by every invalidation: a read that started before one is not cached.
-    generation: std::sync::atomic::AtomicU64,
+    state: Mutex<CachedRules>,
     /// Held while the registry is read, so a burst of requests that finds the cache stale (one
     /// per `CAPABILITY_TTL`) waits for one query instead of sending one each.
     refresh: tokio::sync::Mutex<()>,
 }
 
+#[derive(Default)]
+struct CachedRules {
+    /// The registry and when it was read; `None` when stale or invalidated.
+    rules: Option<(Instant, Arc<Vec<CapabilityRule>>)>,
+    /// Bumped by every invalidation: a read that started before one is not cached.
+    generation: u64,
+}
+
 impl CapabilityCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedRules> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn fresh(&self) -> Option<Arc<Vec<CapabilityRule>>> {
-        let guard = self.rules.lock().ok()?;
-        let (at, rules) = guard.as_ref()?;
-        (at.elapsed() < CAPABILITY_TTL).then(|| Arc::clone(rules))
+        let (at, rules) = self.lock().rules.clone()?;
+        (at.elapsed() < CAPABILITY_TTL).then_some(rules)
     }
 }
 
@@ -132,23 +140,19 @@ impl AppState {
         if let Some(rules) = cache.fresh() {
             return Ok(rules);
         }
-        let generation = cache.generation.load(std::sync::atomic::Ordering::Acquire);
+        let generation = cache.lock().generation;
         let rules = Arc::new(db::capabilities::list(&self.db).await?);
-        if let Ok(mut guard) = cache.rules.lock()
-            && cache.generation.load(std::sync::atomic::Ordering::Acquire) == generation
-        {
-            *guard = Some((Instant::now(), Arc::clone(&rules)));
+        let mut state = cache.lock();
+        if state.generation == generation {
+            state.rules = Some((Instant::now(), Arc::clone(&rules)));
         }
         Ok(rules)
     }
 
     pub fn invalidate_capabilities(&self) {
-        if let Ok(mut guard) = self.capabilities.rules.lock() {
-            self.capabilities
-                .generation
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            *guard = None;
-        }
+        let mut state = self.capabilities.lock();
+        state.generation += 1;
+        state.rules = None;
     }
 }
 

@@ -36,6 +36,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use harness::{Options, System, warmup};
 use phonefarm_testkit::bench::{nats_request_rtt, summary};
+use phonefarm_testkit::wait_until;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -208,58 +209,35 @@ struct Observer {
     pool: sqlx::PgPool,
 }
 
-/// What is still in flight from the previous burst: callbacks not yet delivered, phones the
-/// fleet view does not show idle and online, events the coordinator has not applied and acked.
-#[derive(Debug, Default, PartialEq)]
-struct Backlog {
-    callbacks: i64,
-    phones: i64,
-    events: u64,
-}
-
-impl Backlog {
-    async fn read(obs: &Observer) -> anyhow::Result<Self> {
-        let (callbacks,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM callback_deliveries WHERE state = 'pending'")
-                .fetch_one(&obs.pool)
-                .await?;
-        let (phones,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM phones WHERE current_queue_item_id IS NOT NULL OR state <> 'online'",
+/// Waits until the previous burst's tail is over, so a burst is timed on its own and not beside
+/// the last one's callback deliveries and inventory reports: no callback pending, every phone
+/// idle and online in the fleet view, every event applied and acked by the coordinator.
+async fn quiesce(obs: &Observer) -> anyhow::Result<()> {
+    let consumer: async_nats::jetstream::consumer::PullConsumer = obs
+        .js
+        .get_consumer_from_stream(
+            phonefarm_shared::subjects::COORDINATOR_CONSUMER,
+            phonefarm_shared::subjects::EVT_STREAM,
+        )
+        .await?;
+    let quiet = async || -> anyhow::Result<bool> {
+        let (busy,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM callback_deliveries WHERE state = 'pending') \
+                  + (SELECT count(*) FROM phones \
+                     WHERE current_queue_item_id IS NOT NULL OR state <> 'online')",
         )
         .fetch_one(&obs.pool)
         .await?;
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = obs
-            .js
-            .get_consumer_from_stream(
-                phonefarm_shared::subjects::COORDINATOR_CONSUMER,
-                phonefarm_shared::subjects::EVT_STREAM,
-            )
-            .await?;
-        let info = consumer.info().await?;
-        Ok(Backlog {
-            callbacks,
-            phones,
-            events: info.num_pending + info.num_ack_pending as u64,
-        })
-    }
-}
-
-/// Waits until the previous burst's tail is over (its callbacks delivered, every phone idle in
-/// the fleet view, every event applied), so a burst is timed on its own and not beside the
-/// last one's callback deliveries and inventory reports.
-async fn quiesce(obs: &Observer) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let b = Backlog::read(obs).await?;
-        if b == Backlog::default() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the previous burst is still busy after 120 s: {b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let info = consumer.clone().info().await?.clone();
+        Ok(busy == 0 && info.num_pending == 0 && info.num_ack_pending == 0)
+    };
+    wait_until(
+        "the previous burst's tail (callbacks, phones, events)",
+        Duration::from_secs(120),
+        || async { quiet().await.unwrap_or(false) },
+    )
+    .await;
+    Ok(())
 }
 
 async fn burst(sys: &System, obs: &Observer, round: usize, n: usize) -> anyhow::Result<Burst> {
