@@ -24,7 +24,7 @@ use futures::StreamExt;
 use phonefarm_coordinator::bus::{self, BusConfig};
 use phonefarm_coordinator::{app, auth, db};
 use phonefarm_testkit::NatsServer;
-use phonefarm_testkit::bench::{nats_request_rtt, summary};
+use phonefarm_testkit::bench::{cpu_budget_line, host_busy_s, nats_request_rtt, summary};
 
 /// The coordinator binary's allocator, since the coordinator runs in this process.
 #[global_allocator]
@@ -328,8 +328,11 @@ async fn run() -> anyhow::Result<()> {
     let mut ph_marked = Vec::new(); // dispatch pass → its outbox row is marked published
     let mut ph_accept = Vec::new(); // → the agent's Accepted is stored by JetStream
     let mut ph_ingest = Vec::new(); // → the coordinator applied Accepted (item EXECUTING)
+    // Host CPU seconds from each timed round's first enqueue to its last Accepted.
+    let mut round_cpu = Vec::new();
     for round in 0..warmup + rounds {
         let started: Arc<Mutex<HashMap<Uuid, (Instant, Instant)>>> = Arc::default();
+        let cpu_at_start = host_busy_s();
         let mut tasks = Vec::new();
         for i in 0..n {
             let http = http.clone();
@@ -390,6 +393,11 @@ async fn run() -> anyhow::Result<()> {
                 })
                 .unwrap_or(0);
             if done == n {
+                if round >= warmup
+                    && let (Some(a), Some(b)) = (cpu_at_start, host_busy_s())
+                {
+                    round_cpu.push(b - a);
+                }
                 break;
             }
             anyhow::ensure!(
@@ -508,6 +516,12 @@ async fn run() -> anyhow::Result<()> {
     summary("HTTP 202 -> agent's Accepted acked", from_response);
     summary("enqueue -> coordinator applied Accepted", to_ingested);
     summary("NATS request round trip (same server)", rtt);
+    if !round_cpu.is_empty() {
+        // Polled every 10 ms: the window may run up to 10 ms past the last Accepted.
+        let mean = round_cpu.iter().sum::<f64>() / round_cpu.len() as f64;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        println!("{} (mean of rounds)", cpu_budget_line(mean, n, cores, 50.0));
+    }
     println!("where the time goes (per process, consecutive steps):");
     summary("  request -> handler transaction starts", ph_created);
     summary("  -> dispatch pass claims it", ph_dispatch);

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use phonefarm_shared::{Inventory, PhoneState, PhoneStatus, Presence, subjects};
-use phonefarm_testkit::NatsServer;
+use phonefarm_testkit::bench::process_cpu_s;
+use phonefarm_testkit::{NatsServer, free_port};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -44,12 +45,6 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A child process killed on drop.
 struct Proc(Child);
 
@@ -62,22 +57,7 @@ impl Drop for Proc {
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat
-        .rsplit_once(") ")
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow::anyhow!("odd /proc stat"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?; // utime, stime
-    let hz: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
-    Ok(ticks / hz)
+    process_cpu_s(pid).ok_or_else(|| anyhow::anyhow!("no CPU time of process {pid}"))
 }
 
 fn phone(agent: usize, i: usize, battery: u8) -> PhoneStatus {
@@ -312,7 +292,7 @@ async fn fleet(
 ) -> anyhow::Result<()> {
     // The coordinator, as deployed: its own process (it migrates, bootstraps JetStream, serves).
     let log = tempfile::NamedTempFile::new()?;
-    let port = free_port()?;
+    let port = free_port();
     let coordinator = Proc(
         Command::new(env!("CARGO_BIN_EXE_phonefarm-coordinator"))
             .arg("serve")

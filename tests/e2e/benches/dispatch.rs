@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use harness::{Options, System, warmup};
-use phonefarm_testkit::bench::{nats_request_rtt, summary};
+use phonefarm_testkit::bench::{
+    cpu_budget_line, host_busy_s, nats_request_rtt, process_cpu_s, summary,
+};
 use phonefarm_testkit::wait_until;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -109,11 +111,21 @@ struct Burst {
 }
 
 /// CPU time sampled every 25 ms: the whole host (`/proc/stat`), this process (coordinator,
-/// phone simulators, the bench's client) and the agent processes (`/proc/<pid>/stat`), all in
-/// ticks of 10 ms. The rest is Postgres and nats-server.
+/// phone simulators, the bench's client) and the agent processes (`/proc/<pid>/stat`, one read
+/// per process, exited threads included), in ticks of 10 ms. The rest is Postgres and
+/// nats-server.
 struct CpuSampler {
     samples: Arc<Mutex<Vec<CpuSample>>>,
     stop: Arc<AtomicBool>,
+}
+
+/// CPU of one burst's window: host CPU seconds, and cores busy on average.
+#[derive(Clone, Copy)]
+struct Cpu {
+    host_s: f64,
+    host: f64,
+    this: f64,
+    agents: f64,
 }
 
 #[derive(Clone, Copy)]
@@ -122,43 +134,6 @@ struct CpuSample {
     host_busy_s: f64,
     this_s: f64,
     agents_s: f64,
-}
-
-fn host_busy_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    let busy: f64 = ticks.iter().take(8).sum::<f64>()
-        - ticks.get(3).copied().unwrap_or(0.0)
-        - ticks.get(4).copied().unwrap_or(0.0);
-    busy / 100.0
-}
-
-/// CPU seconds of `pid` so far, every thread's, exited ones included (`/proc/<pid>/stat`,
-/// ticks of 10 ms): one read per process. (Reading each thread's `schedstat` every 25 ms was
-/// 7 % of this process's CPU and missed threads that had exited.)
-fn process_s(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
-    // 13th of them.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    rest.split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum::<f64>()
-        / 100.0
 }
 
 impl CpuSampler {
@@ -171,9 +146,9 @@ impl CpuSampler {
             while !done.load(Ordering::Relaxed) {
                 let sample = CpuSample {
                     at: wall_ms(),
-                    host_busy_s: host_busy_s(),
-                    this_s: process_s(me),
-                    agents_s: agents.iter().map(|&p| process_s(p)).sum(),
+                    host_busy_s: host_busy_s().unwrap_or(0.0),
+                    this_s: process_cpu_s(me).unwrap_or(0.0),
+                    agents_s: agents.iter().filter_map(|&p| process_cpu_s(p)).sum(),
                 };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 std::thread::sleep(Duration::from_millis(25));
@@ -182,17 +157,21 @@ impl CpuSampler {
         Self { samples, stop }
     }
 
-    /// Cores busy on average over `(from, to)` (wall ms): host, this process, agents.
-    fn cores(&self, (from, to): (f64, f64)) -> Option<(f64, f64, f64)> {
+    /// CPU of the window `(from, to)` (wall ms), from the samples around it: cores busy on
+    /// average for the host, this process and the agents, and the host's CPU seconds over the
+    /// window itself (its mean cores busy times its length: the samples span up to 25 ms more
+    /// on each side).
+    fn cores(&self, (from, to): (f64, f64)) -> Option<Cpu> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let a = samples.iter().rev().find(|s| s.at <= from)?;
         let b = samples.iter().find(|s| s.at >= to)?;
         let secs = (b.at - a.at) / 1e3;
-        Some((
-            (b.host_busy_s - a.host_busy_s) / secs,
-            (b.this_s - a.this_s) / secs,
-            (b.agents_s - a.agents_s) / secs,
-        ))
+        Some(Cpu {
+            host_s: (b.host_busy_s - a.host_busy_s) / secs * (to - from) / 1e3,
+            host: (b.host_busy_s - a.host_busy_s) / secs,
+            this: (b.this_s - a.this_s) / secs,
+            agents: (b.agents_s - a.agents_s) / secs,
+        })
     }
 }
 
@@ -345,10 +324,13 @@ async fn run() -> anyhow::Result<()> {
         let slowest = b.to_accepted.iter().copied().fold(f64::NAN, f64::max);
         let cores = cpu.cores(b.window);
         eprintln!("burst {round}: slowest enqueue -> Accepted stored {slowest:.1} ms");
-        if let Some((host, this, agents)) = cores {
+        if let Some(c) = cores {
             eprintln!(
-                "  cores busy until then: host {host:.2} = this process {this:.2} + agents {agents:.2} + the rest {:.2}",
-                host - this - agents
+                "  cores busy until then: host {:.2} = this process {:.2} + agents {:.2} + the rest {:.2}",
+                c.host,
+                c.this,
+                c.agents,
+                c.host - c.this - c.agents
             );
         }
         if round == 0 {
@@ -400,12 +382,17 @@ async fn run() -> anyhow::Result<()> {
     let (_, rtt_p99) = summary("NATS request round trip (same server)", rtt);
     if !busy.is_empty() {
         let k = busy.len() as f64;
-        let mean = |f: fn(&(f64, f64, f64)) -> f64| busy.iter().map(f).sum::<f64>() / k;
-        let (host, this, agents) = (mean(|c| c.0), mean(|c| c.1), mean(|c| c.2));
+        let mean = |f: fn(&Cpu) -> f64| busy.iter().map(f).sum::<f64>() / k;
+        let (host, this, agents) = (mean(|c| c.host), mean(|c| c.this), mean(|c| c.agents));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         println!(
-            "cores busy from burst start to its last Accepted (mean of bursts, {} cores): host {host:.2} = this process (coordinator, phone simulators, client) {this:.2} + agents {agents:.2} + Postgres, nats-server and the rest {:.2}",
-            std::thread::available_parallelism().map_or(0, usize::from),
+            "cores busy from burst start to its last Accepted (mean of bursts, {cores} cores): host {host:.2} = this process (coordinator, phone simulators, client) {this:.2} + agents {agents:.2} + Postgres, nats-server and the rest {:.2}",
             host - this - agents
+        );
+        // Whatever runs while a burst is admitted has to fit the target's window.
+        println!(
+            "{} (mean of bursts)",
+            cpu_budget_line(mean(|c| c.host_s), n, cores, 50.0)
         );
     }
     println!(
