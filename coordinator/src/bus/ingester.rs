@@ -130,25 +130,41 @@ pub async fn apply_event(
 ) -> Result<(Applied, Wake), sqlx::Error> {
     let mut wake = Wake::default();
     let now = now_ms();
-    let mut tx = conn.begin().await?;
-    // A milestone of a run under way (most events) changes no state: its item alone is locked
-    // (one statement instead of two). Should the item not be EXECUTING (the milestone would
-    // start it, or the item is over), the transaction starts again in the full lock order.
-    let milestone = !matches!(ev.kind, EventKind::Accepted | EventKind::Finished { .. });
-    let locked = if milestone {
-        match settle::lock_item_alone(&mut tx, ev.queue_item_id).await? {
-            Some(l) if l.item().state == ItemState::Executing.as_str() => Some(l),
-            Some(_) => {
-                tx.rollback().await?;
-                tx = conn.begin().await?;
-                settle::lock_item(&mut tx, ev.queue_item_id).await?
-            }
-            None => None,
+    let lease_until = now + td(bus.config.lease);
+    // A run's events renew its lease at most once per quarter lease: the milestones in
+    // between write nothing to the item. A run then lapses after 3/4 of a lease without events
+    // at the earliest (the whole lease with a renewal on every event), far above the agent's
+    // heartbeat interval (10 s against 60 s in production).
+    let renew_below = now + td(bus.config.lease * 3 / 4);
+    let seq = ev.seq.min(i64::MAX as u64) as i64;
+    let (kind, payload) = history(&ev.kind);
+    // A milestone of a run under way (most events) changes no state: one statement applies it
+    // if the item is EXECUTING at its attempt on this agent. Otherwise (the milestone would
+    // start the run, the item is over, a stale attempt, …) it takes the general path below.
+    if !matches!(ev.kind, EventKind::Accepted | EventKind::Finished { .. }) {
+        let progress = match &ev.kind {
+            EventKind::Progress { counters_json } => Some(json_text(counters_json)),
+            _ => None,
+        };
+        let milestone = db::item_events::RunningMilestone {
+            queue_item_id: ev.queue_item_id,
+            attempt: i32::try_from(ev.attempt).unwrap_or(i32::MAX),
+            agent_id,
+            seq,
+            kind,
+            at: at(ev.at_unix_ms),
+            payload: &payload,
+            anyway: order == Order::GiveUp,
+            renew_below,
+            lease_until,
+            progress: progress.as_ref(),
+        };
+        if let Some(rec) = db::item_events::record_running_milestone(conn, &milestone).await? {
+            return Ok((recorded(agent_id, seq, rec), wake));
         }
-    } else {
-        settle::lock_item(&mut tx, ev.queue_item_id).await?
-    };
-    let Some(locked) = locked else {
+    }
+    let mut tx = conn.begin().await?;
+    let Some(locked) = settle::lock_item(&mut tx, ev.queue_item_id).await? else {
         tracing::warn!(agent_id, "event for an unknown queue item; ignored");
         return Ok((Applied::Ignored, wake));
     };
@@ -179,19 +195,10 @@ pub async fn apply_event(
         tracing::warn!(agent_id, holder = ?item.agent_id, "event from an agent that does not hold the item; ignored");
         return Ok((Applied::Ignored, wake));
     }
-    let seq = ev.seq.min(i64::MAX as u64) as i64;
     let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
-    let lease_until = now + td(bus.config.lease);
-    // A run's events renew its lease at most once per quarter lease: the milestones in
-    // between write nothing to the item. A run then lapses after 3/4 of a lease without events
-    // at the earliest (the whole lease with a renewal on every event), far above the agent's
-    // heartbeat interval (10 s against 60 s in production).
-    let renew_due = item
-        .lease_expires_at
-        .is_none_or(|t| t < now + td(bus.config.lease * 3 / 4));
+    let renew_due = item.lease_expires_at.is_none_or(|t| t < renew_below);
     // In seq order (under the item's lock, so replicas serialize here): recorded only if its
     // predecessor is, unless the wait is over.
-    let (kind, payload) = history(&ev.kind);
     let rec = db::item_events::record_agent_event(
         &mut tx,
         item.queue_item_id,
@@ -209,22 +216,11 @@ pub async fn apply_event(
             if matches!(state, ItemState::Claimed | ItemState::Executing) && renew_due {
                 db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
             }
-            tx.commit().await?;
-            tracing::debug!(agent_id, "event ahead of its predecessor; handed back");
-            return Ok((Applied::Early, wake));
         }
-        // Recorded before (possibly without its predecessor): a replay.
         tx.commit().await?;
-        return Ok((Applied::Replay, wake));
+        return Ok((recorded(agent_id, seq, rec), wake));
     }
-    if !rec.predecessor {
-        tracing::warn!(
-            agent_id,
-            missing = seq - 1,
-            "the predecessor of this event never came; applied without it"
-        );
-        metrics::counter!("phonefarm_bus_events_out_of_order_total").increment(1);
-    }
+    recorded(agent_id, seq, rec);
     let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
     match &ev.kind {
         EventKind::Finished {
@@ -311,6 +307,29 @@ pub async fn apply_event(
     Ok((Applied::Recorded, wake))
 }
 
+/// What recording an event came to ([`Applied::Recorded`], `Early` or `Replay`), logged and
+/// counted alike on both paths of [`apply_event`].
+fn recorded(agent_id: &str, seq: i64, rec: db::item_events::Recorded) -> Applied {
+    if rec.inserted {
+        if !rec.predecessor {
+            tracing::warn!(
+                agent_id,
+                missing = seq - 1,
+                "the predecessor of this event never came; applied without it"
+            );
+            metrics::counter!("phonefarm_bus_events_out_of_order_total").increment(1);
+        }
+        Applied::Recorded
+    } else if !rec.predecessor && !rec.existed {
+        // Not recorded although it is new: ahead of its predecessor (it was not given up on).
+        tracing::debug!(agent_id, "event ahead of its predecessor; handed back");
+        Applied::Early
+    } else {
+        // Recorded before (possibly without its predecessor): a replay.
+        Applied::Replay
+    }
+}
+
 /// Settles the process (or the legacy item's callback) after an item changed.
 pub(crate) async fn settle_change(
     conn: &mut sqlx::PgConnection,
@@ -320,11 +339,6 @@ pub(crate) async fn settle_change(
     error: Option<Value>,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    // An item locked alone has no process here (`process: None` would read as a legacy item).
-    debug_assert!(
-        locked.whole(),
-        "settling a state change under the item lock alone"
-    );
     match &locked.process {
         Some(p) => {
             settle::process(

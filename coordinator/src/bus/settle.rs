@@ -35,20 +35,12 @@ pub struct Locked {
     pub items: Vec<RunItem>,
     /// Which of `items` is the one locked for.
     index: usize,
-    /// Whether the process and all its items are locked ([`lock_item`]), not the item alone
-    /// ([`lock_item_alone`]): only then may the process be settled.
-    whole: bool,
 }
 
 impl Locked {
     /// The item locked for.
     pub fn item(&self) -> &RunItem {
         &self.items[self.index]
-    }
-
-    /// Whether the process and all its items are locked, so the process may be settled.
-    pub fn whole(&self) -> bool {
-        self.whole
     }
 }
 
@@ -74,25 +66,7 @@ pub async fn lock_item(
         process,
         items,
         index,
-        whole: true,
     }))
-}
-
-/// Locks a queue item alone, without its process and siblings: for an event that cannot
-/// change any state (a milestone of a run under way), which then takes no further row lock, so
-/// it cannot deadlock with writers that lock in the full order. `None` for an unknown item.
-pub async fn lock_item_alone(
-    conn: &mut PgConnection,
-    queue_item_id: Uuid,
-) -> Result<Option<Locked>, sqlx::Error> {
-    Ok(db::dispatch::run_item_locked(conn, queue_item_id)
-        .await?
-        .map(|item| Locked {
-            process: None,
-            items: vec![item],
-            index: 0,
-            whole: false,
-        }))
 }
 
 /// Recomputes the process after `change`; returns true if callbacks were enqueued. `items`

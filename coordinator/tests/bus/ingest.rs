@@ -299,3 +299,147 @@ async fn milestones_renew_the_lease_at_most_once_per_quarter_lease() {
         "the first heartbeats did not renew"
     );
 }
+
+/// The one-statement path of a running item's milestones
+/// (`db::item_events::record_running_milestone`), called directly on the run's item.
+#[tokio::test]
+async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
+    use phonefarm_coordinator::db::item_events::{RunningMilestone, record_running_milestone};
+    let app = BusApp::spawn().await;
+    let (agent, pid, o) = accepted_run(&app, "r1", "http://127.0.0.1:9/cb").await;
+    app.wait_status(pid, "executing").await;
+    let item = o.queue_item_id;
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    // Whole seconds: Postgres keeps microseconds.
+    let now =
+        time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp())
+            .unwrap();
+    let payload = json!({"step": "search"});
+    let (far, later) = (
+        now + time::Duration::hours(1),
+        now + time::Duration::hours(2),
+    );
+    let m = RunningMilestone {
+        queue_item_id: item,
+        attempt: o.attempt as i32,
+        agent_id: "rack-1",
+        seq: 2,
+        kind: "step_started",
+        at: now,
+        payload: &payload,
+        anyway: false,
+        // Not due: the lease ends after `now`.
+        renew_below: now,
+        lease_until: later,
+        progress: None,
+    };
+    let progress = |n: i64| json!({"videos": n});
+    let result_progress = async |conn: &mut sqlx::PgConnection| {
+        let (v,): (Option<serde_json::Value>,) =
+            sqlx::query_as("SELECT result -> 'progress' FROM queue_items WHERE queue_item_id = $1")
+                .bind(item)
+                .fetch_one(conn)
+                .await
+                .unwrap();
+        v
+    };
+
+    // Another agent's, or another attempt's: not this path's, and nothing changes.
+    for other in [
+        RunningMilestone {
+            agent_id: "rack-2",
+            ..m
+        },
+        RunningMilestone {
+            attempt: m.attempt + 1,
+            ..m
+        },
+    ] {
+        let got = record_running_milestone(&mut conn, &other).await.unwrap();
+        assert_eq!(got, None);
+    }
+    assert_eq!(events(&app, item).await, 1, "only Accepted recorded");
+
+    // Ahead of its predecessor (seq 3 before 2): not recorded; a due lease is renewed.
+    let before = lease(&app, item).await;
+    let early = RunningMilestone {
+        seq: 3,
+        renew_below: far,
+        ..m
+    };
+    let got = record_running_milestone(&mut conn, &early).await.unwrap();
+    assert_eq!(
+        got.map(|r| (r.predecessor, r.existed, r.inserted)),
+        Some((false, false, false))
+    );
+    assert_eq!(events(&app, item).await, 1);
+    assert_eq!(lease(&app, item).await, later, "due lease not renewed");
+    assert!(later > before);
+
+    // In order, with progress: recorded and merged; the lease, not due, stays.
+    let counters = progress(1);
+    let step = RunningMilestone {
+        kind: "progress",
+        progress: Some(&counters),
+        lease_until: later + time::Duration::hours(1),
+        ..m
+    };
+    let got = record_running_milestone(&mut conn, &step).await.unwrap();
+    assert_eq!(
+        got.map(|r| (r.predecessor, r.existed, r.inserted)),
+        Some((true, false, true))
+    );
+    assert_eq!(events(&app, item).await, 2);
+    assert_eq!(result_progress(&mut conn).await, Some(counters.clone()));
+    assert_eq!(
+        lease(&app, item).await,
+        later,
+        "a lease not due was renewed"
+    );
+
+    // The same seq again (other counters): a replay, nothing merged.
+    let again = progress(7);
+    let replay = RunningMilestone {
+        progress: Some(&again),
+        renew_below: far,
+        lease_until: later + time::Duration::hours(1),
+        ..step
+    };
+    let got = record_running_milestone(&mut conn, &replay).await.unwrap();
+    assert_eq!(
+        got.map(|r| (r.predecessor, r.existed, r.inserted)),
+        Some((true, true, false))
+    );
+    assert_eq!(events(&app, item).await, 2);
+    assert_eq!(result_progress(&mut conn).await, Some(counters));
+    assert_eq!(lease(&app, item).await, later, "a replay renewed the lease");
+
+    // Given up on its missing predecessor (seq 5 without 4): recorded anyway.
+    let given_up = RunningMilestone {
+        seq: 5,
+        anyway: true,
+        ..m
+    };
+    let got = record_running_milestone(&mut conn, &given_up)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.map(|r| (r.predecessor, r.existed, r.inserted)),
+        Some((false, false, true))
+    );
+    assert_eq!(events(&app, item).await, 3);
+
+    // Once the run is over, no milestone goes this way.
+    agent.event(&o, 6, finished_ok("{}")).await;
+    app.wait_status(pid, "completed").await;
+    let late = RunningMilestone { seq: 7, ..m };
+    assert_eq!(
+        record_running_milestone(&mut conn, &late).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        events(&app, item).await,
+        4,
+        "Finished recorded, nothing after"
+    );
+}
