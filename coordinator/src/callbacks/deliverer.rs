@@ -246,9 +246,9 @@ async fn claim_and_spawn(
     tasks: &mut JoinSet<()>,
     free: usize,
 ) -> Result<Option<Duration>, sqlx::Error> {
-    let claimed = store::claim(&shared.pool, free, shared.config.lease).await?;
-    let filled = claimed.len() >= free;
-    for row in claimed {
+    let claim = store::claim(&shared.pool, free, shared.config.lease).await?;
+    let filled = claim.rows.len() >= free;
+    for row in claim.rows {
         let span = tracing::info_span!(
             "callback",
             event_id = %row.event_id,
@@ -263,7 +263,7 @@ async fn claim_and_spawn(
     if filled {
         return Ok(Some(Duration::ZERO));
     }
-    store::next_due_in(&shared.pool).await
+    Ok(claim.next_due)
 }
 
 fn log_join(done: Result<(), tokio::task::JoinError>) {

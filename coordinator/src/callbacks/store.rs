@@ -25,6 +25,48 @@ pub(crate) struct Claimed {
     pub age_secs: f64,
 }
 
+/// What one [`claim`] took, and how long until the earliest pending delivery it did not take
+/// is due (zero if overdue; a row leased by a claim comes back when its lease ends), `None`
+/// if nothing else is pending.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub rows: Vec<Claimed>,
+    pub next_due: Option<Duration>,
+}
+
+/// A row of the claim statement: the next due time, with a claimed row if there was one.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    next_due_secs: Option<f64>,
+    id: Option<i64>,
+    event_id: Option<Uuid>,
+    event_type: Option<String>,
+    process_id: Option<Uuid>,
+    queue_item_id: Option<Uuid>,
+    sequence: Option<i64>,
+    url: Option<String>,
+    body: Option<String>,
+    attempts: Option<i32>,
+    age_secs: Option<f64>,
+}
+
+impl ClaimRow {
+    fn claimed(self) -> Option<Claimed> {
+        Some(Claimed {
+            id: self.id?,
+            event_id: self.event_id?,
+            event_type: self.event_type?,
+            process_id: self.process_id,
+            queue_item_id: self.queue_item_id,
+            sequence: self.sequence,
+            url: self.url?,
+            body: self.body?,
+            attempts: self.attempts?,
+            age_secs: self.age_secs?,
+        })
+    }
+}
+
 /// What the delivery row becomes after an attempt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Next {
@@ -93,45 +135,50 @@ pub(crate) async fn insert_many(
 
 /// Claims up to `limit` due deliveries: bumps their attempt counter and pushes
 /// `next_attempt_at` out by `lease`, so a crashed deliverer's rows come back once the lease runs
-/// out. `SKIP LOCKED` lets several replicas claim side by side.
+/// out. `SKIP LOCKED` lets several replicas claim side by side. The same statement says when
+/// the next delivery it did not take is due: one round trip per look, rows or none.
 pub(crate) async fn claim(
     pool: &PgPool,
     limit: usize,
     lease: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> Result<Claim, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    sqlx::query_as::<_, Claimed>(
-        "UPDATE callback_deliveries AS d \
-         SET attempts = d.attempts + 1, \
-             next_attempt_at = now() + $2::bigint * interval '1 millisecond' \
-         FROM ( \
+    let rows = sqlx::query_as::<_, ClaimRow>(
+        "WITH due AS ( \
              SELECT id FROM callback_deliveries \
              WHERE state = 'pending' AND next_attempt_at <= now() \
              ORDER BY next_attempt_at \
              LIMIT $1 \
-             FOR UPDATE SKIP LOCKED \
-         ) AS due \
-         WHERE d.id = due.id \
-         RETURNING d.id, d.event_id, d.event_type, d.process_id, d.queue_item_id, d.sequence, \
-                   d.url, d.body, d.attempts, \
-                   EXTRACT(EPOCH FROM (now() - d.created_at))::float8 AS age_secs",
+             FOR UPDATE SKIP LOCKED), \
+         c AS ( \
+             UPDATE callback_deliveries AS d \
+             SET attempts = d.attempts + 1, \
+                 next_attempt_at = now() + $2::bigint * interval '1 millisecond' \
+             FROM due \
+             WHERE d.id = due.id \
+             RETURNING d.id, d.event_id, d.event_type, d.process_id, d.queue_item_id, \
+                       d.sequence, d.url, d.body, d.attempts, \
+                       EXTRACT(EPOCH FROM (now() - d.created_at))::float8 AS age_secs), \
+         n AS ( \
+             SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now()))::float8 AS next_due_secs \
+             FROM callback_deliveries \
+             WHERE state = 'pending' AND id NOT IN (SELECT id FROM due)) \
+         SELECT n.next_due_secs, c.* FROM n LEFT JOIN c ON true",
     )
     .bind(limit)
     .bind(millis(lease))
     .fetch_all(pool)
-    .await
+    .await?;
+    let next_due = due_in(rows.first().and_then(|r| r.next_due_secs));
+    Ok(Claim {
+        rows: rows.into_iter().filter_map(ClaimRow::claimed).collect(),
+        next_due,
+    })
 }
 
-/// How long until the earliest pending delivery is due (zero if overdue), `None` if there is
-/// nothing pending.
-pub(crate) async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
-    let secs: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now()))::float8 \
-         FROM callback_deliveries WHERE state = 'pending'",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(secs.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)))
+/// Seconds until due (overdue: zero or less) as a wait; `None` stays "nothing pending".
+fn due_in(secs: Option<f64>) -> Option<Duration> {
+    secs.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 /// One attempt to record: which claim it was, how it went and what the row becomes.
@@ -312,4 +359,75 @@ pub async fn attempts<'e>(
     .bind(delivery_id)
     .fetch_all(executor)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pending delivery due `in_secs` from now (negative: overdue).
+    async fn pending(pool: &PgPool, in_secs: i64) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO callback_deliveries (event_id, event_type, url, body, next_attempt_at) \
+             VALUES ($1, 'process.updated', 'http://127.0.0.1:9/cb', '{}', \
+                     now() + $2 * interval '1 second') RETURNING id",
+        )
+        .bind(Uuid::new_v4())
+        .bind(in_secs)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_claim_says_when_the_next_delivery_it_did_not_take_is_due() {
+        let db = phonefarm_testkit::TestDb::create().await;
+        let pool = crate::db::connect(&db.url).await.unwrap();
+        crate::db::MIGRATOR.run(&pool).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let ids = |c: &Claim| c.rows.iter().map(|r| r.id).collect::<Vec<_>>();
+
+        // Nothing pending at all.
+        let got = claim(&pool, 5, lease).await.unwrap();
+        assert!(got.rows.is_empty());
+        assert_eq!(got.next_due, None);
+
+        let first = pending(&pool, -20).await;
+        let second = pending(&pool, -10).await;
+        pending(&pool, 3600).await;
+
+        // The oldest due one; the next (overdue) is due at once.
+        let got = claim(&pool, 1, lease).await.unwrap();
+        assert_eq!(ids(&got), [first]);
+        assert_eq!(got.rows[0].attempts, 1);
+        assert_eq!(got.next_due, Some(Duration::ZERO));
+
+        // The rest that is due; the next is the end of the first claim's lease (a leased row
+        // comes back then), not this claim's own row, whose old time is overdue.
+        let got = claim(&pool, 5, lease).await.unwrap();
+        assert_eq!(ids(&got), [second]);
+        let next = got.next_due.unwrap();
+        assert!(next > Duration::from_secs(50) && next <= lease, "{next:?}");
+
+        // Nothing due: no rows, and the next is still a lease's end.
+        let got = claim(&pool, 5, lease).await.unwrap();
+        assert!(got.rows.is_empty());
+        let next = got.next_due.unwrap();
+        assert!(next > Duration::from_secs(50) && next <= lease, "{next:?}");
+
+        // Once the leased rows are delivered, the next is the one in an hour.
+        sqlx::query("UPDATE callback_deliveries SET state = 'delivered' WHERE id = ANY($1)")
+            .bind([first, second])
+            .execute(&pool)
+            .await
+            .unwrap();
+        let got = claim(&pool, 5, lease).await.unwrap();
+        assert!(got.rows.is_empty());
+        let next = got.next_due.unwrap();
+        assert!(
+            next > Duration::from_secs(3500) && next <= Duration::from_secs(3600),
+            "{next:?}"
+        );
+        pool.close().await;
+    }
 }
