@@ -210,17 +210,19 @@ pub async fn apply_event(
         order == Order::GiveUp,
     )
     .await?;
-    if !rec.inserted {
-        if !rec.predecessor && !rec.existed && order == Order::Wait {
-            // Ahead of its predecessor: it only proves the run is alive.
-            if matches!(state, ItemState::Claimed | ItemState::Executing) && renew_due {
-                db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
-            }
+    let applied = recorded(agent_id, seq, rec);
+    if applied != Applied::Recorded {
+        // Ahead of its predecessor, an event only proves the run is alive; a replay does
+        // nothing.
+        if applied == Applied::Early
+            && matches!(state, ItemState::Claimed | ItemState::Executing)
+            && renew_due
+        {
+            db::dispatch::renew(&mut tx, item.queue_item_id, lease_until).await?;
         }
         tx.commit().await?;
-        return Ok((recorded(agent_id, seq, rec), wake));
+        return Ok((applied, wake));
     }
-    recorded(agent_id, seq, rec);
     let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
     match &ev.kind {
         EventKind::Finished {
@@ -304,7 +306,7 @@ pub async fn apply_event(
         tracing::info!(agent_id, from = %state, to = %next, "queue item state");
     }
     tx.commit().await?;
-    Ok((Applied::Recorded, wake))
+    Ok((applied, wake))
 }
 
 /// What recording an event came to ([`Applied::Recorded`], `Early` or `Replay`), logged and

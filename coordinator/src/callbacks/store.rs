@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow as _, PgConnection, PgPool, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,39 +32,6 @@ pub(crate) struct Claimed {
 pub(crate) struct Claim {
     pub rows: Vec<Claimed>,
     pub next_due: Option<Duration>,
-}
-
-/// A row of the claim statement: the next due time, with a claimed row if there was one.
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    next_due_secs: Option<f64>,
-    id: Option<i64>,
-    event_id: Option<Uuid>,
-    event_type: Option<String>,
-    process_id: Option<Uuid>,
-    queue_item_id: Option<Uuid>,
-    sequence: Option<i64>,
-    url: Option<String>,
-    body: Option<String>,
-    attempts: Option<i32>,
-    age_secs: Option<f64>,
-}
-
-impl ClaimRow {
-    fn claimed(self) -> Option<Claimed> {
-        Some(Claimed {
-            id: self.id?,
-            event_id: self.event_id?,
-            event_type: self.event_type?,
-            process_id: self.process_id,
-            queue_item_id: self.queue_item_id,
-            sequence: self.sequence,
-            url: self.url?,
-            body: self.body?,
-            attempts: self.attempts?,
-            age_secs: self.age_secs?,
-        })
-    }
 }
 
 /// What the delivery row becomes after an attempt.
@@ -143,7 +110,9 @@ pub(crate) async fn claim(
     lease: Duration,
 ) -> Result<Claim, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = sqlx::query_as::<_, ClaimRow>(
+    // One row per claimed delivery, each with the next due time; a single row with the next
+    // due time and NULLs when nothing was claimed.
+    let rows = sqlx::query(
         "WITH due AS ( \
              SELECT id FROM callback_deliveries \
              WHERE state = 'pending' AND next_attempt_at <= now() \
@@ -169,9 +138,18 @@ pub(crate) async fn claim(
     .bind(millis(lease))
     .fetch_all(pool)
     .await?;
-    let next_due = due_in(rows.first().and_then(|r| r.next_due_secs));
+    let next_due = match rows.first() {
+        Some(row) => due_in(row.try_get("next_due_secs")?),
+        None => None,
+    };
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("id")?.is_some() {
+            claimed.push(Claimed::from_row(row)?);
+        }
+    }
     Ok(Claim {
-        rows: rows.into_iter().filter_map(ClaimRow::claimed).collect(),
+        rows: claimed,
         next_due,
     })
 }

@@ -27,6 +27,30 @@ pub struct Recorded {
     pub inserted: bool,
 }
 
+/// The CTEs `f` and `i` of recording an agent event ($1 item, $2 attempt, $3 seq, $4 kind, $5 at,
+/// $6 payload, $7 anyway): `f` says whether the predecessor (seq - 1) and the event itself are
+/// recorded, reading from `$from` (`""`, or a CTE that yields a row only when the event may be
+/// recorded at all); `i` inserts the event if its predecessor is there (or `anyway`) and it is
+/// not. Shared by [`record_agent_event`] and [`record_running_milestone`].
+macro_rules! record_ctes {
+    ($from:literal) => {
+        concat!(
+            "f AS ( \
+               SELECT $3 <= 1 OR EXISTS (SELECT 1 FROM queue_item_events \
+                                         WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3 - 1) \
+                        AS predecessor, \
+                      EXISTS (SELECT 1 FROM queue_item_events \
+                              WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3) AS existed ",
+            $from,
+            "), \
+             i AS ( \
+               INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
+               SELECT $1, $2, $3, $4, $5, $6 FROM f WHERE (f.predecessor OR $7) AND NOT f.existed \
+               ON CONFLICT (queue_item_id, attempt, seq) DO NOTHING RETURNING 1)"
+        )
+    };
+}
+
 /// Records an agent event if its predecessor is recorded (or `anyway`), in one statement that
 /// also says whether the predecessor and the event itself were there. A replay inserts
 /// nothing (unique `(item, attempt, seq)`).
@@ -41,19 +65,11 @@ pub async fn record_agent_event(
     payload: &Value,
     anyway: bool,
 ) -> Result<Recorded, sqlx::Error> {
-    sqlx::query_as(
-        "WITH f AS ( \
-           SELECT $3 <= 1 OR EXISTS (SELECT 1 FROM queue_item_events \
-                                     WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3 - 1) \
-                    AS predecessor, \
-                  EXISTS (SELECT 1 FROM queue_item_events \
-                          WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3) AS existed), \
-         i AS ( \
-           INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
-           SELECT $1, $2, $3, $4, $5, $6 FROM f WHERE (f.predecessor OR $7) AND NOT f.existed \
-           ON CONFLICT (queue_item_id, attempt, seq) DO NOTHING RETURNING 1) \
-         SELECT f.predecessor, f.existed, EXISTS (SELECT 1 FROM i) AS inserted FROM f",
-    )
+    sqlx::query_as(concat!(
+        "WITH ",
+        record_ctes!(""),
+        " SELECT f.predecessor, f.existed, EXISTS (SELECT 1 FROM i) AS inserted FROM f"
+    ))
     .bind(queue_item_id)
     .bind(attempt)
     .bind(seq)
@@ -99,22 +115,13 @@ pub async fn record_running_milestone(
     conn: &mut PgConnection,
     m: &RunningMilestone<'_>,
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "WITH it AS ( \
            SELECT queue_item_id FROM queue_items \
            WHERE queue_item_id = $1 AND state = 'EXECUTING' AND attempt = $2 AND agent_id = $8 \
-           FOR UPDATE), \
-         f AS ( \
-           SELECT $3 <= 1 OR EXISTS (SELECT 1 FROM queue_item_events \
-                                     WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3 - 1) \
-                    AS predecessor, \
-                  EXISTS (SELECT 1 FROM queue_item_events \
-                          WHERE queue_item_id = $1 AND attempt = $2 AND seq = $3) AS existed \
-           FROM it), \
-         i AS ( \
-           INSERT INTO queue_item_events (queue_item_id, attempt, seq, kind, at, payload) \
-           SELECT $1, $2, $3, $4, $5, $6 FROM f WHERE (f.predecessor OR $7) AND NOT f.existed \
-           ON CONFLICT (queue_item_id, attempt, seq) DO NOTHING RETURNING 1), \
+           FOR UPDATE), ",
+        record_ctes!("FROM it"),
+        ", \
          r AS ( \
            SELECT f.predecessor, f.existed, EXISTS (SELECT 1 FROM i) AS inserted FROM f), \
          u AS ( \
@@ -131,8 +138,8 @@ pub async fn record_running_milestone(
                   OR ((r.inserted OR NOT (r.predecessor OR r.existed)) \
                       AND (q.lease_expires_at IS NULL OR q.lease_expires_at < $9))) \
            RETURNING 1) \
-         SELECT predecessor, existed, inserted FROM r",
-    )
+         SELECT predecessor, existed, inserted FROM r"
+    ))
     .bind(m.queue_item_id)
     .bind(m.attempt)
     .bind(m.seq)

@@ -5,23 +5,13 @@ use serde_json::json;
 use crate::support::*;
 
 async fn updated_at(app: &BusApp, phone: &str) -> time::OffsetDateTime {
-    let (t,): (time::OffsetDateTime,) =
-        sqlx::query_as("SELECT updated_at FROM phones WHERE phone_id = $1")
-            .bind(phone)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    t
+    app.scalar("SELECT updated_at FROM phones WHERE phone_id = $1", phone)
+        .await
 }
 
 async fn agent_updated_at(app: &BusApp, agent: &str) -> time::OffsetDateTime {
-    let (t,): (time::OffsetDateTime,) =
-        sqlx::query_as("SELECT updated_at FROM agents WHERE agent_id = $1")
-            .bind(agent)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    t
+    app.scalar("SELECT updated_at FROM agents WHERE agent_id = $1", agent)
+        .await
 }
 
 #[tokio::test]

@@ -6,23 +6,16 @@ use serde_json::json;
 use crate::support::*;
 
 async fn version(app: &BusApp, pid: uuid::Uuid) -> i64 {
-    let (v,): (i64,) = sqlx::query_as("SELECT version FROM processes WHERE process_id = $1")
-        .bind(pid)
-        .fetch_one(&app.db.pool)
+    app.scalar("SELECT version FROM processes WHERE process_id = $1", pid)
         .await
-        .unwrap();
-    v
 }
 
 async fn events(app: &BusApp, item: uuid::Uuid) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(
+    app.scalar(
         "SELECT count(*) FROM queue_item_events WHERE queue_item_id = $1 AND attempt > 0",
+        item,
     )
-    .bind(item)
-    .fetch_one(&app.db.pool)
     .await
-    .unwrap();
-    n
 }
 
 /// An agent `rack-1` with phone `P1` (bound to `acc-1`), a queued process for it with
@@ -259,13 +252,11 @@ async fn group_fan_out_with_one_failure_is_failed_terminal_with_partial_progress
 }
 
 async fn lease(app: &BusApp, item: uuid::Uuid) -> time::OffsetDateTime {
-    let (t,): (time::OffsetDateTime,) =
-        sqlx::query_as("SELECT lease_expires_at FROM queue_items WHERE queue_item_id = $1")
-            .bind(item)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    t
+    app.scalar(
+        "SELECT lease_expires_at FROM queue_items WHERE queue_item_id = $1",
+        item,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -334,14 +325,16 @@ async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
         progress: None,
     };
     let progress = |n: i64| json!({"videos": n});
-    let result_progress = async |conn: &mut sqlx::PgConnection| {
-        let (v,): (Option<serde_json::Value>,) =
-            sqlx::query_as("SELECT result -> 'progress' FROM queue_items WHERE queue_item_id = $1")
-                .bind(item)
-                .fetch_one(conn)
-                .await
-                .unwrap();
-        v
+    let result_progress = async || -> Option<serde_json::Value> {
+        app.scalar(
+            "SELECT result -> 'progress' FROM queue_items WHERE queue_item_id = $1",
+            item,
+        )
+        .await
+    };
+    // What the statement said: (predecessor recorded, event recorded before, inserted now).
+    let flags = |got: Option<phonefarm_coordinator::db::item_events::Recorded>| {
+        got.map(|r| (r.predecessor, r.existed, r.inserted))
     };
 
     // Another agent's, or another attempt's: not this path's, and nothing changes.
@@ -368,10 +361,7 @@ async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
         ..m
     };
     let got = record_running_milestone(&mut conn, &early).await.unwrap();
-    assert_eq!(
-        got.map(|r| (r.predecessor, r.existed, r.inserted)),
-        Some((false, false, false))
-    );
+    assert_eq!(flags(got), Some((false, false, false)));
     assert_eq!(events(&app, item).await, 1);
     assert_eq!(lease(&app, item).await, later, "due lease not renewed");
     assert!(later > before);
@@ -385,12 +375,9 @@ async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
         ..m
     };
     let got = record_running_milestone(&mut conn, &step).await.unwrap();
-    assert_eq!(
-        got.map(|r| (r.predecessor, r.existed, r.inserted)),
-        Some((true, false, true))
-    );
+    assert_eq!(flags(got), Some((true, false, true)));
     assert_eq!(events(&app, item).await, 2);
-    assert_eq!(result_progress(&mut conn).await, Some(counters.clone()));
+    assert_eq!(result_progress().await, Some(counters.clone()));
     assert_eq!(
         lease(&app, item).await,
         later,
@@ -406,12 +393,9 @@ async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
         ..step
     };
     let got = record_running_milestone(&mut conn, &replay).await.unwrap();
-    assert_eq!(
-        got.map(|r| (r.predecessor, r.existed, r.inserted)),
-        Some((true, true, false))
-    );
+    assert_eq!(flags(got), Some((true, true, false)));
     assert_eq!(events(&app, item).await, 2);
-    assert_eq!(result_progress(&mut conn).await, Some(counters));
+    assert_eq!(result_progress().await, Some(counters));
     assert_eq!(lease(&app, item).await, later, "a replay renewed the lease");
 
     // Given up on its missing predecessor (seq 5 without 4): recorded anyway.
@@ -423,10 +407,7 @@ async fn a_running_milestone_is_applied_in_one_statement_only_on_its_own_run() {
     let got = record_running_milestone(&mut conn, &given_up)
         .await
         .unwrap();
-    assert_eq!(
-        got.map(|r| (r.predecessor, r.existed, r.inserted)),
-        Some((false, false, true))
-    );
+    assert_eq!(flags(got), Some((false, false, true)));
     assert_eq!(events(&app, item).await, 3);
 
     // Once the run is over, no milestone goes this way.

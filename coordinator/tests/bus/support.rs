@@ -299,15 +299,23 @@ impl BusApp {
         }
     }
 
+    /// The one value `sql` selects with `arg` bound to `$1` (a test's view of a column).
+    pub async fn scalar<T, A>(&self, sql: &'static str, arg: A) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     /// The state of a queue item.
     pub async fn item_state(&self, id: Uuid) -> String {
-        let (s,): (String,) =
-            sqlx::query_as("SELECT state FROM queue_items WHERE queue_item_id = $1")
-                .bind(id)
-                .fetch_one(&self.db.pool)
-                .await
-                .unwrap();
-        s
+        self.scalar("SELECT state FROM queue_items WHERE queue_item_id = $1", id)
+            .await
     }
 
     /// Waits until the ingester (the `coordinator` consumer) has been delivered the event
