@@ -119,10 +119,10 @@ struct CpuSampler {
     stop: Arc<AtomicBool>,
 }
 
-/// CPU of one burst's window: host CPU seconds, and cores busy on average.
+/// CPU of one burst's window: its length, and cores busy on average.
 #[derive(Clone, Copy)]
 struct Cpu {
-    host_s: f64,
+    window_s: f64,
     host: f64,
     this: f64,
     agents: f64,
@@ -158,16 +158,16 @@ impl CpuSampler {
     }
 
     /// CPU of the window `(from, to)` (wall ms), from the samples around it: cores busy on
-    /// average for the host, this process and the agents, and the host's CPU seconds over the
-    /// window itself (its mean cores busy times its length: the samples span up to 25 ms more
-    /// on each side).
+    /// average for the host, this process and the agents. The host's CPU over the window is
+    /// its cores busy times the window's length, not the samples' span (up to 25 ms more on
+    /// each side).
     fn cores(&self, (from, to): (f64, f64)) -> Option<Cpu> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let a = samples.iter().rev().find(|s| s.at <= from)?;
         let b = samples.iter().find(|s| s.at >= to)?;
         let secs = (b.at - a.at) / 1e3;
         Some(Cpu {
-            host_s: (b.host_busy_s - a.host_busy_s) / secs * (to - from) / 1e3,
+            window_s: (to - from) / 1e3,
             host: (b.host_busy_s - a.host_busy_s) / secs,
             this: (b.this_s - a.this_s) / secs,
             agents: (b.agents_s - a.agents_s) / secs,
@@ -392,7 +392,7 @@ async fn run() -> anyhow::Result<()> {
         // Whatever runs while a burst is admitted has to fit the target's window.
         println!(
             "{} (mean of bursts)",
-            cpu_budget_line(mean(|c| c.host_s), n, cores, 50.0)
+            cpu_budget_line(mean(|c| c.host * c.window_s), n, cores, 50.0)
         );
     }
     println!(
