@@ -3,10 +3,10 @@
 //! ```text
 //! PF_WORK agent-<id> --> work handler --> runner (journal order, Accepted) --ack-->
 //!                                            \--> run task per phone --> events --> journal --> publisher --> pf.evt.<id>.run
-//!                                                       \--> failed run's evidence --> spool (disk) --> uploader --> object store pf_evidence
+//!                                                       \--> failed run's evidence --> spool (disk) --> uploader --> object store pf_evidence_<id>
 //! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard)
 //! fleet (phones, probes) --> inventory reporter --> pf.evt.<id>.inventory ; presence --> KV pf_agents
-//! KV pf_flows --> pack watcher --> PackStore (next run)
+//! KV pf_flows --> pack watcher (signed by a trusted key?) --> PackStore (next run) ; pack reports --> pf.evt.<id>.packs
 //! ```
 //!
 //! Start it with [`run`]`(config, shutdown)`; cancel `shutdown` (e.g. on SIGTERM) to stop.
@@ -31,10 +31,10 @@ use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
 use crate::uplink::consumer::{PullOptions, consume};
 use crate::uplink::evidence::{EvidenceSpool, EvidenceStore, UploaderOptions, run_uploader};
 use crate::uplink::journal::{Journal, JournalError};
-use crate::uplink::packs::{PackBook, run_pack_watcher};
+use crate::uplink::packs::{PackBook, PackTrust, run_pack_reports, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
-use crate::uplink::{self, NatsAuth};
+use crate::uplink::{self, NatsAuth, NatsTls};
 use crate::usb::rusb_io::Discovery;
 
 /// Work orders in hand at once: pulled together and handled concurrently, so the runner admits
@@ -55,6 +55,10 @@ pub struct DaemonConfig {
     pub nats_url: String,
     /// NATS credentials (user/password, nkey seed or `.creds` file).
     pub nats_auth: NatsAuth,
+    /// TLS towards NATS (a CA, a client certificate).
+    pub nats_tls: NatsTls,
+    /// The publisher keys whose flow packs from KV `pf_flows` are applied (empty: none).
+    pub pack_trust: PackTrust,
     /// Durable state: the ADB host key (`adbkey`, `adbkey.pub`) and the journal
     /// (`journal/orders`, `journal/events`, `journal/evidence`). Must survive restarts.
     pub state_dir: PathBuf,
@@ -110,6 +114,8 @@ impl DaemonConfig {
             agent_id: agent_id.into(),
             nats_url: nats_url.into(),
             nats_auth: NatsAuth::None,
+            nats_tls: NatsTls::default(),
+            pack_trust: PackTrust::default(),
             state_dir,
             tcp: Vec::new(),
             usb: false,
@@ -159,9 +165,25 @@ pub struct RunArgs {
     /// NATS nkey seed (instead of user/password).
     #[arg(long, env = "PHONEFARM_NATS_NKEY_SEED", hide_env_values = true)]
     pub nats_nkey_seed: Option<String>,
-    /// NATS .creds file (instead of user/password).
+    /// NATS .creds file (instead of user/password), from `phonefarm-coordinator agent enroll`.
     #[arg(long, env = "PHONEFARM_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// PEM CA certificate(s) the NATS servers' certificates chain to (implies TLS).
+    #[arg(long, env = "PHONEFARM_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate, for NATS servers that verify clients (with --nats-client-key).
+    #[arg(long, env = "PHONEFARM_NATS_CLIENT_CERT", requires = "nats_client_key")]
+    pub nats_client_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, env = "PHONEFARM_NATS_CLIENT_KEY", requires = "nats_client_cert")]
+    pub nats_client_key: Option<PathBuf>,
+    /// Require TLS even without --nats-ca (servers with publicly trusted certificates).
+    #[arg(long, env = "PHONEFARM_NATS_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub nats_tls: bool,
+    /// The flow-pack publisher keys to trust, one `ed25519:<base64>` per line; packs from KV
+    /// signed by any other key (or unsigned) are refused. Without it, none from KV apply.
+    #[arg(long, env = "PHONEFARM_FLOWPACK_TRUST")]
+    pub flowpack_trust: Option<PathBuf>,
     /// Open USB phones (true/false).
     #[arg(long, env = "PHONEFARM_USB", default_value_t = true, action = clap::ArgAction::Set)]
     pub usb: bool,
@@ -199,6 +221,14 @@ impl RunArgs {
             self.nats_nkey_seed,
             self.nats_creds,
         )?;
+        c.nats_tls = NatsTls {
+            ca: self.nats_ca,
+            client_cert: self.nats_client_cert.zip(self.nats_client_key),
+            required: self.nats_tls,
+        };
+        if let Some(path) = &self.flowpack_trust {
+            c.pack_trust = PackTrust::load(path)?;
+        }
         c.tcp = tcp;
         c.usb = self.usb;
         c.flow_packs_dir = self.flow_packs;
@@ -273,9 +303,15 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     let spool = EvidenceSpool::open(&journal_dir)
         .with_context(|| format!("evidence spool in {}", journal_dir.display()))?;
     let started_at = uplink::now_ms();
-    tracing::info!(%agent_id, nats = %config.nats_url, phones = config.tcp.len(), usb = config.usb, "agent starting");
+    tracing::info!(%agent_id, nats = %phonefarm_shared::redact_url(&config.nats_url), phones = config.tcp.len(), usb = config.usb, "agent starting");
 
-    let conn = uplink::connect(&config.nats_url, &agent_id, &config.nats_auth).await?;
+    let conn = uplink::connect(
+        &config.nats_url,
+        &agent_id,
+        &config.nats_auth,
+        &config.nats_tls,
+    )
+    .await?;
     let client = conn.client.clone();
     let js = uplink::jetstream(client.clone());
     let inner = shutdown.child_token();
@@ -311,17 +347,33 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
     );
 
     let packs = Arc::new(PackStore::new(local_packs.clone()));
+    let book = PackBook::new(&local_packs);
+    let (reports, reported) = tokio::sync::watch::channel(book.report());
     tasks.spawn(run_pack_watcher(
         js.clone(),
         agent_id.clone(),
-        PackBook::new(&local_packs),
+        book,
+        config.pack_trust.clone(),
         packs.clone(),
+        reports,
+        inner.clone(),
+    ));
+    tasks.spawn(run_pack_reports(
+        js.clone(),
+        agent_id.clone(),
+        started_at,
+        reported,
+        conn.connects.clone(),
         inner.clone(),
     ));
 
     tasks.spawn(run_uploader(
         spool.clone(),
-        Arc::new(EvidenceStore::new(js.clone(), config.evidence_timeout)),
+        Arc::new(EvidenceStore::new(
+            js.clone(),
+            &agent_id,
+            config.evidence_timeout,
+        )),
         UploaderOptions {
             min_backoff: config.publisher.min_backoff,
             max_backoff: config.publisher.max_backoff,

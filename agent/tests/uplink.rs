@@ -14,13 +14,14 @@ use phonefarm_agent::daemon::{self, DaemonConfig};
 use phonefarm_agent::uplink::consumer::PullOptions;
 use phonefarm_agent::uplink::evidence::EvidenceSpool;
 use phonefarm_agent::uplink::journal::JournalView;
+use phonefarm_agent::uplink::packs::PackTrust;
 use phonefarm_agent::uplink::publisher::PublisherOptions;
 use phonefarm_flows::UiConfig;
 use phonefarm_phonemodel::AccountState;
 use phonefarm_phonesim::{Sim, SimConfig};
 use phonefarm_shared::{
-    AgentEvent, CancelMode, Capability, Control, EventKind, Inventory, Outcome, Presence,
-    WorkOrder, subjects,
+    AgentEvent, CancelMode, Capability, Control, EventKind, Inventory, Outcome, PackReport,
+    Presence, WorkOrder, subjects,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -163,12 +164,10 @@ async fn bootstrap(js: &jetstream::Context, agent_id: &str, with_events: bool) {
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
+    let evidence = subjects::evidence_bucket(agent_id);
     let obj = stream::Config {
-        name: format!("OBJ_{}", subjects::EVIDENCE_BUCKET),
-        subjects: vec![
-            format!("$O.{}.C.>", subjects::EVIDENCE_BUCKET),
-            format!("$O.{}.M.>", subjects::EVIDENCE_BUCKET),
-        ],
+        name: subjects::object_stream(&evidence),
+        subjects: vec![format!("$O.{evidence}.C.>"), format!("$O.{evidence}.M.>")],
         discard: stream::DiscardPolicy::New,
         allow_rollup: true,
         allow_direct: true,
@@ -821,12 +820,12 @@ async fn a_banned_account_fails_non_retryably_with_evidence() {
     );
     let store = env
         .js
-        .get_object_store(subjects::EVIDENCE_BUCKET)
+        .get_object_store(subjects::evidence_bucket(agent))
         .await
         .expect("evidence store");
     for (object, kind) in &objects {
         assert!(
-            object.starts_with(&format!("{}/{}/", o.queue_item_id, o.attempt)),
+            object.starts_with(&format!("{agent}/{}/{}/", o.queue_item_id, o.attempt)),
             "{object}"
         );
         // Uploaded from the agent's evidence spool, right after it was announced.
@@ -909,7 +908,7 @@ async fn evidence_of_a_failure_during_a_nats_outage_is_kept_and_uploaded_when_na
     );
     let store = env
         .js
-        .get_object_store(subjects::EVIDENCE_BUCKET)
+        .get_object_store(subjects::evidence_bucket(agent))
         .await
         .expect("evidence store");
     for (object, kind) in &objects {
@@ -1014,18 +1013,80 @@ async fn presence_and_inventory_report_the_phones_and_their_changes() {
     daemon.stop().await;
 }
 
+/// A `SignedPack` of `toml` under `key`, signed by `signer`.
+fn signed(signer: &ed25519_dalek::SigningKey, key: &str, toml: &str) -> bytes::Bytes {
+    use ed25519_dalek::Signer as _;
+    let sig = signer.sign(&phonefarm_shared::pack_signing_input(key, toml));
+    phonefarm_shared::encode(&phonefarm_shared::SignedPack {
+        toml: toml.into(),
+        signer: signer.verifying_key().as_bytes().to_vec(),
+        signature: sig.to_bytes().to_vec(),
+    })
+    .into()
+}
+
+/// The publisher key the agents of these tests trust.
+fn publisher() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+}
+
+fn trusting_publisher() -> PackTrust {
+    PackTrust::new(vec![publisher().verifying_key()])
+}
+
+/// The latest pack report of `agent` that `pred` accepts.
+async fn pack_report(
+    js: &jetstream::Context,
+    agent: &str,
+    what: &str,
+    pred: impl Fn(&PackReport) -> bool,
+) -> PackReport {
+    wait_for(what, Duration::from_secs(30), async || {
+        let reports = stored(js, &subjects::pack_reports(agent)).await?;
+        let (_, last) = reports.last()?;
+        let r: PackReport = phonefarm_shared::decode(last).ok()?;
+        pred(&r).then_some(r)
+    })
+    .await
+}
+
+fn runs(r: &PackReport, name: &str, revision: u32) -> bool {
+    r.running
+        .iter()
+        .any(|p| p.name == name && p.revision == revision && p.kv.is_some())
+}
+
+/// Runs a short warm-up on `phone`: its outcome.
+async fn run_once(js: &jetstream::Context, agent: &str, phone: &str) -> Outcome {
+    let o = order(phone, short_warmup());
+    publish_order(js, agent, &o).await;
+    let events = wait_finished(js, agent, o.queue_item_id, Duration::from_secs(60)).await;
+    finished(&events).expect("finished").0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flow_packs_from_kv_apply_to_the_next_run_and_bad_ones_are_ignored() {
+async fn only_signed_flow_packs_apply_and_refused_ones_are_reported() {
     let agent = "rack-g";
     let env = env(agent, true).await;
     let phone = sim("SIMG1").await;
     let mut cfg = config(agent, &env.nats.url(), &env.state, &[&phone]);
     cfg.flow_packs_dir = None;
+    cfg.pack_trust = trusting_publisher();
     let daemon = Agent::start(cfg);
     let kv = env.js.get_key_value(subjects::FLOWS_BUCKET).await.unwrap();
-    kv.put("broken", "[pack]\nname = 1\n".into()).await.unwrap();
+    let v1 = std::fs::read_to_string(packs_dir().join("tiktok-32.toml")).unwrap();
+    assert!(v1.contains("revision = 1"));
+    let rev = |n: u32| v1.replace("revision = 1", &format!("revision = {n}"));
 
-    // No pack for the installed app yet: the run fails for want of one.
+    // Unsigned: refused and reported; with no pack for the app the run fails for want of one.
+    kv.put("tiktok-32", v1.clone().into()).await.unwrap();
+    let r = pack_report(&env.js, agent, "the unsigned pack reported", |r| {
+        r.rejected
+            .iter()
+            .any(|x| x.key == "tiktok-32" && x.reason == "unsigned")
+    })
+    .await;
+    assert!(r.running.is_empty(), "{r:?}");
     let first = order("SIMG1", short_warmup());
     publish_order(&env.js, agent, &first).await;
     let events = wait_finished(&env.js, agent, first.queue_item_id, Duration::from_secs(60)).await;
@@ -1034,22 +1095,55 @@ async fn flow_packs_from_kv_apply_to_the_next_run_and_bad_ones_are_ignored() {
     let code = error.unwrap().code;
     assert!(code.starts_with("flow_pack:no_pack"), "{code}");
 
-    let toml = std::fs::read_to_string(packs_dir().join("tiktok-32.toml")).unwrap();
-    kv.put("tiktok-32", toml.into()).await.unwrap();
-    // The watcher applies it shortly; retry the run until it has (each run is a new item).
-    let done = wait_for(
-        "a run with the KV pack",
-        Duration::from_secs(90),
-        async || {
-            let o = order("SIMG1", short_warmup());
-            publish_order(&env.js, agent, &o).await;
-            let evs = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
-            let (outcome, ..) = finished(&evs)?;
-            (outcome == Outcome::Completed).then_some(evs)
-        },
-    )
+    // Signed by the trusted key: applied at the next run.
+    kv.put("tiktok-32", signed(&publisher(), "tiktok-32", &rev(2)))
+        .await
+        .unwrap();
+    pack_report(&env.js, agent, "revision 2 running", |r| {
+        runs(r, "tiktok-32", 2) && r.rejected.is_empty()
+    })
     .await;
-    assert_complete_sequence(&done);
+    assert_eq!(run_once(&env.js, agent, "SIMG1").await, Outcome::Completed);
+
+    // Signed by another key, or unsigned: refused with who signed and why; revision 2 stays.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    kv.put("tiktok-32", signed(&stranger, "tiktok-32", &rev(3)))
+        .await
+        .unwrap();
+    let r = pack_report(&env.js, agent, "the stranger's pack refused", |r| {
+        r.rejected
+            .iter()
+            .any(|x| x.key == "tiktok-32" && x.reason == "untrusted_signer")
+    })
+    .await;
+    assert!(runs(&r, "tiktok-32", 2), "the current pack is kept: {r:?}");
+    let who = &r.rejected[0].signer;
+    assert_eq!(
+        who.as_deref(),
+        Some(phonefarm_agent::uplink::packs::key_text(&stranger.verifying_key()).as_str())
+    );
+    assert_eq!(run_once(&env.js, agent, "SIMG1").await, Outcome::Completed);
+
+    // A good signature of another key's text does not verify for this key.
+    kv.put("tiktok-32", signed(&publisher(), "tiktok-33", &rev(4)))
+        .await
+        .unwrap();
+    pack_report(&env.js, agent, "the misplaced signature refused", |r| {
+        r.rejected
+            .iter()
+            .any(|x| x.key == "tiktok-32" && x.reason == "bad_signature")
+            && runs(r, "tiktok-32", 2)
+    })
+    .await;
+
+    kv.put("tiktok-32", signed(&publisher(), "tiktok-32", &rev(5)))
+        .await
+        .unwrap();
+    pack_report(&env.js, agent, "revision 5 running", |r| {
+        runs(r, "tiktok-32", 5) && r.rejected.is_empty()
+    })
+    .await;
+    assert_eq!(run_once(&env.js, agent, "SIMG1").await, Outcome::Completed);
     daemon.stop().await;
 }
 
@@ -1253,7 +1347,10 @@ async fn the_agent_works_with_the_least_privilege_permissions() {
     bootstrap(&js, agent, true).await;
     let toml = std::fs::read_to_string(packs_dir().join("tiktok-32.toml")).unwrap();
     let flows = js.get_key_value(subjects::FLOWS_BUCKET).await.unwrap();
-    flows.put("tiktok-32", toml.into()).await.unwrap();
+    flows
+        .put("tiktok-32", signed(&publisher(), "tiktok-32", &toml))
+        .await
+        .unwrap();
 
     let (good, banned) = (sim("SIMK1").await, sim("SIMK2").await);
     banned.phone.lock().unwrap().config_mut().account = AccountState::Banned;
@@ -1264,6 +1361,7 @@ async fn the_agent_works_with_the_least_privilege_permissions() {
         &[&good, &banned],
     );
     cfg.flow_packs_dir = None;
+    cfg.pack_trust = trusting_publisher();
     cfg.nats_auth = phonefarm_agent::uplink::NatsAuth::UserPassword {
         user: agent.into(),
         password: "agent-pw".into(),

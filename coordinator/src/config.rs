@@ -1,6 +1,7 @@
 //! Command line and environment configuration of the coordinator binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
@@ -22,6 +23,12 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Enroll, revoke and list agents (their NATS credentials).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// The NATS trust chain: make it, push the account JWT.
+    #[command(subcommand)]
+    Nats(NatsCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -42,9 +49,12 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "PHONEFARM_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// NATS server URL (used for dispatch to agents).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The NATS trust chain's directory (`nats init`): given, the account JWT (with the
+    /// revocations in force) is pushed to the resolver at start.
+    #[arg(long, env = "PHONEFARM_NATS_AUTH_DIR")]
+    pub nats_auth_dir: Option<PathBuf>,
     /// Serve the API only: no NATS connection, no dispatch (another replica dispatches).
     #[arg(long, env = "PHONEFARM_NO_NATS", default_value_t = false, action = clap::ArgAction::Set)]
     pub no_nats: bool,
@@ -137,4 +147,203 @@ impl Role {
             _ => None,
         }
     }
+}
+
+/// How the coordinator reaches NATS. Credentials are their own options (at most one kind),
+/// never part of the URL; each secret can come from a file instead of the environment.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated (nats:// or tls://), without credentials.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// A NATS .creds file (user JWT and nkey seed), e.g. coordinator.creds from `nats init`.
+    #[arg(long, env = "PHONEFARM_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A NATS token.
+    #[arg(long, env = "PHONEFARM_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<SecretString>,
+    /// A file holding the NATS token.
+    #[arg(long, env = "PHONEFARM_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// A NATS user (with a password).
+    #[arg(long, env = "PHONEFARM_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// The NATS user's password.
+    #[arg(long, env = "PHONEFARM_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<SecretString>,
+    /// A file holding the NATS user's password.
+    #[arg(long, env = "PHONEFARM_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the NATS servers' certificates chain to (implies TLS).
+    #[arg(long, env = "PHONEFARM_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate, for NATS servers that verify clients (with --nats-client-key).
+    #[arg(long, env = "PHONEFARM_NATS_CLIENT_CERT", requires = "nats_client_key")]
+    pub nats_client_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, env = "PHONEFARM_NATS_CLIENT_KEY", requires = "nats_client_cert")]
+    pub nats_client_key: Option<PathBuf>,
+    /// Require TLS even without --nats-ca (servers with publicly trusted certificates).
+    #[arg(long, env = "PHONEFARM_NATS_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub nats_tls: bool,
+}
+
+fn read_secret(path: &std::path::Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(text.to_string()))
+}
+
+impl NatsArgs {
+    /// Without credentials or TLS options.
+    pub fn plain(url: impl Into<String>) -> Self {
+        Self {
+            nats_url: url.into(),
+            nats_creds: None,
+            nats_token: None,
+            nats_token_file: None,
+            nats_user: None,
+            nats_password: None,
+            nats_password_file: None,
+            nats_ca: None,
+            nats_client_cert: None,
+            nats_client_key: None,
+            nats_tls: false,
+        }
+    }
+
+    /// The credentials given (at most one kind), secrets read from their files.
+    pub fn credentials(&self) -> Result<crate::bus::NatsCredentials, String> {
+        use crate::bus::NatsCredentials as C;
+        let token = match (&self.nats_token, &self.nats_token_file) {
+            (Some(_), Some(_)) => {
+                return Err("give --nats-token or --nats-token-file, not both".into());
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => Some(read_secret(f)?),
+            (None, None) => None,
+        };
+        let password = match (&self.nats_password, &self.nats_password_file) {
+            (Some(_), Some(_)) => {
+                return Err("give --nats-password or --nats-password-file, not both".into());
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(f)) => Some(read_secret(f)?),
+            (None, None) => None,
+        };
+        match (&self.nats_creds, token, &self.nats_user, password) {
+            (None, None, None, None) => Ok(C::None),
+            (Some(path), None, None, None) => Ok(C::CredsFile(path.clone())),
+            (None, Some(t), None, None) => Ok(C::Token(t)),
+            (None, None, Some(user), Some(password)) => Ok(C::UserPassword {
+                user: user.clone(),
+                password,
+            }),
+            (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+                Err("a NATS user needs a password and a password a user".into())
+            }
+            _ => Err(
+                "give one kind of NATS credentials: a creds file, a token, or a user and password"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The link these options describe.
+    pub fn link(&self) -> Result<crate::bus::NatsLink, String> {
+        if phonefarm_shared::url_has_secret(&self.nats_url) {
+            return Err(format!(
+                "the NATS URL {} carries credentials: give them with --nats-creds, --nats-token(-file) or --nats-user and --nats-password(-file)",
+                phonefarm_shared::redact_url(&self.nats_url)
+            ));
+        }
+        Ok(crate::bus::NatsLink {
+            url: self.nats_url.clone(),
+            credentials: self.credentials()?,
+            tls: crate::bus::NatsTls {
+                ca: self.nats_ca.clone(),
+                client_cert: self
+                    .nats_client_cert
+                    .clone()
+                    .zip(self.nats_client_key.clone()),
+                required: self.nats_tls,
+            },
+        })
+    }
+}
+
+/// Where the coordinator keeps the NATS trust chain's keys.
+#[derive(Debug, Clone, Args)]
+pub struct AuthorityArgs {
+    /// The directory written by `nats init` (keep it 0700, owned by the coordinator's user).
+    #[arg(
+        long,
+        env = "PHONEFARM_NATS_AUTH_DIR",
+        default_value = "/etc/phonefarm/nats"
+    )]
+    pub nats_auth_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Issue an agent its NATS credentials and write them as a .creds file for its host.
+    Enroll {
+        /// The agent's id (ASCII letters, digits, '-' and '_'), e.g. rack-07.
+        agent_id: String,
+        /// Where to write the .creds file (default: <agent_id>.creds here; never overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days the credentials are valid (0: no expiry).
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+        /// The agent holds credentials in force: revoke them and issue new ones.
+        #[arg(long, default_value_t = false)]
+        replace: bool,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
+    /// Revoke an agent's NATS credentials: its connections are closed and refused.
+    Revoke {
+        agent_id: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
+    /// List enrolled agents, their credentials and when each was last seen.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Make a new trust chain (operator, accounts, signing keys, the coordinator's creds) and
+    /// the nats-server configuration that trusts it.
+    Init {
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
+    /// Sign the account JWT with every revocation in force and push it to the resolver.
+    Push {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
 }

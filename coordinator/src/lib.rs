@@ -12,5 +12,6 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod fleet_auth;
 pub mod http;
 pub mod net;

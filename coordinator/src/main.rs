@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use phonefarm_coordinator::config::{ApiKeyCommand, Cli, Command, ServeArgs};
-use phonefarm_coordinator::{app, auth, bus, db};
+use phonefarm_coordinator::{app, auth, bus, db, fleet_auth};
 
 /// mimalloc: the request path allocates a lot of small, short-lived buffers; glibc's malloc was
 /// ~10 % of the coordinator's CPU in the API bench.
@@ -57,6 +57,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ApiKey(cmd) => api_key(cmd).await,
+        Command::Agent(cmd) => Ok(fleet_auth::cli::agent(cmd).await?),
+        Command::Nats(cmd) => Ok(fleet_auth::cli::nats(cmd).await?),
     }
 }
 
@@ -71,7 +73,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let bus = if args.no_nats {
         None
     } else {
-        let mut config = bus::BusConfig::new(args.nats_url.clone());
+        let link = args.nats.link().map_err(anyhow::Error::msg)?;
+        if let Some(dir) = &args.nats_auth_dir {
+            // Revocations recorded while NATS was away take effect now.
+            let authority = fleet_auth::Authority::load(dir)?;
+            if let Err(e) = fleet_auth::push_account(&pool, &authority, &link).await {
+                tracing::warn!(error = %e, "cannot push the account JWT at start");
+            }
+        }
+        let mut config = bus::BusConfig::new(link.url.clone());
+        config.nats_credentials = link.credentials.clone();
+        config.nats_tls = link.tls.clone();
         config.lease = std::time::Duration::from_secs(args.lease_seconds);
         config.accept_timeout = std::time::Duration::from_secs(args.accept_timeout_seconds);
         config.offline_after = std::time::Duration::from_secs(args.agent_offline_seconds);

@@ -249,6 +249,63 @@ pub struct Presence {
     pub phones: u32,
 }
 
+/// Value of a key in the `pf_flows` KV bucket: a flow pack's TOML, signed (ed25519) by a
+/// publisher key. Agents apply it only if `signer` is in their trust list and `signature`
+/// verifies over [`pack_signing_input`] of the key it was read under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPack {
+    pub toml: String,
+    /// The signer's ed25519 public key (32 bytes).
+    pub signer: Vec<u8>,
+    /// The ed25519 signature (64 bytes).
+    pub signature: Vec<u8>,
+}
+
+/// What a pack signature covers: a domain tag, the KV key (so a signed pack cannot be replayed
+/// under another key) and the TOML.
+pub fn pack_signing_input(key: &str, toml: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + key.len() + toml.len());
+    out.extend_from_slice(b"phonefarm-flowpack-v1\0");
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    out.extend_from_slice(toml.as_bytes());
+    out
+}
+
+/// One flow pack an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRunning {
+    pub name: String,
+    pub revision: u32,
+    /// SHA-256 of the pack's TOML, hex.
+    pub sha256: String,
+    /// The KV key and revision it came from; None for a pack shipped on the agent's disk.
+    pub kv: Option<(String, u64)>,
+}
+
+/// A pack from KV the agent refused (it keeps the packs it has).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRejected {
+    pub key: String,
+    pub kv_revision: u64,
+    /// The signer's public key as given (`ed25519:<base64>`), if the value named one.
+    pub signer: Option<String>,
+    /// Why: `unsigned`, `untrusted_signer`, `bad_signature`, `invalid:<detail>`, ...
+    pub reason: String,
+}
+
+/// `pf.evt.<agent_id>.packs`: the flow packs an agent runs and those it refused, sent at
+/// start, on every change and after every reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackReport {
+    pub agent_id: String,
+    /// Increases with every report of this agent process.
+    pub seq: u64,
+    pub at_unix_ms: i64,
+    pub running: Vec<PackRunning>,
+    pub rejected: Vec<PackRejected>,
+}
+
 /// Whether `s` can be one token of a subject (agent ids, phone ids): no `.`, `*`, `>`,
 /// whitespace or control characters, not empty, at most 64 bytes.
 pub fn is_subject_token(s: &str) -> bool {
@@ -256,6 +313,32 @@ pub fn is_subject_token(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'))
+}
+
+/// The userinfo (`user:password@`, `token@`) of one URL, if it has one: (start, end) of the
+/// part before the last `@` of the authority.
+fn userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
+    authority.rfind('@').map(|at| (start, start + at))
+}
+
+/// Whether any of the comma-separated URLs in `urls` carries credentials.
+pub fn url_has_secret(urls: &str) -> bool {
+    urls.split(',').any(|u| userinfo(u.trim()).is_some())
+}
+
+/// `urls` (one URL or several, comma-separated) as it may be logged: credentials in a URL
+/// (`nats://user:pass@host`, `nats://token@host`) become `***`.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match userinfo(u) {
+            Some((start, end)) => format!("{}***{}", &u[..start], &u[end..]),
+            None => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -357,6 +440,34 @@ mod tests {
                     kind: EventKind::StepStarted { step: "s".into() },
                 }),
             ),
+            (
+                "signed_pack",
+                encode(&SignedPack {
+                    toml: "t".into(),
+                    signer: vec![1, 2],
+                    signature: vec![3],
+                }),
+            ),
+            (
+                "pack_report",
+                encode(&PackReport {
+                    agent_id: "a".into(),
+                    seq: 1,
+                    at_unix_ms: 2,
+                    running: vec![PackRunning {
+                        name: "p".into(),
+                        revision: 3,
+                        sha256: "h".into(),
+                        kv: Some(("k".into(), 4)),
+                    }],
+                    rejected: vec![PackRejected {
+                        key: "k".into(),
+                        kv_revision: 5,
+                        signer: None,
+                        reason: "r".into(),
+                    }],
+                }),
+            ),
         ];
         let golden = [
             (
@@ -368,6 +479,11 @@ mod tests {
             (
                 "event",
                 "01 1001010101010101010101010101010101 01 ac02 01 01 0173",
+            ),
+            ("signed_pack", "01 0174 020102 0103"),
+            (
+                "pack_report",
+                "01 0161 01 04 01 0170 03 0168 01 016b 04 01 016b 05 00 0172",
             ),
         ];
         for ((name, bytes), (_, want)) in cases.iter().zip(golden) {
@@ -382,5 +498,26 @@ mod tests {
         for bad in ["", "a.b", "a*", "a>", "a b", "é"] {
             assert!(!is_subject_token(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pack_signatures_cover_the_key() {
+        assert_eq!(
+            pack_signing_input("k", "t"),
+            b"phonefarm-flowpack-v1\0k\0t".to_vec()
+        );
+        assert_ne!(pack_signing_input("a", "bc"), pack_signing_input("ab", "c"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://user:s3cret@host:4222,tls://tok@h2:4222/x@y"),
+            "nats://***@host:4222,tls://***@h2:4222/x@y"
+        );
+        assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
+        assert!(url_has_secret("nats://a:4222, nats://u:p@b:4222"));
+        assert!(!url_has_secret("nats://a:4222,nats://b:4222/p@q"));
     }
 }

@@ -42,3 +42,41 @@ pub const EVIDENCE_BUCKET: &str = "pf_evidence";
 pub fn agent_consumer(agent_id: &str) -> String {
     format!("agent-{agent_id}")
 }
+
+/// Flow-pack reports of one agent (`PackReport`: what it runs, what it refused), stream
+/// [`EVT_STREAM`].
+pub fn pack_reports(agent_id: &str) -> String {
+    format!("pf.evt.{agent_id}.packs")
+}
+
+/// The object store of one agent's evidence: each agent writes only its own bucket (an object
+/// store's subjects carry object names base64-encoded, so a name prefix cannot be granted).
+/// Object names inside are `<agent_id>/<queue_item_id>/<attempt>/<name>`.
+pub fn evidence_bucket(agent_id: &str) -> String {
+    format!("{EVIDENCE_BUCKET}_{agent_id}")
+}
+
+/// Whether `s` can name a bucket (and so an enrolled agent): ASCII letters, digits, `-` and
+/// `_`, 1 to 64 bytes. Stricter than a subject token, because bucket and stream names are.
+pub fn is_bucket_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The consumer an agent creates on the flow-pack bucket's stream to watch it (named after the
+/// agent, so it may create and delete that one and no other).
+pub fn flows_watcher(agent_id: &str) -> String {
+    format!("flows-{agent_id}")
+}
+
+/// The stream behind a KV bucket.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The stream behind an object store bucket.
+pub fn object_stream(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}

@@ -298,7 +298,7 @@ async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
 }
 
 /// Journals the dump and screenshot in the evidence spool (durably; the uploader stores them
-/// in `pf_evidence` whenever NATS is reachable, so an outage at this moment loses nothing) and
+/// in the agent's `pf_evidence_<id>` whenever NATS is reachable, so an outage at this moment loses nothing) and
 /// announces each with an `Evidence` event.
 async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     let (Some(spool), Some(evidence)) = (&deps.evidence, &e.evidence) else {
@@ -310,7 +310,7 @@ async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     ];
     for (name, kind, data) in items {
         let Some(data) = data else { continue };
-        let object = object_name(order.queue_item_id, order.attempt, name);
+        let object = object_name(&deps.agent_id, order.queue_item_id, order.attempt, name);
         match spool.keep(&object, data).await {
             Ok(()) => {
                 let ev = EventKind::Evidence {

@@ -1,5 +1,6 @@
-//! Evidence (UI dumps, screenshots of failed steps) for the object store `pf_evidence`, under
-//! `<queue_item_id>/<attempt>/<name>`.
+//! Evidence (UI dumps, screenshots of failed steps) for the agent's own object store
+//! `pf_evidence_<agent_id>` (the only one its NATS user may open), under
+//! `<agent_id>/<queue_item_id>/<attempt>/<name>`.
 //!
 //! Evidence is journaled like events, so a NATS outage (or an agent restart) at the moment a
 //! run fails loses none of it: the runner writes each piece durably to the [`EvidenceSpool`]
@@ -40,13 +41,14 @@ pub enum EvidenceError {
 }
 
 /// The object name of one piece of evidence.
-pub fn object_name(queue_item_id: Uuid, attempt: u32, name: &str) -> String {
-    format!("{queue_item_id}/{attempt}/{name}")
+pub fn object_name(agent_id: &str, queue_item_id: Uuid, attempt: u32, name: &str) -> String {
+    format!("{agent_id}/{queue_item_id}/{attempt}/{name}")
 }
 
 /// Uploader, shared behind an `Arc`.
 pub struct EvidenceStore {
     js: jetstream::Context,
+    bucket: String,
     store: Mutex<Option<ObjectStore>>,
     timeout: Duration,
 }
@@ -54,15 +56,18 @@ pub struct EvidenceStore {
 impl std::fmt::Debug for EvidenceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EvidenceStore")
+            .field("bucket", &self.bucket)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl EvidenceStore {
-    pub fn new(js: jetstream::Context, timeout: Duration) -> Self {
+    /// The uploader of `agent_id`'s evidence (into `pf_evidence_<agent_id>`).
+    pub fn new(js: jetstream::Context, agent_id: &str, timeout: Duration) -> Self {
         Self {
             js,
+            bucket: subjects::evidence_bucket(agent_id),
             store: Mutex::new(None),
             timeout,
         }
@@ -75,7 +80,7 @@ impl EvidenceStore {
             if guard.is_none() {
                 let store = self
                     .js
-                    .get_object_store(subjects::EVIDENCE_BUCKET)
+                    .get_object_store(&self.bucket)
                     .await
                     .map_err(|e| EvidenceError::Open(Box::new(e)))?;
                 *guard = Some(store);
@@ -323,7 +328,7 @@ mod tests {
     async fn spooled_evidence_survives_reopen_with_its_object_name() {
         let dir = tempfile::tempdir().unwrap();
         let spool = EvidenceSpool::open(dir.path()).unwrap();
-        let object = object_name(Uuid::from_bytes([7; 16]), 2, "ui_dump.xml");
+        let object = object_name("rack-1", Uuid::from_bytes([7; 16]), 2, "ui_dump.xml");
         spool.keep(&object, b"<hierarchy/>".to_vec()).await.unwrap();
         spool.keep(&object, b"<hierarchy/>".to_vec()).await.unwrap();
         std::fs::write(spool.dir().join("zz.ev"), b"x").unwrap();

@@ -78,8 +78,21 @@ impl NatsAuth {
     }
 }
 
+/// TLS towards NATS: a CA to trust (implies TLS), a client certificate for servers that
+/// verify clients, or TLS required with the system's roots.
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub required: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
+    #[error(
+        "the NATS URL {0} carries credentials: give them as options (--nats-creds, or a user and password), not in the URL"
+    )]
+    SecretInUrl(String),
     #[error("bad NATS credentials: {0}")]
     BadCredentials(&'static str),
     #[error("agent id {0:?} is not a subject-safe token")]
@@ -118,9 +131,13 @@ pub async fn connect(
     url: &str,
     agent_id: &str,
     auth: &NatsAuth,
+    tls: &NatsTls,
 ) -> Result<Connection, UplinkError> {
     if !phonefarm_shared::is_subject_token(agent_id) {
         return Err(UplinkError::BadAgentId(agent_id.to_string()));
+    }
+    if phonefarm_shared::url_has_secret(url) {
+        return Err(UplinkError::SecretInUrl(phonefarm_shared::redact_url(url)));
     }
     let (connects_tx, connects) = tokio::sync::watch::channel(0u64);
     let connects_tx = std::sync::Arc::new(connects_tx);
@@ -163,11 +180,20 @@ pub async fn connect(
                 })?
         }
     };
+    if let Some(ca) = &tls.ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &tls.client_cert {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.required {
+        opts = opts.require_tls(true);
+    }
     let client = opts
         .connect(url)
         .await
         .map_err(|source| UplinkError::Connect {
-            url: url.to_string(),
+            url: phonefarm_shared::redact_url(url),
             source,
         })?;
     Ok(Connection { client, connects })

@@ -211,12 +211,16 @@ pub async fn ensure(js: &jetstream::Context, config: &BusConfig) -> Result<(), B
     )
     .await?;
     ensure_stream(js, kv_stream(subjects::FLOWS_BUCKET, 5, Duration::ZERO)).await?;
+    // The shared bucket of evidence from before per-agent buckets (agents may no longer write
+    // it; what it holds stays readable).
     ensure_stream(js, object_stream(subjects::EVIDENCE_BUCKET)).await?;
     tracing::info!("jetstream streams, buckets and the coordinator consumer are in place");
     Ok(())
 }
 
-/// Enrollment on the bus: the agent's consumers on `PF_WORK` and `PF_CTL` (idempotent).
+/// Enrollment on the bus (idempotent): the agent's consumers on `PF_WORK` and `PF_CTL`, and
+/// its own evidence bucket `pf_evidence_<id>` (agents whose id cannot name a bucket get none:
+/// `agent enroll` refuses such ids).
 #[tracing::instrument(skip(js))]
 pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(), BootstrapError> {
     if !phonefarm_shared::is_subject_token(agent_id) {
@@ -236,6 +240,9 @@ pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(),
         agent_consumer(agent_id, subjects::control(agent_id)),
     )
     .await?;
+    if subjects::is_bucket_token(agent_id) {
+        ensure_stream(js, object_stream(&subjects::evidence_bucket(agent_id))).await?;
+    }
     Ok(())
 }
 

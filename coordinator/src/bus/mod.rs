@@ -28,6 +28,7 @@ pub mod bootstrap;
 pub mod dispatcher;
 pub mod fleet;
 pub mod ingester;
+pub mod link;
 pub mod relay;
 pub mod settle;
 pub mod sweeper;
@@ -42,11 +43,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use bootstrap::BootstrapError;
+pub use link::{LinkError, NatsCredentials, NatsLink, NatsTls};
 
 /// Tuning of the bus loops. Defaults are production values; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
+    /// NATS server URL(s), comma-separated; never with credentials in them.
     pub nats_url: String,
+    /// The coordinator's NATS credentials and TLS settings.
+    pub nats_credentials: NatsCredentials,
+    pub nats_tls: NatsTls,
     /// How long an EXECUTING item's lease lasts; milestones and heartbeats renew it (at most
     /// once per quarter lease, so a run lapses after 3/4 of this without events at the
     /// earliest: keep the agents' heartbeat interval well below that).
@@ -84,6 +90,8 @@ impl BusConfig {
     pub fn new(nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            nats_credentials: NatsCredentials::None,
+            nats_tls: NatsTls::default(),
             lease: Duration::from_secs(60),
             accept_timeout: Duration::from_secs(60),
             offline_after: Duration::from_secs(30),
@@ -96,6 +104,15 @@ impl BusConfig {
             presence_max_age: Duration::from_secs(120),
             event_order_wait: bootstrap::EVENT_ACK_WAIT + Duration::from_secs(10),
             ingest_lanes: 4,
+        }
+    }
+
+    /// The servers, credentials and TLS settings.
+    pub fn link(&self) -> NatsLink {
+        NatsLink {
+            url: self.nats_url.clone(),
+            credentials: self.nats_credentials.clone(),
+            tls: self.nats_tls.clone(),
         }
     }
 
@@ -112,12 +129,8 @@ impl BusConfig {
 /// Errors of the bus loops (each loop logs and carries on; only start-up returns them).
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("connecting to nats at {url}")]
-    Connect {
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Connect(#[from] LinkError),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
     #[error("database")]
@@ -159,16 +172,14 @@ impl BusHandle {
 /// Connects, checks the server, bootstraps JetStream and returns the handle. Loops are started
 /// separately by [`spawn`].
 pub async fn connect(config: BusConfig) -> Result<BusHandle, BusError> {
-    let client = async_nats::ConnectOptions::new()
+    let link = config.link();
+    let opts = link
+        .options()
+        .await?
         .name("phonefarm-coordinator")
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(config.nats_url.as_str())
-        .await
-        .map_err(|source| BusError::Connect {
-            url: config.nats_url.clone(),
-            source,
-        })?;
+        .max_reconnects(None);
+    let client = link.connect(opts).await?;
+    tracing::info!(url = %link.display_url(), "NATS connection up");
     bootstrap::check_server_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
     bootstrap::ensure(&js, &config).await?;

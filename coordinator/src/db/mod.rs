@@ -2,6 +2,7 @@
 //! open transaction.
 
 pub mod accounts;
+pub mod agent_credentials;
 pub mod agents;
 pub mod api_keys;
 pub mod capabilities;

@@ -1,27 +1,18 @@
-//! deploy/nats/nats-server.conf: agent A cannot publish B's events nor pull B's work, and can
-//! do both for itself.
+//! The production permissions (the user JWTs `agent enroll` issues) on a real nats-server in
+//! operator mode over TLS: agent A cannot publish B's events or presence, pull or even look up
+//! B's work, read, write or delete B's evidence, or create or delete B's flow-pack watcher; it
+//! can do all of that for itself.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use phonefarm_coordinator::bus::bootstrap;
+use phonefarm_coordinator::fleet_auth::{self, EnrollOptions};
 use phonefarm_shared::{EventKind, subjects};
 
+use crate::operator::OperatorNats;
 use crate::support::*;
-
-fn config() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats-server.conf")
-}
-
-async fn connect(url: &str, user: &str, pass: &str, inbox: Option<&str>) -> async_nats::Client {
-    let mut opts = async_nats::ConnectOptions::with_user_and_password(user.into(), pass.into());
-    if let Some(p) = inbox {
-        opts = opts.custom_inbox_prefix(p);
-    }
-    opts.connect(url).await.expect("connect")
-}
 
 fn short(client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
@@ -29,30 +20,58 @@ fn short(client: async_nats::Client) -> jetstream::Context {
         .build(client)
 }
 
+/// A JetStream publish the server refused (no ack ever comes) or failed.
+async fn refused(js: &jetstream::Context, subject: String, payload: &'static [u8]) -> bool {
+    match js.publish(subject, payload.into()).await {
+        Ok(ack) => ack.await.is_err(),
+        Err(_) => true,
+    }
+}
+
+/// A request that got no answer (denied requests are dropped by the server).
+async fn unanswered(client: &async_nats::Client, subject: String) -> bool {
+    let r =
+        tokio::time::timeout(Duration::from_secs(2), client.request(subject, "{}".into())).await;
+    !matches!(r, Ok(Ok(ref m)) if !m.payload.is_empty())
+}
+
+fn watcher(name: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        name: Some(name.into()),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::None,
+        inactive_threshold: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
-async fn agents_are_confined_to_their_own_subjects_and_consumers() {
-    let env = vec![
-        (
-            "NATS_COORDINATOR_PASSWORD".to_string(),
-            "coord-secret".to_string(),
-        ),
-        ("NATS_RACK_A_PASSWORD".to_string(), "a-secret".to_string()),
-        ("NATS_RACK_B_PASSWORD".to_string(), "b-secret".to_string()),
-    ];
-    let nats = NatsServer::start_with_env(Some(config()), env).await;
-    let url = nats.url();
-    // Anonymous or wrong passwords are refused.
-    assert!(
-        async_nats::ConnectOptions::with_user_and_password("rack-a".into(), "nope".into())
-            .connect(url.as_str())
+async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_evidence() {
+    let op = OperatorNats::start().await;
+    let db = TestDb::new().await;
+    let mut creds = std::collections::HashMap::new();
+    for a in ["rack-a", "rack-b"] {
+        let e = fleet_auth::enroll(&db.pool, &op.authority, a, &EnrollOptions::default())
             .await
-            .is_err()
+            .expect("enroll");
+        creds.insert(a, e.issued.creds());
+    }
+    // Anonymous clients and foreign credentials are refused.
+    assert!(
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(op.ca.ca.clone())
+            .require_tls(true)
+            .connect(op.url())
+            .await
+            .is_err(),
+        "an anonymous client connected"
     );
 
-    // The coordinator bootstraps and enrolls both agents, then queues one order for each.
-    let coord = connect(&url, "coordinator", "coord-secret", None).await;
+    // The coordinator bootstraps and enrolls both agents on the bus, queues one order each,
+    // and stores a piece of B's evidence.
+    let coord = op.connect_coordinator().await;
     let cjs = jetstream::new(coord.clone());
-    bootstrap::ensure(&cjs, &test_config(url.clone()))
+    bootstrap::ensure(&cjs, &test_config(op.url()))
         .await
         .expect("bootstrap");
     for a in ["rack-a", "rack-b"] {
@@ -63,11 +82,23 @@ async fn agents_are_confined_to_their_own_subjects_and_consumers() {
             .await
             .unwrap();
     }
+    let b_evidence = cjs
+        .get_object_store(subjects::evidence_bucket("rack-b"))
+        .await
+        .expect("B's evidence bucket exists");
+    let mut shot: &[u8] = b"B's screenshot";
+    b_evidence
+        .put("rack-b/item/1/screen.png", &mut shot)
+        .await
+        .unwrap();
 
-    let a_client = connect(&url, "rack-a", "a-secret", Some("_INBOX_rack-a")).await;
+    let a_client = op
+        .connect_agent(&creds["rack-a"], "rack-a")
+        .await
+        .expect("A connects");
     let a = short(a_client.clone());
 
-    // Own events: stored.
+    // Own events: stored. B's: refused, and nothing is stored under B's subject.
     let ev = phonefarm_shared::AgentEvent {
         queue_item_id: uuid::Uuid::now_v7(),
         attempt: 1,
@@ -75,26 +106,13 @@ async fn agents_are_confined_to_their_own_subjects_and_consumers() {
         at_unix_ms: 0,
         kind: EventKind::Accepted,
     };
-    a.publish(
-        subjects::run_events("rack-a"),
-        phonefarm_shared::encode(&ev).into(),
-    )
-    .await
-    .expect("own publish")
-    .await
-    .expect("own event stored");
-    // B's events: refused (no ack ever comes), and nothing is stored under B's subject.
-    let forged = match a
-        .publish(
-            subjects::run_events("rack-b"),
-            phonefarm_shared::encode(&ev).into(),
-        )
-        .await
-    {
-        Ok(ack) => ack.await.is_err(),
-        Err(_) => true,
-    };
-    assert!(forged, "agent A published B's events");
+    let bytes: &'static [u8] = Box::leak(phonefarm_shared::encode(&ev).into_boxed_slice());
+    assert!(!refused(&a, subjects::run_events("rack-a"), bytes).await);
+    assert!(
+        refused(&a, subjects::run_events("rack-b"), bytes).await,
+        "agent A published B's events"
+    );
+    assert!(refused(&a, subjects::inventory("rack-b"), b"x").await);
     let evt = cjs.get_stream(subjects::EVT_STREAM).await.unwrap();
     assert!(
         evt.get_last_raw_message_by_subject(&subjects::run_events("rack-b"))
@@ -102,57 +120,49 @@ async fn agents_are_confined_to_their_own_subjects_and_consumers() {
             .is_err(),
         "B's subject holds a forged event"
     );
-    assert!(
-        evt.get_last_raw_message_by_subject(&subjects::run_events("rack-a"))
-            .await
-            .is_ok()
-    );
     // Presence: own key yes, B's key no.
-    a.publish("$KV.pf_agents.rack-a", "p".into())
-        .await
-        .unwrap()
-        .await
-        .expect("own presence");
-    let other = match a.publish("$KV.pf_agents.rack-b", "p".into()).await {
-        Ok(ack) => ack.await.is_err(),
-        Err(_) => true,
-    };
-    assert!(other, "agent A wrote B's presence");
-
-    // B's consumer: A cannot even look it up, nor ask it for messages directly.
+    assert!(!refused(&a, "$KV.pf_agents.rack-a".into(), b"p").await);
     assert!(
-        a.get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+        refused(&a, "$KV.pf_agents.rack-b".into(), b"p").await,
+        "agent A wrote B's presence"
+    );
+
+    // B's consumer: A cannot look it up, nor ask it for messages directly.
+    assert!(
+        a.get_consumer_from_stream::<consumer::pull::Config, _, _>(
             "agent-rack-b",
             subjects::WORK_STREAM
         )
         .await
         .is_err()
     );
-    let pull = tokio::time::timeout(
-        Duration::from_secs(2),
-        a_client.request(
-            "$JS.API.CONSUMER.MSG.NEXT.PF_WORK.agent-rack-b",
-            "{\"batch\":1}".into(),
-        ),
-    )
-    .await;
     assert!(
-        !matches!(pull, Ok(Ok(ref m)) if !m.payload.is_empty()),
+        unanswered(
+            &a_client,
+            "$JS.API.CONSUMER.MSG.NEXT.PF_WORK.agent-rack-b".into()
+        )
+        .await,
         "agent A pulled B's work"
     );
-    // B's order is still waiting for B.
+    assert!(
+        unanswered(
+            &a_client,
+            "$JS.API.CONSUMER.DELETE.PF_WORK.agent-rack-b".into()
+        )
+        .await
+    );
     let mut b_consumer = cjs
-        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+        .get_consumer_from_stream::<consumer::pull::Config, _, _>(
             "agent-rack-b",
             subjects::WORK_STREAM,
         )
         .await
-        .unwrap();
+        .expect("B's consumer is still there");
     assert_eq!(b_consumer.info().await.unwrap().num_pending, 1);
 
     // A's own consumer: pull and ack its order.
     let mine = a
-        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+        .get_consumer_from_stream::<consumer::pull::Config, _, _>(
             "agent-rack-a",
             subjects::WORK_STREAM,
         )
@@ -168,47 +178,147 @@ async fn agents_are_confined_to_their_own_subjects_and_consumers() {
     let m = batch.next().await.expect("a message").expect("no error");
     assert_eq!(&m.payload[..], b"order for rack-a");
     m.double_ack().await.expect("ack own work");
-    let mut a_consumer = cjs
-        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
-            "agent-rack-a",
-            subjects::WORK_STREAM,
-        )
-        .await
-        .unwrap();
-    assert_eq!(a_consumer.info().await.unwrap().num_ack_pending, 0);
 
-    // What the agent needs besides work: watch the flow packs, store evidence.
+    // Flow packs: A watches through its own consumer; B's watcher is out of its reach.
     let flows = cjs.get_key_value(subjects::FLOWS_BUCKET).await.unwrap();
     flows.put("tiktok", "pack = 1".into()).await.unwrap();
-    let kv = a
-        .get_key_value(subjects::FLOWS_BUCKET)
+    let flows_stream = subjects::kv_stream(subjects::FLOWS_BUCKET);
+    let b_watch = subjects::flows_watcher("rack-b");
+    cjs.create_consumer_on_stream(watcher(&b_watch), &flows_stream)
         .await
-        .expect("agent opens pf_flows");
-    let mut watch = kv
-        .watch_with_history(">")
+        .expect("B's watcher");
+    let own = a
+        .create_consumer_on_stream(watcher(&subjects::flows_watcher("rack-a")), &flows_stream)
         .await
-        .expect("agent watches pf_flows");
-    let entry = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .expect("A creates its own watcher");
+    let mut entries = own
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
         .await
-        .expect("a pack within 5 s")
-        .expect("an entry")
-        .expect("no error");
-    assert_eq!(&entry.value[..], b"pack = 1");
-    let evidence = a
-        .get_object_store(subjects::EVIDENCE_BUCKET)
+        .unwrap();
+    let entry = entries.next().await.expect("a pack").unwrap();
+    assert_eq!(&entry.payload[..], b"pack = 1");
+    assert!(
+        a.create_consumer_on_stream(watcher(&b_watch), &flows_stream)
+            .await
+            .is_err(),
+        "agent A created a consumer under B's name"
+    );
+    assert!(
+        a.delete_consumer_from_stream(&b_watch, &flows_stream)
+            .await
+            .is_err(),
+        "agent A deleted B's watcher"
+    );
+    assert!(
+        unanswered(&a_client, format!("$JS.API.CONSUMER.CREATE.{flows_stream}")).await,
+        "agent A created an unnamed consumer"
+    );
+    cjs.get_consumer_from_stream::<consumer::pull::Config, _, _>(&b_watch, &flows_stream)
         .await
-        .expect("agent opens pf_evidence");
+        .expect("B's watcher survives");
+    a.delete_consumer_from_stream(subjects::flows_watcher("rack-a"), &flows_stream)
+        .await
+        .expect("A deletes its own watcher");
+
+    // Evidence: A's own bucket yes; B's can be neither opened, read, written nor purged.
+    let own = a
+        .get_object_store(subjects::evidence_bucket("rack-a"))
+        .await
+        .expect("A opens its bucket");
     let mut shot: &[u8] = b"png bytes";
-    evidence
-        .put("rack-a/item/1/screen.png", &mut shot)
+    own.put("rack-a/item/1/screen.png", &mut shot)
         .await
-        .expect("agent stores evidence");
+        .expect("A stores its evidence");
+    let mut again: &[u8] = b"png bytes, again";
+    own.put("rack-a/item/1/screen.png", &mut again)
+        .await
+        .expect("A replaces its own object");
+    assert!(
+        a.get_object_store(subjects::evidence_bucket("rack-b"))
+            .await
+            .is_err()
+    );
+    let b_stream = subjects::object_stream(&subjects::evidence_bucket("rack-b"));
+    assert!(
+        unanswered(&a_client, format!("$JS.API.STREAM.MSG.GET.{b_stream}")).await,
+        "agent A read B's evidence"
+    );
+    assert!(
+        unanswered(
+            &a_client,
+            format!("$JS.API.DIRECT.GET.{b_stream}.$O.pf_evidence_rack-b.M.x")
+        )
+        .await
+    );
+    assert!(unanswered(&a_client, format!("$JS.API.STREAM.PURGE.{b_stream}")).await);
+    assert!(unanswered(&a_client, format!("$JS.API.STREAM.MSG.DELETE.{b_stream}")).await);
+    assert!(refused(&a, "$O.pf_evidence_rack-b.C.forged".into(), b"x").await);
+    assert!(refused(&a, "$O.pf_evidence_rack-b.M.forged".into(), b"x").await);
+    assert!(
+        refused(&a, "$O.pf_evidence.M.shared".into(), b"x").await,
+        "agent A wrote the legacy shared bucket"
+    );
+    let mut kept = b_evidence
+        .get("rack-b/item/1/screen.png")
+        .await
+        .expect("B's object is intact");
+    let mut body = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut kept, &mut body)
+        .await
+        .unwrap();
+    assert_eq!(body, b"B's screenshot");
+    let b_info = cjs
+        .get_stream(&b_stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(b_info.state.messages, 2, "one chunk and one meta of B's");
 
     // The same rules hold for agent B against A.
-    let b = short(connect(&url, "rack-b", "b-secret", Some("_INBOX_rack-b")).await);
-    let forged = match b.publish(subjects::run_events("rack-a"), "x".into()).await {
-        Ok(ack) => ack.await.is_err(),
-        Err(_) => true,
-    };
-    assert!(forged, "agent B published A's events");
+    let b = short(
+        op.connect_agent(&creds["rack-b"], "rack-b")
+            .await
+            .expect("B connects"),
+    );
+    assert!(refused(&b, subjects::run_events("rack-a"), b"x").await);
+    assert!(!refused(&b, subjects::run_events("rack-b"), bytes).await);
+}
+
+#[test]
+fn the_user_password_script_grants_what_the_jwts_grant() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/agent-user.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["rack-07", "\"pw\""])
+        .output()
+        .expect("agent-user.sh runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let quoted = |s: &str| format!("\"{s}\"");
+    let listed: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('"'))
+        .collect();
+    let publish = fleet_auth::permissions::agent_publish("rack-07").allow;
+    let want: Vec<String> = publish.iter().map(|s| quoted(s)).collect();
+    let got: Vec<String> = listed
+        .iter()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .collect();
+    assert_eq!(got, want);
+    assert!(text.contains("subscribe: { allow: [\"_INBOX_rack-07.>\"] }"));
+    let bad = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["rack.07", "pw"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
 }
