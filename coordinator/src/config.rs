@@ -29,6 +29,9 @@ pub enum Command {
     /// The NATS trust chain: make it, push the account JWT.
     #[command(subcommand)]
     Nats(NatsCommand),
+    /// Publish signed flow packs to the fleet and see what each agent runs.
+    #[command(subcommand)]
+    Flowpack(FlowpackCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -288,6 +291,8 @@ pub struct AuthorityArgs {
     pub nats_auth_dir: PathBuf,
 }
 
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Issue an agent its NATS credentials and write them as a .creds file for its host.
@@ -329,6 +334,8 @@ pub enum AgentCommand {
     },
 }
 
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum NatsCommand {
     /// Make a new trust chain (operator, accounts, signing keys, the coordinator's creds) and
@@ -345,5 +352,38 @@ pub enum NatsCommand {
         nats: NatsArgs,
         #[command(flatten)]
         authority: AuthorityArgs,
+    },
+}
+
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum FlowpackCommand {
+    /// Validate a flow pack, sign it and publish it to every agent (KV pf_flows).
+    Publish {
+        /// The pack's TOML file.
+        file: PathBuf,
+        /// The publisher's signing key (`flowpack keygen`).
+        #[arg(
+            long,
+            env = "PHONEFARM_FLOWPACK_KEY",
+            default_value = "/etc/phonefarm/flowpack-signing.key"
+        )]
+        signing_key: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// The published packs, and which revision each agent runs (and what it refused).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Make a publisher signing key and print the line agents put in their trust list.
+    Keygen {
+        /// Where to write the key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
     },
 }

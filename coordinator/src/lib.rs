@@ -13,5 +13,6 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod fleet_auth;
+pub mod flowpacks;
 pub mod http;
 pub mod net;

@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use phonefarm_coordinator::config::{ApiKeyCommand, Cli, Command, ServeArgs};
-use phonefarm_coordinator::{app, auth, bus, db, fleet_auth};
+use phonefarm_coordinator::{app, auth, bus, db, fleet_auth, flowpacks};
 
 /// mimalloc: the request path allocates a lot of small, short-lived buffers; glibc's malloc was
 /// ~10 % of the coordinator's CPU in the API bench.
@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(cmd) => api_key(cmd).await,
         Command::Agent(cmd) => Ok(fleet_auth::cli::agent(cmd).await?),
         Command::Nats(cmd) => Ok(fleet_auth::cli::nats(cmd).await?),
+        Command::Flowpack(cmd) => Ok(flowpacks::cli::flowpack(cmd).await?),
     }
 }
 

@@ -245,6 +245,11 @@ pub fn spawn(
                 sweeper::run(bus, db, callbacks, shutdown).await
             }
         }),
+        tokio::spawn(crate::flowpacks::run_reports(
+            bus.clone(),
+            db.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(fleet::run_presence(bus.clone(), db, shutdown)),
     ]
 }

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod capabilities;
 pub mod dispatch;
+pub mod flow_packs;
 mod held;
 pub mod item_events;
 pub mod outbox;

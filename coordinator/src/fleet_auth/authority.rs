@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(op.sub, b.public.operator);
         assert_eq!(
             op.nats.signing_keys,
-            [acc.iss.clone()],
+            std::slice::from_ref(&acc.iss),
             "operator signs the account"
         );
 

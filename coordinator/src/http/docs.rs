@@ -348,7 +348,7 @@ pub struct QueueItemDoc {
     /// Every recorded event, coordinator's and agent's.
     #[schema(value_type = Vec<Object>)]
     history: Vec<Value>,
-    /// Objects in the `pf_evidence` store (UI dump, screenshot) per failed attempt.
+    /// Objects in the agent's `pf_evidence_<agent_id>` store (UI dump, screenshot) per failed attempt.
     #[schema(value_type = Vec<Object>)]
     evidence: Vec<Value>,
 }

@@ -16,7 +16,7 @@ use crate::domain::time::{fmt, fmt_opt};
 use crate::error::ApiError;
 
 /// `GET /queue-items/{queue_item_id}`: state history, run attempts, agent, phone, last error
-/// and evidence references (objects in the `pf_evidence` store).
+/// and evidence references (objects in the agent's `pf_evidence_<agent_id>` store).
 #[utoipa::path(get, path = "/queue-items/{queue_item_id}", tag = "fleet",
     params(("queue_item_id" = String, Path)),
     responses((status = 200, body = super::docs::QueueItemDoc), (status = 404, body = super::docs::Problem)),
@@ -84,9 +84,10 @@ pub async fn get(
         .iter()
         .filter(|e| e.kind == "evidence")
         .map(|e| {
+            let object = e.payload.get("object").and_then(|o| o.as_str());
             json!({"attempt": e.attempt, "at": fmt(e.at),
-                   "bucket": phonefarm_shared::subjects::EVIDENCE_BUCKET,
-                   "object": e.payload.get("object"), "kind": e.payload.get("kind")})
+                   "bucket": evidence_bucket(object.unwrap_or_default()),
+                   "object": object, "kind": e.payload.get("kind")})
         })
         .collect();
     Ok(Json(json!({
@@ -119,4 +120,32 @@ pub async fn get(
         "history": history,
         "evidence": evidence,
     })))
+}
+
+/// The bucket holding `object`: an agent's own (`<agent_id>/<item>/<attempt>/<name>`), or the
+/// shared one of evidence from before per-agent buckets (`<item>/<attempt>/<name>`).
+fn evidence_bucket(object: &str) -> String {
+    let first = object.split('/').next().unwrap_or_default();
+    let legacy = object.split('/').count() < 4 || uuid::Uuid::parse_str(first).is_ok();
+    if legacy {
+        phonefarm_shared::subjects::EVIDENCE_BUCKET.to_string()
+    } else {
+        phonefarm_shared::subjects::evidence_bucket(first)
+    }
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    #[test]
+    fn buckets_follow_the_object_name() {
+        let item = "0190c6f0-0000-7000-8000-000000000001";
+        assert_eq!(
+            super::evidence_bucket(&format!("rack-1/{item}/2/screen.png")),
+            "pf_evidence_rack-1"
+        );
+        assert_eq!(
+            super::evidence_bucket(&format!("{item}/2/screen.png")),
+            "pf_evidence"
+        );
+    }
 }

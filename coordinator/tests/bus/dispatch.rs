@@ -134,7 +134,7 @@ async fn enqueued_work_reaches_the_agent_and_completes() {
         "{kinds:?}"
     );
     assert_eq!(item["evidence"][0]["object"], "rack-1/run/1/screen.png");
-    assert_eq!(item["evidence"][0]["bucket"], "pf_evidence");
+    assert_eq!(item["evidence"][0]["bucket"], "pf_evidence_rack-1");
     assert!(item["attempts"][0]["dispatched_at"].is_string());
     assert_eq!(item["attempts"][0]["phone_id"], "P1");
     let (s, _) = app

@@ -77,7 +77,7 @@ async fn a_revoked_agent_is_cut_off_within_seconds_and_refused() {
     ));
 
     let revoked = fleet_auth::revoke(&db.pool, "rack-07").await.unwrap();
-    assert_eq!(revoked, [first.issued.user_key.clone()]);
+    assert_eq!(revoked, std::slice::from_ref(&first.issued.user_key));
     let link = op.link(NatsCredentials::None);
     fleet_auth::push_account(&db.pool, &op.authority, &link)
         .await
@@ -135,7 +135,10 @@ async fn a_revoked_agent_is_cut_off_within_seconds_and_refused() {
     )
     .await
     .unwrap();
-    assert_eq!(third.replaced, [second.issued.user_key.clone()]);
+    assert_eq!(
+        third.replaced,
+        std::slice::from_ref(&second.issued.user_key)
+    );
     fleet_auth::push_account(&db.pool, &op.authority, &link)
         .await
         .unwrap();
@@ -322,4 +325,28 @@ async fn the_cli_enrolls_lists_and_revokes_agents() {
         "{}",
         text(&list.stdout)
     );
+}
+
+#[tokio::test]
+async fn the_coordinator_connects_over_tls_with_a_client_certificate() {
+    let op = OperatorNats::start_with(true).await;
+    let mut config = test_config(op.url());
+    config.nats_credentials = NatsCredentials::CredsFile(op.coordinator_creds());
+    config.nats_tls = phonefarm_coordinator::bus::NatsTls {
+        ca: Some(op.ca.ca.clone()),
+        client_cert: None,
+        required: false,
+    };
+    assert!(
+        phonefarm_coordinator::bus::connect(config.clone())
+            .await
+            .is_err(),
+        "connected without the client certificate the server asks for"
+    );
+    config.nats_tls.client_cert = Some((op.ca.client_cert.clone(), op.ca.client_key.clone()));
+    let bus = phonefarm_coordinator::bus::connect(config)
+        .await
+        .expect("connects and bootstraps over TLS");
+    assert!(bus.connected());
+    assert!(bus.client.server_info().tls_required);
 }

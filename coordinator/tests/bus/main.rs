@@ -12,6 +12,7 @@ mod cancel;
 mod dispatch;
 mod enrollment;
 mod fleet;
+mod flowpacks;
 mod ingest;
 mod operator;
 mod order;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 pub mod bench;
+pub mod operator;
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
 pub fn free_port() -> u16 {
@@ -61,14 +62,21 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        Self::start_with_config(None)
+    }
+
+    /// Starts with a configuration file (the command line's port and store override it).
+    pub fn start_with_config(config: Option<PathBuf>) -> NatsServer {
         let mut s = NatsServer {
             port: free_port(),
             store: tempfile::tempdir().expect("temp dir"),
+            config,
             child: None,
         };
         s.restart();
@@ -95,7 +103,11 @@ impl NatsServer {
     /// Starts it again on the same port and store, waiting until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(nats_server_bin())
+        let mut cmd = Command::new(nats_server_bin());
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
+        let child = cmd
             .args([
                 "-a",
                 "127.0.0.1",
