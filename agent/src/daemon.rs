@@ -624,5 +624,49 @@ mod tests {
         assert!(bad.run.into_config("/tmp/s".into(), vec![]).is_err());
         let half = Cli::try_parse_from(["x", "--agent-id", "r", "--nats-user", "r"]).unwrap();
         assert!(half.run.into_config("/tmp/s".into(), vec![]).is_err());
+
+        // TLS and the flow-pack trust list.
+        let dir = tempfile::tempdir().unwrap();
+        let trust = dir.path().join("trust");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+        std::fs::write(&trust, crate::uplink::packs::key_text(&key)).unwrap();
+        let tls = Cli::try_parse_from([
+            "x",
+            "--agent-id",
+            "rack-01",
+            "--nats-creds",
+            "/etc/phonefarm/agent.creds",
+            "--nats-ca",
+            "/etc/phonefarm/nats-ca.pem",
+            "--nats-client-cert",
+            "c.pem",
+            "--nats-client-key",
+            "k.pem",
+            "--flowpack-trust",
+            trust.to_str().unwrap(),
+        ])
+        .unwrap();
+        let c = tls.run.into_config("/tmp/s".into(), vec![]).unwrap();
+        assert!(matches!(c.nats_auth, NatsAuth::CredsFile(_)));
+        assert_eq!(
+            c.nats_tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/phonefarm/nats-ca.pem"))
+        );
+        assert!(c.nats_tls.client_cert.is_some());
+        assert!(!c.pack_trust.is_empty());
+        assert!(
+            Cli::try_parse_from(["x", "--agent-id", "r", "--nats-client-cert", "c.pem"]).is_err(),
+            "a client certificate needs its key"
+        );
+        std::fs::write(&trust, "not a key\n").unwrap();
+        let bad = Cli::try_parse_from([
+            "x",
+            "--agent-id",
+            "r",
+            "--flowpack-trust",
+            trust.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(bad.run.into_config("/tmp/s".into(), vec![]).is_err());
     }
 }

@@ -353,6 +353,27 @@ pub enum NatsCommand {
         #[command(flatten)]
         authority: AuthorityArgs,
     },
+    /// Make a new account signing key for new users (the old ones keep working until retired)
+    /// and push the account JWT.
+    RotateSigningKey {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
+    /// Retire an account signing key and push the account JWT: users it signed are refused.
+    RetireSigningKey {
+        /// The public key (A...), as `rotate-signing-key` or authority.json lists it.
+        key: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        authority: AuthorityArgs,
+    },
 }
 
 // Parsed once per process: the size of its variants does not matter.

@@ -245,4 +245,18 @@ mod tests {
         assert!(NatsAuth::from_options(s("u"), s("p"), s("SUAB"), None).is_err());
         assert_eq!(inbox_prefix("rack-1"), "_INBOX_rack-1");
     }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_refused_and_not_repeated() {
+        let e = connect(
+            "nats://rack-1:s3cret@127.0.0.1:4222",
+            "rack-1",
+            &NatsAuth::None,
+            &NatsTls::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, UplinkError::SecretInUrl(_)));
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 }

@@ -54,6 +54,10 @@ pub enum AuthorityError {
     BadFile { path: PathBuf, what: &'static str },
     #[error("the account signing key in {} is not listed in {AUTHORITY_FILE}", .0.display())]
     UnlistedSigningKey(PathBuf),
+    #[error("{0} is not one of the account's signing keys")]
+    UnknownSigningKey(String),
+    #[error("{0} signs new users: rotate to a new key before retiring it")]
+    CurrentSigningKey(String),
     #[error(transparent)]
     Jwt(#[from] JwtError),
 }
@@ -81,6 +85,14 @@ pub fn write_secret(path: &Path, text: &str) -> Result<(), AuthorityError> {
         })?;
     f.write_all(text.as_bytes()).map_err(io(path))?;
     f.sync_all().map_err(io(path))
+}
+
+/// Replaces a secret file (a new file renamed over it).
+fn replace_secret(path: &Path, text: &str) -> Result<(), AuthorityError> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_secret(&tmp, text)?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), AuthorityError> {
@@ -385,6 +397,44 @@ impl Authority {
             issued_at: now,
             expires_at,
         })
+    }
+
+    /// Makes a new account signing key, the one new users are signed with from now on; the
+    /// previous ones stay listed (their users keep working) until retired. Returns its public
+    /// key. Push the account JWT next, then enroll agents again (`--replace`).
+    pub fn rotate_account_signing_key(&mut self) -> Result<String, AuthorityError> {
+        let key = KeyPair::new_account();
+        let mut public = self.public.clone();
+        public.account_signing_keys.insert(0, key.public_key());
+        replace_secret(&self.dir.join(ACCOUNT_SIGNING), &seed_of(&key)?)?;
+        self.save(public)?;
+        self.account_signing = key;
+        Ok(self.signing_key())
+    }
+
+    /// Drops `key` from the account's signing keys: once the account JWT is pushed, users it
+    /// signed are refused.
+    pub fn retire_account_signing_key(&mut self, key: &str) -> Result<(), AuthorityError> {
+        if key == self.signing_key() {
+            return Err(AuthorityError::CurrentSigningKey(key.into()));
+        }
+        let mut public = self.public.clone();
+        let before = public.account_signing_keys.len();
+        public.account_signing_keys.retain(|k| k != key);
+        if public.account_signing_keys.len() == before {
+            return Err(AuthorityError::UnknownSigningKey(key.into()));
+        }
+        self.save(public)
+    }
+
+    fn save(&mut self, public: AuthorityFile) -> Result<(), AuthorityError> {
+        let json = serde_json::to_string_pretty(&public).unwrap_or_default();
+        let path = self.dir.join(AUTHORITY_FILE);
+        let tmp = self.dir.join(format!("{AUTHORITY_FILE}.new"));
+        std::fs::write(&tmp, json + "\n").map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.public = public;
+        Ok(())
     }
 
     /// The public key signing new users.

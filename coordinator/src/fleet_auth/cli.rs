@@ -211,5 +211,38 @@ pub async fn nats(cmd: NatsCommand) -> Result<(), FleetAuthError> {
             println!("account JWT pushed");
             Ok(())
         }
+        NatsCommand::RotateSigningKey {
+            db,
+            nats,
+            authority,
+        } => {
+            let mut authority = load(&authority)?;
+            let key = authority.rotate_account_signing_key()?;
+            let pool = pool(&db.database_url).await?;
+            push_or_explain(&pool, &authority, &nats).await?;
+            println!(
+                "new users are signed with {key}; enroll every agent again with --replace, then retire the old key{}: {}",
+                if authority.public.account_signing_keys.len() > 2 {
+                    "s"
+                } else {
+                    ""
+                },
+                authority.public.account_signing_keys[1..].join(", ")
+            );
+            Ok(())
+        }
+        NatsCommand::RetireSigningKey {
+            key,
+            db,
+            nats,
+            authority,
+        } => {
+            let mut authority = load(&authority)?;
+            authority.retire_account_signing_key(&key)?;
+            let pool = pool(&db.database_url).await?;
+            push_or_explain(&pool, &authority, &nats).await?;
+            println!("retired {key}: users it signed are refused");
+            Ok(())
+        }
     }
 }

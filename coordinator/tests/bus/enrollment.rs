@@ -350,3 +350,70 @@ async fn the_coordinator_connects_over_tls_with_a_client_certificate() {
     assert!(bus.connected());
     assert!(bus.client.server_info().tls_required);
 }
+
+#[tokio::test]
+async fn rotating_the_account_signing_key_keeps_old_users_until_it_is_retired() {
+    let mut op = OperatorNats::start().await;
+    let db = TestDb::new().await;
+    phonefarm_coordinator::bus::bootstrap::ensure(
+        &async_nats::jetstream::new(op.connect_coordinator().await),
+        &test_config(op.url()),
+    )
+    .await
+    .unwrap();
+    let old_key = op.authority.signing_key();
+    let old = fleet_auth::enroll(&db.pool, &op.authority, "rack-a", &EnrollOptions::default())
+        .await
+        .unwrap();
+    let a = op
+        .connect_agent(&old.issued.creds(), "rack-a")
+        .await
+        .expect("connects");
+    let link = op.link(NatsCredentials::None);
+
+    let new_key = op.authority.rotate_account_signing_key().unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        op.authority.public.account_signing_keys,
+        [new_key.clone(), old_key.clone()]
+    );
+    assert!(matches!(
+        op.authority.retire_account_signing_key(&new_key),
+        Err(fleet_auth::AuthorityError::CurrentSigningKey(_))
+    ));
+    fleet_auth::push_account(&db.pool, &op.authority, &link)
+        .await
+        .unwrap();
+    let new = fleet_auth::enroll(&db.pool, &op.authority, "rack-b", &EnrollOptions::default())
+        .await
+        .unwrap();
+    let b = op
+        .connect_agent(&new.issued.creds(), "rack-b")
+        .await
+        .expect("a user of the new key connects");
+    // The rotation survives a reload of the directory.
+    let reloaded = fleet_auth::Authority::load(&op.authority.dir).unwrap();
+    assert_eq!(reloaded.signing_key(), new_key);
+    assert!(can_publish(&a, "rack-a").await, "old users keep working");
+
+    op.authority.retire_account_signing_key(&old_key).unwrap();
+    fleet_auth::push_account(&db.pool, &op.authority, &link)
+        .await
+        .unwrap();
+    wait_until(
+        "the old key's user is disconnected",
+        Duration::from_secs(10),
+        || {
+            let state = a.connection_state();
+            async move { state != State::Connected }
+        },
+    )
+    .await;
+    assert!(
+        op.connect_agent(&old.issued.creds(), "rack-a")
+            .await
+            .is_err()
+    );
+    assert_eq!(b.connection_state(), State::Connected);
+    assert!(can_publish(&b, "rack-b").await);
+}
