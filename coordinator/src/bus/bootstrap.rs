@@ -242,6 +242,11 @@ pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(),
     .await?;
     if subjects::is_bucket_token(agent_id) {
         ensure_stream(js, object_stream(&subjects::evidence_bucket(agent_id))).await?;
+    } else {
+        tracing::warn!(
+            agent_id,
+            "the agent id cannot name a bucket: this agent has no evidence store"
+        );
     }
     Ok(())
 }

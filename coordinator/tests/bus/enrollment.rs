@@ -2,7 +2,9 @@
 //! in operator mode (the production configuration, TLS, the `full` resolver): a revoked agent
 //! is disconnected within seconds and refused afterwards (also after a server restart) without
 //! restarting nats-server; an expired credential is refused, and one that expires while
-//! connected is disconnected; the CLI enrolls, lists and revokes.
+//! connected is disconnected; a revocation recorded while the push failed takes effect when a
+//! coordinator starts serving; the account signing key rotates and retires; TLS with client
+//! certificates; the CLI enrolls, lists and revokes.
 
 use std::process::Command;
 use std::time::Duration;
@@ -416,4 +418,59 @@ async fn rotating_the_account_signing_key_keeps_old_users_until_it_is_retired() 
     );
     assert_eq!(b.connection_state(), State::Connected);
     assert!(can_publish(&b, "rack-b").await);
+}
+
+#[tokio::test]
+async fn a_revocation_recorded_while_nats_was_away_takes_effect_when_serve_starts() {
+    let op = OperatorNats::start().await;
+    let db = TestDb::new().await;
+    let e = fleet_auth::enroll(
+        &db.pool,
+        &op.authority,
+        "rack-07",
+        &EnrollOptions::default(),
+    )
+    .await
+    .unwrap();
+    let agent = op
+        .connect_agent(&e.issued.creds(), "rack-07")
+        .await
+        .expect("connects");
+    // Recorded only (as when the push failed): the server does not know yet.
+    fleet_auth::revoke(&db.pool, "rack-07").await.unwrap();
+    assert_eq!(agent.connection_state(), State::Connected);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_phonefarm-coordinator"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db.url)
+        .env("NATS_URL", op.url())
+        .env("PHONEFARM_NATS_CREDS", op.coordinator_creds())
+        .env("PHONEFARM_NATS_CA", &op.ca.ca)
+        .env("PHONEFARM_NATS_AUTH_DIR", &op.authority.dir)
+        .env_remove("INGEST_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the revoked agent is disconnected",
+        Duration::from_secs(30),
+        || {
+            let state = agent.connection_state();
+            async move { state != State::Connected }
+        },
+    )
+    .await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        op.connect_agent(&e.issued.creds(), "rack-07")
+            .await
+            .is_err()
+    );
 }
