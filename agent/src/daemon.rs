@@ -100,6 +100,10 @@ pub struct DaemonConfig {
     pub pull: PullOptions,
     /// Event publisher timings.
     pub publisher: PublisherOptions,
+    /// Networks asset downloads may reach besides public addresses (development and tests
+    /// only; empty in production: the SSRF guard refuses loopback, private, link-local and
+    /// other special ranges).
+    pub asset_allow: Vec<ipnet::IpNet>,
 }
 
 impl DaemonConfig {
@@ -138,6 +142,7 @@ impl DaemonConfig {
                 ..PullOptions::default()
             },
             publisher: PublisherOptions::default(),
+            asset_allow: Vec::new(),
         }
     }
 }
@@ -199,6 +204,22 @@ pub struct RunArgs {
     /// Seconds between phone probe passes (reconnects, health).
     #[arg(long, env = "PHONEFARM_PROBE_SECS", default_value_t = 30)]
     pub probe_secs: u64,
+    /// Networks asset downloads may reach although the SSRF guard refuses them (loopback,
+    /// private...), comma-separated; development and tests only.
+    #[arg(
+        long = "asset-allow-cidr",
+        env = "PHONEFARM_ASSET_ALLOW_CIDRS",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub asset_allow_cidrs: Vec<ipnet::IpNet>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    crate::assets::SsrfPolicy::parse_allow_list(s)
+        .map_err(|e| e.to_string())?
+        .pop()
+        .ok_or_else(|| format!("not a CIDR or IP address: {s:?}"))
 }
 
 impl RunArgs {
@@ -235,6 +256,7 @@ impl RunArgs {
         c.heartbeat_interval = Duration::from_secs(self.heartbeat_secs);
         c.presence_interval = Duration::from_secs(self.presence_secs);
         c.probe_interval = Duration::from_secs(self.probe_secs);
+        c.asset_allow = self.asset_allow_cidrs;
         Ok(c)
     }
 }
@@ -394,6 +416,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
                 ui: config.ui.clone(),
                 flow: config.flow.clone(),
                 abort_timeout: Duration::from_secs(30),
+                asset_policy: crate::assets::SsrfPolicy::new(config.asset_allow.clone()),
             },
         },
         inner.clone(),

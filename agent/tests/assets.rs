@@ -1,16 +1,20 @@
-//! `assets::fetch` against a real HTTP server on loopback (axum on 127.0.0.1:0).
+//! `assets::fetch` against real HTTP servers on loopback (axum on 127.0.0.1:0), through the
+//! SSRF guard: limits, checksum, redirects, and the addresses a fetch may never reach.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use phonefarm_agent::assets::{self, FetchError, FetchLimits};
+use phonefarm_agent::assets::{self, FetchError, FetchLimits, SsrfPolicy};
+use phonefarm_net::testing::ScriptedLookup;
 use sha2::{Digest, Sha256};
 
 const VIDEO: &[u8] = b"\x00\x00\x00\x18ftypmp42 a small fake video for the fetch tests";
@@ -22,12 +26,17 @@ async fn spawn_server() -> SocketAddr {
         let stream = futures::stream::iter(
             (0..chunks).map(|_| Ok::<_, Infallible>(Bytes::from(vec![7u8; 1024]))),
         );
-        Body::from_stream(stream).into_response()
+        (
+            [(header::CONTENT_TYPE, "video/mp4")],
+            Body::from_stream(stream),
+        )
+            .into_response()
     }
     async fn stall() -> Response {
         let first = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"x")) });
         let never = futures::stream::pending::<Result<Bytes, Infallible>>();
-        Body::from_stream(futures::StreamExt::chain(first, never)).into_response()
+        let body = Body::from_stream(futures::StreamExt::chain(first, never));
+        ([(header::CONTENT_TYPE, "video/mp4")], body).into_response()
     }
     async fn hops(Path(n): Path<u32>) -> Response {
         if n == 0 {
@@ -46,11 +55,31 @@ async fn spawn_server() -> SocketAddr {
         .route("/stall", get(stall))
         .route("/hops/{n}", get(hops))
         .route(
+            "/page.html",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    "<html>",
+                )
+            }),
+        )
+        .route("/untyped", get(|| async { Body::from(VIDEO) }))
+        .route("/go", get(go))
+        .route(
             "/to-ftp",
             get(|| async { Redirect::temporary("ftp://127.0.0.1/video.mp4") }),
         )
         .fallback(|| async { StatusCode::NOT_FOUND });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1:0", app).await
+}
+
+/// `/go?to=URL` redirects to URL.
+async fn go(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+    Redirect::temporary(&q["to"]).into_response()
+}
+
+async fn serve_on(addr: &str, app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -63,7 +92,13 @@ fn limits() -> FetchLimits {
         connect_timeout: Duration::from_secs(5),
         total_timeout: Duration::from_secs(10),
         max_redirects: 3,
+        content_types: assets::VIDEO_TYPES.iter().map(|t| t.to_string()).collect(),
     }
+}
+
+/// The tests' servers are on loopback: allowed here, except where a test says otherwise.
+fn loopback() -> SsrfPolicy {
+    SsrfPolicy::new(SsrfPolicy::parse_allow_list("127.0.0.0/8").unwrap())
 }
 
 async fn fetch(
@@ -71,7 +106,7 @@ async fn fetch(
     path: &str,
     limits: &FetchLimits,
 ) -> Result<assets::Asset, FetchError> {
-    let client = assets::client(limits).unwrap();
+    let client = assets::client(limits, loopback()).unwrap();
     assets::fetch(&client, &format!("http://{addr}{path}"), limits).await
 }
 
@@ -163,7 +198,7 @@ async fn a_checksum_mismatch_is_reported_with_both_digests() {
 
 #[tokio::test]
 async fn only_http_and_https_urls_are_fetched() {
-    let client = assets::client(&limits()).unwrap();
+    let client = assets::client(&limits(), loopback()).unwrap();
     for url in [
         "file:///etc/passwd",
         "ftp://127.0.0.1/video.mp4",
@@ -223,4 +258,194 @@ async fn a_closed_port_is_unreachable() {
         assert!(!e.to_string().contains("secret"), "{e}");
         source = e.source();
     }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Counts the connections made to an address (an internal service that must never be reached).
+struct Internal {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Internal {
+    async fn start_on(addr: &str) -> Internal {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Internal { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// The agent's production policy (public unicast only) except 127.0.0.2, which stands in for
+/// a public CDN; `cdn.example.test` resolves to it, `internal.test` to 127.0.0.1.
+fn cdn_client(lookup: ScriptedLookup) -> phonefarm_net::GuardedClient {
+    let policy = SsrfPolicy::new(SsrfPolicy::parse_allow_list("127.0.0.2/32").unwrap());
+    assets::client_builder(&limits(), policy)
+        .lookup(Arc::new(lookup))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redirects_to_loopback_metadata_and_private_addresses_are_refused() {
+    let internal = Internal::start_on("127.0.0.1:0").await;
+    let port = internal.addr.port();
+    let cdn = serve_on(
+        "127.0.0.2:0",
+        Router::new().route("/go", get(go)).route(
+            "/video.mp4",
+            get(|| async { ([(header::CONTENT_TYPE, "video/mp4")], VIDEO) }),
+        ),
+    )
+    .await;
+    let lookup = || {
+        ScriptedLookup::new()
+            .with("cdn.example.test", &[&[ip("127.0.0.2")]])
+            .with("internal.test", &[&[ip("127.0.0.1")]])
+    };
+    let base = format!("http://cdn.example.test:{}", cdn.port());
+    // The CDN itself is fine.
+    let asset = assets::fetch(
+        &cdn_client(lookup()),
+        &format!("{base}/video.mp4"),
+        &limits(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(asset.bytes, VIDEO);
+    for (target, code) in [
+        (format!("http://127.0.0.1:{port}/video.mp4"), "loopback"),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/video.mp4"),
+            "loopback",
+        ),
+        (format!("http://internal.test:{port}/video.mp4"), "loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/iam/".into(),
+            "link_local",
+        ),
+        ("http://10.0.0.7/video.mp4".into(), "private"),
+        ("http://172.16.5.4/video.mp4".into(), "private"),
+        ("http://192.168.1.20/video.mp4".into(), "private"),
+    ] {
+        let url = reqwest::Url::parse_with_params(&format!("{base}/go"), [("to", &target)])
+            .unwrap()
+            .to_string();
+        let err = assets::fetch(&cdn_client(lookup()), &url, &limits())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            format!("asset_url_not_allowed:{code}"),
+            "{target}: {err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("asset refused by the ssrf guard after 1 redirect: "),
+            "{target}: {message}"
+        );
+        assert!(message.contains(code), "{target}: {message}");
+    }
+    // And the same addresses as the URL itself.
+    let err = assets::fetch(
+        &cdn_client(lookup()),
+        "http://169.254.169.254/latest/meta-data/",
+        &limits(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "asset_url_not_allowed:link_local");
+    assert_eq!(
+        internal.accepted(),
+        0,
+        "nothing connected to the internal service"
+    );
+}
+
+/// DNS rebinding against the agent: the CDN's name answers a public address, then loopback.
+/// The second fetch resolves again and is refused; and an answer holding both never falls back
+/// to the refused one.
+#[tokio::test]
+async fn a_name_answering_public_then_private_never_reaches_the_private_address() {
+    let internal = Internal::start_on("127.0.0.1:0").await;
+    let port = internal.addr.port();
+    // The "public" server on the same port at 127.0.0.2; each answer closes its connection, so
+    // the next fetch dials (and resolves) again.
+    serve_on(
+        &format!("127.0.0.2:{port}"),
+        Router::new().route(
+            "/video.mp4",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "video/mp4"),
+                        (header::CONNECTION, "close"),
+                    ],
+                    VIDEO,
+                )
+            }),
+        ),
+    )
+    .await;
+    let lookup =
+        Arc::new(ScriptedLookup::new().with("cdn.test", &[&[ip("127.0.0.2")], &[ip("127.0.0.1")]]));
+    let policy = SsrfPolicy::new(SsrfPolicy::parse_allow_list("127.0.0.2/32").unwrap());
+    let client = assets::client_builder(&limits(), policy)
+        .lookup(lookup.clone())
+        .build()
+        .unwrap();
+    let url = format!("http://cdn.test:{port}/video.mp4");
+    assert_eq!(
+        assets::fetch(&client, &url, &limits()).await.unwrap().bytes,
+        VIDEO
+    );
+    let err = assets::fetch(&client, &url, &limits()).await.unwrap_err();
+    assert_eq!(err.code(), "asset_url_not_allowed:loopback", "{err}");
+    assert_eq!(lookup.lookups("cdn.test"), 2);
+
+    // One answer, the allowed address first (nothing listens there on this port), the private
+    // one next.
+    let internal2 = Internal::start_on("127.0.0.1:0").await;
+    let mixed = ScriptedLookup::new().with("mixed.test", &[&[ip("127.0.0.2"), ip("127.0.0.1")]]);
+    let url = format!("http://mixed.test:{}/video.mp4", internal2.addr.port());
+    let err = assets::fetch(&cdn_client(mixed), &url, &limits())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert_eq!(
+        internal.accepted(),
+        0,
+        "nothing connected to the private address"
+    );
+    assert_eq!(internal2.accepted(), 0, "the refused address was not tried");
+}
+
+#[tokio::test]
+async fn a_body_of_the_wrong_type_is_refused_with_its_type() {
+    let addr = spawn_server().await;
+    let err = fetch(addr, "/page.html", &limits()).await.unwrap_err();
+    assert_eq!(err.code(), "asset_content_type");
+    assert_eq!(
+        err.to_string(),
+        "asset content type text/html; charset=utf-8 is not accepted \
+         (accepted: video/*, application/octet-stream, binary/octet-stream)"
+    );
+    let err = fetch(addr, "/untyped", &limits()).await.unwrap_err();
+    assert_eq!(err.code(), "asset_content_type");
+    assert!(err.to_string().contains("content type (none)"), "{err}");
 }

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use phonefarm_coordinator::callbacks::{
     self, Deliverer, DelivererConfig, NewCallback, PROCESS_UPDATED,
 };
-use phonefarm_coordinator::net::{GuardedClient, SsrfPolicy};
+use phonefarm_net::{GuardedClient, SsrfPolicy};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

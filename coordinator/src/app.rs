@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use phonefarm_net::{GuardedClient, SsrfPolicy};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -14,7 +15,6 @@ use crate::auth::Auth;
 use crate::bus::{self, BusHandle};
 use crate::callbacks::{Deliverer, DelivererConfig};
 use crate::http::{self, AppState};
-use crate::net::{GuardedClient, SsrfPolicy};
 
 /// Everything `serve` needs besides the listener.
 pub struct Settings {
@@ -46,11 +46,11 @@ pub async fn run_with_bus(
     bus: Option<BusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let http_client = GuardedClient::new(
-        SsrfPolicy::new(settings.allow.clone()),
-        Duration::from_secs(10),
-    )
-    .context("building the HTTP client")?;
+    let http_client = GuardedClient::builder(SsrfPolicy::new(settings.allow.clone()))
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("phonefarm-coordinator/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")?;
     let notify = Arc::new(Notify::new());
     let deliverer = settings.deliverer.map(|config| {
         let deliverer = Deliverer::new(

@@ -15,4 +15,3 @@ pub mod events;
 pub mod fleet_auth;
 pub mod flowpacks;
 pub mod http;
-pub mod net;

@@ -18,7 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use phonefarm_coordinator::callbacks::{
     self, Backoff, Deliverer, DelivererConfig, NewCallback, PROCESS_UPDATED, QUEUE_ITEM_UPDATED,
 };
-use phonefarm_coordinator::net::{GuardedClient, SsrfPolicy};
+use phonefarm_net::{GuardedClient, SsrfPolicy};
 use secrecy::SecretString;
 use serde_json::json;
 use sha2::Sha256;

@@ -1,244 +1,120 @@
-//! The SSRF-guarded client: refused URLs never reach a socket, allowed ones do, `head_ok`.
-//!
-//! Only loopback receivers are ever contacted: every other address in these tests must be
-//! refused before connecting.
+//! The coordinator's side of the SSRF guard (the guard itself is tested in `phonefarm-net`):
+//! a callback host that answers a public address when the API checks the URL and a private one
+//! when the deliverer dials is never connected to.
 
+#[path = "support/cb_db.rs"]
+mod cb_db;
 #[path = "support/cb_receiver.rs"]
 #[allow(dead_code)]
 mod cb_receiver;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
-use cb_receiver::{Receiver, Reply};
-use phonefarm_coordinator::net::{
-    AssetError, GuardedClient, Refusal, SendError, SsrfError, SsrfPolicy,
+use cb_db::TestDb;
+use cb_receiver::{Hanging, wait_until};
+use phonefarm_coordinator::callbacks::{
+    self, Backoff, Deliverer, DelivererConfig, NewCallback, PROCESS_UPDATED,
 };
+use phonefarm_net::testing::ScriptedLookup;
+use phonefarm_net::{GuardedClient, SsrfPolicy};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-fn client(allow: &str) -> GuardedClient {
-    let allow = SsrfPolicy::parse_allow_list(allow).expect("valid allow-list");
-    GuardedClient::new(SsrfPolicy::new(allow), Duration::from_secs(5)).expect("client")
-}
+#[tokio::test]
+async fn a_callback_host_rebinding_to_a_private_address_is_never_dialled() {
+    let db = TestDb::new().await;
+    // A private service on loopback; the host name is scripted: public for the API's check,
+    // then this address for every delivery.
+    let private = Hanging::start().await;
+    let lookup = Arc::new(ScriptedLookup::new().with(
+        "hooks.example.test",
+        &[
+            &["93.184.216.34".parse().unwrap()],
+            &["127.0.0.1".parse().unwrap()],
+        ],
+    ));
+    let http = GuardedClient::builder(SsrfPolicy::default())
+        .timeout(Duration::from_secs(5))
+        .lookup(lookup.clone())
+        .build()
+        .expect("client");
+    let url = format!("http://hooks.example.test:{}/hook", private.addr.port());
+    // What the API runs before it accepts a callback URL.
+    http.check_url(&url)
+        .await
+        .expect("the public answer passes the request-time check");
 
-fn is_refusal(err: &SsrfError) -> bool {
-    matches!(
-        err,
-        SsrfError::Refused { .. } | SsrfError::NoAllowedAddress { .. }
+    let event_id = Uuid::now_v7();
+    let body = json!({"event_type": "process.updated", "event_id": event_id.to_string()});
+    let mut tx = db.pool.begin().await.expect("begin");
+    callbacks::enqueue(
+        &mut tx,
+        NewCallback {
+            event_id,
+            event_type: PROCESS_UPDATED,
+            process_id: None,
+            queue_item_id: None,
+            sequence: None,
+            url: &url,
+            body: &body,
+        },
     )
-}
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
 
-/// Without an allow-list, every special address is refused both by the request-time check and
-/// by the sending path, and nothing reaches the loopback receiver.
-#[tokio::test]
-async fn refused_without_allow_list() {
-    let receiver = Receiver::start(vec![]).await;
-    let port = receiver.addr.port();
-    let guarded = client("");
-    let urls = [
-        format!("http://127.0.0.1:{port}/"),
-        "http://10.0.0.1/".to_owned(),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
-        format!("http://[::1]:{port}/"),
-        format!("http://[::ffff:127.0.0.1]:{port}/"),
-        format!("http://localhost:{port}/"),
-        format!("http://127.1:{port}/"),
-        format!("http://0x7f.0.0.1:{port}/"),
-        format!("http://2130706433:{port}/"),
-        format!("http://0.0.0.0:{port}/"),
-        "http://[fe80::1]/".to_owned(),
-        "http://[fd00::1]/".to_owned(),
-        "http://100.64.0.1/".to_owned(),
-        "http://192.168.0.1/".to_owned(),
-        "http://172.16.0.1/".to_owned(),
-        "http://224.0.0.1/".to_owned(),
-        "http://255.255.255.255/".to_owned(),
-        "http://[64:ff9b::7f00:1]/".to_owned(),
-    ];
-    for url in &urls {
-        let checked = guarded.check_url(url).await;
+    let notify = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let config = DelivererConfig {
+        poll_interval: Duration::from_millis(100),
+        backoff: Backoff {
+            steps: vec![Duration::from_millis(100)],
+            then: Duration::from_millis(100),
+            give_up_after: Duration::from_secs(600),
+            jitter: 0.0,
+        },
+        ..DelivererConfig::default()
+    };
+    let deliverer =
+        Deliverer::new(db.pool.clone(), http, None, Arc::clone(&notify)).with_config(config);
+    let task = tokio::spawn(deliverer.run(shutdown.clone()));
+    notify.notify_one();
+
+    // Two delivery attempts, each resolving afresh and refused by the guard.
+    let errors = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT a.error FROM callback_attempts a \
+             JOIN callback_deliveries d ON d.id = a.delivery_id WHERE d.event_id = $1 \
+             ORDER BY a.id",
+        )
+        .bind(event_id)
+        .fetch_all(&db.pool)
+        .await
+        .expect("attempts")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            errors().await.len() >= 2
+        })
+        .await,
+        "two attempts recorded"
+    );
+    for error in errors().await {
+        let error = error.unwrap_or_default();
         assert!(
-            matches!(&checked, Err(err) if is_refusal(err)),
-            "check_url({url}) = {checked:?}"
-        );
-        let sent = guarded
-            .post_json_bytes(url, HeaderMap::new(), "{}".to_owned())
-            .await;
-        assert!(
-            matches!(&sent, Err(SendError::Ssrf(err)) if is_refusal(err)),
-            "post({url}) = {sent:?}"
-        );
-        let head = guarded.head_ok(url).await;
-        assert!(
-            matches!(&head, Err(AssetError::Send(SendError::Ssrf(_)))),
-            "head_ok({url}) = {head:?}"
+            error.contains("ssrf") && error.contains("loopback"),
+            "{error}"
         );
     }
+    assert!(lookup.lookups("hooks.example.test") >= 3);
     assert_eq!(
-        receiver.count(),
+        private.accepted(),
         0,
-        "no refused request reached the receiver"
+        "nothing connected to the private address"
     );
-}
-
-#[tokio::test]
-async fn refusal_names_the_reason() {
-    let guarded = client("");
-    assert_eq!(
-        guarded.check_url("http://169.254.169.254/").await,
-        Err(SsrfError::Refused {
-            ip: "169.254.169.254".parse().expect("ip"),
-            reason: Refusal::LinkLocal,
-        })
-    );
-    assert_eq!(
-        guarded.check_url("http://[::ffff:127.0.0.1]/").await,
-        Err(SsrfError::Refused {
-            ip: "::ffff:127.0.0.1".parse().expect("ip"),
-            reason: Refusal::Loopback,
-        })
-    );
-    let localhost = guarded.check_url("http://localhost/").await;
-    assert!(
-        matches!(
-            &localhost,
-            Err(SsrfError::NoAllowedAddress { host, reason: Refusal::Loopback, .. }) if host == "localhost"
-        ),
-        "{localhost:?}"
-    );
-}
-
-#[tokio::test]
-async fn bad_urls_are_rejected() {
-    let guarded = client("127.0.0.0/8");
-    for url in [
-        "ftp://127.0.0.1/",
-        "file:///etc/passwd",
-        "gopher://127.0.0.1/",
-    ] {
-        assert!(
-            matches!(
-                guarded.check_url(url).await,
-                Err(SsrfError::UnsupportedScheme(_))
-            ),
-            "{url}"
-        );
-        assert!(
-            matches!(
-                guarded
-                    .post_json_bytes(url, HeaderMap::new(), "{}".to_owned())
-                    .await,
-                Err(SendError::Ssrf(SsrfError::UnsupportedScheme(_)))
-            ),
-            "{url}"
-        );
-    }
-    for url in ["not a url", "/relative/path", "http://"] {
-        assert!(guarded.check_url(url).await.is_err(), "{url}");
-    }
-}
-
-/// With 127.0.0.0/8 and ::1 allowed, loopback works by literal, by mapped literal and by name;
-/// other private ranges stay refused.
-#[tokio::test]
-async fn allowed_with_allow_list() {
-    let receiver = Receiver::start(vec![]).await;
-    let port = receiver.addr.port();
-    let guarded = client("127.0.0.0/8, ::1/128");
-
-    for url in [
-        format!("http://127.0.0.1:{port}/a"),
-        format!("http://localhost:{port}/b"),
-        format!("http://[::ffff:127.0.0.1]:{port}/c"),
-    ] {
-        guarded.check_url(&url).await.expect("check_url allowed");
-        let status = guarded
-            .post_json_bytes(&url, HeaderMap::new(), r#"{"ok":true}"#.to_owned())
-            .await
-            .expect("post allowed");
-        assert_eq!(status.as_u16(), 200, "{url}");
-    }
-    assert_eq!(receiver.count(), 3);
-    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["/a", "/b", "/c"]);
-    assert!(receiver.received().iter().all(|r| {
-        r.headers.get("content-type").and_then(|v| v.to_str().ok()) == Some("application/json")
-    }));
-
-    guarded
-        .check_url("http://[::1]/")
-        .await
-        .expect("::1 allowed");
-    if let Some(v6) = Receiver::start_on("[::1]:0", vec![]).await {
-        let url = format!("http://[::1]:{}/v6", v6.addr.port());
-        let status = guarded
-            .post_json_bytes(&url, HeaderMap::new(), "{}".to_owned())
-            .await
-            .expect("post to ::1");
-        assert_eq!(status.as_u16(), 200);
-        assert_eq!(v6.count(), 1);
-    }
-
-    for url in [
-        "http://10.0.0.1/",
-        "http://169.254.169.254/",
-        "http://[fe80::1]/",
-    ] {
-        assert!(
-            matches!(guarded.check_url(url).await, Err(SsrfError::Refused { .. })),
-            "{url}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn head_ok_statuses() {
-    let receiver = Receiver::start(vec![]).await;
-    let guarded = client("127.0.0.0/8");
-
-    guarded
-        .head_ok(&receiver.url("/video.mp4"))
-        .await
-        .expect("200 is ok");
-    assert!(matches!(
-        guarded.head_ok(&receiver.url("/status/404")).await,
-        Err(AssetError::Status(404))
-    ));
-    assert!(matches!(
-        guarded.head_ok(&receiver.url("/status/500")).await,
-        Err(AssetError::Status(500))
-    ));
-    let received = receiver.received();
-    assert_eq!(received.len(), 3);
-    assert!(
-        received
-            .iter()
-            .all(|r| r.method == axum::http::Method::HEAD)
-    );
-
-    // A redirect is not followed, even to an allowed address.
-    let redirecting = Receiver::start(vec![Reply::Redirect(receiver.url("/video.mp4"))]).await;
-    assert!(matches!(
-        guarded.head_ok(&redirecting.url("/moved")).await,
-        Err(AssetError::Status(302))
-    ));
-    assert_eq!(receiver.count(), 3, "the redirect target was not contacted");
-
-    // Refused address: no request at all.
-    let strict = client("");
-    assert!(matches!(
-        strict.head_ok(&receiver.url("/video.mp4")).await,
-        Err(AssetError::Send(SendError::Ssrf(SsrfError::Refused {
-            reason: Refusal::Loopback,
-            ..
-        })))
-    ));
-    assert_eq!(receiver.count(), 3);
-
-    // Nobody listening: a connect error, not a hang.
-    let dead = cb_receiver::dead_addr().await;
-    let result = guarded.head_ok(&format!("http://{dead}/x")).await;
-    assert!(
-        matches!(result, Err(AssetError::Send(SendError::Connect(_)))),
-        "{result:?}"
-    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

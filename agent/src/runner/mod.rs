@@ -36,6 +36,9 @@ pub struct RunnerOptions {
     pub flow: FlowOptions,
     /// How long a hard abort (force-stop, home) may take.
     pub abort_timeout: Duration,
+    /// Which addresses asset downloads (`post_video`'s video) may reach: public unicast only by
+    /// default.
+    pub asset_policy: crate::assets::SsrfPolicy,
 }
 
 impl Default for RunnerOptions {
@@ -46,6 +49,7 @@ impl Default for RunnerOptions {
             ui: UiConfig::default(),
             flow: FlowOptions::default(),
             abort_timeout: Duration::from_secs(30),
+            asset_policy: crate::assets::SsrfPolicy::default(),
         }
     }
 }

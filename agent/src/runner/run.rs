@@ -177,7 +177,7 @@ async fn drive(
     let seed = u64::from_le_bytes(order.run_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
     // post_video: the video is fetched before the phone is touched.
     let video = if order.capability == Capability::PostVideo {
-        let fetch = video_inputs(&sink, inputs.clone());
+        let fetch = video_inputs(&sink, inputs.clone(), &deps.options.asset_policy);
         // A soft cancel ends the run here too: nothing is on the phone yet, and a download
         // may take minutes.
         let fetched = tokio::select! {
@@ -378,6 +378,7 @@ fn video_names(content_id: &str, url: &str) -> (String, String) {
 async fn video_inputs(
     sink: &ChannelSink,
     inputs: serde_json::Value,
+    asset_policy: &crate::assets::SsrfPolicy,
 ) -> Result<PostVideoInputs, End> {
     let order: PostVideoOrder = serde_json::from_value(inputs).map_err(|e| End::Refused {
         code: "invalid_input:inputs".into(),
@@ -387,7 +388,7 @@ async fn video_inputs(
     sink.step_started("fetch_video");
     let limits = crate::assets::FetchLimits::default();
     let fetched = async {
-        let client = crate::assets::client(&limits)?;
+        let client = crate::assets::client(&limits, asset_policy.clone())?;
         crate::assets::fetch(&client, &order.video_path, &limits).await
     }
     .await;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use phonefarm_net::{GuardedClient, SendError};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use secrecy::SecretString;
@@ -18,7 +19,6 @@ use super::signing::Signer;
 use super::store::{self, Claimed, Next, Recording};
 use crate::batch::Batcher;
 use crate::db::Held;
-use crate::net::{GuardedClient, SendError};
 
 /// The `User-Agent` of every callback.
 pub const USER_AGENT: &str = "phonefarm-callback/1.0";
@@ -87,7 +87,7 @@ async fn record_batch(mut held: Held, batch: Vec<Recording>) -> (Held, Vec<Resul
     let result = held
         .with(async |conn| store::record_many(conn, &batch).await)
         .await
-        .map_err(|err| crate::net::error_chain(&err).to_string());
+        .map_err(|err| phonefarm_net::error_chain(&err).to_string());
     let n = batch.len();
     (held, vec![result; n])
 }
@@ -192,7 +192,7 @@ impl Deliverer {
                         let wait = db_retry_delay(db_failures)
                             .min(poll_interval.max(Duration::from_secs(1)));
                         tracing::warn!(
-                            error = %crate::net::error_chain(&err),
+                            error = %phonefarm_net::error_chain(&err),
                             retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                             "callback deliverer cannot reach the database"
                         );

@@ -18,7 +18,7 @@
 //! Every attempt of an event sends the same `event_id` and the same body bytes (serialized once
 //! by [`enqueue`]); only the timestamp and signatures are fresh per attempt.
 //!
-//! [`GuardedClient`]: crate::net::GuardedClient
+//! [`GuardedClient`]: phonefarm_net::GuardedClient
 
 mod backoff;
 mod deliverer;
@@ -57,7 +57,7 @@ pub struct NewCallback<'a> {
     /// The per-process sequence, stored as given (the body carries it too).
     pub sequence: Option<i64>,
     /// The receiver. Checked by the SSRF guard at delivery time; the API should also reject it
-    /// early with [`GuardedClient::check_url`](crate::net::GuardedClient::check_url).
+    /// early with [`GuardedClient::check_url`](phonefarm_net::GuardedClient::check_url).
     pub url: &'a str,
     /// The full body. Serialized once here; those exact bytes are sent and signed on every
     /// attempt.

@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use phonefarm_net::{GuardedClient, SsrfError};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;

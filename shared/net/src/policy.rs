@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::SsrfError;
+use crate::SsrfError;
 
 /// Why an address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,34 +1,15 @@
-//! Outbound HTTP with the SSRF guard.
-//!
-//! Every request the coordinator makes to a caller-supplied URL (signed callbacks, the HEAD
-//! check of ingest asset URLs) goes through [`GuardedClient`]. The guard works on the addresses
-//! actually dialled:
-//!
-//! - host names are resolved by [`GuardedResolver`], a `reqwest::dns::Resolve` that drops every
-//!   address the [`SsrfPolicy`] refuses, so a name that resolves to loopback is refused at
-//!   connect time and there is no check-then-use window (DNS rebinding);
-//! - reqwest never consults the resolver for IP-literal hosts, so [`GuardedClient`] checks
-//!   literal hosts (`http://127.0.0.1/`, `http://[::ffff:127.0.0.1]/`) before sending;
-//! - redirects are never followed (a 3xx is returned as it is), proxies from the environment
-//!   are ignored, and every request has a timeout.
-//!
-//! [`GuardedClient::check_url`] is the early, request-time check the API uses to reject URLs
-//! that resolve only to refused addresses; it is advisory, the connect-time guard is the
-//! enforcement.
+//! [`GuardedClient`]: the one HTTP client for caller-supplied URLs (see the crate docs).
 
-mod policy;
-
-use std::error::Error as StdError;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
-use url_host::HostKind;
 
-pub use policy::{Refusal, SsrfPolicy};
+use crate::peer::PeerCheckLayer;
+use crate::resolve::{GuardedResolver, Lookup, SystemLookup, lookup};
+use crate::{SsrfError, SsrfPolicy, find_source};
+use url_host::HostKind;
 
 /// How much of a response body is read (and discarded) to keep the connection reusable.
 const DRAIN_LIMIT: usize = 64 * 1024;
@@ -37,49 +18,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest [`GuardedClient::check_url`] waits for name resolution.
 const CHECK_URL_DNS_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A URL or address refused by the SSRF guard, or a URL that cannot be used at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SsrfError {
-    /// The address is not a public unicast address and not in the allow-list.
-    #[error("address {ip} is not allowed ({reason})")]
-    Refused {
-        /// The refused address.
-        ip: IpAddr,
-        /// The range it falls in.
-        reason: Refusal,
-    },
-    /// The host name resolved, but only to refused addresses.
-    #[error("host {host} resolves only to refused addresses (first: {ip}, {reason})")]
-    NoAllowedAddress {
-        /// The host name.
-        host: String,
-        /// The first refused address.
-        ip: IpAddr,
-        /// Why it was refused.
-        reason: Refusal,
-    },
-    /// The host name did not resolve.
-    #[error("cannot resolve host {host}: {message}")]
-    Resolve {
-        /// The host name.
-        host: String,
-        /// The resolver's message.
-        message: String,
-    },
-    /// The string is not an absolute URL.
-    #[error("invalid url: {0}")]
-    InvalidUrl(String),
-    /// Only `http` and `https` are allowed.
-    #[error("unsupported url scheme {0:?}: only http and https are allowed")]
-    UnsupportedScheme(String),
-    /// The URL has no host.
-    #[error("url has no host")]
-    MissingHost,
-    /// An allow-list entry that is neither a network nor an address.
-    #[error("invalid allow-list entry {0:?}: expected an address or a network like 10.0.0.0/8")]
-    InvalidAllowEntry(String),
-}
 
 /// Building the client failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,111 +75,97 @@ impl From<SsrfError> for AssetError {
     }
 }
 
-/// A `reqwest::dns::Resolve` that resolves with the system resolver and keeps only the addresses
-/// the policy allows; with none left, resolution fails with [`SsrfError::NoAllowedAddress`].
-#[derive(Debug, Clone)]
-pub struct GuardedResolver {
-    policy: Arc<SsrfPolicy>,
-}
-
-impl GuardedResolver {
-    /// A resolver enforcing `policy`.
-    pub fn new(policy: Arc<SsrfPolicy>) -> Self {
-        Self { policy }
-    }
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = Arc::clone(&self.policy);
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs = lookup(&host, 0).await?;
-            let allowed = filter_allowed(&policy, &host, addrs)?;
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
-}
-
-async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, SsrfError> {
-    tokio::net::lookup_host((host, port))
-        .await
-        .map(Iterator::collect)
-        .map_err(|err| SsrfError::Resolve {
-            host: host.to_owned(),
-            message: err.to_string(),
-        })
-}
-
-/// Keeps the allowed addresses; fails when none is allowed (or none was found).
-fn filter_allowed(
-    policy: &SsrfPolicy,
-    host: &str,
-    addrs: Vec<SocketAddr>,
-) -> Result<Vec<SocketAddr>, SsrfError> {
-    let mut first_refusal = None;
-    let mut allowed = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        match policy.check_ip(addr.ip()) {
-            Ok(()) => allowed.push(addr),
-            Err(SsrfError::Refused { ip, reason }) => {
-                first_refusal.get_or_insert((ip, reason));
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    if allowed.is_empty() {
-        return Err(match first_refusal {
-            Some((ip, reason)) => SsrfError::NoAllowedAddress {
-                host: host.to_owned(),
-                ip,
-                reason,
-            },
-            None => SsrfError::Resolve {
-                host: host.to_owned(),
-                message: "no addresses found".to_owned(),
-            },
-        });
-    }
-    Ok(allowed)
-}
-
-/// The HTTP client for caller-supplied URLs: SSRF-guarded, no redirects, no proxies, with a
-/// timeout on every request. Cheap to clone (shares one connection pool).
+/// The HTTP client for caller-supplied URLs: SSRF-guarded (resolver, literal hosts, connected
+/// peers), no redirects, no proxies, with a timeout on every request. Cheap to clone (shares
+/// one connection pool).
 #[derive(Clone, Debug)]
 pub struct GuardedClient {
     client: reqwest::Client,
     policy: Arc<SsrfPolicy>,
+    lookup: Arc<dyn Lookup>,
     timeout: Duration,
 }
 
-impl GuardedClient {
-    /// Builds the client. `timeout` bounds each whole request (connect, send, response head);
-    /// the connect phase alone is bounded by `min(timeout, 5 s)`.
-    pub fn new(policy: SsrfPolicy, timeout: Duration) -> Result<Self, BuildError> {
-        let policy = Arc::new(policy);
+/// Builds a [`GuardedClient`]: [`GuardedClient::builder`].
+#[derive(Debug)]
+pub struct GuardedClientBuilder {
+    policy: SsrfPolicy,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+    user_agent: String,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl GuardedClientBuilder {
+    /// Bounds each whole request (connect, send, response head and body); 10 s by default.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bounds the connect phase alone; `min(timeout, 5 s)` by default.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The `User-Agent` header; `phonefarm/<version>` by default.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Resolves names with `lookup` instead of the system resolver (tests script answers with
+    /// it). Its answers go through the policy like the system resolver's.
+    pub fn lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = lookup;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<GuardedClient, BuildError> {
+        let policy = Arc::new(self.policy);
+        let connect_timeout = self
+            .connect_timeout
+            .unwrap_or_else(|| self.timeout.min(Duration::from_secs(5)));
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(self.timeout)
+            .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
-            .dns_resolver(GuardedResolver::new(Arc::clone(&policy)))
-            .user_agent(concat!("phonefarm-coordinator/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(GuardedResolver::new(
+                Arc::clone(&policy),
+                Arc::clone(&self.lookup),
+            ))
+            .connector_layer(PeerCheckLayer::new(Arc::clone(&policy)))
+            .user_agent(self.user_agent)
             .build()
             .map_err(BuildError)?;
-        Ok(Self {
+        Ok(GuardedClient {
             client,
             policy,
-            timeout,
+            lookup: self.lookup,
+            timeout: self.timeout,
         })
     }
+}
 
-    /// The underlying client. Requests made with it directly still go through the guarded
-    /// resolver, but IP-literal hosts are NOT checked: prefer the methods of this type, or call
-    /// [`GuardedClient::check_literal`] first.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+impl GuardedClient {
+    /// A builder enforcing `policy`, with the defaults listed on its methods.
+    pub fn builder(policy: SsrfPolicy) -> GuardedClientBuilder {
+        GuardedClientBuilder {
+            policy,
+            timeout: Duration::from_secs(10),
+            connect_timeout: None,
+            user_agent: concat!("phonefarm/", env!("CARGO_PKG_VERSION")).to_owned(),
+            lookup: Arc::new(SystemLookup),
+        }
+    }
+
+    /// The client with the defaults but `timeout` (see [`GuardedClientBuilder::timeout`]).
+    pub fn new(policy: SsrfPolicy, timeout: Duration) -> Result<Self, BuildError> {
+        Self::builder(policy).timeout(timeout).build()
     }
 
     /// The address policy.
@@ -252,6 +176,12 @@ impl GuardedClient {
     /// The per-request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The underlying client, for this crate's request paths (which check literal hosts
+    /// first); the resolver and the peer check guard it whatever the path.
+    pub(crate) fn inner(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// Parses `url`, requires `http`/`https` and a host, and checks an IP-literal host against
@@ -274,9 +204,9 @@ impl GuardedClient {
         match url_host::kind(&parsed)? {
             HostKind::Ip(ip) => self.policy.check_ip(ip),
             HostKind::Name(host) => {
-                let port = parsed.port_or_known_default().unwrap_or(80);
                 let dns_timeout = self.timeout.min(CHECK_URL_DNS_TIMEOUT);
-                let addrs = match tokio::time::timeout(dns_timeout, lookup(&host, port)).await {
+                let resolved = lookup(self.lookup.as_ref(), &host);
+                let addrs = match tokio::time::timeout(dns_timeout, resolved).await {
                     Ok(result) => result?,
                     Err(_) => {
                         return Err(SsrfError::Resolve {
@@ -291,9 +221,8 @@ impl GuardedClient {
                         message: "no addresses found".to_owned(),
                     });
                 }
-                for addr in addrs {
-                    if let Err(SsrfError::Refused { ip, reason }) = self.policy.check_ip(addr.ip())
-                    {
+                for ip in addrs {
+                    if let Err(SsrfError::Refused { ip, reason }) = self.policy.check_ip(ip) {
                         return Err(SsrfError::NoAllowedAddress { host, ip, reason });
                     }
                 }
@@ -362,7 +291,7 @@ async fn drain(mut response: reqwest::Response) {
     .await;
 }
 
-fn parse_http_url(url: &str) -> Result<Url, SsrfError> {
+pub(crate) fn parse_http_url(url: &str) -> Result<Url, SsrfError> {
     let parsed = Url::parse(url).map_err(|err| SsrfError::InvalidUrl(err.to_string()))?;
     match parsed.scheme() {
         "http" | "https" => Ok(parsed),
@@ -372,12 +301,12 @@ fn parse_http_url(url: &str) -> Result<Url, SsrfError> {
 
 /// Turns a reqwest error into a [`SendError`], surfacing an SSRF refusal from the resolver and
 /// never carrying the URL (it may hold credentials or tokens).
-fn classify_reqwest(err: reqwest::Error) -> SendError {
+pub(crate) fn classify_reqwest(err: reqwest::Error) -> SendError {
     let err = err.without_url();
     if let Some(ssrf) = find_source::<SsrfError>(&err) {
         return SendError::Ssrf(ssrf.clone());
     }
-    let message = error_chain(&err);
+    let message = crate::error_chain(&err);
     if err.is_timeout() {
         SendError::Timeout
     } else if err.is_connect() {
@@ -387,48 +316,22 @@ fn classify_reqwest(err: reqwest::Error) -> SendError {
     }
 }
 
-fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = err.source();
-    }
-    None
-}
-
-/// `outer: inner: innermost`, skipping repeated messages.
-pub(crate) fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut current = err.source();
-    while let Some(source) = current {
-        let message = source.to_string();
-        if !out.ends_with(&message) {
-            out.push_str(": ");
-            out.push_str(&message);
-        }
-        current = source.source();
-    }
-    out
-}
-
 /// How the host of a parsed URL must be checked.
-mod url_host {
+pub(crate) mod url_host {
     use std::net::IpAddr;
 
     use reqwest::Url;
 
     use super::SsrfError;
 
-    pub(super) enum HostKind {
+    pub(crate) enum HostKind {
         /// An IP literal: reqwest dials it without resolving, so it is checked up front.
         Ip(IpAddr),
         /// A name: checked by the guarded resolver at connect time.
         Name(String),
     }
 
-    pub(super) fn kind(url: &Url) -> Result<HostKind, SsrfError> {
+    pub(crate) fn kind(url: &Url) -> Result<HostKind, SsrfError> {
         let host = url
             .host_str()
             .filter(|host| !host.is_empty())
