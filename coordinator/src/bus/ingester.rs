@@ -24,9 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use phonefarm_shared::{
-    AgentEvent, CancelMode, EventKind, Inventory, Outcome, PhoneState, RunError, subjects,
-};
+use phonefarm_shared::{AgentEvent, CancelMode, EventKind, Inventory, Outcome, RunError, subjects};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -361,78 +359,6 @@ pub(crate) async fn settle_change(
     }
 }
 
-fn phone_state(s: PhoneState) -> &'static str {
-    match s {
-        PhoneState::Online => "online",
-        PhoneState::Unauthorized => "unauthorized",
-        PhoneState::Offline => "offline",
-        PhoneState::NeedsAttention => "needs_attention",
-    }
-}
-
-/// Mirrors an inventory report into `phones`, writing only rows that changed. Returns how many
-/// phone rows were written (0 for an out-of-order report).
-#[tracing::instrument(skip_all, fields(agent_id = %agent_id, seq = inv.seq))]
-pub async fn apply_inventory(
-    conn: &mut PgConnection,
-    agent_id: &str,
-    inv: &Inventory,
-) -> Result<u64, sqlx::Error> {
-    let now = now_ms();
-    let mut tx = conn.begin().await?;
-    if !db::agents::advance_inventory(
-        &mut *tx,
-        agent_id,
-        at(inv.at_unix_ms),
-        inv.seq.min(i64::MAX as u64) as i64,
-    )
-    .await?
-    {
-        tx.commit().await?;
-        tracing::debug!(agent_id, "out-of-order inventory ignored");
-        return Ok(0);
-    }
-    let mut reported: Vec<db::phones::Reported> = Vec::with_capacity(inv.phones.len());
-    let mut index = std::collections::HashMap::with_capacity(inv.phones.len());
-    for ph in &inv.phones {
-        if !phonefarm_shared::is_subject_token(&ph.phone_id) {
-            tracing::warn!(agent_id, phone_id = %ph.phone_id, "phone id is not subject-safe; skipped");
-            continue;
-        }
-        let r = db::phones::Reported {
-            phone_id: ph.phone_id.clone(),
-            serial: ph.serial.clone(),
-            transport: ph.transport.clone(),
-            location: ph.location.clone(),
-            state: phone_state(ph.state),
-            model: ph.model.clone(),
-            android_version: ph.android_version.clone(),
-            battery_level: ph.battery_level.map(i32::from),
-            temperature_c: ph.temperature_decicelsius.map(|t| f32::from(t) / 10.0),
-            storage_free_bytes: ph.storage_free_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-            screen_state: ph.screen_on.map(|on| if on { "on" } else { "off" }),
-            app_version: ph.app_version.clone(),
-            current_queue_item_id: ph.current_queue_item_id,
-        };
-        // A phone named twice in one report: its last entry counts.
-        match index.entry(ph.phone_id.as_str()) {
-            std::collections::hash_map::Entry::Occupied(e) => reported[*e.get()] = r,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(reported.len());
-                reported.push(r);
-            }
-        }
-    }
-    let mut written = db::phones::upsert_reported(&mut tx, agent_id, &reported, now).await?;
-    let present: Vec<&str> = reported.iter().map(|r| r.phone_id.as_str()).collect();
-    written += db::phones::mark_missing_offline(&mut tx, agent_id, &present, now).await?;
-    tx.commit().await?;
-    if written > 0 {
-        tracing::info!(agent_id, written, "inventory mirrored");
-    }
-    Ok(written)
-}
-
 /// `pf.evt.<agent>.<kind>` → (agent, kind).
 fn parse_subject(subject: &str) -> Option<(&str, &str)> {
     let rest = subject.strip_prefix("pf.evt.")?;
@@ -508,7 +434,9 @@ async fn handle(
         },
         "inventory" => match phonefarm_shared::decode::<Inventory>(payload) {
             Ok(inv) if inv.agent_id == agent => db
-                .with(async |conn| apply_inventory(conn, agent, &inv).await)
+                .with(async |conn| {
+                    super::fleet::apply_inventory(conn, agent, &inv, bus.config.offline_after).await
+                })
                 .await
                 .map(|n| Wake {
                     dispatch: n > 0,

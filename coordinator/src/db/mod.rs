@@ -11,6 +11,8 @@ pub mod flow_packs;
 mod held;
 pub mod item_events;
 pub mod outbox;
+pub mod phone_claims;
+pub mod phone_moves;
 pub mod phones;
 pub mod processes;
 pub mod queue_items;

@@ -1,5 +1,10 @@
 //! The `phones` table: inventory mirrored from agents plus the operators' fields (label,
 //! attended, enabled). A phone's reported state counts only while its agent is online.
+//!
+//! A phone belongs to one agent (`agent_id`): the one that reported it first, until it is
+//! really moved or an operator moves it (`db::phone_claims`, `db::phone_moves`). An agent's
+//! report never takes another agent's phone by itself: [`upsert_reported`] writes only the
+//! reporter's own phones and the ones its caller has judged movable.
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
@@ -93,21 +98,69 @@ pub struct Reported {
     pub current_queue_item_id: Option<Uuid>,
 }
 
+/// A phone named in a report that another agent (or none) holds, locked by
+/// [`lock_held_elsewhere`].
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct HeldElsewhere {
+    pub phone_id: String,
+    /// The holder (`None`: nobody).
+    pub agent_id: Option<String>,
+    /// Since when the holder's reports no longer name it.
+    pub absent_since: Option<OffsetDateTime>,
+    /// Whether the holder is online.
+    pub holder_online: bool,
+}
+
+/// Locks and returns the phones among `ids` that exist and are not held by `agent_id`. In the
+/// usual report (only the agent's own phones, or new ones) it returns nothing and locks
+/// nothing.
+pub async fn lock_held_elsewhere(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    ids: &[&str],
+) -> Result<Vec<HeldElsewhere>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.phone_id, p.agent_id, p.absent_since, COALESCE(ag.online, false) AS holder_online \
+         FROM phones p LEFT JOIN agents ag ON ag.agent_id = p.agent_id \
+         WHERE p.phone_id = ANY($2) AND p.agent_id IS DISTINCT FROM $1 \
+         ORDER BY p.phone_id FOR UPDATE OF p",
+    )
+    .bind(agent_id)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// What [`upsert_reported`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upserted {
+    /// Rows written (inserted or changed).
+    pub written: u64,
+    /// Phones this report gave their first agent: inserted, or inserted concurrently without
+    /// one (an account bound to a phone no agent had reported yet).
+    pub created: Vec<String>,
+}
+
 /// Upserts the phones of one report in one statement, writing only the rows where a reported
-/// field differs; returns how many were written. An unchanged phone is neither written nor
-/// locked: the update filters before it touches the row, and the insert runs only for a phone
-/// this snapshot does not know (a concurrent insert is met by the same conditional update on
-/// conflict). `phones` must not name a phone twice.
+/// field differs; returns what it wrote. An existing phone is written only while `agent_id`
+/// holds it, while no agent does (an account was bound to it first; also one that appeared
+/// since the caller looked), or when it is in `taking` (phones the caller locked and judged
+/// movable to this agent); any other phone of the report is left alone, also one another agent
+/// inserted concurrently. An unchanged phone is neither written nor locked: the update filters before
+/// it touches the row, and the insert runs only for a phone this snapshot does not know (a
+/// concurrent insert is met by the same conditional update on conflict). `phones` must not
+/// name a phone twice.
 pub async fn upsert_reported(
     conn: &mut PgConnection,
     agent_id: &str,
     phones: &[Reported],
+    taking: &[&str],
     now: OffsetDateTime,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Upserted, sqlx::Error> {
     if phones.is_empty() {
-        return Ok(0);
+        return Ok(Upserted::default());
     }
-    let (n,): (i64,) = sqlx::query_as(
+    let (n, created): (i64, Vec<String>) = sqlx::query_as(
         "WITH r AS ( \
            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::int4[], $9::float4[], $10::int8[], $11::text[], \
@@ -115,22 +168,27 @@ pub async fn upsert_reported(
              AS t(phone_id, serial, port_path, transport, state, model, android_version, \
                   battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
                   current_queue_item_id) \
+         ), unassigned AS ( \
+           SELECT phone_id FROM phones WHERE phone_id = ANY($1) AND agent_id IS NULL \
+             AND NOT (phone_id = ANY($16)) \
          ), upd AS ( \
            UPDATE phones p SET serial = r.serial, agent_id = $14, port_path = r.port_path, \
              transport = r.transport, state = r.state, model = r.model, \
              android_version = r.android_version, battery_level = r.battery_level, \
              temperature_c = r.temperature_c, storage_free_bytes = r.storage_free_bytes, \
              screen_state = r.screen_state, app_version = r.app_version, \
-             current_queue_item_id = r.current_queue_item_id, last_seen_at = $15, updated_at = $15 \
+             current_queue_item_id = r.current_queue_item_id, absent_since = NULL, \
+             last_seen_at = $15, updated_at = $15 \
            FROM r \
            WHERE p.phone_id = r.phone_id \
+             AND (p.agent_id = $14 OR p.agent_id IS NULL OR p.phone_id = ANY($16)) \
              AND (p.serial, p.agent_id, p.port_path, p.transport, p.state, p.model, p.android_version, \
                   p.battery_level, p.temperature_c, p.storage_free_bytes, p.screen_state, p.app_version, \
-                  p.current_queue_item_id) \
+                  p.current_queue_item_id, p.absent_since) \
                  IS DISTINCT FROM (r.serial, $14, r.port_path, r.transport, r.state, r.model, \
                   r.android_version, r.battery_level, r.temperature_c, r.storage_free_bytes, \
-                  r.screen_state, r.app_version, r.current_queue_item_id) \
-           RETURNING 1), \
+                  r.screen_state, r.app_version, r.current_queue_item_id, NULL::timestamptz) \
+           RETURNING p.phone_id), \
          ins AS ( \
            INSERT INTO phones (phone_id, serial, agent_id, port_path, transport, state, model, \
              android_version, battery_level, temperature_c, storage_free_bytes, screen_state, app_version, \
@@ -145,8 +203,8 @@ pub async fn upsert_reported(
              battery_level = EXCLUDED.battery_level, temperature_c = EXCLUDED.temperature_c, \
              storage_free_bytes = EXCLUDED.storage_free_bytes, screen_state = EXCLUDED.screen_state, \
              app_version = EXCLUDED.app_version, current_queue_item_id = EXCLUDED.current_queue_item_id, \
-             last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at \
-           WHERE (phones.serial, phones.agent_id, phones.port_path, phones.transport, phones.state, \
+             absent_since = NULL, last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at \
+           WHERE (phones.agent_id = EXCLUDED.agent_id OR phones.agent_id IS NULL) AND (phones.serial, phones.agent_id, phones.port_path, phones.transport, phones.state, \
                   phones.model, phones.android_version, phones.battery_level, phones.temperature_c, \
                   phones.storage_free_bytes, phones.screen_state, phones.app_version, \
                   phones.current_queue_item_id) \
@@ -154,8 +212,11 @@ pub async fn upsert_reported(
                   EXCLUDED.transport, EXCLUDED.state, EXCLUDED.model, EXCLUDED.android_version, \
                   EXCLUDED.battery_level, EXCLUDED.temperature_c, EXCLUDED.storage_free_bytes, \
                   EXCLUDED.screen_state, EXCLUDED.app_version, EXCLUDED.current_queue_item_id) \
-           RETURNING 1) \
-         SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
+           RETURNING phone_id) \
+         SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), \
+           ARRAY(SELECT phone_id FROM ins UNION \
+             SELECT phone_id FROM upd WHERE phone_id IN (SELECT phone_id FROM unassigned) \
+             ORDER BY phone_id)",
     )
     .bind(phones.iter().map(|r| r.phone_id.as_str()).collect::<Vec<_>>())
     .bind(phones.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>())
@@ -172,25 +233,39 @@ pub async fn upsert_reported(
     .bind(phones.iter().map(|r| r.current_queue_item_id).collect::<Vec<_>>())
     .bind(agent_id)
     .bind(now)
+    .bind(taking)
     .fetch_one(conn)
     .await?;
-    Ok(n.max(0) as u64)
+    Ok(Upserted {
+        written: n.max(0) as u64,
+        created,
+    })
 }
 
-/// Phones of `agent_id` missing from its latest report go offline; returns how many changed.
+/// Phones of `agent_id` missing from its latest report go offline and are absent from it from
+/// now on (unless already); its claims on phones it no longer names, or now holds, are dropped
+/// (`claiming`: the phones of the report it claims from other agents). Returns how many phone
+/// rows changed.
 pub async fn mark_missing_offline(
     conn: &mut PgConnection,
     agent_id: &str,
     present: &[&str],
+    claiming: &[&str],
     now: OffsetDateTime,
 ) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
-        "UPDATE phones SET state = 'offline', current_queue_item_id = NULL, updated_at = $3 \
-         WHERE agent_id = $1 AND NOT (phone_id = ANY($2)) AND state <> 'offline'",
+        "WITH dropped AS ( \
+           DELETE FROM phone_claims WHERE agent_id = $1 AND NOT (phone_id = ANY($4)) \
+         ) \
+         UPDATE phones SET state = 'offline', current_queue_item_id = NULL, \
+           absent_since = COALESCE(absent_since, $3), updated_at = $3 \
+         WHERE agent_id = $1 AND NOT (phone_id = ANY($2)) \
+           AND (state <> 'offline' OR absent_since IS NULL)",
     )
     .bind(agent_id)
     .bind(present)
     .bind(now)
+    .bind(claiming)
     .execute(conn)
     .await?;
     Ok(r.rows_affected())

@@ -318,6 +318,36 @@ pub struct PhonePatch {
     enabled: Option<bool>,
 }
 
+/// Body of `POST /phones/{phone_id}/move`.
+#[derive(ToSchema)]
+pub struct PhoneMoveRequest {
+    /// The agent that holds the phone from now on (a known agent).
+    agent_id: String,
+    /// Why, for the record (at most 200 characters).
+    note: Option<String>,
+}
+
+/// One change of a phone's agent.
+#[derive(ToSchema)]
+pub struct PhoneMoveDoc {
+    phone_id: String,
+    /// `null` for the first sighting.
+    from_agent_id: Option<String>,
+    to_agent_id: String,
+    /// `first_seen`, `holder_gone` (the holder stopped reporting it for the offline window),
+    /// `holder_offline` or `operator`.
+    reason: String,
+    /// `inventory`, or the role of the operator's key.
+    moved_by: String,
+    note: Option<String>,
+    moved_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct PhoneMoveList {
+    moves: Vec<PhoneMoveDoc>,
+}
+
 /// The internal view of one queue item (`GET /queue-items/{id}`).
 #[derive(ToSchema)]
 pub struct QueueItemDoc {
@@ -376,6 +406,7 @@ impl Modify for Security {
         super::capabilities::list, super::capabilities::put,
         super::health::healthz, super::health::readyz, super::health::metrics,
         super::fleet::agents, super::fleet::phones, super::fleet::phone, super::fleet::put_phone,
+        super::fleet::move_phone, super::fleet::phone_moves,
         super::queue_items::get,
     ),
     modifiers(&Security),

@@ -1,5 +1,5 @@
-//! The fleet (operator endpoints): agents and phones as mirrored from NATS, and the operators'
-//! phone fields.
+//! The fleet (operator endpoints): agents and phones as mirrored from NATS, the operators'
+//! phone fields, and moving a phone to another agent (with its recorded moves).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,7 +10,9 @@ use super::AppState;
 use super::extract::ApiJson;
 use crate::auth::Caller;
 use crate::config::Role;
-use crate::db::{self, agents::AgentRow, phones::PhoneRow};
+use crate::db::{
+    self, agents::AgentRow, phone_moves::MoveRow, phone_moves::OperatorMove, phones::PhoneRow,
+};
 use crate::domain::time::{fmt, fmt_opt, now_ms};
 use crate::error::ApiError;
 
@@ -161,4 +163,115 @@ pub async fn put_phone(
         .ok_or_else(|| ApiError::not_found(vec![format!("phone_not_found:{id}")]))?;
     tracing::info!(phone_id = %id, ?attended, ?enabled, "phone updated by an operator");
     Ok(Json(phone_view(&row)))
+}
+
+fn move_view(m: &MoveRow) -> Value {
+    json!({
+        "phone_id": m.phone_id,
+        "from_agent_id": m.from_agent_id,
+        "to_agent_id": m.to_agent_id,
+        "reason": m.reason,
+        "moved_by": m.moved_by,
+        "note": m.note,
+        "moved_at": fmt(m.moved_at),
+    })
+}
+
+/// `POST /phones/{phone_id}/move` `{agent_id, note?}`: an operator moves a phone to another
+/// agent. Recorded in the phone's moves; the previous holder's reports of it are refused
+/// claims from then on. Moving a phone to the agent that holds it changes nothing.
+#[utoipa::path(post, path = "/phones/{phone_id}/move", tag = "fleet", params(("phone_id" = String, Path)),
+    request_body = super::docs::PhoneMoveRequest,
+    responses((status = 200, body = super::docs::PhoneDoc), (status = 403, body = super::docs::Problem),
+              (status = 404, body = super::docs::Problem), (status = 422, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(phone_id = %id))]
+pub async fn move_phone(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let mut errors = Vec::new();
+    if !body.is_object() {
+        errors.push("invalid_type:body:object".to_string());
+    }
+    let agent = match body.get("agent_id") {
+        Some(Value::String(a)) if phonefarm_shared::is_subject_token(a) => Some(a.as_str()),
+        Some(Value::String(_)) => {
+            errors.push("invalid_format:agent_id:subject_token".into());
+            None
+        }
+        Some(_) => {
+            errors.push("invalid_type:agent_id:string".into());
+            None
+        }
+        None if body.is_object() => {
+            errors.push("missing:agent_id".into());
+            None
+        }
+        None => None,
+    };
+    let note = match body.get("note") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(n)) if n.chars().count() <= 200 => Some(n.as_str()),
+        Some(Value::String(_)) => {
+            errors.push("out_of_range:note:length_0_to_200".into());
+            None
+        }
+        Some(_) => {
+            errors.push("invalid_type:note:string".into());
+            None
+        }
+    };
+    let Some(agent) = agent.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::unprocessable(errors));
+    };
+    let mut conn = st.db.acquire().await?;
+    let by = caller.role.as_str();
+    match db::phone_moves::move_by_operator(&mut conn, &id, agent, by, note, now_ms()).await? {
+        OperatorMove::UnknownPhone => {
+            return Err(ApiError::not_found(vec![format!("phone_not_found:{id}")]));
+        }
+        OperatorMove::UnknownAgent => {
+            return Err(ApiError::unprocessable(vec![format!(
+                "agent_not_found:{agent}"
+            )]));
+        }
+        OperatorMove::Unchanged => {}
+        OperatorMove::Moved(m) => {
+            tracing::info!(phone_id = %id, from = m.from_agent_id.as_deref().unwrap_or(""), to = agent, by, "phone moved by an operator");
+            if let Some(bus) = &st.bus {
+                bus.wakers.dispatch.notify_one();
+            }
+        }
+    }
+    drop(conn);
+    let row = db::phones::get(&st.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(vec![format!("phone_not_found:{id}")]))?;
+    Ok(Json(phone_view(&row)))
+}
+
+/// `GET /phones/{phone_id}/moves`: every change of the phone's agent, newest first (at most
+/// 100): its first sighting, moves settled from another agent's reports, operators' moves.
+#[utoipa::path(get, path = "/phones/{phone_id}/moves", tag = "fleet", params(("phone_id" = String, Path)),
+    responses((status = 200, body = super::docs::PhoneMoveList), (status = 403, body = super::docs::Problem),
+              (status = 404, body = super::docs::Problem)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(phone_id = %id))]
+pub async fn phone_moves(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    if db::phones::get(&st.db, &id).await?.is_none() {
+        return Err(ApiError::not_found(vec![format!("phone_not_found:{id}")]));
+    }
+    let moves = db::phone_moves::list(&st.db, &id).await?;
+    Ok(Json(
+        json!({"moves": moves.iter().map(move_view).collect::<Vec<_>>()}),
+    ))
 }

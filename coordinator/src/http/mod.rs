@@ -34,7 +34,6 @@ use crate::auth::Auth;
 use crate::db;
 use crate::domain::capabilities::CapabilityRule;
 use crate::error::ApiError;
-use crate::net::{GuardedClient, SsrfError};
 
 /// How long the capability registry is cached; an operator's change reaches every replica
 /// within this time (at once on the replica that served the PUT).
@@ -233,6 +232,8 @@ pub fn router(state: AppState) -> Router {
             "/phones/{phone_id}",
             get(fleet::phone).put(fleet::put_phone),
         )
+        .route("/phones/{phone_id}/move", post(fleet::move_phone))
+        .route("/phones/{phone_id}/moves", get(fleet::phone_moves))
         .route("/queue-items/{queue_item_id}", get(queue_items::get))
         .route("/capabilities", get(capabilities::list))
         .route("/capabilities/{name}", put(capabilities::put))

@@ -271,3 +271,259 @@ async fn steady_heartbeats_and_unchanged_reports_neither_write_nor_lock_rows() {
         phone_rows.1
     );
 }
+
+async fn holder(app: &BusApp, phone: &str) -> Option<String> {
+    app.scalar("SELECT agent_id FROM phones WHERE phone_id = $1", phone)
+        .await
+}
+
+async fn inventory_seq(app: &BusApp, agent: &str) -> i64 {
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT inventory_seq FROM agents WHERE agent_id = $1")
+            .bind(agent)
+            .fetch_optional(&app.db.pool)
+            .await
+            .unwrap()
+            .flatten();
+    seq.unwrap_or(0)
+}
+
+/// Waits until the coordinator applied `agent`'s inventory report number `seq`.
+async fn applied(app: &BusApp, agent: &str, seq: i64) {
+    wait_until("inventory applied", Duration::from_secs(10), || async {
+        inventory_seq(app, agent).await >= seq
+    })
+    .await;
+}
+
+/// Waits until `agent` is online (its presence mirrored).
+async fn online(app: &BusApp, agent: &str) {
+    wait_until("agent online", Duration::from_secs(10), || async {
+        let (_, b) = app.get("/agents").await;
+        b["agents"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["agent_id"] == agent && a["online"] == true)
+        })
+    })
+    .await;
+}
+
+/// `(from, to, reason, moved_by)` of a phone's moves, newest first, through the API.
+async fn moves(app: &BusApp, phone: &str) -> Vec<(Option<String>, String, String, String)> {
+    let (s, b) = app.get(&format!("/phones/{phone}/moves")).await;
+    assert_eq!(s, 200, "{b}");
+    b["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["from_agent_id"].as_str().map(String::from),
+                m["to_agent_id"].as_str().unwrap().to_string(),
+                m["reason"].as_str().unwrap().to_string(),
+                m["moved_by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn first_seen(agent: &str) -> (Option<String>, String, String, String) {
+    (None, agent.into(), "first_seen".into(), "inventory".into())
+}
+
+#[tokio::test]
+async fn a_second_agent_reporting_a_held_phone_does_not_move_it() {
+    let app = BusApp::spawn().await;
+    let _a = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    applied(&app, "rack-1", 1).await;
+    online(&app, "rack-1").await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+    let before = app.get("/phones/P1").await.1;
+
+    // rack-2 reports P1 (with other readings) while rack-1 holds and reports it.
+    let mut b = SimAgent::connect(&app.nats.url(), "rack-2").await;
+    b.keep_alive(Duration::from_millis(300));
+    let mut claimed = phone("P1");
+    claimed.battery_level = Some(5);
+    b.inventory(vec![claimed.clone()]).await;
+    applied(&app, "rack-2", 1).await;
+    let after = app.get("/phones/P1").await.1;
+    assert_eq!(after, before, "the claim changed nothing of the phone");
+    let claims: i64 = app
+        .scalar(
+            "SELECT count(*) FROM phone_claims WHERE phone_id = $1 AND agent_id = 'rack-2'",
+            "P1",
+        )
+        .await;
+    assert_eq!(claims, 1, "the refused claim is kept");
+
+    // Past the offline window, with rack-1 still reporting P1, rack-2's claim still loses,
+    // both at its next report and at its periodic checks (heartbeats every 300 ms).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    claimed.battery_level = Some(6);
+    b.inventory(vec![claimed]).await;
+    applied(&app, "rack-2", 2).await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+    assert_eq!(app.get("/phones/P1").await.1["battery_level"], 80);
+    assert_eq!(moves(&app, "P1").await, vec![first_seen("rack-1")]);
+}
+
+#[tokio::test]
+async fn an_operator_move_moves_the_phone_and_is_recorded() {
+    let app = BusApp::spawn().await;
+    let mut a = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    applied(&app, "rack-1", 1).await;
+    online(&app, "rack-1").await;
+    let mut b = SimAgent::connect(&app.nats.url(), "rack-2").await;
+    b.keep_alive(Duration::from_millis(300));
+    let mut claimed = phone("P1");
+    claimed.battery_level = Some(55);
+    b.inventory(vec![claimed]).await;
+    applied(&app, "rack-2", 1).await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+
+    // Bad requests change nothing.
+    for (body, status, error) in [
+        (json!({}), 422, "missing:agent_id"),
+        (json!({"agent_id": 7}), 422, "invalid_type:agent_id:string"),
+        (
+            json!({"agent_id": "rack.2"}),
+            422,
+            "invalid_format:agent_id:subject_token",
+        ),
+        (json!({"agent_id": "rack-9"}), 422, "agent_not_found:rack-9"),
+        (
+            json!({"agent_id": "rack-2", "note": 1}),
+            422,
+            "invalid_type:note:string",
+        ),
+    ] {
+        let (s, p) = app.post("/phones/P1/move", &body).await;
+        assert_eq!(
+            (s, p["errors"][0].as_str()),
+            (status, Some(error)),
+            "{body}: {p}"
+        );
+    }
+    assert_eq!(
+        app.post("/phones/nope/move", &json!({"agent_id": "rack-2"}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+
+    let (s, p) = app
+        .post(
+            "/phones/P1/move",
+            &json!({"agent_id": "rack-2", "note": "moved to rack 2, slot 4"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["agent_id"], "rack-2");
+    // It takes what rack-2 reported of it.
+    assert_eq!(p["battery_level"], 55);
+    assert_eq!(p["state"], "online");
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-2"));
+    let (_, listed) = app.get("/phones/P1/moves").await;
+    assert_eq!(listed["moves"][0]["note"], "moved to rack 2, slot 4");
+    assert_eq!(
+        moves(&app, "P1").await,
+        vec![
+            (
+                Some("rack-1".into()),
+                "rack-2".into(),
+                "operator".into(),
+                "admin".into()
+            ),
+            first_seen("rack-1"),
+        ]
+    );
+    // Moving it where it is changes nothing and records nothing.
+    assert_eq!(
+        app.post("/phones/P1/move", &json!({"agent_id": "rack-2"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(moves(&app, "P1").await.len(), 2);
+
+    // The previous holder still reporting it does not take it back.
+    let mut p1 = phone("P1");
+    p1.battery_level = Some(81);
+    a.inventory(vec![p1]).await;
+    applied(&app, "rack-1", 2).await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-2"));
+    assert_eq!(app.get("/phones/P1").await.1["battery_level"], 55);
+}
+
+#[tokio::test]
+async fn a_phone_really_moved_goes_to_its_new_agent() {
+    let app = BusApp::spawn().await;
+    let mut a = SimAgent::online(&app.nats.url(), "rack-1", &["P1", "P2"]).await;
+    applied(&app, "rack-1", 1).await;
+    online(&app, "rack-1").await;
+    let mut b = SimAgent::connect(&app.nats.url(), "rack-2").await;
+    b.keep_alive(Duration::from_millis(300));
+    let mut claimed = phone("P1");
+    claimed.battery_level = Some(42);
+    b.inventory(vec![claimed.clone(), phone("P2")]).await;
+    applied(&app, "rack-2", 1).await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+
+    // P1 is unplugged from rack-1: its report no longer names it. Not moved yet (within the
+    // 3 s offline window of these tests)...
+    a.inventory(vec![phone("P2")]).await;
+    applied(&app, "rack-1", 2).await;
+    assert_eq!(holder(&app, "P1").await.as_deref(), Some("rack-1"));
+    // ... but once rack-1 has not named it for the window, rack-2's periodic check takes it,
+    // with what rack-2 reported.
+    wait_until("P1 moved to rack-2", Duration::from_secs(15), || async {
+        holder(&app, "P1").await.as_deref() == Some("rack-2")
+    })
+    .await;
+    let p1 = app.get("/phones/P1").await.1;
+    assert_eq!(
+        (p1["battery_level"].as_i64(), p1["state"].as_str()),
+        (Some(42), Some("online"))
+    );
+    assert_eq!(
+        moves(&app, "P1").await,
+        vec![
+            (
+                Some("rack-1".into()),
+                "rack-2".into(),
+                "holder_gone".into(),
+                "inventory".into()
+            ),
+            first_seen("rack-1"),
+        ]
+    );
+    assert_eq!(holder(&app, "P2").await.as_deref(), Some("rack-1"));
+
+    // rack-1 goes silent: once it is offline, rack-2, which still reports P2, gets it.
+    a.go_silent();
+    wait_until("P2 moved to rack-2", Duration::from_secs(20), || async {
+        holder(&app, "P2").await.as_deref() == Some("rack-2")
+    })
+    .await;
+    assert_eq!(moves(&app, "P2").await[0].2, "holder_offline");
+    // A later report by rack-2 keeps both, and writes its new readings.
+    claimed.battery_level = Some(43);
+    b.inventory(vec![claimed, phone("P2")]).await;
+    applied(&app, "rack-2", 2).await;
+    assert_eq!(app.get("/phones/P1").await.1["battery_level"], 43);
+}
+
+/// A phone an account was bound to before any agent reported it has no agent: the first agent
+/// that reports it gets it, recorded as its first sighting.
+#[tokio::test]
+async fn a_phone_known_before_any_report_goes_to_the_first_agent_reporting_it() {
+    let app = BusApp::spawn().await;
+    app.account("acc-1", "P9").await;
+    assert_eq!(holder(&app, "P9").await, None);
+    let _a = SimAgent::online(&app.nats.url(), "rack-1", &["P9"]).await;
+    applied(&app, "rack-1", 1).await;
+    assert_eq!(holder(&app, "P9").await.as_deref(), Some("rack-1"));
+    assert_eq!(moves(&app, "P9").await, vec![first_seen("rack-1")]);
+}
