@@ -84,8 +84,9 @@ pub struct ServeArgs {
         value_parser = parse_cidr
     )]
     pub callback_allow_cidrs: Vec<ipnet::IpNet>,
-    /// Serve /metrics without authentication.
-    #[arg(long, env = "PHONEFARM_PUBLIC_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Serve /metrics without authentication (by default it needs a bearer token of any role,
+    /// like the rest of the API).
+    #[arg(long, env = "PHONEFARM_PUBLIC_METRICS")]
     pub public_metrics: bool,
 }
 

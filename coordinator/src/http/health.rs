@@ -48,9 +48,12 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. Needs a bearer token (any role) unless the
+/// coordinator runs with `--public-metrics`.
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, body = super::docs::Problem)),
+    security((), ("bearer" = [])))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
