@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::app::{Popup, ProfileField, ScreenKind};
+use crate::app::{Permission, Popup, ProfileField, ScreenKind};
+use crate::faults::Fault;
 use crate::ui::NodeRef;
 
 /// One thing that happened on the phone, in order. `Phone::actions()` returns the log.
@@ -87,9 +88,39 @@ pub enum Action {
     MediaScanned {
         path: String,
     },
+    /// A `uiautomator dump` returned this screen (the previous one when the dump was stale).
     UiDumped {
         screen: ScreenKind,
     },
+    /// The dump that follows showed the previous screen: a transition was too recent.
+    StaleDump {
+        shown: ScreenKind,
+    },
     Screenshot,
     Rebooted,
+    /// An injected fault happened.
+    FaultFired {
+        fault: Fault,
+    },
+    /// The app's process died on its own (crash, killed).
+    AppDied,
+    /// Post was tapped but the upload died with the app: no post.
+    UploadLost {
+        file: String,
+        caption: String,
+    },
+    /// A runtime permission prompt was answered.
+    PermissionAnswered {
+        permission: Permission,
+        granted: bool,
+    },
+    /// A system dialog's button was tapped (`not_responding`/`wait`, `keeps_stopping`/
+    /// `close_app`, `low_battery`/`cancel`, ...).
+    SystemAnswered {
+        dialog: String,
+        button: String,
+    },
+    ScreenTurnedOff,
+    /// The lock screen was swiped away.
+    Unlocked,
 }

@@ -17,7 +17,9 @@
 mod actions;
 mod app;
 mod catalogue;
+pub mod faults;
 mod fs;
+mod media;
 mod png;
 pub mod shell;
 mod ui;
@@ -28,11 +30,15 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use actions::Action;
-pub use app::{AccountState, Popup, PopupTrigger, Post, Profile, ProfileField, ScreenKind};
+pub use app::{
+    AccountState, Permission, Popup, PopupTrigger, Post, Profile, ProfileField, ScreenKind,
+};
 pub use catalogue::{Video, ad_video, feed_video, search as search_catalogue};
+pub use faults::{Behaviour, Fault, FaultTrigger, Latency};
+pub use media::mp4_duration_ms;
 pub use ui::{
-    APP_LAUNCH_ACTIVITY, APP_PACKAGE, NodeRef, Rect, SCREEN_HEIGHT, SCREEN_WIDTH, UiVariant,
-    app_resource_id,
+    APP_LAUNCH_ACTIVITY, APP_PACKAGE, NodeRef, Rect, SCREEN_HEIGHT, SCREEN_WIDTH, ScreenSize,
+    UiVariant, app_resource_id,
 };
 
 /// What one shell command produced.
@@ -120,6 +126,16 @@ pub struct PhoneConfig {
     pub keyboard: bool,
     /// Every Nth feed video is an ad (`Sponsored` label, id `ad-…`); 0 means no ads.
     pub ad_every: u32,
+    /// Latencies and the failures the phone shows on its own (a profile: `ideal`, the
+    /// default, or `realistic`; see [`Behaviour`]).
+    pub behaviour: Behaviour,
+    /// Seed of the latency draws.
+    pub fault_seed: u64,
+    /// The display: 1080x2400 unless set (also 720x1280, 1440x3200). Screens are laid out on
+    /// 1080x2400 and scaled to it.
+    pub screen: ScreenSize,
+    /// Posted videos go under review (the upload ends with "Your video is under review.").
+    pub review_posts: bool,
 }
 
 impl Default for PhoneConfig {
@@ -143,6 +159,10 @@ impl Default for PhoneConfig {
             failing_dumps: 0,
             keyboard: false,
             ad_every: 0,
+            behaviour: Behaviour::ideal(),
+            fault_seed: 0,
+            screen: ScreenSize::FHD_PLUS,
+            review_posts: false,
         }
     }
 }
@@ -160,6 +180,9 @@ pub struct Phone {
     pub(crate) settings: BTreeMap<String, String>,
     pub(crate) reboot_requested: bool,
     pub(crate) boot_polls_left: u32,
+    pub(crate) faults: faults::FaultState,
+    /// The keyguard is up (shown whenever the screen is on).
+    pub(crate) locked: bool,
 }
 
 impl Default for Phone {
@@ -196,6 +219,8 @@ impl Phone {
         Self {
             identity,
             fs: fs::Fs::new(config.clock),
+            faults: faults::FaultState::new(config.fault_seed),
+            locked: false,
             config,
             app: app::App::default(),
             actions: Vec::new(),
@@ -231,9 +256,19 @@ impl Phone {
         self.screen_on
     }
 
-    /// Turns the display on or off (as the power key does).
+    /// Turns the display on or off (as the power key does; off locks it when the phone
+    /// locks, see [`Behaviour::lock_screen`]).
     pub fn set_screen_on(&mut self, on: bool) {
-        self.screen_on = on;
+        if on {
+            self.screen_on = true;
+        } else {
+            self.screen_off();
+        }
+    }
+
+    /// Whether the keyguard is up.
+    pub fn locked(&self) -> bool {
+        self.locked
     }
 
     /// Queues a pop-up to appear over the app (see [`PopupTrigger`]).
@@ -284,8 +319,10 @@ impl Phone {
     /// The current screen as uiautomator XML (what `uiautomator dump` would write), without
     /// counting as a dump. None while the screen is off.
     pub fn ui_xml(&self) -> Option<String> {
-        self.screen_on
-            .then(|| self.window().to_xml(self.config.variant))
+        self.screen_on.then(|| {
+            self.window()
+                .to_xml(self.config.variant, self.config.screen)
+        })
     }
 
     /// True once after the shell ran `reboot`: the peer should drop its connections, as a real
@@ -341,9 +378,11 @@ impl Phone {
         self.app.stack.clear();
         self.app.update_prompt = false;
         self.app.permission = None;
+        self.app.system = None;
         self.app.upload_status = None;
         self.app.foreground = app::Foreground::Launcher;
         self.screen_on = true;
+        self.locked = self.config.behaviour.lock_screen;
         self.boot_polls_left = self.config.boot_delay_polls;
         self.actions.push(Action::Rebooted);
     }

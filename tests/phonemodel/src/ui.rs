@@ -34,9 +34,69 @@ pub(crate) const LAUNCHER_PACKAGE: &str = "com.google.android.apps.nexuslauncher
 pub(crate) const PLAY_STORE_PACKAGE: &str = "com.android.vending";
 pub(crate) const PERMISSION_PACKAGE: &str = "com.google.android.permissioncontroller";
 
-/// Display size in pixels.
+/// The size screens are laid out in (SCREENS.md's coordinates); a phone with another display
+/// ([`ScreenSize`]) shows them scaled.
 pub const SCREEN_WIDTH: i32 = 1080;
 pub const SCREEN_HEIGHT: i32 = 2400;
+
+/// A phone's display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ScreenSize {
+    pub width: i32,
+    pub height: i32,
+    /// Dots per inch (`wm density`).
+    pub density: u32,
+}
+
+impl ScreenSize {
+    /// 720x1280 (an older phone).
+    pub const HD: Self = Self {
+        width: 720,
+        height: 1280,
+        density: 320,
+    };
+    /// 1080x2400, the layout size.
+    pub const FHD_PLUS: Self = Self {
+        width: 1080,
+        height: 2400,
+        density: 420,
+    };
+    /// 1440x3200.
+    pub const QHD_PLUS: Self = Self {
+        width: 1440,
+        height: 3200,
+        density: 560,
+    };
+
+    /// `WxH`, one of the three sizes above.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::HD, Self::FHD_PLUS, Self::QHD_PLUS]
+            .into_iter()
+            .find(|z| format!("{}x{}", z.width, z.height) == s)
+    }
+
+    fn scale(v: i32, to: i32, from: i32) -> i32 {
+        (i64::from(v) * i64::from(to) / i64::from(from)) as i32
+    }
+
+    /// A layout rectangle on this display.
+    pub(crate) fn to_physical(self, r: Rect) -> Rect {
+        Rect {
+            left: Self::scale(r.left, self.width, SCREEN_WIDTH),
+            top: Self::scale(r.top, self.height, SCREEN_HEIGHT),
+            right: Self::scale(r.right, self.width, SCREEN_WIDTH),
+            bottom: Self::scale(r.bottom, self.height, SCREEN_HEIGHT),
+        }
+    }
+
+    /// A point on this display, in layout coordinates.
+    pub(crate) fn to_layout(self, x: i32, y: i32) -> (i32, i32) {
+        (
+            Self::scale(x, SCREEN_WIDTH, self.width),
+            Self::scale(y, SCREEN_HEIGHT, self.height),
+        )
+    }
+}
 
 /// App resource ids: (variant A name, variant B name).
 pub(crate) const ID_TABLE: &[(&str, &str)] = &[
@@ -135,6 +195,17 @@ pub(crate) const ID_TABLE: &[(&str, &str)] = &[
     ("verify_submit", "av3"),
     ("placeholder_title", "ph0"),
     ("ad_label", "adl"),
+    ("session_title", "as0"),
+    ("session_message", "as1"),
+    ("session_ok", "as2"),
+    ("suspend_title", "as3"),
+    ("suspend_message", "as4"),
+    ("suspend_appeal", "as5"),
+    ("rate_dialog", "rl0"),
+    ("rate_title", "rl1"),
+    ("rate_message", "rl2"),
+    ("rate_ok", "rl3"),
+    ("profile_post_review", "pfc"),
 ];
 
 /// The full resource-id of an app id (given by its variant-A name) in `variant`.
@@ -390,12 +461,30 @@ impl Window {
         best
     }
 
-    pub(crate) fn to_xml(&self, variant: UiVariant) -> String {
+    pub(crate) fn to_xml(&self, variant: UiVariant, screen: ScreenSize) -> String {
+        self.to_xml_with(variant, screen, false)
+    }
+
+    /// The dump; `compressed` leaves out the views that are not important for accessibility
+    /// (layout containers with no id, text, description or action), as `--compressed` does;
+    /// their children take their place.
+    pub(crate) fn to_xml_with(
+        &self,
+        variant: UiVariant,
+        screen: ScreenSize,
+        compressed: bool,
+    ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         out.push_str(
             "<?xml version='1.0' encoding='UTF-8' standalone='yes' ?><hierarchy rotation=\"0\">",
         );
-        write_node(&mut out, &self.root, 0, self.package, variant);
+        let w = Writer {
+            package: self.package,
+            variant,
+            screen,
+            compressed,
+        };
+        w.node(&mut out, &self.root, 0);
         out.push_str("</hierarchy>");
         out
     }
@@ -432,44 +521,76 @@ pub(crate) fn escape_attr(out: &mut String, value: &str) {
     }
 }
 
-fn write_node(out: &mut String, n: &Node, index: usize, package: &str, variant: UiVariant) {
-    use std::fmt::Write as _;
-    let screen = Rect::new(0, 0, SCREEN_WIDTH, SCREEN_HEIGHT);
-    let _ = write!(out, "<node index=\"{index}\" text=\"");
-    escape_attr(out, &n.text);
-    out.push_str("\" resource-id=\"");
-    escape_attr(out, &n.resource_id(variant));
-    let _ = write!(
-        out,
-        "\" class=\"{}\" package=\"{package}\" content-desc=\"",
-        n.class
-    );
-    escape_attr(out, &n.desc);
-    let _ = write!(
-        out,
-        "\" checkable=\"{}\" checked=\"{}\" clickable=\"{}\" enabled=\"{}\" focusable=\"{}\" \
-         focused=\"{}\" scrollable=\"{}\" long-clickable=\"{}\" password=\"{}\" selected=\"{}\" \
-         bounds=\"{}\"",
-        n.checkable,
-        n.checked,
-        n.clickable,
-        n.enabled,
-        n.focusable,
-        n.focused,
-        n.scrollable,
-        n.long_clickable,
-        n.password,
-        n.selected,
-        n.bounds.clip(screen),
-    );
-    if n.children.is_empty() {
-        out.push_str(" />");
-    } else {
-        out.push('>');
-        for (i, c) in n.children.iter().enumerate() {
-            write_node(out, c, i, package, variant);
+struct Writer {
+    package: &'static str,
+    variant: UiVariant,
+    screen: ScreenSize,
+    compressed: bool,
+}
+
+impl Writer {
+    fn unimportant(n: &Node) -> bool {
+        matches!(n.rid, Rid::None)
+            && n.text.is_empty()
+            && n.desc.is_empty()
+            && !n.clickable
+            && !n.scrollable
+            && !n.checkable
+            && !n.focusable
+    }
+
+    /// The children a node shows: compressed dumps lift the children of unimportant ones.
+    fn shown<'a>(&self, n: &'a Node, out: &mut Vec<&'a Node>) {
+        for c in &n.children {
+            if self.compressed && Self::unimportant(c) {
+                self.shown(c, out);
+            } else {
+                out.push(c);
+            }
         }
-        out.push_str("</node>");
+    }
+
+    fn node(&self, out: &mut String, n: &Node, index: usize) {
+        use std::fmt::Write as _;
+        let layout = Rect::new(0, 0, SCREEN_WIDTH, SCREEN_HEIGHT);
+        let _ = write!(out, "<node index=\"{index}\" text=\"");
+        escape_attr(out, &n.text);
+        out.push_str("\" resource-id=\"");
+        escape_attr(out, &n.resource_id(self.variant));
+        let _ = write!(
+            out,
+            "\" class=\"{}\" package=\"{}\" content-desc=\"",
+            n.class, self.package
+        );
+        escape_attr(out, &n.desc);
+        let _ = write!(
+            out,
+            "\" checkable=\"{}\" checked=\"{}\" clickable=\"{}\" enabled=\"{}\" focusable=\"{}\" \
+             focused=\"{}\" scrollable=\"{}\" long-clickable=\"{}\" password=\"{}\" selected=\"{}\" \
+             bounds=\"{}\"",
+            n.checkable,
+            n.checked,
+            n.clickable,
+            n.enabled,
+            n.focusable,
+            n.focused,
+            n.scrollable,
+            n.long_clickable,
+            n.password,
+            n.selected,
+            self.screen.to_physical(n.bounds.clip(layout)),
+        );
+        let mut children = Vec::new();
+        self.shown(n, &mut children);
+        if children.is_empty() {
+            out.push_str(" />");
+        } else {
+            out.push('>');
+            for (i, c) in children.into_iter().enumerate() {
+                self.node(out, c, i);
+            }
+            out.push_str("</node>");
+        }
     }
 }
 

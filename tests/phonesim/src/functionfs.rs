@@ -560,9 +560,9 @@ impl FunctionFs {
                 tracing::info!(?ev, "functionfs event");
             }
         });
-        let allowed = Arc::new(Mutex::new(Vec::<String>::new()));
+        let clock = crate::peer::SimClock::new(config.time_scale);
         while !shutdown.is_cancelled() {
-            let conn = Connection::new(phone.clone(), config.clone(), allowed.clone());
+            let conn = Connection::new(phone.clone(), config.clone(), clock);
             tracing::debug!("functionfs: waiting for a connection");
             conn.serve(sink.clone(), &mut source, shutdown.child_token())
                 .await;

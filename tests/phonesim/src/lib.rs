@@ -17,7 +17,7 @@ use phonefarm_agent::adb::banner::{
     FEATURE_CMD, FEATURE_FIXED_PUSH_MKDIR, FEATURE_SHELL_V2, FEATURE_STAT_V2,
 };
 use phonefarm_agent::adb::message::{MAX_PAYLOAD, VERSION_SKIP_CHECKSUM};
-use phonefarm_phonemodel::{Identity, Phone};
+use phonefarm_phonemodel::{Behaviour, Identity, Phone, PhoneConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,11 @@ pub struct SimConfig {
     pub max_payload: u32,
     pub features: Vec<String>,
     pub faults: Faults,
+    /// The phone model's knobs, its fault profile included (`model.behaviour`).
+    pub model: PhoneConfig,
+    /// Real time per phone time: 1.0 serves latencies as they are; 0.1 ten times faster
+    /// (timeouts, transitions and boot times scale alike, so the profile keeps its shape).
+    pub time_scale: f64,
 }
 
 impl Default for SimConfig {
@@ -85,6 +90,8 @@ impl Default for SimConfig {
             .map(|s| s.to_string())
             .collect(),
             faults: Faults::default(),
+            model: PhoneConfig::default(),
+            time_scale: 1.0,
         }
     }
 }
@@ -100,6 +107,25 @@ impl SimConfig {
     pub fn without_feature(mut self, f: &str) -> Self {
         self.features.retain(|x| x != f);
         self
+    }
+
+    /// The phone behaves as the named profile says (`ideal`, `realistic`), served `time_scale`
+    /// times real time.
+    pub fn with_profile(mut self, behaviour: Behaviour, time_scale: f64) -> Self {
+        self.model.behaviour = behaviour;
+        self.time_scale = time_scale;
+        self
+    }
+
+    /// A new phone model as configured.
+    pub fn phone(&self) -> Phone {
+        let mut p = Phone::with_config(self.identity.clone(), self.model.clone());
+        if let AuthMode::Required { known_keys, .. } = &self.auth {
+            for k in known_keys {
+                p.allow_adb_key(k);
+            }
+        }
+        p
     }
 
     pub fn with_feature(mut self, f: &str) -> Self {
@@ -151,7 +177,7 @@ pub fn spawn_on(listener: TcpListener, config: SimConfig) -> Sim {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let phone = Arc::new(Mutex::new(Phone::new(config.identity.clone())));
+    let phone = Arc::new(Mutex::new(config.phone()));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve(
         listener,
@@ -167,22 +193,23 @@ pub fn spawn_on(listener: TcpListener, config: SimConfig) -> Sim {
     }
 }
 
-/// Accepts connections until `shutdown`, one task per connection, all on the same phone.
+/// Accepts connections until `shutdown`, one task per connection, all on the same phone
+/// (build it with [`SimConfig::phone`] so that it knows the configured keys).
 pub async fn serve(
     listener: TcpListener,
     phone: Arc<Mutex<Phone>>,
     config: Arc<SimConfig>,
     shutdown: CancellationToken,
 ) {
-    // Keys the user allowed are remembered across connections, like the phone's adb_keys.
-    let allowed = Arc::new(Mutex::new(Vec::<String>::new()));
+    // The phone remembers the keys its user allowed (its adb_keys) across connections.
+    let clock = peer::SimClock::new(config.time_scale);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "sim connection");
-                    let conn = peer::Connection::new(phone.clone(), config.clone(), allowed.clone());
+                    let conn = peer::Connection::new(phone.clone(), config.clone(), clock);
                     tokio::spawn(conn.run(stream, shutdown.child_token()));
                 }
                 Err(e) => {

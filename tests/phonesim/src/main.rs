@@ -1,6 +1,11 @@
 //! `phonefarm-phonesim --listen 127.0.0.1:PORT --phones N`: N simulated phones on consecutive
 //! ports, serials SIM0001..., one line printed per listening address.
 //!
+//! `--profile NAME[,NAME…]` sets how the phones behave: `ideal` (answers at once, never fails on
+//! its own) or `realistic` (real phones' latencies, idle-state errors and stale dumps); phone i
+//! takes the i-th name, the last one repeating. `--time-scale F` serves every latency, timeout
+//! and boot F times as long (0.1: ten times faster), keeping the profile's shape.
+//!
 //! `phonefarm-phonesim --functionfs DIR`: one simulated phone as a USB gadget function, on a
 //! FunctionFS mounted at DIR; prints `SIM0001 functionfs ready at DIR` once the endpoints
 //! exist, after which the gadget may be bound to a UDC.
@@ -12,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use phonefarm_phonesim::functionfs::FunctionFs;
+use phonefarm_phonesim::model::{Behaviour, ScreenSize};
 use phonefarm_phonesim::{AuthMode, KeyOffer, SimConfig, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +59,37 @@ struct Args {
     /// Fault: send a malformed message after this many stream bytes.
     #[arg(long, env = "PHONESIM_GARBAGE_AFTER_BYTES")]
     garbage_after_bytes: Option<u64>,
+    /// How the phones behave: `ideal` or `realistic`, one name for all or one per phone
+    /// (comma-separated, the last repeating).
+    #[arg(
+        long,
+        env = "PHONESIM_PROFILE",
+        default_value = "ideal",
+        value_delimiter = ','
+    )]
+    profile: Vec<String>,
+    /// Real time per phone time (latencies, timeouts, boot): 1 is real scale.
+    #[arg(long, env = "PHONESIM_TIME_SCALE", default_value_t = 1.0)]
+    time_scale: f64,
+    /// Display sizes, WxH (720x1280, 1080x2400, 1440x3200), one for all or one per phone.
+    #[arg(
+        long,
+        env = "PHONESIM_SCREEN",
+        default_value = "1080x2400",
+        value_delimiter = ','
+    )]
+    screen: Vec<String>,
+    /// Seed of the latency draws (phone i uses seed + i).
+    #[arg(long, env = "PHONESIM_SEED", default_value_t = 0)]
+    seed: u64,
+}
+
+/// The i-th of a comma list, the last one repeating.
+fn nth<'a>(list: &'a [String], i: usize) -> &'a str {
+    list.get(i)
+        .or(list.last())
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -94,6 +131,25 @@ async fn main() -> anyhow::Result<()> {
     if args.auth == "accept-on-signal" && args.functionfs.is_none() {
         anyhow::bail!("--auth accept-on-signal needs --functionfs");
     }
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        anyhow::bail!(
+            "--time-scale must be a positive number, got {}",
+            args.time_scale
+        );
+    }
+    for name in &args.profile {
+        if Behaviour::named(name).is_none() {
+            anyhow::bail!(
+                "unknown --profile {name:?}: expected one of {}",
+                Behaviour::PROFILES.join(", ")
+            );
+        }
+    }
+    for size in &args.screen {
+        if ScreenSize::parse(size).is_none() {
+            anyhow::bail!("unknown --screen {size:?}: expected 720x1280, 1080x2400 or 1440x3200");
+        }
+    }
     let shutdown = CancellationToken::new();
     let phones = if args.functionfs.is_some() {
         1
@@ -117,6 +173,14 @@ async fn main() -> anyhow::Result<()> {
         if args.delayed_ack {
             cfg = cfg.with_feature("delayed_ack");
         }
+        let i = usize::from(i);
+        let profile = nth(&args.profile, i);
+        cfg = cfg.with_profile(
+            Behaviour::named(profile).unwrap_or_default(),
+            args.time_scale,
+        );
+        cfg.model.screen = ScreenSize::parse(nth(&args.screen, i)).unwrap_or(ScreenSize::FHD_PLUS);
+        cfg.model.fault_seed = args.seed.wrapping_add(i as u64);
         if let Some(dir) = &args.functionfs {
             let mut ffs = FunctionFs::start(dir)
                 .with_context(|| format!("functionfs at {}", dir.display()))?;
@@ -124,25 +188,24 @@ async fn main() -> anyhow::Result<()> {
                 ffs.hold_key_offers(phonefarm_phonesim::functionfs::allow_on_sigusr1()?);
             }
             println!("{serial} functionfs ready at {}", dir.display());
-            let phone = Arc::new(Mutex::new(phonefarm_phonesim::model::Phone::new(
-                cfg.identity.clone(),
-            )));
+            let phone = Arc::new(Mutex::new(cfg.phone()));
             tokio::spawn(ffs.serve(phone, Arc::new(cfg), shutdown.child_token()));
             continue;
         }
         // Port 0 means "any free port" for every phone.
         let port = match args.listen.port() {
             0 => 0,
-            p => p.checked_add(i).context("port range overflows")?,
+            p => p
+                .checked_add(u16::try_from(i).unwrap_or(u16::MAX))
+                .context("port range overflows")?,
         };
         let addr = SocketAddr::new(args.listen.ip(), port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         println!("{serial} listening on {}", listener.local_addr()?);
-        let phone = Arc::new(Mutex::new(phonefarm_phonesim::model::Phone::new(
-            cfg.identity.clone(),
-        )));
+        tracing::info!(%serial, profile, "phone profile");
+        let phone = Arc::new(Mutex::new(cfg.phone()));
         tokio::spawn(serve(
             listener,
             phone,

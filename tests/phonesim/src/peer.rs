@@ -1,9 +1,16 @@
 //! One ADB connection, device side: drives the core's device-role [`Session`] over any
 //! transport (TCP here, FunctionFS in [`crate::functionfs`]) and serves `shell` (v2 and
 //! legacy), `exec`, `sync` and `reboot` from the phone model.
+//!
+//! Replies to shell commands go out after the latency the model charges for them (scaled by
+//! the simulator's time scale), so the host meets the phone's latencies in real time; the
+//! command's effects happen when it arrives. A connection drops when the model says every
+//! connection must (reboot, adb outage, host keys revoked), and while adb is down none is
+//! served.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use phonefarm_agent::adb::auth::parse_public_key_line;
@@ -41,11 +48,56 @@ enum Service {
     Done,
 }
 
+/// The simulator's clock: phone time runs `1 / scale` times as fast as real time, and a
+/// latency of `ms` phone milliseconds takes `ms * scale` real ones.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    start: Instant,
+    scale: f64,
+}
+
+impl SimClock {
+    pub fn new(scale: f64) -> Self {
+        Self {
+            start: Instant::now(),
+            scale: if scale.is_finite() && scale > 0.0 {
+                scale
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Phone milliseconds since the simulator started.
+    pub fn now_ms(&self) -> u64 {
+        (self.start.elapsed().as_secs_f64() * 1000.0 / self.scale) as u64
+    }
+
+    /// How long `ms` phone milliseconds take in real time.
+    pub fn real(&self, ms: u32) -> Duration {
+        Duration::from_secs_f64(f64::from(ms) * self.scale / 1000.0)
+    }
+
+    /// Tells the phone the time.
+    pub fn tick(&self, phone: &mut Phone) {
+        phone.advance(self.now_ms());
+    }
+}
+
 /// Device side of one connection.
 pub struct Connection {
     phone: Arc<Mutex<Phone>>,
     config: Arc<SimConfig>,
-    allowed: Arc<Mutex<Vec<String>>>,
+    clock: SimClock,
+    /// The phone's connection epoch when this connection started.
+    epoch: u64,
+}
+
+/// A reply held back for the command's latency.
+struct Delayed {
+    due: Instant,
+    id: u32,
+    data: Bytes,
 }
 
 /// `/system/bin/sh -c script` on the model, as parts in the order they ran. The model expands
@@ -53,15 +105,17 @@ pub struct Connection {
 /// learn a command's status over the legacy shell (`cmd`, newline, `echo MARKER$?`). So a
 /// final line using `$?` runs after the rest with `$?` replaced by the rest's exit status, as
 /// sh would do (except that an `exit` in the rest does not stop it).
-fn sh_c(phone: &Mutex<Phone>, script: &str) -> Vec<phonefarm_phonemodel::ShellOutput> {
-    let mut phone = lock(phone);
+fn sh_c(phone: &mut Phone, script: &str) -> (Vec<phonefarm_phonemodel::ShellOutput>, u32) {
     match script.rsplit_once('\n') {
         Some((head, last)) if last.contains("$?") => {
-            let first = phone.shell(head);
+            let (first, ms) = phone.shell_timed(head);
             let last = phone.shell(&last.replace("$?", &first.exit.to_string()));
-            vec![first, last]
+            (vec![first, last], ms)
         }
-        _ => vec![phone.shell(script)],
+        _ => {
+            let (out, ms) = phone.shell_timed(script);
+            (vec![out], ms)
+        }
     }
 }
 
@@ -86,33 +140,37 @@ fn lock(phone: &Mutex<Phone>) -> std::sync::MutexGuard<'_, Phone> {
 }
 
 impl Connection {
-    pub fn new(
-        phone: Arc<Mutex<Phone>>,
-        config: Arc<SimConfig>,
-        allowed: Arc<Mutex<Vec<String>>>,
-    ) -> Self {
+    pub fn new(phone: Arc<Mutex<Phone>>, config: Arc<SimConfig>, clock: SimClock) -> Self {
+        let epoch = {
+            let mut p = lock(&phone);
+            clock.tick(&mut p);
+            p.connection_epoch()
+        };
         Self {
             phone,
             config,
-            allowed,
+            clock,
+            epoch,
         }
     }
 
+    /// Whether this connection must end: the phone dropped its connections since it started,
+    /// or adb is down.
+    fn cut(&self) -> bool {
+        let mut p = lock(&self.phone);
+        self.clock.tick(&mut p);
+        p.connection_epoch() != self.epoch || !p.adb_up()
+    }
+
     fn session(&self) -> Session {
-        let id = lock(&self.phone).identity().clone();
+        let (id, keys) = {
+            let p = lock(&self.phone);
+            (p.identity().clone(), p.adb_keys().to_vec())
+        };
         let features: Vec<&str> = self.config.features.iter().map(String::as_str).collect();
         let banner = Banner::device(&id.product, &id.model, &id.device, &features);
-        let (auth_required, mut lines) = match &self.config.auth {
-            AuthMode::Off => (false, Vec::new()),
-            AuthMode::Required { known_keys, .. } => (true, known_keys.clone()),
-        };
-        lines.extend(
-            self.allowed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned(),
-        );
+        let auth_required = !matches!(self.config.auth, AuthMode::Off);
+        let lines = keys;
         let known_keys = lines
             .iter()
             .filter_map(|l| parse_public_key_line(l.as_bytes()).ok())
@@ -143,8 +201,15 @@ impl Connection {
         shutdown: CancellationToken,
     ) {
         let mut writer = Writer::spawn(sink);
+        if self.cut() {
+            tracing::debug!("sim: adb is down, dropping the connection");
+            return;
+        }
         let mut session = self.session();
         let mut services: HashMap<u32, Service> = HashMap::new();
+        let mut delayed: Vec<Delayed> = Vec::new();
+        let mut watch = tokio::time::interval(Duration::from_millis(50));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 256 * 1024];
         let mut pending_accept: Option<(Instant, Bytes)> = None;
         let mut passed: u64 = 0;
@@ -164,7 +229,7 @@ impl Connection {
                         self.on_key_offered(&mut session, key, &mut pending_accept);
                     }
                     Event::OpenRequest { id, service } => {
-                        if self.open(&mut session, id, &service, &mut services) {
+                        if self.open(&mut session, id, &service, &mut services, &mut delayed) {
                             hang_up = true;
                         }
                     }
@@ -225,8 +290,30 @@ impl Connection {
                 return;
             }
             let accept_at = pending_accept.as_ref().map(|(t, _)| *t);
+            let next_reply = delayed.iter().map(|d| d.due).min();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = watch.tick() => {
+                    if self.cut() {
+                        tracing::debug!("sim: the phone drops its connections");
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_reply.unwrap_or_else(Instant::now)), if next_reply.is_some() => {
+                    let now = Instant::now();
+                    let mut i = 0;
+                    while i < delayed.len() {
+                        if delayed[i].due <= now {
+                            let d = delayed.swap_remove(i);
+                            if !d.data.is_empty() {
+                                let _ = session.write(d.id, d.data);
+                            }
+                            session.close(d.id);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
                 r = source.recv(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
@@ -276,14 +363,41 @@ impl Connection {
         let line = String::from_utf8_lossy(key)
             .trim_end_matches('\0')
             .to_string();
-        self.allowed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(line);
+        lock(&self.phone).allow_adb_key(&line);
     }
 
     fn has(&self, f: &str) -> bool {
         self.config.features.iter().any(|x| x == f)
+    }
+
+    /// Runs a shell script on the model at the current time; the outputs and the latency.
+    fn run_script(&self, script: &str) -> (Vec<phonefarm_phonemodel::ShellOutput>, u32) {
+        let mut p = lock(&self.phone);
+        self.clock.tick(&mut p);
+        sh_c(&mut p, script)
+    }
+
+    /// Sends `data` on `id` and closes it, now or after `latency_ms` phone milliseconds.
+    fn reply(
+        &self,
+        s: &mut Session,
+        id: u32,
+        data: Bytes,
+        latency_ms: u32,
+        delayed: &mut Vec<Delayed>,
+    ) {
+        if latency_ms == 0 {
+            if !data.is_empty() {
+                let _ = s.write(id, data);
+            }
+            s.close(id);
+        } else {
+            delayed.push(Delayed {
+                due: Instant::now() + self.clock.real(latency_ms),
+                id,
+                data,
+            });
+        }
     }
 
     /// Handles an OPEN; returns true when the connection should then drop (reboot).
@@ -293,6 +407,7 @@ impl Connection {
         id: u32,
         service: &str,
         services: &mut HashMap<u32, Service>,
+        delayed: &mut Vec<Delayed>,
     ) -> bool {
         if let Some(sh) = ShellService::parse(service) {
             if sh.v2 && !self.has(FEATURE_SHELL_V2) {
@@ -300,10 +415,10 @@ impl Connection {
                 return false;
             }
             let _ = s.accept(id);
-            let parts = if sh.command.is_empty() {
-                vec![phonefarm_phonemodel::ShellOutput::default()]
+            let (parts, latency) = if sh.command.is_empty() {
+                (vec![phonefarm_phonemodel::ShellOutput::default()], 0)
             } else {
-                sh_c(&self.phone, &sh.command)
+                self.run_script(&sh.command)
             };
             if sh.v2 {
                 let mut b = BytesMut::new();
@@ -317,31 +432,23 @@ impl Connection {
                 }
                 let exit = parts.last().map_or(0, |p| p.exit);
                 b.extend_from_slice(&Packet::exit(exit).encode());
-                let _ = s.write(id, b.freeze());
+                self.reply(s, id, b.freeze(), latency, delayed);
             } else {
                 // One pipe for both streams, in the order the parts ran.
                 let b: Vec<u8> = parts
                     .into_iter()
                     .flat_map(|p| p.stdout.into_iter().chain(p.stderr))
                     .collect();
-                if !b.is_empty() {
-                    let _ = s.write(id, Bytes::from(b));
-                }
+                self.reply(s, id, Bytes::from(b), latency, delayed);
             }
-            s.close(id);
             services.insert(id, Service::Done);
             return false;
         }
         if let Some(cmd) = service.strip_prefix("exec:") {
             let _ = s.accept(id);
-            let stdout: Vec<u8> = sh_c(&self.phone, cmd)
-                .into_iter()
-                .flat_map(|p| p.stdout)
-                .collect();
-            if !stdout.is_empty() {
-                let _ = s.write(id, Bytes::from(stdout));
-            }
-            s.close(id);
+            let (parts, latency) = self.run_script(cmd);
+            let stdout: Vec<u8> = parts.into_iter().flat_map(|p| p.stdout).collect();
+            self.reply(s, id, Bytes::from(stdout), latency, delayed);
             services.insert(id, Service::Done);
             return false;
         }
@@ -352,7 +459,11 @@ impl Connection {
         }
         if service.starts_with("reboot:") {
             let _ = s.accept(id);
-            lock(&self.phone).reboot();
+            {
+                let mut p = lock(&self.phone);
+                self.clock.tick(&mut p);
+                p.power_cycle();
+            }
             s.close(id);
             return true;
         }

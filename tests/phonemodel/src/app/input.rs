@@ -1,8 +1,9 @@
 //! What taps, swipes, keys and typed text do to the app.
 
 use super::{
-    AccountState, CommentSheet, EditDraft, Field, Foreground, MAX_STACK, PermissionReason, Popup,
-    Post, ProfileField, SWIPE_MIN, Screen, ScreenKind, Tab, Tap, UploadStatus, push_capped, r,
+    AccountState, CommentSheet, EditDraft, Field, Foreground, MAX_STACK, Permission,
+    PermissionReason, Popup, Post, ProfileField, SWIPE_MIN, Screen, ScreenKind, Tab, Tap,
+    UploadStatus, push_capped, r,
 };
 use crate::Phone;
 use crate::actions::Action;
@@ -34,6 +35,14 @@ impl Phone {
 
     pub(crate) fn tap(&mut self, x: i32, y: i32) {
         if !self.input_allowed() {
+            return;
+        }
+        if self.tap_lost() {
+            // During a transition the view under the finger is not there yet.
+            self.log(Action::Tap { x, y, node: None });
+            self.log(Action::InputIgnored {
+                reason: "transition".into(),
+            });
             return;
         }
         if self.keyboard_shown() && y >= KEYBOARD_TOP {
@@ -71,6 +80,10 @@ impl Phone {
             duration_ms,
         });
         self.app.upload_status = None;
+        if self.screen() == ScreenKind::Keyguard {
+            self.swipe_keyguard(y1 - y2);
+            return;
+        }
         let dir = if y1 - y2 >= SWIPE_MIN {
             1i64
         } else if y2 - y1 >= SWIPE_MIN {
@@ -190,7 +203,11 @@ impl Phone {
         match code {
             26 => {
                 self.log(Action::Key { code });
-                self.screen_on = !self.screen_on;
+                if self.screen_on {
+                    self.screen_off();
+                } else {
+                    self.screen_on = true;
+                }
                 return;
             }
             224 => {
@@ -200,7 +217,7 @@ impl Phone {
             }
             223 => {
                 self.log(Action::Key { code });
-                self.screen_on = false;
+                self.screen_off();
                 return;
             }
             _ => {}
@@ -240,6 +257,10 @@ impl Phone {
     }
 
     fn go_home(&mut self) {
+        if self.locked || self.app.system.is_some() {
+            // HOME does not dismiss the lock screen or a system dialog.
+            return;
+        }
         if self.app.foreground == Foreground::App && self.app.running {
             self.log(Action::AppLeft);
         }
@@ -248,6 +269,9 @@ impl Phone {
 
     /// Goes back one step (BACK key with no keyboard up, or an on-screen back button).
     fn back(&mut self) {
+        if self.back_system() {
+            return;
+        }
         match self.screen() {
             ScreenKind::ScreenOff | ScreenKind::Launcher => {}
             ScreenKind::PlayStore => self.app.foreground = Foreground::Launcher,
@@ -256,7 +280,10 @@ impl Phone {
             ScreenKind::LoggedOut
             | ScreenKind::Banned
             | ScreenKind::Captcha
-            | ScreenKind::VerificationRequired => self.go_home(),
+            | ScreenKind::VerificationRequired
+            | ScreenKind::SessionExpired
+            | ScreenKind::Suspended
+            | ScreenKind::RateLimited => self.go_home(),
             ScreenKind::CommentSheet => self.apply(Tap::CloseComments),
             _ => {
                 if self.app.stack.len() > 1 {
@@ -278,6 +305,9 @@ impl Phone {
     }
 
     fn apply(&mut self, tap: Tap) {
+        if self.apply_system(&tap) {
+            return;
+        }
         match tap {
             Tap::Nothing => {}
             Tap::LaunchApp => {
@@ -296,6 +326,7 @@ impl Phone {
                     self.push(Screen::Gallery { selected: None });
                     if !self.config.media_permission {
                         self.app.permission = Some(PermissionReason::Gallery);
+                        self.app.permission_kind = Permission::Media;
                         self.log(Action::PopupShown {
                             popup: Popup::PermissionDialog,
                         });
@@ -487,22 +518,31 @@ impl Phone {
             }
             Tap::Publish => {
                 if let Some(Screen::Post { file, caption, .. }) = self.top().cloned() {
-                    let video_id = format!("own-{}", self.app.posts.len() + 1);
-                    self.app.posts.insert(
-                        0,
-                        Post {
-                            video_id: video_id.clone(),
-                            file: file.clone(),
-                            caption: caption.clone(),
-                        },
-                    );
-                    self.log(Action::VideoPosted {
-                        video_id,
-                        file,
-                        caption,
-                    });
+                    let (committed, faults) = self.faults_on_publish();
+                    if committed {
+                        let video_id = format!("own-{}", self.app.posts.len() + 1);
+                        self.app.posts.insert(
+                            0,
+                            Post {
+                                video_id: video_id.clone(),
+                                file: file.clone(),
+                                caption: caption.clone(),
+                                under_review: self.config.review_posts,
+                            },
+                        );
+                        self.log(Action::VideoPosted {
+                            video_id,
+                            file,
+                            caption,
+                        });
+                    } else {
+                        self.log(Action::UploadLost { file, caption });
+                    }
                     self.app.stack = vec![Screen::Feed { sheet: None }];
                     self.app.upload_status = Some(UploadStatus::Uploading);
+                    for f in faults {
+                        self.fire(f);
+                    }
                 }
             }
             Tap::UpdateConfirm => {
@@ -523,10 +563,17 @@ impl Phone {
             }
             Tap::PermissionAllow => {
                 self.app.permission = None;
-                self.config.media_permission = true;
+                let permission = self.app.permission_kind;
+                if permission == Permission::Media {
+                    self.config.media_permission = true;
+                }
                 self.log(Action::PopupAnswered {
                     popup: Popup::PermissionDialog,
                     accepted: true,
+                });
+                self.log(Action::PermissionAnswered {
+                    permission,
+                    granted: true,
                 });
             }
             Tap::PermissionDeny => {
@@ -539,8 +586,20 @@ impl Phone {
                     popup: Popup::PermissionDialog,
                     accepted: false,
                 });
+                self.log(Action::PermissionAnswered {
+                    permission: self.app.permission_kind,
+                    granted: false,
+                });
             }
             Tap::BanLogout => self.config.account = AccountState::LoggedOut,
+            // Handled by `apply_system`.
+            Tap::SessionOk
+            | Tap::RateOk
+            | Tap::AnrWait
+            | Tap::AnrClose
+            | Tap::CrashClose
+            | Tap::BatteryCancel
+            | Tap::BatteryTurnOn => {}
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod input;
 mod render;
+mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +13,10 @@ use serde::Serialize;
 use crate::Phone;
 use crate::actions::Action;
 use crate::catalogue::{self, Video};
+use crate::media::MediaEntry;
 use crate::ui::{Rect, SCREEN_HEIGHT, SCREEN_WIDTH};
+
+pub(crate) use system::SystemDialog;
 
 /// The account's standing, which the app shows instead of its normal screens when not active.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -24,6 +28,38 @@ pub enum AccountState {
     Banned,
     Captcha,
     VerificationRequired,
+    /// "Session expired": the app asks to log in again.
+    SessionExpired,
+    /// The account is suspended for a while.
+    Suspended,
+    /// "You're tapping too fast": the app refuses actions for a while.
+    RateLimited,
+}
+
+/// A runtime permission the app can ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Photos and videos (the gallery needs it).
+    #[default]
+    Media,
+    Contacts,
+    Microphone,
+    Notifications,
+    Location,
+}
+
+impl Permission {
+    /// The prompt's question.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Media => "Allow TikTok to access photos and videos on this device?",
+            Self::Contacts => "Allow TikTok to access your contacts?",
+            Self::Microphone => "Allow TikTok to record audio?",
+            Self::Notifications => "Allow TikTok to send you notifications?",
+            Self::Location => "Allow TikTok to access this device's location?",
+        }
+    }
 }
 
 /// A pop-up that can appear over any app screen.
@@ -89,6 +125,8 @@ pub struct Post {
     /// The gallery file it was made from.
     pub file: String,
     pub caption: String,
+    /// Held for review (knob `review_posts`): the profile tile says `Under review`.
+    pub under_review: bool,
 }
 
 /// What is on the screen, by name (tests and the action log use it).
@@ -114,6 +152,17 @@ pub enum ScreenKind {
     Banned,
     Captcha,
     VerificationRequired,
+    SessionExpired,
+    Suspended,
+    RateLimited,
+    /// "TikTok isn't responding" (system dialog).
+    NotResponding,
+    /// "TikTok keeps stopping" (system dialog).
+    KeepsStopping,
+    /// "Battery is low" (system dialog).
+    LowBattery,
+    /// The lock screen (swipe up to unlock).
+    Keyguard,
 }
 
 /// A text field that can hold focus.
@@ -180,6 +229,13 @@ pub(crate) enum Tap {
     PermissionAllow,
     PermissionDeny,
     BanLogout,
+    SessionOk,
+    RateOk,
+    AnrWait,
+    AnrClose,
+    CrashClose,
+    BatteryCancel,
+    BatteryTurnOn,
     LaunchApp,
     /// Clickable, but nothing happens (logged).
     Nothing,
@@ -253,6 +309,8 @@ pub(crate) enum UploadStatus {
     Uploading,
     /// Later dumps show `Your video has been posted.`
     Posted,
+    /// Later dumps show `Your video is under review.` (knob `review_posts`).
+    UnderReview,
 }
 
 /// Longest text a field keeps (bounds memory under arbitrary input).
@@ -268,6 +326,10 @@ pub(crate) struct App {
     pub stack: Vec<Screen>,
     pub update_prompt: bool,
     pub permission: Option<PermissionReason>,
+    /// What the permission dialog asks for.
+    pub permission_kind: Permission,
+    /// A system dialog over whatever is on screen.
+    pub system: Option<SystemDialog>,
     pub feed_index: u64,
     pub liked: BTreeSet<String>,
     pub follows: BTreeSet<String>,
@@ -276,8 +338,8 @@ pub(crate) struct App {
     pub profile: Profile,
     /// Newest first.
     pub posts: Vec<Post>,
-    /// Scanned media: path → scan sequence number.
-    pub media: BTreeMap<String, u64>,
+    /// Scanned media by path.
+    pub media: BTreeMap<String, MediaEntry>,
     pub media_seq: u64,
     pub upload_status: Option<UploadStatus>,
     pub pending_popups: Vec<(Popup, PopupTrigger, u32)>,
@@ -295,6 +357,8 @@ impl Default for App {
             stack: Vec::new(),
             update_prompt: false,
             permission: None,
+            permission_kind: Permission::Media,
+            system: None,
             feed_index: 0,
             liked: BTreeSet::new(),
             follows: BTreeSet::new(),
@@ -310,17 +374,6 @@ impl Default for App {
             keyboard_dismissed: false,
         }
     }
-}
-
-fn is_video_file(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    [".mp4", ".mov", ".3gp", ".webm", ".mkv"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 fn push_capped(s: &mut String, text: &str) {
@@ -344,7 +397,7 @@ fn full() -> Rect {
 }
 
 impl Phone {
-    fn log(&mut self, a: Action) {
+    pub(crate) fn log(&mut self, a: Action) {
         self.actions.push(a);
     }
 
@@ -376,6 +429,12 @@ impl Phone {
         if !self.screen_on {
             return ScreenKind::ScreenOff;
         }
+        if self.locked {
+            return ScreenKind::Keyguard;
+        }
+        if let Some(d) = self.app.system {
+            return d.kind();
+        }
         match self.app.foreground {
             Foreground::Launcher => return ScreenKind::Launcher,
             Foreground::PlayStore => return ScreenKind::PlayStore,
@@ -396,6 +455,9 @@ impl Phone {
             AccountState::Banned => return ScreenKind::Banned,
             AccountState::Captcha => return ScreenKind::Captcha,
             AccountState::VerificationRequired => return ScreenKind::VerificationRequired,
+            AccountState::SessionExpired => return ScreenKind::SessionExpired,
+            AccountState::Suspended => return ScreenKind::Suspended,
+            AccountState::RateLimited => return ScreenKind::RateLimited,
         }
         match self.top() {
             None => ScreenKind::Launcher,
@@ -433,18 +495,6 @@ impl Phone {
         }
     }
 
-    /// Gallery items: scanned video files that still exist, most recently scanned first.
-    pub fn gallery(&self) -> Vec<String> {
-        let mut items: Vec<(&String, &u64)> = self
-            .app
-            .media
-            .iter()
-            .filter(|(p, _)| self.fs.read(p).is_ok() && is_video_file(p))
-            .collect();
-        items.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        items.into_iter().map(|(p, _)| p.clone()).collect()
-    }
-
     // ---------------------------------------------------------------- lifecycle
 
     /// Starts or resumes the app. False when it is not installed.
@@ -453,6 +503,9 @@ impl Phone {
             return false;
         }
         let cold = !self.app.running || self.app.stack.is_empty();
+        if self.app.system == Some(SystemDialog::KeepsStopping) {
+            self.app.system = None;
+        }
         if cold {
             self.app.running = true;
             self.app.stack = vec![Screen::Feed { sheet: None }];
@@ -477,6 +530,21 @@ impl Phone {
     pub(crate) fn force_stop_app(&mut self) {
         if self.app.running {
             self.log(Action::AppForceStopped);
+        }
+        self.end_app();
+    }
+
+    /// The app's process dies on its own (a crash, the system killing it).
+    pub(crate) fn kill_app(&mut self) {
+        if self.app.running {
+            self.log(Action::AppDied);
+        }
+        self.end_app();
+    }
+
+    fn end_app(&mut self) {
+        if matches!(self.app.system, Some(SystemDialog::NotResponding { .. })) {
+            self.app.system = None;
         }
         self.app.running = false;
         self.app.stack.clear();
@@ -523,9 +591,9 @@ impl Phone {
         }
     }
 
-    /// Called for every `uiautomator dump`: counts it for pop-up triggers, renders, and moves
-    /// the upload banner along.
-    pub(crate) fn dump_window(&mut self) -> Option<String> {
+    /// Called for every `uiautomator dump`: fires the faults and pop-ups due, renders (the
+    /// previous screen while a transition is recent), and moves the upload banner along.
+    pub(crate) fn dump_window(&mut self, compressed: bool) -> Option<String> {
         // `AfterDumps(n)` is due once n dumps have passed, so it shows in dump n+1.
         self.settle_popups();
         for p in &mut self.app.pending_popups {
@@ -536,22 +604,43 @@ impl Phone {
         if !self.screen_on {
             return None;
         }
-        let kind = self.screen();
-        let xml = self.window().to_xml(self.config.variant);
+        let (window, kind) = match self.stale_dump() {
+            Some((window, kind)) => {
+                self.log(Action::StaleDump { shown: kind });
+                (window, kind)
+            }
+            None => (self.window(), self.screen()),
+        };
+        let xml = window.to_xml_with(self.config.variant, self.config.screen, compressed);
         self.log(Action::UiDumped { screen: kind });
-        if kind == ScreenKind::Feed && self.app.upload_status == Some(UploadStatus::Uploading) {
-            self.app.upload_status = Some(UploadStatus::Posted);
+        if self.screen() == ScreenKind::Feed
+            && self.app.upload_status == Some(UploadStatus::Uploading)
+        {
+            let reviewed = self.app.posts.first().is_some_and(|p| p.under_review);
+            self.app.upload_status = Some(if reviewed {
+                UploadStatus::UnderReview
+            } else {
+                UploadStatus::Posted
+            });
         }
         Some(xml)
     }
 
-    pub(crate) fn media_scan(&mut self, path: &str) {
-        for file in self.fs.files_under(path) {
-            if file.starts_with("/sdcard/") && is_video_file(&file) {
-                self.app.media_seq += 1;
-                self.app.media.insert(file.clone(), self.app.media_seq);
-                self.log(Action::MediaScanned { path: file });
-            }
+    /// Opens a screen no flow pack knows over the app (fault `StrangeScreen`).
+    pub(crate) fn open_strange_screen(&mut self) {
+        if self.app.running {
+            self.app.stack.push(Screen::Placeholder {
+                title: "Something new".into(),
+            });
         }
+    }
+
+    /// Whether the screen never stops animating (a video plays), so that uiautomator never
+    /// sees it idle.
+    pub(crate) fn animated(&self) -> bool {
+        matches!(
+            self.screen(),
+            ScreenKind::Feed | ScreenKind::Player | ScreenKind::CommentSheet
+        )
     }
 }

@@ -1,14 +1,16 @@
 //! What each screen renders, as a view tree (SCREENS.md is the contract).
 
+use super::system::{account_nodes_more, permission_window, rate_limit_dialog};
 use super::{
     AccountState, App, CommentSheet, EditDraft, FILLER_COMMENTS, Field, Screen, ScreenKind, Tab,
-    Tap, UploadStatus, file_name, full, r,
+    Tap, UploadStatus, full, r,
 };
 use crate::Phone;
 use crate::catalogue::{SUGGESTIONS, Video, short_count};
+use crate::media::duration_text;
 use crate::ui::{
     APP_PACKAGE, BUTTON, EDIT, FRAME, IMAGE, LAUNCHER_PACKAGE, LINEAR, Node, PAGER,
-    PERMISSION_PACKAGE, PLAY_STORE_PACKAGE, RECYCLER, Rect, SCREEN_HEIGHT, SEEKBAR, TEXT, Window,
+    PLAY_STORE_PACKAGE, RECYCLER, Rect, SCREEN_HEIGHT, SEEKBAR, TEXT, Window,
 };
 
 impl Phone {
@@ -25,14 +27,20 @@ impl Phone {
                         .child(Node::new(TEXT, r(96, 300, 984, 400)).text("TikTok")),
                 };
             }
-            ScreenKind::PermissionDialog => return permission_window(),
+            ScreenKind::PermissionDialog => return permission_window(self.app.permission_kind),
             _ => {}
         }
+        if let Some(w) = self.system_window(kind) {
+            return w;
+        }
         let mut children: Vec<Node> = match self.config.account {
-            AccountState::Active => self.stack_nodes(),
+            AccountState::Active | AccountState::RateLimited => self.stack_nodes(),
             other => account_nodes(other, &self.app),
         };
-        if self.app.update_prompt {
+        if self.config.account == AccountState::RateLimited {
+            children = children.into_iter().map(Node::under_modal).collect();
+            children.push(rate_limit_dialog());
+        } else if self.app.update_prompt {
             children = children.into_iter().map(Node::under_modal).collect();
             children.push(update_dialog());
         }
@@ -60,7 +68,7 @@ impl Phone {
         }
     }
 
-    fn clock_text(&self) -> String {
+    pub(crate) fn clock_text(&self) -> String {
         let secs = self.config.clock % 86_400;
         format!("{:02}:{:02}", secs / 3600, (secs % 3600) / 60)
     }
@@ -92,6 +100,7 @@ impl Phone {
                     let text = match status {
                         UploadStatus::Uploading => "Uploading 45%",
                         UploadStatus::Posted => "Your video has been posted.",
+                        UploadStatus::UnderReview => "Your video is under review.",
                     };
                     nodes.push(
                         Node::new(TEXT, r(120, 260, 960, 340))
@@ -216,7 +225,7 @@ impl Phone {
             Screen::Profile => self.profile_nodes(),
             Screen::EditProfile(d) => edit_profile_nodes(d),
             Screen::Gallery { selected } => {
-                let items = self.gallery();
+                let items = self.gallery_entries();
                 let mut nodes = vec![
                     Node::new(IMAGE, r(24, 96, 144, 216))
                         .id("gallery_close")
@@ -227,19 +236,20 @@ impl Phone {
                         .text("Recents"),
                 ];
                 let mut tiles = Vec::new();
-                for (k, path) in items.iter().take(15).enumerate() {
+                for (k, (path, entry)) in items.iter().take(15).enumerate() {
                     let (c, rw) = ((k % 3) as i32, (k / 3) as i32);
                     let (x, y) = (360 * c, 300 + 360 * rw);
+                    let duration = duration_text(entry.duration_ms);
                     tiles.push(
                         Node::new(FRAME, r(x, y, x + 360, y + 360))
                             .id("gallery_item")
-                            .desc(format!("Video, {}", file_name(path)))
+                            .desc(format!("Video, {duration}"))
                             .checkable(selected.as_deref() == Some(path.as_str()))
                             .on_tap(Tap::GalleryToggle(path.clone()))
                             .child(
                                 Node::new(TEXT, r(x + 220, y + 300, x + 350, y + 350))
                                     .id("gallery_duration")
-                                    .text("0:15"),
+                                    .text(duration),
                             ),
                     );
                 }
@@ -467,17 +477,23 @@ impl Phone {
         for (k, post) in self.app.posts.iter().take(6).enumerate() {
             let (c, rw) = ((k % 3) as i32, (k / 3) as i32);
             let (x, y) = (360 * c, 1100 + 480 * rw);
-            grid = grid.child(
-                Node::new(FRAME, r(x, y, x + 360, y + 480))
-                    .id("profile_post")
-                    .desc(post.caption.clone())
-                    .on_tap(Tap::OpenOwnPost(k))
-                    .child(
-                        Node::new(TEXT, r(x + 12, y + 380, x + 348, y + 470))
-                            .id("profile_post_caption")
-                            .text(post.caption.clone()),
-                    ),
-            );
+            let mut tile = Node::new(FRAME, r(x, y, x + 360, y + 480))
+                .id("profile_post")
+                .desc(post.caption.clone())
+                .on_tap(Tap::OpenOwnPost(k))
+                .child(
+                    Node::new(TEXT, r(x + 12, y + 380, x + 348, y + 470))
+                        .id("profile_post_caption")
+                        .text(post.caption.clone()),
+                );
+            if post.under_review {
+                tile = tile.child(
+                    Node::new(TEXT, r(x + 12, y + 12, x + 348, y + 72))
+                        .id("profile_post_review")
+                        .text("Under review"),
+                );
+            }
+            grid = grid.child(tile);
         }
         nodes.push(grid);
         if self.app.posts.is_empty() {
@@ -633,32 +649,15 @@ fn update_dialog() -> Node {
         ])
 }
 
-fn permission_window() -> Window {
-    Window {
-        package: PERMISSION_PACKAGE,
-        root: Node::new(FRAME, full()).child(
-            Node::new(LINEAR, r(72, 900, 1008, 1560))
-                .raw_id("com.android.permissioncontroller:id/grant_dialog")
-                .children([
-                    Node::new(TEXT, r(120, 960, 960, 1180))
-                        .raw_id("com.android.permissioncontroller:id/permission_message")
-                        .text("Allow TikTok to access photos and videos on this device?"),
-                    Node::new(BUTTON, r(120, 1240, 960, 1360))
-                        .raw_id("com.android.permissioncontroller:id/permission_allow_button")
-                        .text("Allow")
-                        .on_tap(Tap::PermissionAllow),
-                    Node::new(BUTTON, r(120, 1380, 960, 1500))
-                        .raw_id("com.android.permissioncontroller:id/permission_deny_button")
-                        .text("Don't allow")
-                        .on_tap(Tap::PermissionDeny),
-                ]),
-        ),
-    }
-}
-
 fn account_nodes(state: AccountState, app: &App) -> Vec<Node> {
+    if let Some(nodes) = account_nodes_more(state) {
+        return nodes;
+    }
     match state {
-        AccountState::Active => Vec::new(),
+        AccountState::Active
+        | AccountState::RateLimited
+        | AccountState::SessionExpired
+        | AccountState::Suspended => Vec::new(),
         AccountState::LoggedOut => vec![
             Node::new(TEXT, r(96, 600, 984, 720))
                 .id("login_title")

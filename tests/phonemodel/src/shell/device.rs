@@ -2,6 +2,7 @@
 
 use super::{DEFAULT_DUMP_PATH, err, out, status};
 use crate::actions::Action;
+use crate::faults::Cost;
 use crate::fs::S_IFREG;
 use crate::ui::{SCREEN_HEIGHT, SCREEN_WIDTH};
 use crate::{Phone, ShellOutput, png};
@@ -63,7 +64,18 @@ fn parse_coord(s: &str) -> Option<i32> {
 }
 
 impl Phone {
+    /// `input …`: runs the command, charges its latency, records a transition if the screen
+    /// changed, and fires the faults waiting for input.
     pub(super) fn cmd_input(&mut self, args: &[&str]) -> ShellOutput {
+        self.charge(Cost::Input);
+        let before = self.before_change();
+        let out = self.input_command(args);
+        self.note_transition(before);
+        self.faults_on_input();
+        out
+    }
+
+    fn input_command(&mut self, args: &[&str]) -> ShellOutput {
         const SOURCES: &[&str] = &[
             "keyboard",
             "mouse",
@@ -93,9 +105,11 @@ impl Phone {
                 1,
             )
         };
+        let screen = self.config.screen;
         match args {
             ["tap", x, y] => match (parse_coord(x), parse_coord(y)) {
                 (Some(x), Some(y)) => {
+                    let (x, y) = screen.to_layout(x, y);
                     self.tap(x, y);
                     status(0)
                 }
@@ -110,6 +124,8 @@ impl Phone {
                 };
                 match (coords, duration) {
                     ([Some(a), Some(b), Some(c), Some(d)], Some(ms)) => {
+                        let (a, b) = screen.to_layout(a, b);
+                        let (c, d) = screen.to_layout(c, d);
                         self.swipe(a, b, c, d, ms);
                         status(0)
                     }
@@ -121,6 +137,15 @@ impl Phone {
                 status(0)
             }
             ["text", text, ..] => {
+                // Stock Android maps text through the key character map, which has no keys for
+                // anything beyond ASCII: such text types nothing and the command fails.
+                if !text.is_ascii() {
+                    return err(
+                        "Exception occurred while executing 'text':\njava.lang.NullPointerException: \
+                         Attempt to get length of null array\n",
+                        255,
+                    );
+                }
                 self.type_text(&input_text_unescape(text));
                 status(0)
             }
@@ -140,6 +165,7 @@ impl Phone {
     }
 
     pub(super) fn cmd_uiautomator(&mut self, args: &[&str]) -> ShellOutput {
+        let compressed = args.contains(&"--compressed");
         let rest: Vec<&str> = match args.first() {
             Some(&"dump") => args[1..]
                 .iter()
@@ -156,11 +182,22 @@ impl Phone {
             }
         };
         let path = rest.first().copied().unwrap_or(DEFAULT_DUMP_PATH);
+        self.faults_on_dump();
         if self.config.failing_dumps > 0 && self.screen_on {
             self.config.failing_dumps -= 1;
+            self.charge(Cost::IdleTimeout);
             return err("ERROR: could not get idle state.\n", 1);
         }
-        let Some(xml) = self.dump_window() else {
+        if self.config.behaviour.animated_dumps_fail
+            && !compressed
+            && self.screen_on
+            && self.animated()
+        {
+            self.charge(Cost::IdleTimeout);
+            return err("ERROR: could not get idle state.\n", 1);
+        }
+        self.charge(Cost::Dump);
+        let Some(xml) = self.dump_window(compressed) else {
             return err(
                 "ERROR: null root node returned by UiTestAutomationBridge.\n",
                 1,
@@ -184,8 +221,10 @@ impl Phone {
     }
 
     pub(super) fn cmd_screencap(&mut self, args: &[&str]) -> ShellOutput {
+        self.charge(Cost::Screencap);
         let file = args.iter().copied().find(|a| !a.starts_with('-'));
-        let png = png::black_png(SCREEN_WIDTH as u32, SCREEN_HEIGHT as u32);
+        let screen = self.config.screen;
+        let png = png::black_png(screen.width as u32, screen.height as u32);
         self.actions.push(Action::Screenshot);
         match file {
             None => out(png),

@@ -8,7 +8,8 @@
 //! Commands: `getprop`, `echo`, `true`, `false`, `:`, `exit`, `cat`, `rm`, `ls`, `mkdir`,
 //! `touch`, `cd`, `df`, `dumpsys` (`battery`, `package`, `power`, `window`, `activity`),
 //! `settings`, `pm` (`list packages`, `path`, `grant`, `revoke`, `clear`), `am` (`start`,
-//! `force-stop`, `broadcast`), `monkey`, `input` (`tap`, `swipe`, `draganddrop`, `text`,
+//! `force-stop`, `broadcast`), `content query` (the media store's videos), `monkey`, `input`
+//! (`tap`, `swipe`, `draganddrop`, `text`,
 //! `keyevent`, `press`), `uiautomator dump`, `screencap`, `wm` (`size`, `density`), `reboot`,
 //! `sh`, `id`, `whoami`, `date`, `sleep` (returns at once), `pidof`. Anything else:
 //! `/system/bin/sh: X: inaccessible or not found`, exit 127.
@@ -21,7 +22,7 @@ mod system;
 pub use device::keycode;
 
 use crate::fs::{FsError, S_IFREG, normalize};
-use crate::ui::{APP_PACKAGE, SCREEN_HEIGHT, SCREEN_WIDTH};
+use crate::ui::APP_PACKAGE;
 use crate::{Phone, ShellOutput};
 use parse::{Connector, RedirectTarget};
 
@@ -30,7 +31,7 @@ const MAX_DEPTH: u32 = 8;
 /// `uiautomator dump` writes here unless told otherwise.
 pub const DEFAULT_DUMP_PATH: &str = "/sdcard/window_dump.xml";
 
-fn out(stdout: impl Into<Vec<u8>>) -> ShellOutput {
+pub(crate) fn out(stdout: impl Into<Vec<u8>>) -> ShellOutput {
     ShellOutput {
         stdout: stdout.into(),
         stderr: Vec::new(),
@@ -38,7 +39,7 @@ fn out(stdout: impl Into<Vec<u8>>) -> ShellOutput {
     }
 }
 
-fn err(stderr: impl Into<String>, exit: u8) -> ShellOutput {
+pub(crate) fn err(stderr: impl Into<String>, exit: u8) -> ShellOutput {
     ShellOutput {
         stdout: Vec::new(),
         stderr: stderr.into().into_bytes(),
@@ -280,18 +281,24 @@ impl Phone {
             "pm" => self.cmd_pm(&args),
             "cmd" if args.first() == Some(&"package") => self.cmd_pm(&args[1..]),
             "am" => self.cmd_am(&args),
+            "content" => self.cmd_content(&args),
             "monkey" => self.cmd_monkey(&args),
             "input" => self.cmd_input(&args),
             "uiautomator" => self.cmd_uiautomator(&args),
             "screencap" => self.cmd_screencap(&args),
             "wm" => match args.first() {
-                Some(&"size") => out(format!("Physical size: {SCREEN_WIDTH}x{SCREEN_HEIGHT}\n")),
-                Some(&"density") => out("Physical density: 420\n"),
+                Some(&"size") => out(format!(
+                    "Physical size: {}x{}\n",
+                    self.config.screen.width, self.config.screen.height
+                )),
+                Some(&"density") => out(format!(
+                    "Physical density: {}\n",
+                    self.config.screen.density
+                )),
                 _ => err("usage: wm [size|density]\n", 1),
             },
             "reboot" => {
-                self.reboot();
-                self.reboot_requested = true;
+                self.power_cycle();
                 status(0)
             }
             "sh" => match args.as_slice() {

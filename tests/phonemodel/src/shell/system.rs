@@ -1,7 +1,8 @@
 //! System services: `getprop`, `dumpsys`, `settings`, `pm`, `am`, `monkey`, `date`.
 
 use super::{civil, err, out, status};
-use crate::ui::{APP_LAUNCH_ACTIVITY, APP_MAIN_ACTIVITY, APP_PACKAGE, SCREEN_HEIGHT, SCREEN_WIDTH};
+use crate::faults::Cost;
+use crate::ui::{APP_LAUNCH_ACTIVITY, APP_MAIN_ACTIVITY, APP_PACKAGE};
 use crate::{Phone, ScreenKind, ShellOutput};
 
 const SYSTEM_PACKAGES: &[&str] = &[
@@ -206,8 +207,11 @@ impl Phone {
                 out(format!(
                     "WINDOW MANAGER WINDOWS (dumpsys window windows)\n  mCurrentFocus=Window{{8f3a2c1 u0 {focus}}}\n  \
                      mFocusedApp=ActivityRecord{{4d2e9b7 u0 {focus} t42}}\n  mAwake={on}\n  mScreenOnEarly={on} mScreenOnFully={on}\n  \
-                     mDisplayFrames w={SCREEN_WIDTH} h={SCREEN_HEIGHT}\n",
-                    on = self.screen_on
+                     mShowingLockscreen={locked}\n  mDisplayFrames w={w} h={h}\n",
+                    on = self.screen_on,
+                    locked = self.locked,
+                    w = self.config.screen.width,
+                    h = self.config.screen.height,
                 ))
             }
             Some("activity") => {
@@ -378,11 +382,14 @@ impl Phone {
                         exit: 1,
                     };
                 }
+                self.charge(Cost::Launch);
+                let before = self.before_change();
                 if stop_first {
                     self.force_stop_app();
                 }
                 let cold = !self.app.running;
                 self.launch_app();
+                self.note_transition(before);
                 if wait {
                     s.push_str(&format!(
                         "Status: ok\nLaunchState: {}\nActivity: {APP_PACKAGE}/{APP_MAIN_ACTIVITY}\nTotalTime: 812\nWaitTime: 815\nComplete\n",
@@ -449,7 +456,10 @@ impl Phone {
         }
         let mut s: String = args.iter().map(|a| format!("  bash arg: {a}\n")).collect();
         if pkg == Some(APP_PACKAGE) && self.config.app_installed {
+            self.charge(Cost::Launch);
+            let before = self.before_change();
             self.launch_app();
+            self.note_transition(before);
             s.push_str("Events injected: 1\n## Network stats: elapsed time=25ms (0ms mobile, 0ms wifi, 25ms not connected)\n");
             out(s)
         } else {

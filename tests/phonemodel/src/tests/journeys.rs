@@ -339,8 +339,13 @@ fn upload_needs_media_scan_and_shows_on_profile() {
             .iter()
             .map(|n| n.get("content-desc").to_string())
             .collect();
-        assert_eq!(items, vec!["Video, new.mp4", "Video, old.mp4"]);
-        tap_label(&mut p, "Video, new.mp4");
+        // Thumbnails with durations, never file names; the newest scan first.
+        assert_eq!(items, vec!["Video, 0:15", "Video, 0:15"]);
+        assert_eq!(
+            p.gallery(),
+            ["/sdcard/DCIM/Camera/new.mp4", "/sdcard/DCIM/Camera/old.mp4"]
+        );
+        tap_id(&mut p, "gallery_item");
         let nodes = dump(&mut p);
         assert!(
             find(&nodes, &p, "gallery_item")

@@ -1,6 +1,7 @@
 //! Crate tests: they drive the phone through `Phone::shell` only, as the agent would, and read
 //! the screen back by parsing the uiautomator XML with quick-xml.
 
+mod faults;
 mod fs_sync;
 mod journeys;
 mod props;

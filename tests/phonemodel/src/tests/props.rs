@@ -233,6 +233,13 @@ proptest! {
                 ScreenKind::PermissionDialog => nodes.iter().any(|n| n.get("text") == "Allow"),
                 ScreenKind::Launcher => nodes.iter().all(|n| n.get("package") == "com.google.android.apps.nexuslauncher"),
                 ScreenKind::PlayStore => nodes.iter().all(|n| n.get("package") == "com.android.vending"),
+                ScreenKind::SessionExpired => has("session_title"),
+                ScreenKind::Suspended => has("suspend_title"),
+                ScreenKind::RateLimited => has("rate_title"),
+                ScreenKind::NotResponding | ScreenKind::KeepsStopping | ScreenKind::LowBattery => {
+                    nodes.iter().any(|n| n.get("resource-id") == "android:id/alertTitle")
+                }
+                ScreenKind::Keyguard => nodes.iter().all(|n| n.get("package") == "com.android.systemui"),
                 ScreenKind::ScreenOff => false,
             };
             prop_assert!(ok, "{:?} not shown by its dump after `{}`", kind, cmd);

@@ -60,6 +60,24 @@ fn reach(variant: UiVariant, kind: ScreenKind) -> Phone {
         ScreenKind::LoggedOut => p.config_mut().account = AccountState::LoggedOut,
         ScreenKind::Banned => p.config_mut().account = AccountState::Banned,
         ScreenKind::Captcha => p.config_mut().account = AccountState::Captcha,
+        ScreenKind::SessionExpired => p.config_mut().account = AccountState::SessionExpired,
+        ScreenKind::Suspended => p.config_mut().account = AccountState::Suspended,
+        ScreenKind::RateLimited => p.config_mut().account = AccountState::RateLimited,
+        ScreenKind::NotResponding => p.inject_fault(
+            crate::Fault::NotResponding { returns: 0 },
+            crate::FaultTrigger::Now,
+        ),
+        ScreenKind::KeepsStopping => {
+            p.inject_fault(crate::Fault::KeepsStopping, crate::FaultTrigger::Now)
+        }
+        ScreenKind::LowBattery => {
+            p.inject_fault(crate::Fault::LowBattery, crate::FaultTrigger::Now)
+        }
+        ScreenKind::Keyguard => {
+            p.config_mut().behaviour.lock_screen = true;
+            p.set_screen_on(false);
+            sh(&mut p, "input keyevent 224");
+        }
         ScreenKind::VerificationRequired => {
             p.config_mut().account = AccountState::VerificationRequired
         }
@@ -96,14 +114,21 @@ fn signature(kind: ScreenKind) -> &'static [&'static str] {
         ScreenKind::Banned => &["ban_title", "ban_logout"],
         ScreenKind::Captcha => &["captcha_title", "captcha_slider"],
         ScreenKind::VerificationRequired => &["verify_title", "verify_code"],
+        ScreenKind::SessionExpired => &["session_title", "session_ok"],
+        ScreenKind::Suspended => &["suspend_title", "suspend_appeal"],
+        ScreenKind::RateLimited => &["rate_dialog", "rate_title", "rate_ok"],
         ScreenKind::ScreenOff
         | ScreenKind::Launcher
         | ScreenKind::PlayStore
-        | ScreenKind::PermissionDialog => &[],
+        | ScreenKind::PermissionDialog
+        | ScreenKind::NotResponding
+        | ScreenKind::KeepsStopping
+        | ScreenKind::LowBattery
+        | ScreenKind::Keyguard => &[],
     }
 }
 
-const ALL: [ScreenKind; 18] = [
+const ALL: [ScreenKind; 25] = [
     ScreenKind::Launcher,
     ScreenKind::PlayStore,
     ScreenKind::Feed,
@@ -122,6 +147,13 @@ const ALL: [ScreenKind; 18] = [
     ScreenKind::Banned,
     ScreenKind::Captcha,
     ScreenKind::VerificationRequired,
+    ScreenKind::SessionExpired,
+    ScreenKind::Suspended,
+    ScreenKind::RateLimited,
+    ScreenKind::NotResponding,
+    ScreenKind::KeepsStopping,
+    ScreenKind::LowBattery,
+    ScreenKind::Keyguard,
 ];
 
 /// Signatures must not match any other screen, or flows could not tell screens apart.
@@ -147,6 +179,7 @@ fn every_screen_is_well_formed_and_has_its_signature() {
                 if !sig.is_empty()
                     && kind != ScreenKind::CommentSheet
                     && kind != ScreenKind::UpdatePrompt
+                    && kind != ScreenKind::RateLimited
                 {
                     assert!(
                         !sig.iter().all(|id| find(&nodes, &p, id).is_some()),
@@ -169,7 +202,13 @@ fn every_screen_is_well_formed_and_has_its_signature() {
                 .all(|n| n.get("package") == "com.zhiliaoapp.musically");
             let system = matches!(
                 kind,
-                ScreenKind::Launcher | ScreenKind::PlayStore | ScreenKind::PermissionDialog
+                ScreenKind::Launcher
+                    | ScreenKind::PlayStore
+                    | ScreenKind::PermissionDialog
+                    | ScreenKind::NotResponding
+                    | ScreenKind::KeepsStopping
+                    | ScreenKind::LowBattery
+                    | ScreenKind::Keyguard
             );
             assert_eq!(app, !system, "{kind:?} package");
         }
@@ -237,7 +276,7 @@ fn attribute_values_are_escaped_and_round_trip() {
     let nodes = dump(&mut g);
     assert_eq!(
         find(&nodes, &g, "gallery_item").map(|n| n.get("content-desc")),
-        Some("Video, v&1.mp4")
+        Some("Video, 0:15")
     );
 }
 
