@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use phonefarm_flows::flows::{FlowCtx, FlowOptions, MilestoneSink, OverlapJudge};
-use phonefarm_flows::{PackSet, Ui, UiConfig};
+use phonefarm_flows::{PackSet, UiConfig};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -93,18 +92,28 @@ pub enum Command {
     Key,
     /// Run the agent: NATS uplink, phones, runner, until SIGTERM or Ctrl-C.
     Daemon(crate::daemon::RunArgs),
-    /// Run one capability on one phone and print its result JSON.
+    /// Run one capability on one phone: milestones on stderr as they happen (one line each),
+    /// the result JSON on stdout.
     ///
-    /// Capabilities: keyword_warmup, fyp_warmup, maintenance. The flow pack is chosen by the
-    /// app version installed on the phone. On failure it prints a one-line cause (`<reason> in
-    /// step <step>: <message>`) and exits with status 1.
+    /// Capabilities: keyword_warmup, fyp_warmup, maintenance, post_video (its `video_path` may
+    /// be a URL or a file here). The flow pack is chosen by the app version installed on the
+    /// phone; a phone low on battery or too hot is refused before anything is done on it. On
+    /// failure it prints a one-line cause (`<reason> in step <step>: <message>`, with the screen
+    /// and pack the evidence shows) and exits with status 1.
     Run {
         /// host:port of a network phone, a usb port path (e.g. 1-2.3), a phone id or a serial.
         phone: String,
         capability: String,
-        /// The capability's inputs as JSON (the work order's `inputs`).
+        /// The capability's inputs (the work order's `inputs`): inline JSON, `@FILE`, or the
+        /// path of a `.json` file.
         #[arg(long, default_value = "{}")]
         inputs: String,
+        /// Divide dwell (watch) times by N, for demos and tests.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Stop the run (force-stop the app, go home) after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        deadline_secs: u64,
         /// Flow packs: a directory of `*.toml` or one file. Default: `./flowpacks` if it
         /// exists, else `/usr/share/phonefarm/flowpacks`.
         #[arg(long, env = "PHONEFARM_PACKS")]
@@ -231,6 +240,21 @@ impl Ctx {
         Ok(h)
     }
 
+    /// [`Ctx::phone`] as a device for flows: a network phone is dialled again when it goes away
+    /// mid-run (reboot, adb offline).
+    async fn phone_device(&self, spec: &str) -> anyhow::Result<PhoneDevice> {
+        let h = self.phone(spec).await?;
+        let addr = if self.tcp.iter().any(|a| a == spec) || spec.contains(':') {
+            Some(spec.to_string())
+        } else {
+            self.tcp.iter().find(|a| **a == h.label()).cloned()
+        };
+        Ok(match addr {
+            Some(addr) => PhoneDevice::tcp(h, &addr, PhoneOptions::new(self.keys.clone())),
+            None => PhoneDevice::new(h),
+        })
+    }
+
     /// Finds a phone by address, by port path, phone id or serial on USB, or by serial among
     /// the --tcp phones.
     async fn phone(&self, spec: &str) -> anyhow::Result<PhoneHandle> {
@@ -341,16 +365,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let ctx = Ctx::new(&cli, key);
     match cli.command {
         Command::Key | Command::Daemon(_) => Ok(0),
-        Command::Run {
-            phone,
-            capability,
-            inputs,
-            packs,
-            app,
-            seed,
-        } => {
-            let packs = packs.unwrap_or_else(default_packs_dir);
-            let result = run_one(&ctx, &phone, &capability, &inputs, &packs, &app, seed).await?;
+        Command::Run { .. } => {
+            let result = run_one(&ctx, &cli.command).await?;
             println!("{result}");
             Ok(0)
         }
@@ -413,61 +429,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Milestones of a `run` go to the log (stderr, `RUST_LOG=info`).
-struct LogSink;
-
-impl MilestoneSink for LogSink {
-    fn step_started(&self, step: &str) {
-        tracing::info!(step, "step started");
-    }
-
-    fn step_finished(&self, step: &str, ok: bool) {
-        tracing::info!(step, ok, "step finished");
-    }
-
-    fn progress(&self, progress: &serde_json::Value) {
-        tracing::info!(%progress, "progress");
-    }
-}
-
 /// `run`: one capability on one phone; the result JSON, or an error with a one-line cause.
 pub async fn run_one_for(cli: &Cli) -> anyhow::Result<serde_json::Value> {
+    let ctx = Ctx::new(cli, load_key(cli)?);
+    run_one(&ctx, &cli.command).await
+}
+
+async fn run_one(ctx: &Ctx, command: &Command) -> anyhow::Result<serde_json::Value> {
+    use crate::runner::local::{LocalOptions, StderrSink, parse_inputs, run_local};
     let Command::Run {
         phone,
         capability,
         inputs,
+        speed,
+        deadline_secs,
         packs,
         app,
         seed,
-    } = &cli.command
+    } = command
     else {
         bail!("not a run command");
     };
-    let ctx = Ctx::new(cli, load_key(cli)?);
+    if !(speed.is_finite() && *speed > 0.0) {
+        bail!("--speed must be a positive number, got {speed}");
+    }
+    let inputs = parse_inputs(inputs).map_err(anyhow::Error::msg)?;
     let packs = packs.clone().unwrap_or_else(default_packs_dir);
-    run_one(&ctx, phone, capability, inputs, &packs, app, *seed).await
-}
-
-async fn run_one(
-    ctx: &Ctx,
-    phone: &str,
-    capability: &str,
-    inputs: &str,
-    packs: &Path,
-    app: &str,
-    seed: u64,
-) -> anyhow::Result<serde_json::Value> {
-    let inputs: serde_json::Value =
-        serde_json::from_str(inputs).context("--inputs is not valid JSON")?;
-    let set = PackSet::load_path(packs)
+    let set = PackSet::load_path(&packs)
         .with_context(|| format!("flow packs from {}", packs.display()))?;
-    let h = ctx.phone(phone).await?;
-    let ui = Ui::new(PhoneDevice::new(h), UiConfig::default());
-    let one_line = |e: &dyn std::fmt::Display| e.to_string().replace(['\n', '\r'], " ");
-    let pack = phonefarm_flows::flows::select_pack(&ui, &set, app)
-        .await
-        .map_err(|e| anyhow::anyhow!(one_line(&e)))?;
-    tracing::info!(pack = pack.name(), "flow pack chosen");
+    let device = ctx.phone_device(phone).await?;
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let ctrl_c = tokio::spawn(async move {
@@ -475,19 +465,25 @@ async fn run_one(
             c2.cancel();
         }
     });
-    let fctx = FlowCtx {
-        ui: &ui,
-        pack: &pack,
-        sink: &LogSink,
-        cancel: &cancel,
-        options: FlowOptions {
-            seed,
-            ..FlowOptions::default()
-        },
+    let options = LocalOptions {
+        app: app.clone(),
+        seed: *seed,
+        speed: *speed,
+        deadline: Duration::from_secs((*deadline_secs).max(1)),
+        ui: UiConfig::default(),
     };
-    let r = phonefarm_flows::flows::run_capability(&fctx, capability, inputs, &OverlapJudge).await;
+    let r = run_local(
+        device,
+        &set,
+        capability,
+        inputs,
+        &options,
+        &StderrSink,
+        &cancel,
+    )
+    .await;
     ctrl_c.abort();
-    r.map_err(|e| anyhow::anyhow!(one_line(&e)))
+    r.map_err(|e| anyhow::anyhow!(e.to_string()))
 }
 
 fn file_mode(p: &Path) -> anyhow::Result<u32> {

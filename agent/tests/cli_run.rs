@@ -75,7 +75,7 @@ async fn run_failures_exit_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = sim.address();
     let p = packs();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["run", &addr, "dance", "--packs", p.to_str().unwrap()],
             "invalid_input:capability",
@@ -97,6 +97,8 @@ async fn run_failures_exit_non_zero_with_one_line() {
                 "run",
                 &addr,
                 "keyword_warmup",
+                "--inputs",
+                "{\"keywords\": [\"cats\"]}",
                 "--app",
                 "com.example.none",
                 "--packs",
@@ -113,6 +115,30 @@ async fn run_failures_exit_non_zero_with_one_line() {
                 p.to_str().unwrap(),
             ],
             "no phone",
+        ),
+        (
+            &[
+                "run",
+                &addr,
+                "keyword_warmup",
+                "--inputs",
+                "{\"keywords\": [\"receta fácil\"]}",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+            "invalid_input:keyword_not_typeable",
+        ),
+        (
+            &[
+                "run",
+                &addr,
+                "keyword_warmup",
+                "--inputs",
+                "@/no/such/inputs.json",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+            "cannot read --inputs /no/such/inputs.json",
         ),
     ];
     for (args, want) in cases {
@@ -159,4 +185,96 @@ async fn devices_lists_tcp_phones_with_ids_and_polls_usb_without_crashing() {
         &row[..5],
         ["tcp", addr.as_str(), "SIMDEV", "SIMDEV", "online"]
     );
+}
+
+/// The technician's run: inputs from a `.json` file or `@file`, dwells divided by `--speed`,
+/// milestones on stderr one line each, the result on stdout; a `post_video` from a local file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_inputs_from_files_prints_milestones_and_posts_a_local_video() {
+    let sim = spawn(SimConfig::with_serial("SIMCLI")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = sim.address();
+    let p = packs();
+    let inputs = dir.path().join("warmup.json");
+    // 100 s watches at --speed 100 take a second each: without it the 60 s deadline would
+    // end the run.
+    std::fs::write(
+        &inputs,
+        r#"{"keywords": ["pets"], "videos_per_keyword": 2,
+            "watch_seconds": {"min": 100, "max": 100}}"#,
+    )
+    .unwrap();
+    for arg in [
+        inputs.to_str().unwrap().to_string(),
+        format!("@{}", inputs.display()),
+    ] {
+        let out = agent(
+            dir.path(),
+            &[
+                "run",
+                &addr,
+                "keyword_warmup",
+                "--inputs",
+                &arg,
+                "--speed",
+                "100",
+                "--deadline-secs",
+                "60",
+                "--packs",
+                p.to_str().unwrap(),
+            ],
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result["keywords"]["pets"]["videos_watched"], 2, "{arg}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
+            .collect();
+        for want in [
+            "step search:pets",
+            "step search:pets ok",
+            "step watch:pets:1",
+            "step watch:pets:2 ok",
+        ] {
+            assert!(lines.contains(&want), "{want:?} not in {lines:?}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("progress {") && l.contains("\"videos_watched\":2")),
+            "{lines:?}"
+        );
+    }
+
+    let video = dir.path().join("clip.mp4");
+    std::fs::write(&video, b"\x00\x00\x00\x18ftypmp42 a local clip").unwrap();
+    let post = serde_json::json!({"content_id": "cli-1", "video_path": video, "caption": "From the bench",
+                                  "hashtags": ["bench"]});
+    let out = agent(
+        dir.path(),
+        &[
+            "run",
+            &addr,
+            "post_video",
+            "--inputs",
+            &post.to_string(),
+            "--packs",
+            p.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["posted"], true);
+    assert!(
+        stderr.lines().any(|l| l == "step fetch_video ok"),
+        "{stderr}"
+    );
+    let posts = sim.phone.lock().unwrap().posts().to_vec();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].caption, "From the bench #bench pf-cli-1");
 }

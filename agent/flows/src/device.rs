@@ -59,6 +59,17 @@ pub trait Device: Send + Sync {
         remote: &str,
         mode: u32,
     ) -> impl Future<Output = Result<(), DeviceError>> + Send;
+
+    /// After a [`DeviceError`]: waits (at most `within`) until the phone answers again, over a
+    /// new connection if the old one is gone, and has finished booting. The default cannot.
+    fn reconnect(&self, within: Duration) -> impl Future<Output = Result<(), DeviceError>> + Send {
+        let _ = within;
+        async {
+            Err(DeviceError::Disconnected(
+                "this device cannot reconnect".into(),
+            ))
+        }
+    }
 }
 
 impl<T: Device> Device for &T {
@@ -78,6 +89,10 @@ impl<T: Device> Device for &T {
     ) -> impl Future<Output = Result<(), DeviceError>> + Send {
         (**self).push(data, remote, mode)
     }
+
+    fn reconnect(&self, within: Duration) -> impl Future<Output = Result<(), DeviceError>> + Send {
+        (**self).reconnect(within)
+    }
 }
 
 impl<T: Device> Device for std::sync::Arc<T> {
@@ -96,5 +111,9 @@ impl<T: Device> Device for std::sync::Arc<T> {
         mode: u32,
     ) -> impl Future<Output = Result<(), DeviceError>> + Send {
         (**self).push(data, remote, mode)
+    }
+
+    fn reconnect(&self, within: Duration) -> impl Future<Output = Result<(), DeviceError>> + Send {
+        (**self).reconnect(within)
     }
 }

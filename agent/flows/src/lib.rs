@@ -26,5 +26,5 @@ pub use dump::{Bounds, DumpError, Node, UiTree, extract_dump_xml, parse_dump, pa
 pub use flows::{FlowCtx, FlowError, FlowFailure, FlowOptions, MilestoneSink};
 pub use pack::{FlowPack, Identified, PackError, PackProblem, PackSet, PackStore};
 pub use selector::{Fallbacks, Match, Selector};
-pub use ui::{Screen, Ui, UiConfig, UiError};
+pub use ui::{Screen, Ui, UiConfig, UiError, UiStats};
 pub use version::{Version, VersionRange};

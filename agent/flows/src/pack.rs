@@ -43,8 +43,15 @@ use crate::ui::{Screen, Ui, UiError};
 use crate::version::{Version, VersionRange};
 
 /// Screens that mean the account, not the flow, is the problem.
-pub const ACCOUNT_OUTCOME_SCREENS: &[&str] =
-    &["logged_out", "banned", "captcha", "verification_required"];
+pub const ACCOUNT_OUTCOME_SCREENS: &[&str] = &[
+    "logged_out",
+    "session_expired",
+    "banned",
+    "suspended",
+    "captcha",
+    "verification_required",
+    "rate_limited",
+];
 
 /// One problem found while validating a pack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +68,8 @@ pub enum PackProblem {
     DuplicateScreen(String),
     #[error("duplicate watcher {0:?}")]
     DuplicateWatcher(String),
+    #[error("watcher {name:?}: {reason}")]
+    BadWatcher { name: String, reason: String },
     #[error("screen {0:?} has an empty signature (give `all` or `any`)")]
     EmptySignature(String),
     #[error("missing selector {0:?}")]
@@ -157,8 +166,44 @@ pub struct Watcher {
     /// Selector name: the pop-up is showing when it matches.
     #[serde(rename = "match")]
     pub matches: String,
-    /// Selector name: tapped to dismiss the pop-up.
+    /// Selector name: tapped (or swiped up inside, see `action`) to dismiss the pop-up.
     pub dismiss: String,
+    /// Selector name: tapped instead of `dismiss` when the pop-up comes back in the same run
+    /// ("isn't responding": `Wait` once, then `Close app`).
+    #[serde(default)]
+    pub again: Option<String>,
+    /// A runtime permission prompt: the permission it asks for. `dismiss` (allow) is tapped only
+    /// when the running flow needs it, `deny` otherwise.
+    #[serde(default)]
+    pub permission: Option<String>,
+    /// Selector name: refuses a permission the flow does not need.
+    #[serde(default)]
+    pub deny: Option<String>,
+    /// `tap` (the default) or `swipe_up` inside the `dismiss` view (the lock screen).
+    #[serde(default)]
+    pub action: WatcherAction,
+}
+
+/// How a watcher acts on its `dismiss` view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatcherAction {
+    #[default]
+    Tap,
+    SwipeUp,
+}
+
+/// How often each watcher fired in one run (for `again`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PopupMemory {
+    seen: BTreeMap<String, u32>,
+}
+
+impl PopupMemory {
+    /// Times the named watcher fired so far.
+    pub fn seen(&self, watcher: &str) -> u32 {
+        self.seen.get(watcher).copied().unwrap_or(0)
+    }
 }
 
 /// What the current screen is, according to a pack.
@@ -260,6 +305,15 @@ impl FlowPack {
             }
             refs(format!("watcher {:?}", w.name), &w.matches, &mut problems);
             refs(format!("watcher {:?}", w.name), &w.dismiss, &mut problems);
+            for extra in [&w.again, &w.deny].into_iter().flatten() {
+                refs(format!("watcher {:?}", w.name), extra, &mut problems);
+            }
+            if w.permission.is_some() != w.deny.is_some() {
+                problems.push(PackProblem::BadWatcher {
+                    name: w.name.clone(),
+                    reason: "`permission` and `deny` go together".into(),
+                });
+            }
         }
         match range {
             Some(range) if problems.is_empty() => Ok(Self {
@@ -421,28 +475,59 @@ pub async fn read_screen<D: Device>(
     deadline: std::time::Duration,
     max_popups: u32,
 ) -> Result<(Screen, String), UiError> {
+    let mut memory = PopupMemory::default();
+    read_screen_with(ui, pack, deadline, max_popups, &[], &mut memory).await
+}
+
+/// [`read_screen`] for a run: permission prompts are allowed only for the permissions in
+/// `needs` (refused otherwise), and a watcher with `again` takes that view the second time it
+/// fires in the run (`memory` counts).
+pub async fn read_screen_with<D: Device>(
+    ui: &Ui<D>,
+    pack: &FlowPack,
+    deadline: std::time::Duration,
+    max_popups: u32,
+    needs: &[&str],
+    memory: &mut PopupMemory,
+) -> Result<(Screen, String), UiError> {
     let mut popups = 0;
     loop {
         let (screen, ()) = ui
             .wait_until("a readable screen", deadline, |_| Some(()))
             .await?;
-        match pack.identify(&screen.tree) {
-            Identified::Popup(w) => {
-                if popups >= max_popups {
-                    return Err(UiError::PopupStuck(w.name.clone()));
-                }
-                popups += 1;
-                tracing::info!(popup = %w.name, "dismissing pop-up");
-                let dismiss = pack.selector(&w.dismiss).ok_or_else(|| UiError::NotFound {
-                    what: w.dismiss.clone(),
-                })?;
-                ui.tap_in(&screen.tree, dismiss, &w.dismiss).await?;
+        let w = match pack.identify(&screen.tree) {
+            Identified::Popup(w) => w,
+            other => return Ok((screen, other.label())),
+        };
+        if popups >= max_popups {
+            return Err(UiError::PopupStuck(w.name.clone()));
+        }
+        popups += 1;
+        let seen = memory.seen.entry(w.name.clone()).or_default();
+        *seen += 1;
+        let target = match (&w.permission, &w.deny, &w.again) {
+            (Some(p), Some(deny), _) if !needs.contains(&p.as_str()) => deny,
+            (_, _, Some(again)) if *seen > 1 => again,
+            _ => &w.dismiss,
+        };
+        tracing::info!(popup = %w.name, with = %target, "dismissing pop-up");
+        let view = pack.selector(target).ok_or_else(|| UiError::NotFound {
+            what: target.clone(),
+        })?;
+        match w.action {
+            WatcherAction::Tap => {
+                ui.tap_in(&screen.tree, view, target).await?;
             }
-            other => {
-                let label = other.label();
-                return Ok((screen, label));
+            WatcherAction::SwipeUp => {
+                let m = view.find(&screen.tree).ok_or_else(|| UiError::NotFound {
+                    what: target.clone(),
+                })?;
+                if let Some(node) = screen.tree.get(m.node) {
+                    ui.swipe_up_in(node.bounds).await?;
+                }
             }
         }
+        ui.pause().await;
     }
 }
 

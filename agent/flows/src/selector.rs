@@ -58,6 +58,14 @@ pub struct Selector {
     /// Some direct child of the node matches this selector (a container holding a view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_child: Option<Box<Selector>>,
+    /// The match nearest below a node matching this selector (its top at or under the
+    /// anchor's bottom, overlapping it horizontally): the field under its label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<Box<Selector>>,
+    /// The match nearest above a node matching this selector (its bottom at or over the
+    /// anchor's top, overlapping it horizontally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<Box<Selector>>,
     /// Take only the n-th (0-based) of all matches in document order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nth: Option<usize>,
@@ -124,9 +132,15 @@ impl Selector {
         if !has_predicate {
             return Err("selector has no attribute predicate (it would match any node)".into());
         }
-        for inner in [&self.child_of, &self.descendant_of, &self.has_child]
-            .into_iter()
-            .flatten()
+        for inner in [
+            &self.child_of,
+            &self.descendant_of,
+            &self.has_child,
+            &self.below,
+            &self.above,
+        ]
+        .into_iter()
+        .flatten()
         {
             inner.validate_at(depth + 1)?;
         }
@@ -137,6 +151,8 @@ impl Selector {
         self.child_of.is_none()
             && self.descendant_of.is_none()
             && self.has_child.is_none()
+            && self.below.is_none()
+            && self.above.is_none()
             && self.nth.is_none()
     }
 
@@ -192,6 +208,16 @@ impl Selector {
             }
             hits.retain(|&i| tree.children(i).any(|c| is_child[c]));
         }
+        if let Some(anchor) = &self.below {
+            hits = nearest(tree, &hits, &anchor.find_all(tree), |a, h| {
+                (h.y1 >= a.y2).then(|| h.y1 - a.y2)
+            });
+        }
+        if let Some(anchor) = &self.above {
+            hits = nearest(tree, &hits, &anchor.find_all(tree), |a, h| {
+                (h.y2 <= a.y1).then(|| a.y1 - h.y2)
+            });
+        }
         if let Some(n) = self.nth {
             hits = hits.get(n).copied().into_iter().collect();
         }
@@ -206,6 +232,36 @@ impl Selector {
             self.find_all(tree).first().copied()
         }
     }
+}
+
+/// For each anchor, the hit nearest to it by `distance` (None: not on that side) among those
+/// overlapping it horizontally; the chosen hits in document order.
+fn nearest(
+    tree: &UiTree,
+    hits: &[usize],
+    anchors: &[usize],
+    distance: impl Fn(&crate::dump::Bounds, &crate::dump::Bounds) -> Option<i32>,
+) -> Vec<usize> {
+    let nodes = tree.nodes();
+    let mut chosen: Vec<usize> = anchors
+        .iter()
+        .filter_map(|&a| {
+            let ab = &nodes[a].bounds;
+            hits.iter()
+                .copied()
+                .filter(|&h| h != a)
+                .filter(|&h| {
+                    let hb = &nodes[h].bounds;
+                    hb.x1 < ab.x2 && ab.x1 < hb.x2
+                })
+                .filter_map(|h| distance(ab, &nodes[h].bounds).map(|d| (d, h)))
+                .min()
+                .map(|(_, h)| h)
+        })
+        .collect();
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen
 }
 
 /// `covered[j]` is true when `j` is a strict descendant of one of `ancestors` (sorted ascending).
@@ -266,6 +322,12 @@ impl fmt::Display for Selector {
         }
         if let Some(c) = &self.has_child {
             parts.push(format!("has_child({c})"));
+        }
+        if let Some(b) = &self.below {
+            parts.push(format!("below({b})"));
+        }
+        if let Some(a) = &self.above {
+            parts.push(format!("above({a})"));
         }
         if let Some(n) = self.nth {
             parts.push(format!("nth={n}"));
@@ -399,6 +461,40 @@ mod tests {
         assert_eq!(holder.find_all(&t), vec![3]);
         let none = sel("class = \"F\"\nhas_child = { text = \"two words\" }");
         assert_eq!(none.find(&t), None, "a grandchild is not a child");
+    }
+
+    #[test]
+    fn below_and_above_take_the_nearest_neighbour_of_each_anchor() {
+        let t = parse_dump(
+            r#"<hierarchy><node class="F" bounds="[0,0][1000,1000]">
+  <node class="T" text="Name" bounds="[0,100][500,150]"/>
+  <node class="E" text="Sim User" bounds="[0,150][1000,250]"/>
+  <node class="T" text="Username" bounds="[0,300][500,350]"/>
+  <node class="E" text="sim.user" bounds="[0,350][1000,450]"/>
+  <node class="E" text="far right" bounds="[600,500][1000,600]"/>
+  <node class="T" text="Bio" bounds="[0,700][500,750]"/>
+  <node class="E" text="" bounds="[0,750][1000,900]"/>
+</node></hierarchy>"#,
+        )
+        .unwrap();
+        let under = |label: &str| {
+            sel(&format!("class = \"E\"\nbelow = {{ text = \"{label}\" }}")).find_all(&t)
+        };
+        assert_eq!(under("Name"), vec![2]);
+        assert_eq!(
+            under("Username"),
+            vec![4],
+            "the nearest, not every field below"
+        );
+        assert_eq!(under("Bio"), vec![7]);
+        assert_eq!(under("absent"), Vec::<usize>::new());
+        let over = sel("class = \"T\"\nabove = { text = \"sim.user\" }");
+        assert_eq!(over.find(&t), Some(3));
+        // Horizontal overlap is required: nothing of class T lies over "far right".
+        let none = sel("class = \"T\"\nabove = { text = \"far right\" }");
+        assert_eq!(none.find(&t), None);
+        assert!(over.to_string().contains("above("), "{over}");
+        assert!(sel("below = { text = \"x\" }").validate().is_err());
     }
 
     #[test]

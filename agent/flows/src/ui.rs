@@ -4,7 +4,15 @@
 //! [`Ui`] holds the device and the timing knobs ([`UiConfig`]). Screen reads use
 //! `uiautomator dump F && cat F`; waiting for a view polls dumps at `poll_interval` on the tokio
 //! clock (tests pause it), tolerating transient dump failures until the deadline.
+//!
+//! A failed dump is retried with backoff, as on real phones: `could not get idle state` (the
+//! screen never stops animating: a playing video) switches this `Ui` to `--compressed` dumps,
+//! which still work there; `null root node` (the screen is off) wakes the screen first. [`Ui`]
+//! counts what it sends ([`UiStats`]: UI actions, `input` commands, dumps and their time), for
+//! benchmarks.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::device::{Device, DeviceError, ShellOutput};
@@ -23,6 +31,9 @@ pub mod keycode {
     pub const SLEEP: u32 = 223;
     pub const WAKEUP: u32 = 224;
 }
+
+/// Dump attempts before a read gives up.
+const DUMP_ATTEMPTS: u32 = 5;
 
 /// The PNG file signature `screencap -p` output starts with.
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -75,6 +86,11 @@ pub struct UiConfig {
     pub poll_interval: Duration,
     /// Duration passed to `input swipe`.
     pub swipe_duration: Duration,
+    /// Pause after an action that may change the screen, before reading it: a dump taken
+    /// during the transition can show the previous screen.
+    pub settle: Duration,
+    /// First pause before retrying a failed dump (doubling each time).
+    pub dump_backoff: Duration,
 }
 
 impl Default for UiConfig {
@@ -84,8 +100,51 @@ impl Default for UiConfig {
             command_timeout: Duration::from_secs(20),
             poll_interval: Duration::from_millis(500),
             swipe_duration: Duration::from_millis(300),
+            settle: Duration::from_millis(300),
+            dump_backoff: Duration::from_millis(250),
         }
     }
+}
+
+/// What a [`Ui`] sent so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UiStats {
+    /// Logical actions: a tap, a swipe, a typed text (however many commands it takes), a key
+    /// press, a launch.
+    pub actions: u64,
+    /// `input` commands sent (retries of lost taps and wake-ups included).
+    pub inputs: u64,
+    /// `uiautomator dump` commands sent, failed ones included.
+    pub dumps: u64,
+    pub failed_dumps: u64,
+    /// Time spent in dumps that succeeded.
+    pub dump_time: Duration,
+    /// Time the flow spent watching (dwells), as it asked for it.
+    pub dwell: Duration,
+}
+
+impl UiStats {
+    /// The mean time of a dump that succeeded.
+    pub fn mean_dump(&self) -> Duration {
+        let ok = self.dumps.saturating_sub(self.failed_dumps);
+        if ok == 0 {
+            Duration::ZERO
+        } else {
+            self.dump_time / u32::try_from(ok).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    actions: AtomicU64,
+    inputs: AtomicU64,
+    dumps: AtomicU64,
+    failed_dumps: AtomicU64,
+    dump_micros: AtomicU64,
+    dwell_micros: AtomicU64,
+    /// Dump with `--compressed` (set once a dump could not get the idle state).
+    compressed: AtomicBool,
 }
 
 /// A screen read: the parsed tree plus the raw XML (kept for evidence).
@@ -100,6 +159,7 @@ pub struct Screen {
 pub struct Ui<D> {
     device: D,
     config: UiConfig,
+    counters: Arc<Counters>,
 }
 
 /// Android package names: letters, digits, `_` and `.` only (so they are safe in a command).
@@ -117,7 +177,44 @@ fn check_package(package: &str) -> Result<(), UiError> {
 
 impl<D: Device> Ui<D> {
     pub fn new(device: D, config: UiConfig) -> Self {
-        Self { device, config }
+        Self {
+            device,
+            config,
+            counters: Arc::default(),
+        }
+    }
+
+    /// What this `Ui` sent so far.
+    pub fn stats(&self) -> UiStats {
+        let c = &self.counters;
+        UiStats {
+            actions: c.actions.load(Ordering::Relaxed),
+            inputs: c.inputs.load(Ordering::Relaxed),
+            dumps: c.dumps.load(Ordering::Relaxed),
+            failed_dumps: c.failed_dumps.load(Ordering::Relaxed),
+            dump_time: Duration::from_micros(c.dump_micros.load(Ordering::Relaxed)),
+            dwell: Duration::from_micros(c.dwell_micros.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts a dwell (the flow watching) in [`UiStats::dwell`].
+    pub fn note_dwell(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.counters.dwell_micros.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Whether dumps use `--compressed` (after one could not get the idle state).
+    pub fn compressed(&self) -> bool {
+        self.counters.compressed.load(Ordering::Relaxed)
+    }
+
+    fn action(&self) {
+        self.counters.actions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits [`UiConfig::settle`]: after an action, before reading the screen.
+    pub async fn pause(&self) {
+        tokio::time::sleep(self.config.settle).await;
     }
 
     pub fn device(&self) -> &D {
@@ -130,6 +227,9 @@ impl<D: Device> Ui<D> {
 
     /// Runs a command; a non-zero exit is [`UiError::CommandFailed`].
     pub async fn run(&self, cmd: &str) -> Result<ShellOutput, UiError> {
+        if cmd.starts_with("input ") {
+            self.counters.inputs.fetch_add(1, Ordering::Relaxed);
+        }
         let out = self.device.shell(cmd, self.config.command_timeout).await?;
         if out.exit != 0 {
             let mut output = out.stderr_lossy();
@@ -145,15 +245,72 @@ impl<D: Device> Ui<D> {
         Ok(out)
     }
 
-    /// Reads the current screen.
-    pub async fn screen(&self) -> Result<Screen, UiError> {
+    /// One dump, as it comes.
+    async fn dump_once(&self) -> Result<Screen, UiError> {
         let path = shell_quote(&self.config.dump_path);
-        let out = self
-            .run(&format!("uiautomator dump {path} && cat {path}"))
-            .await?;
-        let xml = extract_dump_xml(&out.stdout)?.to_vec();
-        let tree = parse_dump_bytes(&xml)?;
-        Ok(Screen { tree, xml })
+        let flag = if self.compressed() {
+            "--compressed "
+        } else {
+            ""
+        };
+        let c = &self.counters;
+        c.dumps.fetch_add(1, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let read = async {
+            let out = self
+                .run(&format!("uiautomator dump {flag}{path} && cat {path}"))
+                .await?;
+            let xml = extract_dump_xml(&out.stdout)?.to_vec();
+            let tree = parse_dump_bytes(&xml)?;
+            Ok(Screen { tree, xml })
+        }
+        .await;
+        match &read {
+            Ok(_) => {
+                let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                c.dump_micros.fetch_add(us, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.failed_dumps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        read
+    }
+
+    /// Reads the current screen, retrying a failed dump with backoff: `could not get idle
+    /// state` switches to `--compressed` dumps (at once), `null root node` (screen off) wakes
+    /// the screen first. A device error ends the read at once.
+    pub async fn screen(&self) -> Result<Screen, UiError> {
+        let mut backoff = self.config.dump_backoff;
+        let mut woke = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.dump_once().await {
+                Ok(screen) => return Ok(screen),
+                Err(e @ UiError::Device(_)) => return Err(e),
+                Err(e) => e,
+            };
+            if attempt >= DUMP_ATTEMPTS {
+                return Err(error);
+            }
+            let said = |what: &str| matches!(&error, UiError::CommandFailed { output, .. } if output.contains(what));
+            if said("could not get idle state") && !self.compressed() {
+                tracing::debug!("the screen never idles: dumping with --compressed");
+                self.counters.compressed.store(true, Ordering::Relaxed);
+                continue;
+            }
+            if said("null root node") && !woke {
+                tracing::info!("the screen is off: waking it");
+                woke = true;
+                self.keyevent(keycode::WAKEUP).await?;
+                self.pause().await;
+                continue;
+            }
+            tracing::debug!(%error, attempt, "dump failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
     }
 
     /// Reads and parses the current screen.
@@ -188,6 +345,7 @@ impl<D: Device> Ui<D> {
     }
 
     pub async fn tap(&self, x: i32, y: i32) -> Result<(), UiError> {
+        self.action();
         self.run(&format!("input tap {x} {y}")).await.map(drop)
     }
 
@@ -195,6 +353,13 @@ impl<D: Device> Ui<D> {
     pub async fn tap_node(&self, node: &Node) -> Result<(), UiError> {
         let (x, y) = node.bounds.center();
         self.tap(x, y).await
+    }
+
+    /// Taps the centre of a node again, for an action already counted (the app did not take
+    /// the first tap): an `input` command, not another UI action.
+    pub async fn tap_node_again(&self, node: &Node) -> Result<(), UiError> {
+        let (x, y) = node.bounds.center();
+        self.run(&format!("input tap {x} {y}")).await.map(drop)
     }
 
     /// Finds `what` in `tree` and taps it; `name` is used in the error.
@@ -214,6 +379,7 @@ impl<D: Device> Ui<D> {
     }
 
     pub async fn swipe(&self, x1: i32, y1: i32, x2: i32, y2: i32) -> Result<(), UiError> {
+        self.action();
         let ms = self.config.swipe_duration.as_millis();
         self.run(&format!("input swipe {x1} {y1} {x2} {y2} {ms}"))
             .await
@@ -223,14 +389,25 @@ impl<D: Device> Ui<D> {
     /// Types printable ASCII on the focused field; anything else is refused before sending
     /// (see [`crate::text`]).
     pub async fn type_text(&self, text: &str) -> Result<(), UiError> {
-        for cmd in input_text_commands(text)? {
+        let cmds = input_text_commands(text)?;
+        self.action();
+        for cmd in cmds {
             self.run(&cmd).await?;
         }
         Ok(())
     }
 
     pub async fn keyevent(&self, code: u32) -> Result<(), UiError> {
+        self.action();
         self.run(&format!("input keyevent {code}")).await.map(drop)
+    }
+
+    /// Swipes up from the lower to the upper part of `bounds` (next video, next row, the lock
+    /// screen).
+    pub async fn swipe_up_in(&self, b: crate::dump::Bounds) -> Result<(), UiError> {
+        let x = b.x1 + b.width() / 2;
+        let (from, to) = (b.y1 + b.height() * 3 / 4, b.y1 + b.height() / 4);
+        self.swipe(x, from, x, to).await
     }
 
     /// Several key presses in one command (`input keyevent A B C`).
@@ -238,6 +415,7 @@ impl<D: Device> Ui<D> {
         if codes.is_empty() {
             return Ok(());
         }
+        self.action();
         let codes: Vec<String> = codes.iter().map(u32::to_string).collect();
         self.run(&format!("input keyevent {}", codes.join(" ")))
             .await
@@ -247,6 +425,7 @@ impl<D: Device> Ui<D> {
     /// Starts the app through its launcher activity, as tapping its icon would.
     pub async fn launch(&self, package: &str) -> Result<(), UiError> {
         check_package(package)?;
+        self.action();
         self.run(&format!(
             "monkey -p {package} -c android.intent.category.LAUNCHER 1"
         ))

@@ -8,6 +8,11 @@
 //! follows its list and takes its port paths, states (`needs_attention` included), phone ids
 //! and connections. Network phones are the fleet's own: reconnected on each probe pass.
 //!
+//! A phone that needs a person is reported `needs_attention` (and so is given no work) until it
+//! recovers: a battery below 15 % or hotter than 42 °C (seen by a probe, or by a run's check
+//! before it starts, [`FleetHandle::flag`]) until a probe sees it charged or cooled, a full
+//! storage (a push failed) until a probe sees 1 GiB free.
+//!
 //! The fleet actor owns the slots; its cloneable [`FleetHandle`] looks phones up by fleet-wide
 //! `phone_id` and watches the inventory ([`PhoneStatus`] list). A `phone_id` is the phone's
 //! serial; USB phones sharing a serial get the manager's `<serial>@<port>` ids, and a network
@@ -20,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use phonefarm_flows::flows::{FlowOptions, HealthProblem};
 use phonefarm_shared::{PhoneState, PhoneStatus, is_subject_token};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -60,6 +66,44 @@ enum Command {
         queue_item_id: Option<Uuid>,
     },
     ProbeNow(oneshot::Sender<()>),
+    Flag {
+        phone_id: String,
+        problem: HealthProblem,
+    },
+}
+
+/// Free storage under which a phone flagged for full storage stays flagged.
+const STORAGE_RECOVERED: u64 = 1024 * 1024 * 1024;
+
+/// Whether `health` shows the phone over `problem` (unknown counts as not yet).
+fn recovered(problem: HealthProblem, health: &Health) -> bool {
+    let limits = FlowOptions::default();
+    match problem {
+        HealthProblem::BatteryLow => health
+            .battery_level
+            .is_some_and(|b| b >= limits.min_battery),
+        HealthProblem::TooHot => health
+            .temperature_decicelsius
+            .is_some_and(|t| i32::from(t) <= limits.max_temperature),
+        HealthProblem::StorageFull => health
+            .storage_free_bytes
+            .is_some_and(|f| f >= STORAGE_RECOVERED),
+    }
+}
+
+/// What a probe alone shows wrong with a phone.
+fn unfit(health: &Health) -> Option<HealthProblem> {
+    let limits = FlowOptions::default();
+    if health.battery_level.is_some_and(|b| b < limits.min_battery) {
+        Some(HealthProblem::BatteryLow)
+    } else if health
+        .temperature_decicelsius
+        .is_some_and(|t| i32::from(t) > limits.max_temperature)
+    {
+        Some(HealthProblem::TooHot)
+    } else {
+        None
+    }
 }
 
 /// Cloneable handle to the fleet actor.
@@ -108,6 +152,7 @@ impl FleetHandle {
             slots,
             usb,
             running: HashMap::new(),
+            attention: HashMap::new(),
             rx,
             statuses: stx,
             phones: ptx,
@@ -138,6 +183,18 @@ impl FleetHandle {
             .send(Command::SetRunning {
                 phone_id: phone_id.to_string(),
                 queue_item_id,
+            })
+            .await;
+    }
+
+    /// Marks a phone as needing attention for `problem` until a probe sees it recovered (a
+    /// run found it unfit).
+    pub async fn flag(&self, phone_id: &str, problem: HealthProblem) {
+        let _ = self
+            .tx
+            .send(Command::Flag {
+                phone_id: phone_id.to_string(),
+                problem,
             })
             .await;
     }
@@ -249,6 +306,8 @@ struct Actor {
     slots: Vec<Slot>,
     usb: UsbSource,
     running: HashMap<String, Uuid>,
+    /// Phones that need attention, by phone id.
+    attention: HashMap<String, HealthProblem>,
     rx: mpsc::Receiver<Command>,
     statuses: watch::Sender<Vec<PhoneStatus>>,
     phones: watch::Sender<Arc<HashMap<String, PhoneHandle>>>,
@@ -290,6 +349,11 @@ impl Actor {
                     Some(Command::ProbeNow(done)) => {
                         self.pass().await;
                         let _ = done.send(());
+                    }
+                    Some(Command::Flag { phone_id, problem }) => {
+                        tracing::warn!(%phone_id, problem = problem.as_str(), "phone needs attention");
+                        self.attention.insert(phone_id, problem);
+                        self.publish();
                     }
                     None => return,
                 },
@@ -418,6 +482,21 @@ impl Actor {
                 slot.health = Health { serial, ..h };
             }
         }
+        let ids = self.ids();
+        for (slot, id) in self.slots.iter().zip(ids) {
+            if let Some(problem) = self.attention.get(&id).copied()
+                && recovered(problem, &slot.health)
+            {
+                tracing::info!(phone_id = %id, problem = problem.as_str(), "phone recovered");
+                self.attention.remove(&id);
+            }
+            if let Some(problem) = unfit(&slot.health)
+                && !self.attention.contains_key(&id)
+            {
+                tracing::warn!(phone_id = %id, problem = problem.as_str(), "phone needs attention");
+                self.attention.insert(id, problem);
+            }
+        }
         self.publish();
     }
 
@@ -458,12 +537,18 @@ impl Actor {
                 phones.insert(id.clone(), h.clone());
             }
             let h = &slot.health;
+            let state = match slot.state() {
+                PhoneState::Online if self.attention.contains_key(&id) => {
+                    PhoneState::NeedsAttention
+                }
+                other => other,
+            };
             statuses.push(PhoneStatus {
                 phone_id: id.clone(),
                 serial: slot.serial().unwrap_or_default().to_string(),
                 transport: slot.transport.to_string(),
                 location: slot.location.clone(),
-                state: slot.state(),
+                state,
                 model: h.model.clone(),
                 android_version: h.android_version.clone(),
                 battery_level: h.battery_level,

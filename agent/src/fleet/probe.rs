@@ -56,26 +56,9 @@ pub async fn probe(h: &PhoneHandle, app_package: &str, deadline: Instant) -> Hea
     }
 }
 
-fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let l = l.trim();
-        l.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
-/// `dumpsys battery`: (`level` scaled by `scale` to a percentage, `temperature`).
-pub fn parse_battery(text: &str) -> (Option<u8>, Option<i16>) {
-    let level = field(text, "level").and_then(|v| v.parse::<u32>().ok());
-    let scale = field(text, "scale")
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(100);
-    let pct = level.map(|l| u8::try_from((l * 100 / scale).min(100)).unwrap_or(100));
-    let temp = field(text, "temperature").and_then(|v| v.parse::<i16>().ok());
-    (pct, temp)
-}
+/// `dumpsys battery`: (`level` scaled by `scale` to a percentage, `temperature`); the flows'
+/// parser, which the check before a run uses too.
+pub use phonefarm_flows::flows::parse_battery;
 
 /// `df /data` (toybox: `Filesystem 1K-blocks Used Available Use% Mounted on`): the available
 /// bytes of the row mounted on `/data`.

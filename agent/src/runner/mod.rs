@@ -7,6 +7,8 @@
 //! (journaled for upload), then `Finished`.
 
 pub mod device;
+pub mod exec;
+pub mod local;
 pub mod run;
 
 use std::collections::{HashMap, VecDeque};

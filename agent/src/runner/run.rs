@@ -12,9 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phonefarm_flows::flows::{
-    self, FlowCtx, FlowError, FlowFailure, MilestoneSink, OverlapJudge, PostVideoInputs,
-};
+use phonefarm_flows::flows::{self, FlowError, FlowFailure, MilestoneSink, PostVideoInputs};
 use phonefarm_flows::{FlowOptions, Ui};
 use phonefarm_shared::{Capability, EventKind, Outcome, RunError, WorkOrder};
 use tokio::sync::mpsc;
@@ -23,6 +21,7 @@ use tracing::Instrument as _;
 
 use super::RunnerDeps;
 use super::device::PhoneDevice;
+use super::exec::{FlowRequest, run_flow};
 use crate::uplink::evidence::object_name;
 use crate::uplink::journal::JournalError;
 use crate::uplink::publisher::EmitError;
@@ -169,7 +168,8 @@ async fn drive(
             };
         }
     };
-    let ui = Ui::new(PhoneDevice::new(phone), deps.options.ui.clone());
+    let device = PhoneDevice::fleet(phone, deps.fleet.clone(), &order.phone_id);
+    let ui = Ui::new(device, deps.options.ui.clone());
     let package = deps.options.app_package.clone();
     let remaining = order.deadline_unix_ms.saturating_sub(now_ms());
     let deadline = tokio::time::Instant::now()
@@ -177,11 +177,11 @@ async fn drive(
     let seed = u64::from_le_bytes(order.run_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
     // post_video: the video is fetched before the phone is touched.
     let video = if order.capability == Capability::PostVideo {
-        let fetch = video_inputs(&sink, inputs.clone(), &deps.options.asset_policy);
+        let fetch = video_inputs(&sink, inputs.clone(), &deps.options.asset_policy, false);
         // A soft cancel ends the run here too: nothing is on the phone yet, and a download
         // may take minutes.
         let fetched = tokio::select! {
-            r = fetch => r,
+            r = fetch => r.map_err(End::from),
             () = soft.cancelled() => Err(End::CancelledUnstarted),
             () = hard.cancelled() => Err(End::HardCancelled),
             () = tokio::time::sleep_until(deadline) => Err(End::DeadlineExceeded),
@@ -193,37 +193,27 @@ async fn drive(
     } else {
         None
     };
-    let flow = async {
-        let packs = deps.packs.snapshot();
-        let pack = flows::select_pack(&ui, &packs, &package).await?;
-        if let Some(want) = &order.flow_pack_version
-            && want != pack.name()
-            && *want != format!("{}@{}", pack.name(), pack.revision())
-        {
-            tracing::warn!(wanted = %want, chosen = %pack.name(), revision = pack.revision(), "order pins another flow pack; running the one for the installed app");
-        }
-        tracing::info!(pack = %pack.name(), revision = pack.revision(), "flow pack chosen");
-        let ctx = FlowCtx {
-            ui: &ui,
-            pack: &pack,
-            sink: &sink,
-            cancel: soft,
-            options: FlowOptions {
-                seed,
-                ..deps.options.flow.clone()
-            },
-        };
-        match &video {
-            Some(video) => flows::post_video(&ctx, video).await,
-            None => {
-                flows::run_capability(&ctx, order.capability.as_str(), inputs, &OverlapJudge).await
-            }
-        }
+    let packs = deps.packs.snapshot();
+    let request = FlowRequest {
+        capability: order.capability.as_str(),
+        inputs,
+        video,
+        pinned_pack: order.flow_pack_version.as_deref(),
     };
+    let options = FlowOptions {
+        seed,
+        ..deps.options.flow.clone()
+    };
+    let flow = run_flow(&ui, &packs, &package, request, options, &sink, soft);
     let end = tokio::select! {
         r = flow => match r {
             Ok(result) => End::Done(result),
-            Err(e) => End::Flow(Box::new(e)),
+            Err(e) => {
+                if let FlowFailure::Health { problem, .. } = &e.failure {
+                    deps.fleet.flag(&order.phone_id, *problem).await;
+                }
+                End::Flow(Box::new(e))
+            }
         },
         () = hard.cancelled() => End::HardCancelled,
         () = tokio::time::sleep_until(deadline) => End::DeadlineExceeded,
@@ -304,9 +294,22 @@ async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     let (Some(spool), Some(evidence)) = (&deps.evidence, &e.evidence) else {
         return;
     };
+    // What the screen was, which pack and revision read it, and why the run ended.
+    let context = serde_json::json!({
+        "screen": evidence.screen,
+        "pack": evidence.pack,
+        "pack_revision": evidence.pack_revision,
+        "step": e.step,
+        "code": e.code(),
+    });
     let items = [
         ("ui_dump.xml", "ui_dump", evidence.dump.clone()),
         ("screenshot.png", "screenshot", evidence.screenshot.clone()),
+        (
+            "context.json",
+            "context",
+            Some(context.to_string().into_bytes()),
+        ),
     ];
     for (name, kind, data) in items {
         let Some(data) = data else { continue };
@@ -372,42 +375,72 @@ fn video_names(content_id: &str, url: &str) -> (String, String) {
     )
 }
 
+/// Why a `post_video` order's video could not be had.
+pub(crate) struct Refusal {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl From<Refusal> for End {
+    fn from(r: Refusal) -> Self {
+        End::Refused {
+            code: r.code,
+            message: r.message,
+            retryable: r.retryable,
+        }
+    }
+}
+
 /// Fetches the video of a `post_video` order (step `fetch_video`); a failure ends the run
 /// with the fetch's code (`asset_timeout`, `asset_http_status:404`, …), retryable when another
-/// attempt may succeed (timeouts, unreachable host, 5xx).
-async fn video_inputs(
-    sink: &ChannelSink,
+/// attempt may succeed (timeouts, unreachable host, 5xx). With `local_files` (a technician's
+/// `run`), a `video_path` without a scheme is a file on this host.
+pub(crate) async fn video_inputs<S: MilestoneSink + ?Sized>(
+    sink: &S,
     inputs: serde_json::Value,
     asset_policy: &crate::assets::SsrfPolicy,
-) -> Result<PostVideoInputs, End> {
-    let order: PostVideoOrder = serde_json::from_value(inputs).map_err(|e| End::Refused {
+    local_files: bool,
+) -> Result<PostVideoInputs, Refusal> {
+    let order: PostVideoOrder = serde_json::from_value(inputs).map_err(|e| Refusal {
         code: "invalid_input:inputs".into(),
         message: e.to_string(),
         retryable: false,
     })?;
     sink.step_started("fetch_video");
-    let limits = crate::assets::FetchLimits::default();
-    let fetched = async {
-        let client = crate::assets::client(&limits, asset_policy.clone())?;
-        crate::assets::fetch(&client, &order.video_path, &limits).await
-    }
-    .await;
-    sink.step_finished("fetch_video", fetched.is_ok());
-    let asset = fetched.map_err(|e| {
-        use crate::assets::FetchError as F;
-        let retryable = matches!(e, F::Timeout(_) | F::Connect(_) | F::Request(_))
-            || matches!(e, F::Status(s) if s >= 500);
-        End::Refused {
-            code: e.code(),
-            message: e.to_string(),
-            retryable,
+    let bytes = if local_files && !order.video_path.contains("://") {
+        let read = tokio::fs::read(&order.video_path).await;
+        sink.step_finished("fetch_video", read.is_ok());
+        read.map_err(|e| Refusal {
+            code: "invalid_input:video_path".into(),
+            message: format!("cannot read {}: {e}", order.video_path),
+            retryable: false,
+        })?
+    } else {
+        let limits = crate::assets::FetchLimits::default();
+        let fetched = async {
+            let client = crate::assets::client(&limits, asset_policy.clone())?;
+            crate::assets::fetch(&client, &order.video_path, &limits).await
         }
-    })?;
-    tracing::info!(bytes = asset.bytes.len(), sha256 = %asset.sha256_hex, "video fetched");
+        .await;
+        sink.step_finished("fetch_video", fetched.is_ok());
+        let asset = fetched.map_err(|e| {
+            use crate::assets::FetchError as F;
+            let retryable = matches!(e, F::Timeout(_) | F::Connect(_) | F::Request(_))
+                || matches!(e, F::Status(s) if s >= 500);
+            Refusal {
+                code: e.code(),
+                message: e.to_string(),
+                retryable,
+            }
+        })?;
+        tracing::info!(bytes = asset.bytes.len(), sha256 = %asset.sha256_hex, "video fetched");
+        asset.bytes
+    };
     let (file_name, marker) = video_names(&order.content_id, &order.video_path);
     Ok(PostVideoInputs {
         file_name,
-        video: asset.bytes,
+        video: bytes,
         caption: order.caption,
         hashtags: order.hashtags,
         marker: Some(marker),

@@ -56,10 +56,18 @@ pub struct Candidate {
     pub callback_url: Option<String>,
 }
 
+/// A phone whose last reported battery is below this (percent) gets no work until it charges.
+pub const MIN_BATTERY: i32 = 15;
+/// A phone whose last reported battery temperature is above this (°C) gets no work until it
+/// cools.
+pub const MAX_TEMPERATURE_C: f32 = 42.0;
+
 /// Dispatchable items, oldest first, locked (`SKIP LOCKED`) until the caller's commit: QUEUED or
 /// due RETRYABLE items whose phone (pinned, or the account's bound phone for queue routing) is
-/// enabled, online on an online agent, free (no CLAIMED or EXECUTING item), and attended when
-/// the item is manual. Several candidates may share a phone: the caller takes the first.
+/// enabled, online on an online agent (not `needs_attention`), not low on battery
+/// ([`MIN_BATTERY`]) nor hot ([`MAX_TEMPERATURE_C`]) by its last report (unknown is fine), free
+/// (no CLAIMED or EXECUTING item), and attended when the item is manual. Several candidates may
+/// share a phone: the caller takes the first.
 ///
 /// With `lock`, the transaction first takes that advisory lock (transaction-scoped, in the
 /// same statement: a one-time filter), and there are no candidates if another transaction
@@ -83,6 +91,8 @@ pub async fn candidates(
            AND (qi.scheduled_at IS NULL OR qi.scheduled_at <= $1) \
            AND (qi.routing <> 'queue' OR a.active) \
            AND ph.enabled AND ph.state = 'online' AND ag.online \
+           AND (ph.battery_level IS NULL OR ph.battery_level >= $4) \
+           AND (ph.temperature_c IS NULL OR ph.temperature_c <= $5) \
            AND (qi.mode <> 'manual' OR ph.attended) \
            AND NOT EXISTS (SELECT 1 FROM queue_items r WHERE r.phone_id = ph.phone_id \
                            AND r.state IN ('CLAIMED', 'EXECUTING')) \
@@ -93,6 +103,8 @@ pub async fn candidates(
     .bind(now)
     .bind(limit)
     .bind(lock)
+    .bind(MIN_BATTERY)
+    .bind(MAX_TEMPERATURE_C)
     .fetch_all(conn)
     .await
 }

@@ -268,3 +268,63 @@ async fn disabled_or_offline_phones_get_no_work() {
     let o = agent.expect_order().await;
     assert_eq!(o.phone_id, "P1");
 }
+
+#[tokio::test]
+async fn phones_that_need_attention_get_no_work_until_they_recover() {
+    use phonefarm_shared::{PhoneState, PhoneStatus};
+    let app = BusApp::spawn().await;
+    let mut agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1", "P2", "P3"]).await;
+    for (account, phone_id) in [("acc-1", "P1"), ("acc-2", "P2"), ("acc-3", "P3")] {
+        app.account(account, phone_id).await;
+    }
+    // P1 low on battery, P2 too hot, P3 flagged by its agent.
+    let low = PhoneStatus {
+        battery_level: Some(12),
+        ..phone("P1")
+    };
+    let hot = PhoneStatus {
+        temperature_decicelsius: Some(455),
+        ..phone("P2")
+    };
+    let flagged = PhoneStatus {
+        state: PhoneState::NeedsAttention,
+        ..phone("P3")
+    };
+    agent
+        .inventory(vec![low, hot.clone(), flagged.clone()])
+        .await;
+    let mirrored = "SELECT count(*) FROM phones WHERE agent_id = $1 AND (battery_level < 15 \
+                    OR temperature_c > 42 OR state = 'needs_attention')";
+    wait_until(
+        "the inventory mirrored",
+        Duration::from_secs(10),
+        || async { app.scalar::<i64, _>(mirrored, "rack-1").await == 3 },
+    )
+    .await;
+    for (request, account) in [("a1", "acc-1"), ("a2", "acc-2"), ("a3", "acc-3")] {
+        app.enqueue_queued(request, account, "http://127.0.0.1:9/cb")
+            .await;
+    }
+    assert!(
+        agent
+            .next_order(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a phone that needs attention got work"
+    );
+    // Each gets its item once it recovers, and only then.
+    let reports = [
+        ("P1", vec![phone("P1"), hot.clone(), flagged.clone()]),
+        ("P3", vec![phone("P1"), hot, phone("P3")]),
+        ("P2", vec![phone("P1"), phone("P2"), phone("P3")]),
+    ];
+    for (recovered, report) in reports {
+        agent.inventory(report).await;
+        let order = agent.expect_order().await;
+        assert_eq!(order.phone_id, recovered);
+        assert!(
+            agent.next_order(Duration::from_millis(700)).await.is_none(),
+            "only {recovered}, which recovered, got work"
+        );
+    }
+}

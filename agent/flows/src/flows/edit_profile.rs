@@ -7,8 +7,10 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use super::run::step;
 use super::{
-    AccountOutcome, FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, require, text_of, typeable,
+    AccountOutcome, FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, by, require, text_of,
+    typeable,
 };
 use crate::device::Device;
 use crate::pack::FlowPack;
@@ -113,12 +115,15 @@ pub async fn edit_profile<D: Device, S: MilestoneSink + ?Sized>(
 ) -> Result<serde_json::Value, FlowError> {
     inputs.validate()?;
     require(ctx.pack, SELECTORS)?;
-    let mut run = Run::new(ctx);
+    let mut run = Run::new(ctx, &[]);
+    let run = &mut run;
     let mut profile = serde_json::Value::Null;
     for (i, step) in inputs.steps.iter().enumerate() {
-        run.begin(format!("edit_profile:{}", i + 1))?;
-        let r = edit_once(&mut run, &step.params).await;
-        match run.end(r) {
+        // Setting the same values again is harmless: a step interrupted anywhere starts over.
+        let r = step!(run, format!("edit_profile:{}", i + 1), {
+            edit_once(run, &step.params).await
+        });
+        match r {
             Ok(p) => {
                 profile = p;
                 run.ctx
@@ -136,10 +141,9 @@ async fn edit_once<D: Device, S: MilestoneSink + ?Sized>(
     params: &EditProfileParams,
 ) -> Result<serde_json::Value, FlowError> {
     let feed = run.ensure_feed().await?;
-    run.tap(&feed, "tab_profile").await?;
-    let profile = run.expect(&["profile"]).await?;
-    run.tap(&profile, "profile_edit").await?;
-    run.expect(&["edit_profile"]).await?;
+    let profile = run.tap_to(&feed, "tab_profile", &["profile"]).await?;
+    run.tap_to(&profile, "profile_edit", &["edit_profile"])
+        .await?;
     let fields = [
         ("edit_name", &params.display_name),
         ("edit_username", &params.username),
@@ -151,13 +155,18 @@ async fn edit_once<D: Device, S: MilestoneSink + ?Sized>(
         }
     }
     let screen = run.expect(&["edit_profile"]).await?;
-    run.tap(&screen, "edit_save").await?;
     // Saved (back on the profile) or rejected (an error under the form).
     let settled = |pack: &FlowPack, label: &str, s: &Screen| {
         label == "profile" || text_of(pack, &s.tree, "edit_error").is_some_and(|e| !e.is_empty())
     };
     let screen = run
-        .expect_where(&["profile", "edit_profile"], "the save to finish", settled)
+        .tap_expect(
+            &screen,
+            by("edit_save"),
+            &["profile", "edit_profile"],
+            "the save to finish",
+            settled,
+        )
         .await?;
     if run.last_screen == "edit_profile" {
         let error = text_of(run.pack(), &screen.tree, "edit_error").unwrap_or_default();
@@ -185,20 +194,27 @@ async fn set_field<D: Device, S: MilestoneSink + ?Sized>(
     value: &str,
 ) -> Result<(), FlowError> {
     let screen = run.expect(&["edit_profile"]).await?;
-    run.tap(&screen, field).await?;
-    let screen = run.expect(&["edit_profile"]).await?;
+    let focused = |pack: &FlowPack, _: &str, s: &Screen| {
+        pack.find(&s.tree, field)
+            .and_then(|m| s.tree.get(m.node))
+            .is_some_and(|n| n.focused)
+    };
+    let what = format!("{field} to take focus");
+    let screen = run
+        .tap_expect(&screen, by(field), &["edit_profile"], &what, focused)
+        .await?;
     if run.pack().find(&screen.tree, "edit_clear").is_some() {
-        run.tap(&screen, "edit_clear").await?;
+        let cleared =
+            |pack: &FlowPack, _: &str, s: &Screen| pack.find(&s.tree, "edit_clear").is_none();
+        let what = format!("{field} to clear");
+        run.tap_expect(&screen, by("edit_clear"), &["edit_profile"], &what, cleared)
+            .await?;
     } else {
         // No clear button: delete what the field shows (if that is its hint, the extra deletes
         // on an empty field do nothing).
         let n = run.node(&screen, field)?.text.chars().count();
         if n > 0 {
-            let dels = vec![keycode::DEL; n];
-            run.ui()
-                .keyevents(&dels)
-                .await
-                .map_err(|e| run.ui_error(e))?;
+            run.keys(&vec![keycode::DEL; n]).await?;
         }
     }
     run.type_text(value).await?;

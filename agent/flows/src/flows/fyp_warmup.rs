@@ -11,10 +11,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::run::step;
 use super::{
-    FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, WatchSeconds, check_probability, require,
+    FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, WatchSeconds, by, check_probability,
+    require,
 };
 use crate::device::Device;
+use crate::pack::FlowPack;
+use crate::ui::Screen;
 
 /// Decides whether a video is relevant to the account's interests.
 pub trait Judge: Send + Sync {
@@ -81,7 +85,24 @@ impl FypWarmupInputs {
     }
 }
 
-const SELECTORS: &[&str] = &["tab_home", "feed_pager", "video_caption", "like_button"];
+const SELECTORS: &[&str] = &[
+    "tab_home",
+    "feed_pager",
+    "video_caption",
+    "like_button",
+    "author_name",
+];
+
+/// What tells two feed videos apart: author, caption, like count.
+fn which_video(pack: &FlowPack, s: &Screen) -> String {
+    let text = |name| super::text_of(pack, &s.tree, name).unwrap_or_default();
+    format!(
+        "{}\n{}\n{}",
+        text("author_name"),
+        text("video_caption"),
+        text("like_count")
+    )
+}
 
 /// Runs FYP warm-up with the given judge.
 pub async fn fyp_warmup<D: Device, S: MilestoneSink + ?Sized>(
@@ -91,54 +112,64 @@ pub async fn fyp_warmup<D: Device, S: MilestoneSink + ?Sized>(
 ) -> Result<serde_json::Value, FlowError> {
     inputs.validate()?;
     require(ctx.pack, SELECTORS)?;
-    let mut run = Run::new(ctx);
+    let mut run = Run::new(ctx, &[]);
+    let run = &mut run;
     let (mut watched, mut relevant, mut liked) = (0u32, 0u32, 0u32);
     let result = |w: u32, r: u32, l: u32| json!({"videos_watched": w, "relevant": r, "liked": l});
 
-    run.begin("open_feed")?;
-    let r = run.ensure_feed().await.map(drop);
-    if let Err(e) = run.end(r) {
+    let r = step!(run, "open_feed", { run.ensure_feed().await.map(drop) });
+    if let Err(e) = r {
         return Err(run.fail(e, result(watched, relevant, liked)).await);
     }
     let budget = Duration::from_secs(u64::from(inputs.duration_seconds));
     let start = tokio::time::Instant::now();
-    while start.elapsed() < budget {
-        let left = budget.saturating_sub(start.elapsed());
-        let step = async {
-            run.begin(format!("video:{}", watched + 1))?;
-            let r = async {
+    // Dwells run `speed` times faster, and so does the budget they fill.
+    let speed = ctx.options.speed.max(1e-3);
+    while start.elapsed().as_secs_f64() * speed < budget.as_secs_f64() {
+        let left = budget.as_secs_f64() - start.elapsed().as_secs_f64() * speed;
+        let step = step!(run, format!("video:{}", watched + 1), {
+            let screen = run.ensure_feed().await?;
+            // A video without a caption is judged on nothing: not relevant.
+            let caption =
+                super::text_of(run.pack(), &screen.tree, "video_caption").unwrap_or_default();
+            let fits = judge.relevant(&inputs.judge_prompt, &caption);
+            let seconds = if fits {
+                inputs.watch_seconds.max
+            } else {
+                inputs.watch_seconds.min
+            };
+            let seconds = seconds.min(left.ceil().max(1.0) as u32);
+            run.dwell(seconds).await?;
+            let mut like = false;
+            let mut base = screen;
+            if fits && run.chance(inputs.like_probability) {
+                // A look after the dwell before liking: the screen may have changed.
                 let screen = run.expect(&["feed"]).await?;
-                // A video without a caption is judged on nothing: not relevant.
-                let caption = run
-                    .pack()
-                    .find(&screen.tree, "video_caption")
-                    .and_then(|m| screen.tree.get(m.node))
-                    .map(|n| n.text.clone())
-                    .unwrap_or_default();
-                let fits = judge.relevant(&inputs.judge_prompt, &caption);
-                let seconds = if fits {
-                    inputs.watch_seconds.max
-                } else {
-                    inputs.watch_seconds.min
-                };
-                let seconds = seconds.min(u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX));
-                run.dwell(seconds).await?;
-                let mut like = false;
-                if fits && run.chance(inputs.like_probability) {
-                    let screen = run.expect(&["feed"]).await?;
-                    if !run.node(&screen, "like_button")?.selected {
-                        run.tap(&screen, "like_button").await?;
-                        like = true;
-                    }
+                base = screen.clone();
+                if !run.node(&screen, "like_button")?.selected {
+                    let liked_now = |pack: &FlowPack, _: &str, s: &Screen| {
+                        pack.find(&s.tree, "like_button")
+                            .and_then(|m| s.tree.get(m.node))
+                            .is_some_and(|n| n.selected)
+                    };
+                    base = run
+                        .tap_expect(
+                            &screen,
+                            by("like_button"),
+                            &["feed"],
+                            "the like to register",
+                            liked_now,
+                        )
+                        .await?;
+                    like = true;
                 }
-                let screen = run.expect(&["feed"]).await?;
-                run.swipe_up_in(&screen, "feed_pager").await?;
-                Ok((fits, like))
             }
-            .await;
-            run.end(r)
-        }
-        .await;
+            // The swipe goes where the pager was on the last read (a surprise meanwhile
+            // shows on the read after it, which is also the next video's to judge).
+            run.swipe_next(&base, "feed_pager", &["feed"], which_video)
+                .await?;
+            Ok((fits, like))
+        });
         match step {
             Ok((fits, like)) => {
                 watched += 1;

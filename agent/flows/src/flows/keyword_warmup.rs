@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::run::step;
 use super::{
-    FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, WatchSeconds, check_probability, require,
-    typeable,
+    FlowCtx, FlowError, FlowFailure, MilestoneSink, Run, WatchSeconds, by, check_probability,
+    require, typeable,
 };
 use crate::device::Device;
 use crate::pack::FlowPack;
@@ -104,6 +105,9 @@ const SELECTORS: &[&str] = &[
     "comment_button",
     "comment_input",
     "comment_post",
+    "search_input",
+    "author_name",
+    "video_caption",
 ];
 
 #[derive(Debug, Default, Clone)]
@@ -131,11 +135,12 @@ pub async fn keyword_warmup<D: Device, S: MilestoneSink + ?Sized>(
 ) -> Result<serde_json::Value, FlowError> {
     inputs.validate()?;
     require(ctx.pack, SELECTORS)?;
-    let mut run = Run::new(ctx);
+    let mut run = Run::new(ctx, &[]);
+    let run = &mut run;
     let mut done: BTreeMap<String, KeywordResult> = BTreeMap::new();
     for kw in &inputs.keywords {
         done.insert(kw.clone(), KeywordResult::default());
-        let outcome = keyword(&mut run, inputs, kw, &mut done).await;
+        let outcome = keyword(run, inputs, kw, &mut done).await;
         if let Err(e) = outcome {
             return Err(run.fail(e, result(&done)).await);
         }
@@ -149,35 +154,31 @@ async fn keyword<D: Device, S: MilestoneSink + ?Sized>(
     kw: &str,
     done: &mut BTreeMap<String, KeywordResult>,
 ) -> Result<(), FlowError> {
-    run.begin(format!("search:{kw}"))?;
-    let r = search(run, kw).await;
-    run.end(r)?;
-
-    run.begin(format!("open_result:{kw}"))?;
-    let r = async {
-        let results = run.expect(&["search_results"]).await?;
-        run.tap(&results, "result_tile").await?;
-        run.expect(&["video"]).await.map(drop)
-    }
-    .await;
-    run.end(r)?;
-
+    step!(run, format!("search:{kw}"), {
+        search(run, kw).await.map(drop)
+    })?;
+    step!(run, format!("open_result:{kw}"), {
+        open_result(run, kw).await.map(drop)
+    })?;
     let comment = inputs
         .comment_plan
         .as_ref()
         .and_then(|p| p.get(kw))
         .map(|c| c.text.clone());
     for i in 0..inputs.videos_per_keyword {
-        run.begin(format!("watch:{kw}:{}", i + 1))?;
-        let r = watch_one(run, inputs, comment.as_deref().filter(|_| i == 0)).await;
-        let r = r.map(|(liked, commented)| {
-            let entry = done.entry(kw.to_string()).or_default();
-            entry.videos_watched += 1;
-            entry.liked += u32::from(liked);
-            entry.commented |= commented;
-            entry.clone()
-        });
-        let entry = run.end(r)?;
+        let comment = comment.as_deref().filter(|_| i == 0);
+        // Set once this step has liked its video: an attempt after an interruption that finds
+        // it liked knows the like is the run's.
+        let mut liked_here = false;
+        let (liked, commented) = step!(run, format!("watch:{kw}:{}", i + 1), {
+            reach_player(run, kw, i).await?;
+            watch_one(run, inputs, comment, &mut liked_here).await
+        })?;
+        let entry = done.entry(kw.to_string()).or_default();
+        entry.videos_watched += 1;
+        entry.liked += u32::from(liked);
+        entry.commented |= commented;
+        let entry = entry.clone();
         run.ctx.sink.progress(&json!({
             "keyword": kw,
             "videos_watched": entry.videos_watched,
@@ -185,54 +186,120 @@ async fn keyword<D: Device, S: MilestoneSink + ?Sized>(
             "commented": entry.commented,
         }));
         if i + 1 < inputs.videos_per_keyword {
-            run.begin(format!("next_video:{kw}:{}", i + 2))?;
-            let r = async {
-                let screen = run.expect(&["video"]).await?;
-                run.swipe_up_in(&screen, "feed_pager").await
-            }
-            .await;
-            run.end(r)?;
+            step!(run, format!("next_video:{kw}:{}", i + 2), {
+                let screen = reach_player(run, kw, i).await?;
+                run.swipe_next(&screen, "feed_pager", &["video"], which_video)
+                    .await
+                    .map(drop)
+            })?;
         }
     }
     Ok(())
 }
 
+/// What tells two videos apart on screen: author and caption.
+fn which_video(pack: &FlowPack, s: &Screen) -> String {
+    let text = |name| super::text_of(pack, &s.tree, name).unwrap_or_default();
+    format!("{}\n{}", text("author_name"), text("video_caption"))
+}
+
+/// From wherever the app is, to the results of `kw`.
 async fn search<D: Device, S: MilestoneSink + ?Sized>(
     run: &mut Run<'_, '_, D, S>,
     kw: &str,
-) -> Result<(), FlowError> {
+) -> Result<Screen, FlowError> {
     let feed = run.ensure_feed().await?;
-    run.tap(&feed, "search_icon").await?;
-    let search = run.expect(&["search"]).await?;
+    let mut search = run.tap_to(&feed, "search_icon", &["search"]).await?;
     if run.pack().find(&search.tree, "search_clear").is_some() {
-        run.tap(&search, "search_clear").await?;
+        let cleared = |p: &FlowPack, _: &str, s: &Screen| p.find(&s.tree, "search_clear").is_none();
+        search = run
+            .tap_expect(
+                &search,
+                by("search_clear"),
+                &["search"],
+                "the query to clear",
+                cleared,
+            )
+            .await?;
     }
+    drop(search);
     run.type_text(kw).await?;
     run.key(keycode::ENTER).await?;
-    run.expect(&["search_results"]).await.map(drop)
+    let results = run.expect(&["search_results"]).await?;
+    // The results say what was searched: the text typed must be the keyword.
+    let shown = super::text_of(run.pack(), &results.tree, "search_input").unwrap_or_default();
+    if shown.trim() != kw.trim() {
+        return Err(run.flow_error(format!("searched {shown:?} instead of {kw:?}")));
+    }
+    Ok(results)
 }
 
-/// Watches the current video; returns (liked now, commented).
+/// From the results of `kw` (searching again if they are not on screen) to its first video.
+async fn open_result<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    kw: &str,
+) -> Result<Screen, FlowError> {
+    let results = if run.last_screen == "search_results" {
+        run.expect(&["search_results"]).await?
+    } else {
+        search(run, kw).await?
+    };
+    run.tap_to(&results, "result_tile", &["video"]).await
+}
+
+/// A video of `kw`'s results on screen: the one showing, or, after an interruption (the app
+/// starts over on its feed), the one at `position` in the results, reached as a person would:
+/// search again, open the first, swipe on to where the run was.
+async fn reach_player<D: Device, S: MilestoneSink + ?Sized>(
+    run: &mut Run<'_, '_, D, S>,
+    kw: &str,
+    position: u32,
+) -> Result<Screen, FlowError> {
+    if run.last_screen == "video" {
+        return run.expect(&["video"]).await;
+    }
+    let mut screen = open_result(run, kw).await?;
+    for _ in 0..position {
+        screen = run
+            .swipe_next(&screen, "feed_pager", &["video"], which_video)
+            .await?;
+    }
+    Ok(screen)
+}
+
+/// Watches the current video; returns (liked by this run, commented). `liked_here` says
+/// whether an earlier attempt of the step liked it already.
 async fn watch_one<D: Device, S: MilestoneSink + ?Sized>(
     run: &mut Run<'_, '_, D, S>,
     inputs: &KeywordWarmupInputs,
     comment: Option<&str>,
+    liked_here: &mut bool,
 ) -> Result<(bool, bool), FlowError> {
     run.expect(&["video"]).await?;
     let seconds = run.draw_watch(inputs.watch_seconds);
     run.dwell(seconds).await?;
     let mut liked = false;
-    if run.chance(inputs.like_probability) {
+    if run.chance(inputs.like_probability) || *liked_here {
+        // A look after the dwell: the screen may have changed meanwhile.
         let screen = run.expect(&["video"]).await?;
-        if !run.node(&screen, "like_button")?.selected {
-            run.tap(&screen, "like_button").await?;
+        if run.node(&screen, "like_button")?.selected {
+            // Liked already: by this step before an interruption, or by someone else.
+            liked = *liked_here;
+        } else {
+            *liked_here = true;
             let liked_now = |pack: &FlowPack, _: &str, s: &Screen| {
                 pack.find(&s.tree, "like_button")
                     .and_then(|m| s.tree.get(m.node))
                     .is_some_and(|n| n.selected)
             };
-            run.expect_where(&["video"], "the like to register", liked_now)
-                .await?;
+            run.tap_expect(
+                &screen,
+                by("like_button"),
+                &["video"],
+                "the like to register",
+                liked_now,
+            )
+            .await?;
             liked = true;
         }
     }
@@ -246,35 +313,58 @@ async fn watch_one<D: Device, S: MilestoneSink + ?Sized>(
     Ok((liked, commented))
 }
 
+/// Whether `text` is listed as a comment (not merely typed in the input).
+fn listed(pack: &FlowPack, s: &Screen, text: &str) -> bool {
+    let input = pack.find(&s.tree, "comment_input").map(|m| m.node);
+    s.tree
+        .nodes()
+        .iter()
+        .enumerate()
+        .any(|(i, n)| n.text == text && Some(i) != input)
+}
+
+/// Posts `text` on the current video, unless it is there already (a step run again after an
+/// interruption).
 async fn post_comment<D: Device, S: MilestoneSink + ?Sized>(
     run: &mut Run<'_, '_, D, S>,
     text: &str,
 ) -> Result<(), FlowError> {
     let screen = run.expect(&["video"]).await?;
-    run.tap(&screen, "comment_button").await?;
-    let sheet = run.expect(&["comments"]).await?;
-    run.tap(&sheet, "comment_input").await?;
-    run.type_text(text).await?;
-    let ready = |pack: &FlowPack, _: &str, s: &Screen| {
-        pack.find(&s.tree, "comment_post")
-            .and_then(|m| s.tree.get(m.node))
-            .is_some_and(|n| n.enabled)
-    };
-    let sheet = run
-        .expect_where(&["comments"], "the comment to reach the input", ready)
+    let sheet = run.tap_to(&screen, "comment_button", &["comments"]).await?;
+    if !listed(run.pack(), &sheet, text) {
+        let focused = |p: &FlowPack, _: &str, s: &Screen| {
+            p.find(&s.tree, "comment_input")
+                .and_then(|m| s.tree.get(m.node))
+                .is_some_and(|n| n.focused)
+        };
+        run.tap_expect(
+            &sheet,
+            by("comment_input"),
+            &["comments"],
+            "the comment input to take focus",
+            focused,
+        )
         .await?;
-    run.tap(&sheet, "comment_post").await?;
-    // Posted: the draft is cleared and the comment is listed.
-    let listed = |pack: &FlowPack, _: &str, s: &Screen| {
-        let input = pack.find(&s.tree, "comment_input").map(|m| m.node);
-        s.tree
-            .nodes()
-            .iter()
-            .enumerate()
-            .any(|(i, n)| n.text == text && Some(i) != input)
-    };
-    run.expect_where(&["comments"], "the comment to appear in the list", listed)
+        run.type_text(text).await?;
+        let ready = |pack: &FlowPack, _: &str, s: &Screen| {
+            pack.find(&s.tree, "comment_post")
+                .and_then(|m| s.tree.get(m.node))
+                .is_some_and(|n| n.enabled)
+        };
+        let sheet = run
+            .expect_where(&["comments"], "the comment to reach the input", ready)
+            .await?;
+        // Posted: the draft is cleared and the comment is listed.
+        let shows = |pack: &FlowPack, _: &str, s: &Screen| listed(pack, s, text);
+        run.tap_expect(
+            &sheet,
+            by("comment_post"),
+            &["comments"],
+            "the comment to appear in the list",
+            shows,
+        )
         .await?;
+    }
     run.key(keycode::BACK).await?;
     run.expect(&["video"]).await.map(drop)
 }

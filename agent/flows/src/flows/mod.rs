@@ -2,13 +2,21 @@
 //! [`FlowPack`].
 //!
 //! Each executor is an async function over a [`FlowCtx`] (device, pack, milestone sink,
-//! cancellation token, options) and its typed inputs (API.md section 4, which these structs
-//! deserialize from). A run is a sequence of named steps: before each step the cancellation token
-//! is checked and the sink told, after it the sink hears how it went. Screens are read with the
-//! pack's watchers applied first (update prompts, permission dialogs are dismissed wherever they
-//! appear), and an account screen (logged out, banned, captcha, verification) ends the run with
-//! `account_outcome:<what>`. Any other surprise ends it with `flow_error:<screen>` (the pack's
-//! name for the screen it was on, or `unknown`) and evidence: the dump and a screenshot.
+//! cancellation token, options) and its typed inputs (the work order's `inputs`, which these
+//! structs deserialize from). A run is a sequence of named steps: before each step the
+//! cancellation token is checked and the sink told, after it the sink hears how it went.
+//!
+//! Screens are read with the pack's watchers applied first (update prompts, permission
+//! dialogs, "isn't responding", "keeps stopping", low battery, the lock screen are dealt with
+//! wherever they appear), and an account screen (logged out, session expired, banned,
+//! suspended, captcha, verification, rate limit; a video under review) ends the run with
+//! `account_outcome:<what>` and nothing more is done on the phone. Every action is checked on
+//! the next read, and a tap the app did not take (two fresh reads show the screen unchanged) is
+//! repeated. When the app leaves the screen (it died, was closed, the phone rebooted, adb went
+//! away) the step is started again after recovering (reconnect, relaunch), a bounded number of
+//! times: each step starts by getting to where it needs to be. Any other surprise ends the run
+//! with `flow_error:<screen>` (the pack's name for the screen it was on, or `unknown`) and
+//! evidence: the dump, a screenshot and the pack's name and revision.
 
 // A FlowError carries its evidence and partial result by value: it is built once per failed run,
 // so its size costs nothing that matters, and boxing would only make the public fields awkward.
@@ -16,22 +24,25 @@
 
 mod edit_profile;
 mod fyp_warmup;
+mod health;
 mod keyword_warmup;
 mod post_video;
+mod run;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::Device;
-use crate::dump::{Node, UiTree};
-use crate::pack::{ACCOUNT_OUTCOME_SCREENS, FlowPack, PackSet, read_screen};
+use crate::dump::UiTree;
+use crate::pack::{ACCOUNT_OUTCOME_SCREENS, FlowPack, PackSet};
 use crate::text::input_text_commands;
-use crate::ui::{Screen, Ui, UiError, keycode};
+use crate::ui::{Ui, UiError};
+
+pub use health::{HealthProblem, parse_battery, preflight};
+use run::Run;
 
 pub use edit_profile::{EditProfileParams, MaintenanceInputs, MaintenanceStep, edit_profile};
 pub use fyp_warmup::{FypWarmupInputs, Judge, OverlapJudge, fyp_warmup};
@@ -107,32 +118,57 @@ impl MilestoneSink for RecordingSink {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountOutcome {
     LoggedOut,
+    /// "Session expired": the app wants a new login.
+    SessionExpired,
     Banned,
+    /// Suspended for a while.
+    Suspended,
     Captcha,
+    /// "Verify it's you".
     VerificationRequired,
+    /// "You're tapping too fast".
+    RateLimited,
     UsernameTaken,
+    /// The posted video is held for review.
+    UnderReview,
 }
 
 impl AccountOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::LoggedOut => "logged_out",
+            Self::SessionExpired => "session_expired",
             Self::Banned => "banned",
+            Self::Suspended => "suspended",
             Self::Captcha => "captcha",
             Self::VerificationRequired => "verification_required",
+            Self::RateLimited => "rate_limited",
             Self::UsernameTaken => "username_taken",
+            Self::UnderReview => "under_review",
         }
     }
 
     fn from_screen(name: &str) -> Option<Self> {
         Some(match name {
             "logged_out" => Self::LoggedOut,
+            "session_expired" => Self::SessionExpired,
             "banned" => Self::Banned,
+            "suspended" => Self::Suspended,
             "captcha" => Self::Captcha,
             "verification_required" => Self::VerificationRequired,
+            "rate_limited" => Self::RateLimited,
             _ => return None,
         })
     }
+}
+
+/// Why a step was cut short in a way the run recovers from (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interruption {
+    /// The app is no longer on screen (it died, was closed, the phone restarted).
+    AppLeft,
+    /// The phone stopped answering (rebooting, adb offline, the connection dropped).
+    Device(String),
 }
 
 /// Why a run stopped short.
@@ -153,6 +189,15 @@ pub enum FlowFailure {
     InvalidInput(String),
     /// The app is missing, or no pack covers it, or the pack lacks what the flow needs.
     Pack(String),
+    /// The phone is not fit for a run (battery, temperature, storage): `device_error`, and
+    /// the phone needs attention until it recovers.
+    Health {
+        problem: HealthProblem,
+        detail: String,
+    },
+    /// Recovered from within the run; it ends one only when recovery failed or ran out
+    /// (`flow_error:<screen>` or `device_error`).
+    Interrupted(Interruption),
 }
 
 impl FlowFailure {
@@ -161,7 +206,9 @@ impl FlowFailure {
     pub fn code(&self) -> String {
         match self {
             Self::Cancelled => "cancelled".into(),
-            Self::Device(_) => "device_error".into(),
+            Self::Device(_) | Self::Health { .. } => "device_error".into(),
+            Self::Interrupted(Interruption::Device(_)) => "device_error".into(),
+            Self::Interrupted(Interruption::AppLeft) => "flow_error:launcher".into(),
             Self::Flow { screen, .. } => format!("flow_error:{screen}"),
             Self::Account(o) => format!("account_outcome:{}", o.as_str()),
             Self::InvalidInput(what) => format!("invalid_input:{what}"),
@@ -175,6 +222,9 @@ impl FlowFailure {
 pub struct Evidence {
     /// The pack's name for the screen (`unknown` if none).
     pub screen: String,
+    /// The flow pack the run used, and its revision.
+    pub pack: String,
+    pub pack_revision: u32,
     /// The raw `uiautomator dump` XML, if one could be taken.
     pub dump: Option<Vec<u8>>,
     /// A PNG screenshot, if one could be taken.
@@ -220,6 +270,16 @@ pub struct FlowOptions {
     pub max_popups: u32,
     /// Navigation moves (back, tab, launch) allowed when heading to the feed.
     pub max_nav_moves: u32,
+    /// Dwell times are divided by this (demos and tests; 1 is real time).
+    pub speed: f64,
+    /// Interruptions (the app gone, the phone gone) a run recovers from before it gives up.
+    pub max_recoveries: u32,
+    /// How long to wait for the phone to come back after it went away.
+    pub reconnect_timeout: Duration,
+    /// A run needs at least this much battery (percent) ...
+    pub min_battery: u8,
+    /// ... and at most this battery temperature (tenths of a degree Celsius).
+    pub max_temperature: i32,
 }
 
 impl Default for FlowOptions {
@@ -229,6 +289,11 @@ impl Default for FlowOptions {
             screen_timeout: Duration::from_secs(15),
             max_popups: 5,
             max_nav_moves: 10,
+            speed: 1.0,
+            max_recoveries: 4,
+            reconnect_timeout: Duration::from_secs(120),
+            min_battery: 15,
+            max_temperature: 420,
         }
     }
 }
@@ -263,6 +328,11 @@ pub async fn select_pack<D: Device>(
     })
 }
 
+/// The node of a selector on a screen (for [`Run::tap_expect`]).
+fn by(selector: &str) -> impl Fn(&FlowPack, &crate::ui::Screen) -> Option<usize> + '_ {
+    move |pack, screen| pack.find(&screen.tree, selector).map(|m| m.node)
+}
+
 /// Runs a capability from its work-order JSON: `keyword_warmup`, `fyp_warmup` (with `judge`)
 /// or `maintenance`. Inputs that do not deserialize are `invalid_input:inputs`; an unknown
 /// capability is `invalid_input:capability`. (`post_video` takes the fetched video bytes, so it
@@ -288,8 +358,29 @@ pub async fn run_capability<D: Device, S: MilestoneSink + ?Sized>(
     }
 }
 
-/// What a hard abort leaves behind: the app force-stopped and the phone on its home screen
-/// (API.md section 7). Both are attempted even if the first fails.
+/// Checks a capability's work-order inputs without touching a phone: `invalid_input:inputs`
+/// when they do not deserialize, the capability's own reason when they break its rules (text
+/// `input text` cannot type included), `invalid_input:capability` for an unknown one.
+/// (`post_video` is checked with its video, by [`post_video`].)
+pub fn check_inputs(capability: &str, inputs: &serde_json::Value) -> Result<(), FlowError> {
+    fn parse<T: serde::de::DeserializeOwned>(inputs: &serde_json::Value) -> Result<T, FlowError> {
+        serde_json::from_value(inputs.clone())
+            .map_err(|e| FlowError::new(FlowFailure::InvalidInput("inputs".into()), e.to_string()))
+    }
+    match capability {
+        "keyword_warmup" => parse::<KeywordWarmupInputs>(inputs)?.validate(),
+        "fyp_warmup" => parse::<FypWarmupInputs>(inputs)?.validate(),
+        "maintenance" => parse::<MaintenanceInputs>(inputs)?.validate(),
+        "post_video" => Ok(()),
+        other => Err(FlowError::new(
+            FlowFailure::InvalidInput("capability".into()),
+            format!("unknown capability {other:?}"),
+        )),
+    }
+}
+
+/// What a hard abort leaves behind: the app force-stopped and the phone on its home screen.
+/// Both are attempted even if the first fails.
 pub async fn abort<D: Device>(ui: &Ui<D>, package: &str) -> Result<(), UiError> {
     let stopped = ui.force_stop(package).await;
     let home = ui.home().await;
@@ -344,253 +435,6 @@ fn check_probability(p: f64) -> Result<(), FlowError> {
     }
 }
 
-/// The state of one run: the context, the random source, the current step and the last screen
-/// seen (for error reasons).
-struct Run<'c, 'a, D, S: ?Sized> {
-    ctx: &'c FlowCtx<'a, D, S>,
-    rng: StdRng,
-    step: Option<String>,
-    last_screen: String,
-}
-
-impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
-    fn new(ctx: &'c FlowCtx<'a, D, S>) -> Self {
-        Self {
-            ctx,
-            rng: StdRng::seed_from_u64(ctx.options.seed),
-            step: None,
-            last_screen: "unknown".into(),
-        }
-    }
-
-    fn pack(&self) -> &'a FlowPack {
-        self.ctx.pack
-    }
-
-    fn ui(&self) -> &'a Ui<D> {
-        self.ctx.ui
-    }
-
-    fn check_cancel(&self) -> Result<(), FlowError> {
-        if self.ctx.cancel.is_cancelled() {
-            return Err(FlowError::new(
-                FlowFailure::Cancelled,
-                "cancelled at a step boundary",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Starts a step: checks cancellation, tells the sink.
-    fn begin(&mut self, step: impl Into<String>) -> Result<(), FlowError> {
-        let step = step.into();
-        self.check_cancel()?;
-        tracing::debug!(%step, "step started");
-        self.ctx.sink.step_started(&step);
-        self.step = Some(step);
-        Ok(())
-    }
-
-    /// Ends the current step with its outcome.
-    fn end<T>(&mut self, result: Result<T, FlowError>) -> Result<T, FlowError> {
-        if let Some(step) = &self.step {
-            tracing::debug!(%step, ok = result.is_ok(), "step finished");
-            self.ctx.sink.step_finished(step, result.is_ok());
-        }
-        let step = self.step.take();
-        result.map_err(|mut e| {
-            e.step = e.step.take().or(step);
-            e
-        })
-    }
-
-    fn flow_error(&self, detail: impl Into<String>) -> FlowError {
-        let detail = detail.into();
-        let failure = FlowFailure::Flow {
-            screen: self.last_screen.clone(),
-            detail: detail.clone(),
-        };
-        FlowError::new(failure, detail)
-    }
-
-    fn ui_error(&self, e: UiError) -> FlowError {
-        match e {
-            UiError::Device(e) => FlowError::new(FlowFailure::Device(e.to_string()), e.to_string()),
-            UiError::CommandFailed { .. } => {
-                FlowError::new(FlowFailure::Device(e.to_string()), e.to_string())
-            }
-            UiError::Text(t) => {
-                FlowError::new(FlowFailure::InvalidInput("text".into()), t.to_string())
-            }
-            other => self.flow_error(other.to_string()),
-        }
-    }
-
-    /// Reads the screen, dismissing pop-ups; an account screen ends the run.
-    async fn settle(&mut self) -> Result<Screen, FlowError> {
-        let options = &self.ctx.options;
-        let read = read_screen(
-            self.ui(),
-            self.pack(),
-            options.screen_timeout,
-            options.max_popups,
-        );
-        let (screen, label) = match read.await {
-            Ok(read) => read,
-            Err(UiError::PopupStuck(name)) => {
-                self.last_screen = format!("popup:{name}");
-                return Err(self.flow_error(format!("pop-up {name} keeps coming back")));
-            }
-            Err(e) => return Err(self.ui_error(e)),
-        };
-        self.last_screen = label;
-        if let Some(outcome) = AccountOutcome::from_screen(&self.last_screen) {
-            return Err(FlowError::new(
-                FlowFailure::Account(outcome),
-                format!("the app shows the {} screen", self.last_screen),
-            ));
-        }
-        Ok(screen)
-    }
-
-    /// Waits until the screen is one of `names`.
-    async fn expect(&mut self, names: &[&str]) -> Result<Screen, FlowError> {
-        let what = format!("expected {}", names.join(" or "));
-        self.expect_where(names, &what, |_, _, _| true).await
-    }
-
-    /// Waits until the screen is one of `names` and `check(pack, label, screen)` holds: the UI
-    /// may lag behind an action by a frame or two on a real phone. `what` names the awaited
-    /// state in the error.
-    async fn expect_where(
-        &mut self,
-        names: &[&str],
-        what: &str,
-        check: impl Fn(&FlowPack, &str, &Screen) -> bool,
-    ) -> Result<Screen, FlowError> {
-        let start = tokio::time::Instant::now();
-        loop {
-            let screen = self.settle().await?;
-            if names.iter().any(|n| *n == self.last_screen)
-                && check(self.pack(), &self.last_screen, &screen)
-            {
-                return Ok(screen);
-            }
-            if start.elapsed() >= self.ctx.options.screen_timeout {
-                return Err(self.flow_error(what));
-            }
-            tokio::time::sleep(self.ui().config().poll_interval).await;
-        }
-    }
-
-    /// The named view on `screen`, or a flow error.
-    fn node<'s>(&self, screen: &'s Screen, selector: &str) -> Result<&'s Node, FlowError> {
-        self.pack()
-            .find(&screen.tree, selector)
-            .and_then(|m| screen.tree.get(m.node))
-            .ok_or_else(|| self.flow_error(format!("no {selector} on screen")))
-    }
-
-    async fn tap(&mut self, screen: &Screen, selector: &str) -> Result<(), FlowError> {
-        let node = self.node(screen, selector)?;
-        self.ui().tap_node(node).await.map_err(|e| self.ui_error(e))
-    }
-
-    async fn type_text(&mut self, text: &str) -> Result<(), FlowError> {
-        self.ui()
-            .type_text(text)
-            .await
-            .map_err(|e| self.ui_error(e))
-    }
-
-    async fn key(&mut self, code: u32) -> Result<(), FlowError> {
-        self.ui().keyevent(code).await.map_err(|e| self.ui_error(e))
-    }
-
-    /// Brings the app to its feed from wherever it is.
-    async fn ensure_feed(&mut self) -> Result<Screen, FlowError> {
-        let package = self.pack().package().to_string();
-        self.ui()
-            .launch(&package)
-            .await
-            .map_err(|e| self.ui_error(e))?;
-        for _ in 0..self.ctx.options.max_nav_moves {
-            let screen = self.settle().await?;
-            match self.last_screen.as_str() {
-                "feed" => return Ok(screen),
-                "launcher" | "play_store" => {
-                    self.ui()
-                        .launch(&package)
-                        .await
-                        .map_err(|e| self.ui_error(e))?;
-                }
-                _ if self.pack().find(&screen.tree, "tab_home").is_some() => {
-                    self.tap(&screen, "tab_home").await?;
-                }
-                _ => self.key(keycode::BACK).await?,
-            }
-        }
-        Err(self.flow_error("could not reach the feed"))
-    }
-
-    /// Waits `seconds`, or stops early if the run is cancelled.
-    async fn dwell(&mut self, seconds: u32) -> Result<(), FlowError> {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(u64::from(seconds))) => Ok(()),
-            () = self.ctx.cancel.cancelled() => {
-                Err(FlowError::new(FlowFailure::Cancelled, "cancelled while watching"))
-            }
-        }
-    }
-
-    fn draw_watch(&mut self, range: WatchSeconds) -> u32 {
-        self.rng.random_range(range.min..=range.max)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random::<f64>() < p
-    }
-
-    /// Swipes up inside the named scrollable view (next video / next row).
-    async fn swipe_up_in(&mut self, screen: &Screen, selector: &str) -> Result<(), FlowError> {
-        let b = self.node(screen, selector)?.bounds;
-        let x = b.x1 + b.width() / 2;
-        let (from, to) = (b.y1 + b.height() * 3 / 4, b.y1 + b.height() / 4);
-        self.ui()
-            .swipe(x, from, x, to)
-            .await
-            .map_err(|e| self.ui_error(e))
-    }
-
-    /// Adds evidence (fresh dump and screenshot, best effort) and the partial result to a
-    /// failure, unless it was a cancellation or bad input.
-    async fn fail(&mut self, mut error: FlowError, partial: serde_json::Value) -> FlowError {
-        error.partial = partial;
-        if error.step.is_none() {
-            error.step = self.step.clone();
-        }
-        let wants_evidence = !matches!(
-            error.failure,
-            FlowFailure::Cancelled | FlowFailure::InvalidInput(_) | FlowFailure::Pack(_)
-        );
-        if wants_evidence {
-            let dump = self.ui().screen().await.ok();
-            let screen = dump
-                .as_ref()
-                .map(|s| self.pack().identify(&s.tree).label())
-                .unwrap_or_else(|| self.last_screen.clone());
-            let screenshot = self.ui().screenshot().await.ok();
-            error.evidence = Some(Evidence {
-                screen,
-                dump: dump.map(|s| s.xml),
-                screenshot,
-            });
-        }
-        tracing::warn!(code = %error.code(), step = ?error.step, "flow failed: {}", error.message);
-        error
-    }
-}
-
 /// The text of the named view, if it is on screen.
 fn text_of(pack: &FlowPack, tree: &UiTree, selector: &str) -> Option<String> {
     pack.find(tree, selector)
@@ -609,10 +453,14 @@ pub const REQUIRED_SCREENS: &[&str] = &[
     "edit_profile",
     "upload_gallery",
     "upload_caption",
+    "launcher",
     "logged_out",
+    "session_expired",
     "banned",
+    "suspended",
     "captcha",
     "verification_required",
+    "rate_limited",
 ];
 
 fn require(pack: &FlowPack, selectors: &[&str]) -> Result<(), FlowError> {

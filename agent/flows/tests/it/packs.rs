@@ -44,7 +44,15 @@ fn shipped_packs_define_every_screen_the_flows_know() {
         let watchers: Vec<_> = pack.watchers().iter().map(|w| w.name.as_str()).collect();
         assert_eq!(
             watchers,
-            ["update_prompt", "media_permission"],
+            [
+                "keyguard",
+                "not_responding",
+                "keeps_stopping",
+                "low_battery",
+                "update_prompt",
+                "media_permission",
+                "other_permission"
+            ],
             "{}",
             pack.name()
         );

@@ -4,7 +4,7 @@
 use phonefarm_flows::pack::{FlowPack, Identified};
 use phonefarm_flows::selector::Fallbacks;
 use phonefarm_flows::ui::keycode;
-use phonefarm_phonemodel::{AccountState, Popup, PopupTrigger, ScreenKind};
+use phonefarm_phonemodel::{AccountState, Fault, FaultTrigger, Popup, PopupTrigger, ScreenKind};
 
 use crate::model::{ModelDevice, VARIANTS, pack_for, ui};
 
@@ -26,6 +26,13 @@ fn expected(kind: ScreenKind) -> &'static str {
         ScreenKind::Banned => "banned",
         ScreenKind::Captcha => "captcha",
         ScreenKind::VerificationRequired => "verification_required",
+        ScreenKind::SessionExpired => "session_expired",
+        ScreenKind::Suspended => "suspended",
+        ScreenKind::RateLimited => "rate_limited",
+        ScreenKind::NotResponding => "popup:not_responding",
+        ScreenKind::KeepsStopping => "popup:keeps_stopping",
+        ScreenKind::LowBattery => "popup:low_battery",
+        ScreenKind::Keyguard => "popup:keyguard",
         ScreenKind::Launcher => "launcher",
         ScreenKind::PlayStore => "play_store",
         ScreenKind::Placeholder | ScreenKind::ScreenOff => "unknown",
@@ -151,10 +158,28 @@ async fn walk(device: &ModelDevice, packs: &[&FlowPack]) -> Vec<String> {
         AccountState::Banned,
         AccountState::Captcha,
         AccountState::VerificationRequired,
+        AccountState::SessionExpired,
+        AccountState::Suspended,
+        AccountState::RateLimited,
     ] {
         device.phone().config_mut().account = outcome;
         check(&mut seen, &ui.dump().await.unwrap());
     }
+    device.phone().config_mut().account = AccountState::Active;
+    // System dialogs and the lock screen.
+    for (fault, dismiss) in [
+        (Fault::NotResponding { returns: 0 }, "anr_wait"),
+        (Fault::LowBattery, "low_battery_cancel"),
+        (Fault::KeepsStopping, "crash_close"),
+    ] {
+        device.phone().inject_fault(fault, FaultTrigger::Now);
+        check(&mut seen, &ui.dump().await.unwrap());
+        tap(dismiss).await;
+    }
+    device.phone().config_mut().behaviour.lock_screen = true;
+    device.phone().set_screen_on(false);
+    ui.keyevent(keycode::WAKEUP).await.unwrap();
+    check(&mut seen, &ui.dump().await.unwrap());
     seen
 }
 
@@ -181,6 +206,13 @@ async fn packs_identify_every_screen_in_both_variants() {
             "banned",
             "captcha",
             "verification_required",
+            "session_expired",
+            "suspended",
+            "rate_limited",
+            "popup:not_responding",
+            "popup:low_battery",
+            "popup:keeps_stopping",
+            "popup:keyguard",
         ] {
             assert!(
                 seen.iter().any(|s| s == screen),
