@@ -261,13 +261,25 @@ async fn finish(deps: &RunnerDeps, order: &WorkOrder, end: End) {
         }
         End::Flow(e) => {
             keep_evidence(deps, order, &e).await;
+            // The message says what the evidence shows: the screen, and the pack (and its
+            // revision) that read it.
+            let message = match &e.evidence {
+                Some(ev) => format!(
+                    "{e} (screen {}, pack {} r{})",
+                    ev.screen, ev.pack, ev.pack_revision
+                ),
+                None => e.to_string(),
+            };
             (
                 Outcome::Failed,
                 e.partial.to_string(),
                 Some(RunError {
                     code: e.code(),
-                    message: e.to_string(),
-                    retryable: matches!(e.failure, FlowFailure::Device(_)),
+                    message,
+                    retryable: matches!(
+                        e.failure,
+                        FlowFailure::Device(_) | FlowFailure::Health { .. }
+                    ),
                 }),
             )
         }
@@ -294,22 +306,9 @@ async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     let (Some(spool), Some(evidence)) = (&deps.evidence, &e.evidence) else {
         return;
     };
-    // What the screen was, which pack and revision read it, and why the run ended.
-    let context = serde_json::json!({
-        "screen": evidence.screen,
-        "pack": evidence.pack,
-        "pack_revision": evidence.pack_revision,
-        "step": e.step,
-        "code": e.code(),
-    });
     let items = [
         ("ui_dump.xml", "ui_dump", evidence.dump.clone()),
         ("screenshot.png", "screenshot", evidence.screenshot.clone()),
-        (
-            "context.json",
-            "context",
-            Some(context.to_string().into_bytes()),
-        ),
     ];
     for (name, kind, data) in items {
         let Some(data) = data else { continue };

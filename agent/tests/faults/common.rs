@@ -118,7 +118,7 @@ impl Ran {
             "no screenshot in the evidence"
         );
         assert!(ev.pack.starts_with("tiktok-3"), "{}", ev.pack);
-        assert_eq!(ev.pack_revision, 2);
+        assert_eq!(ev.pack_revision, 1);
         e
     }
 

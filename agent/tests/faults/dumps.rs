@@ -93,11 +93,19 @@ async fn lost_taps_are_tapped_again() {
         .inject_fault(Fault::LoseTaps { n: 1 }, FaultTrigger::AfterInputs(5));
     let ran = run(&sim, "keyword_warmup", keyword_inputs()).await;
     assert_eq!(ran.ok(), &keyword_done());
-    let lost = ran.count(|a| matches!(a, Action::InputIgnored { reason } if reason == "transition"));
+    let lost =
+        ran.count(|a| matches!(a, Action::InputIgnored { reason } if reason == "transition"));
     assert_eq!(lost, 2, "both lost taps happened");
     assert_eq!(ran.count(|a| matches!(a, Action::Liked { .. })), 2);
     assert_eq!(ran.count(|a| matches!(a, Action::Unliked { .. })), 0);
     assert_eq!(ran.count(|a| matches!(a, Action::Searched { .. })), 1);
-    assert_eq!(ran.stats.actions, clean.stats.actions, "the same UI actions");
-    assert_eq!(ran.stats.inputs, clean.stats.inputs + 2, "one more tap per lost one");
+    assert_eq!(
+        ran.stats.actions, clean.stats.actions,
+        "the same UI actions"
+    );
+    assert_eq!(
+        ran.stats.inputs,
+        clean.stats.inputs + 2,
+        "one more tap per lost one"
+    );
 }

@@ -43,7 +43,11 @@ async fn phones_that_need_attention_are_reported_until_they_recover() {
         },
         shutdown.clone(),
     );
-    assert_eq!(state(&fleet).await, PhoneState::NeedsAttention, "battery at 10 %");
+    assert_eq!(
+        state(&fleet).await,
+        PhoneState::NeedsAttention,
+        "battery at 10 %"
+    );
     sim.phone.lock().unwrap().config_mut().battery_level = 60;
     assert_eq!(state(&fleet).await, PhoneState::Online, "charged");
 
@@ -55,8 +59,16 @@ async fn phones_that_need_attention_are_reported_until_they_recover() {
     // A run found the storage full: flagged until a probe sees room again.
     sim.phone.lock().unwrap().config_mut().storage_free = 100 * 1024 * 1024;
     fleet.flag("SIMHOSTILE", HealthProblem::StorageFull).await;
-    assert_eq!(state(&fleet).await, PhoneState::NeedsAttention, "storage full");
-    assert_eq!(state(&fleet).await, PhoneState::NeedsAttention, "still full");
+    assert_eq!(
+        state(&fleet).await,
+        PhoneState::NeedsAttention,
+        "storage full"
+    );
+    assert_eq!(
+        state(&fleet).await,
+        PhoneState::NeedsAttention,
+        "still full"
+    );
     sim.phone.lock().unwrap().config_mut().storage_free = 8 * 1024 * 1024 * 1024;
     assert_eq!(state(&fleet).await, PhoneState::Online, "room again");
     shutdown.cancel();

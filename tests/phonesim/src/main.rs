@@ -85,7 +85,7 @@ struct Args {
 }
 
 /// The i-th of a comma list, the last one repeating.
-fn nth<'a>(list: &'a [String], i: usize) -> &'a str {
+fn nth(list: &[String], i: usize) -> &str {
     list.get(i)
         .or(list.last())
         .map(String::as_str)

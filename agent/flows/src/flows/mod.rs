@@ -274,7 +274,8 @@ pub struct FlowOptions {
     pub speed: f64,
     /// Interruptions (the app gone, the phone gone) a run recovers from before it gives up.
     pub max_recoveries: u32,
-    /// How long to wait for the phone to come back after it went away.
+    /// How long to wait for the phone to come back after it went away (a reboot, adb offline);
+    /// longer, and the run fails with a retryable `device_error`.
     pub reconnect_timeout: Duration,
     /// A run needs at least this much battery (percent) ...
     pub min_battery: u8,
@@ -291,7 +292,7 @@ impl Default for FlowOptions {
             max_nav_moves: 10,
             speed: 1.0,
             max_recoveries: 4,
-            reconnect_timeout: Duration::from_secs(120),
+            reconnect_timeout: Duration::from_secs(40),
             min_battery: 15,
             max_temperature: 420,
         }

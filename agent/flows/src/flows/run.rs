@@ -17,7 +17,9 @@ use crate::dump::Node;
 use crate::pack::{FlowPack, PopupMemory, read_screen_with};
 use crate::ui::{Screen, Ui, UiError, keycode};
 
-/// What [`Run::attempt_done`] decided.
+/// What [`Run::attempt_done`] decided. (Built once per attempt and matched at once: the size
+/// of the error it may carry costs nothing that matters.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Attempt<T> {
     Done(Result<T, FlowError>),
     Again,

@@ -241,7 +241,7 @@ async fn a_placeholder_screen_is_a_flow_error_with_evidence() {
     assert_eq!(evidence.screen, "unknown");
     assert_eq!(
         (evidence.pack.as_str(), evidence.pack_revision),
-        ("tiktok-32", 2)
+        ("tiktok-32", 1)
     );
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{ModelDevice, VARIANTS, ui};
 use crate::packs::{APP, packs_dir};
 
-/// A copy of the shipped packs with `revision = 3` and a `like_button` selector that matches
+/// A copy of the shipped packs with `revision = 2` and a `like_button` selector that matches
 /// nothing, so a run on the new packs cannot like a video.
 fn broken_copy(dir: &Path) {
     for entry in std::fs::read_dir(packs_dir()).unwrap().flatten() {
@@ -26,8 +26,8 @@ fn broken_copy(dir: &Path) {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\nrevision = 2\n"), "{}", path.display());
-        let text = text.replace("\nrevision = 2\n", "\nrevision = 3\n");
+        assert!(text.contains("\nrevision = 1\n"), "{}", path.display());
+        let text = text.replace("\nrevision = 1\n", "\nrevision = 2\n");
         let text: String = text
             .lines()
             .map(|l| {
@@ -141,7 +141,7 @@ async fn a_pack_reloaded_mid_run_applies_to_the_next_run_not_the_running_one() {
             Some(Ok(())),
             "the reload happened mid-run ({variant:?})"
         );
-        assert_eq!(revision, 2, "{variant:?}");
+        assert_eq!(revision, 1, "{variant:?}");
         let result =
             result.unwrap_or_else(|e| panic!("{variant:?}: the running flow failed: {e:?}"));
         assert_eq!(
@@ -160,14 +160,14 @@ async fn a_pack_reloaded_mid_run_applies_to_the_next_run_not_the_running_one() {
                 .iter()
                 .map(|p| p.revision())
                 .collect::<Vec<_>>(),
-            [3, 3],
+            [2, 2],
             "the store holds the new packs"
         );
 
         // The next run takes the new packs: it cannot find the like button.
         let next = RecordingSink::default();
         let (revision, result) = run_once(&device, &store, &next).await;
-        assert_eq!(revision, 3, "{variant:?}");
+        assert_eq!(revision, 2, "{variant:?}");
         let failure = result.expect_err("the broken pack cannot like");
         assert!(
             failure.code().starts_with("flow_error:"),
@@ -190,6 +190,6 @@ async fn a_pack_that_fails_validation_leaves_the_running_set_in_place() {
     assert!(err.to_string().contains("bad"), "{err}");
     let device = ModelDevice::new(PhoneConfig::default());
     let (revision, result) = run_once(&device, &store, &RecordingSink::default()).await;
-    assert_eq!(revision, 2);
+    assert_eq!(revision, 1);
     assert!(result.is_ok(), "{result:?}");
 }

@@ -1,6 +1,7 @@
 //! Integration tests: our client against the simulator, and the simulator against Debian's
 //! real `adb`.
 
+mod hostile;
 mod ours;
 mod real_adb;
 
