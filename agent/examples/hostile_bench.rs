@@ -157,7 +157,11 @@ async fn main() -> anyhow::Result<()> {
     for capability in ["keyword_warmup", "fyp_warmup", "maintenance", "post_video"] {
         // Dwells shortened (the counts do not depend on them), except fyp_warmup's: its dwells
         // fill its time budget, so shorter ones would leave too few videos to count.
-        let speed = if capability == "fyp_warmup" { 2.0 } else { 50.0 };
+        let speed = if capability == "fyp_warmup" {
+            2.0
+        } else {
+            50.0
+        };
         let ideal = measure(Behaviour::ideal(), 1.0, capability, speed * 20.0, &key).await?;
         let real = measure(Behaviour::realistic(), scale, capability, speed, &key).await?;
         let (r, i) = (real.stats, ideal.stats);
