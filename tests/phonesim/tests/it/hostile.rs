@@ -65,15 +65,19 @@ async fn an_adb_outage_drops_connections_until_it_ends() {
         during.wait_online(deadline(5)).await.is_err(),
         "refused while down"
     );
-    let mut after = None;
-    for _ in 0..20 {
+    // Waits (with a deadline) for the outage to end.
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
         let p = connect(&sim.address(), vec![test_key()]).await;
         if p.wait_online(deadline(5)).await.is_ok() {
-            after = Some(p);
-            break;
+            break p;
         }
-    }
-    let after = after.expect("the phone answers again after the outage");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the phone answers again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let out = after.shell("echo back", deadline(5)).await.unwrap();
     assert_eq!(out.stdout, b"back\n");
 }
