@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use phonefarm_flows::flows::{
-    CommentPlan, FlowCtx, FlowFailure, FlowOptions, FypWarmupInputs, KeywordWarmupInputs,
-    MaintenanceInputs, Milestone, OverlapJudge, PostVideoInputs, RecordingSink, WatchSeconds,
-    edit_profile, fyp_warmup, keyword_warmup, post_video, select_pack,
+    CommentPlan, FlowCtx, FlowOptions, FypWarmupInputs, KeywordWarmupInputs, MaintenanceInputs,
+    Milestone, OverlapJudge, PostVideoInputs, RecordingSink, WatchSeconds, edit_profile,
+    fyp_warmup, keyword_warmup, post_video, select_pack,
 };
 use phonefarm_flows::{PackSet, Ui};
 use phonefarm_phonemodel::{
@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{ModelDevice, VARIANTS, ui};
 use crate::packs::{APP, packs_dir};
 
-struct Harness {
-    device: ModelDevice,
+pub(crate) struct Harness {
+    pub(crate) device: ModelDevice,
     sink: RecordingSink,
     cancel: CancellationToken,
 }
@@ -34,14 +34,14 @@ impl Harness {
         }
     }
 
-    fn variant(variant: UiVariant) -> Self {
+    pub(crate) fn variant(variant: UiVariant) -> Self {
         Self::new(PhoneConfig {
             variant,
             ..PhoneConfig::default()
         })
     }
 
-    fn actions(&self) -> Vec<Action> {
+    pub(crate) fn actions(&self) -> Vec<Action> {
         self.device.phone().actions().to_vec()
     }
 
@@ -57,7 +57,7 @@ impl Harness {
     }
 }
 
-async fn with_ctx<T>(
+pub(crate) async fn with_ctx<T>(
     h: &Harness,
     f: impl AsyncFnOnce(&FlowCtx<'_, &ModelDevice, RecordingSink>) -> T,
 ) -> T {
@@ -77,7 +77,7 @@ async fn with_ctx<T>(
     f(&ctx).await
 }
 
-fn warmup_inputs() -> KeywordWarmupInputs {
+pub(crate) fn warmup_inputs() -> KeywordWarmupInputs {
     KeywordWarmupInputs {
         keywords: vec!["cooking".into(), "home workout".into()],
         videos_per_keyword: 2,
@@ -212,37 +212,6 @@ async fn account_screens_end_the_run_with_their_outcome_and_evidence() {
             ok: false
         }));
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_screen_that_is_off_is_woken_first() {
-    let h = Harness::variant(UiVariant::A);
-    h.device.phone().set_screen_on(false);
-    let result = with_ctx(&h, async |ctx| keyword_warmup(ctx, &warmup_inputs()).await)
-        .await
-        .unwrap();
-    assert_eq!(result["keywords"]["cooking"]["videos_watched"], 2);
-    assert!(h.actions().contains(&Action::Key { code: 224 }), "woken");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_placeholder_screen_is_a_flow_error_with_evidence() {
-    let h = Harness::variant(UiVariant::A);
-    h.device.phone().inject_fault(
-        phonefarm_phonemodel::Fault::StrangeScreen,
-        phonefarm_phonemodel::FaultTrigger::AfterInputs(1),
-    );
-    let err = with_ctx(&h, async |ctx| keyword_warmup(ctx, &warmup_inputs()).await)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "flow_error:unknown", "{err}");
-    assert!(matches!(err.failure, FlowFailure::Flow { .. }));
-    let evidence = err.evidence.expect("evidence");
-    assert_eq!(evidence.screen, "unknown");
-    assert_eq!(
-        (evidence.pack.as_str(), evidence.pack_revision),
-        ("tiktok-32", 1)
-    );
 }
 
 #[tokio::test(start_paused = true)]

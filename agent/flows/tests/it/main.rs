@@ -3,6 +3,7 @@
 
 mod dump_props;
 mod flows;
+mod hostile;
 mod model;
 mod packs;
 mod reload;
