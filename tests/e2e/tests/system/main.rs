@@ -8,8 +8,10 @@
 //! - `cancel`: `soft`, `hard` and `soft_then_force` on executing work.
 //! - `faults`: the agent process killed, a NATS outage, a coordinator restart, two replicas,
 //!   a phone dropping off mid-run.
+//! - `hostile`: a phone low on battery gets no work until it is charged.
 
 mod cancel;
 mod capabilities;
 mod faults;
 mod harness;
+mod hostile;
