@@ -20,6 +20,9 @@ pub struct Caller {
     pub role: Role,
     /// The only `requested_by.system` this caller may act as and see; `None` means any.
     pub system: Option<String>,
+    /// The API key's name (`ingest-secret` for the compatibility secret): who did it, in
+    /// records such as a phone's moves.
+    pub name: String,
 }
 
 impl Caller {
@@ -126,15 +129,16 @@ impl Auth {
                 return Ok(Caller {
                     role: Role::Admin,
                     system: None,
+                    name: "ingest-secret".into(),
                 });
             }
             let hash = hash_key(token);
             if let Some(caller) = self.cached(&hash) {
                 return Ok(caller);
             }
-            if let Some((role, system)) = db::api_keys::find_active(db, &hash).await? {
+            if let Some((role, system, name)) = db::api_keys::find_active(db, &hash).await? {
                 let role = Role::parse(&role).ok_or_else(ApiError::internal)?;
-                let caller = Caller { role, system };
+                let caller = Caller { role, system, name };
                 self.remember(hash, caller.clone());
                 return Ok(caller);
             }
@@ -185,6 +189,7 @@ mod tests {
         let op = Caller {
             role: Role::Operator,
             system: None,
+            name: "op".into(),
         };
         assert!(op.require(Role::Integrator).is_ok());
         assert!(op.require(Role::Operator).is_ok());
@@ -196,6 +201,7 @@ mod tests {
         let c = Caller {
             role: Role::Integrator,
             system: Some("x".into()),
+            name: "int".into(),
         };
         assert!(c.may_act_as("x").is_ok());
         assert_eq!(
@@ -206,6 +212,7 @@ mod tests {
         let any = Caller {
             role: Role::Integrator,
             system: None,
+            name: "any".into(),
         };
         assert!(any.may_act_as("y").is_ok() && any.sees("y"));
     }

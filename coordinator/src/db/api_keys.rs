@@ -61,11 +61,13 @@ pub async fn revoke<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<bool, sql
 pub async fn find_active<'e>(
     db: impl PgExecutor<'e>,
     key_hash: &[u8],
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT role, system FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-        .bind(key_hash)
-        .fetch_optional(db)
-        .await
+) -> Result<Option<(String, Option<String>, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT role, system, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn any_active<'e>(db: impl PgExecutor<'e>) -> Result<bool, sqlx::Error> {

@@ -337,7 +337,7 @@ pub struct PhoneMoveDoc {
     /// `first_seen`, `holder_gone` (the holder stopped reporting it for the offline window),
     /// `holder_offline` or `operator`.
     reason: String,
-    /// `inventory`, or the role of the operator's key.
+    /// `inventory`, or the name of the API key that moved it.
     moved_by: String,
     note: Option<String>,
     moved_at: String,

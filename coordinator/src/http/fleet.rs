@@ -229,7 +229,7 @@ pub async fn move_phone(
         return Err(ApiError::unprocessable(errors));
     };
     let mut conn = st.db.acquire().await?;
-    let by = caller.role.as_str();
+    let by = caller.name.as_str();
     match db::phone_moves::move_by_operator(&mut conn, &id, agent, by, note, now_ms()).await? {
         OperatorMove::UnknownPhone => {
             return Err(ApiError::not_found(vec![format!("phone_not_found:{id}")]));

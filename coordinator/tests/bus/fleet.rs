@@ -434,7 +434,7 @@ async fn an_operator_move_moves_the_phone_and_is_recorded() {
                 Some("rack-1".into()),
                 "rack-2".into(),
                 "operator".into(),
-                "admin".into()
+                "bus-admin".into()
             ),
             first_seen("rack-1"),
         ]
