@@ -218,12 +218,34 @@ impl PackBook {
                 return Err(self.rejected[key].clone());
             }
         };
+        let sha256 = hex::encode(sha2::Sha256::digest(toml.as_bytes()));
+        // No rollback: a correctly signed but older revision (a replayed value) is refused, as
+        // is other content under the revision already running.
+        let running = match self.remote.get(key) {
+            Some(r) => Some((r.pack.revision(), Some(r.sha256.as_str()))),
+            None => self
+                .local
+                .iter()
+                .find(|l| l.name() == key)
+                .map(|l| (l.revision(), None)),
+        };
+        if let Some((current, current_sha)) = running {
+            let other_content = current_sha.is_some_and(|s| s != sha256);
+            if pack.revision() < current || (pack.revision() == current && other_content) {
+                let why = format!(
+                    "stale:revision {} does not supersede the running revision {current}",
+                    pack.revision()
+                );
+                self.reject(key, kv_revision, None, why);
+                return Err(self.rejected[key].clone());
+            }
+        }
         let previous = self.remote.insert(
             key.to_string(),
             Remote {
                 pack,
                 kv_revision,
-                sha256: hex::encode(sha2::Sha256::digest(toml.as_bytes())),
+                sha256,
             },
         );
         match self.set() {
@@ -575,6 +597,21 @@ mod tests {
                 .iter()
                 .any(|p| p.name() == "tiktok-32" && p.revision() == 2)
         );
+        // An older revision, even correctly signed (a replayed value), is refused, and so is
+        // other content under the running revision; the same value again is no change.
+        let v32a = shipped("tiktok-32.toml");
+        let r = book
+            .put(&trust, "tiktok-32", 10, &sign(&trusted, "tiktok-32", &v32a))
+            .unwrap_err();
+        assert!(r.reason.starts_with("stale:revision 1 "), "{}", r.reason);
+        let v32c = v32b.replace("[pack]", "# other content\n[pack]");
+        let r = book
+            .put(&trust, "tiktok-32", 11, &sign(&trusted, "tiktok-32", &v32c))
+            .unwrap_err();
+        assert!(r.reason.starts_with("stale:revision 2 "), "{}", r.reason);
+        book.put(&trust, "tiktok-32", 12, &sign(&trusted, "tiktok-32", &v32b))
+            .expect("the running value again");
+        assert!(!book.report().1.iter().any(|r| r.key == "tiktok-32"));
         let set = book.delete("tiktok-32").unwrap();
         assert!(
             set.packs()
