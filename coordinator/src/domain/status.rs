@@ -7,7 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// Internal state of one queue item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ItemState {
     Queued,
     Scheduled,
@@ -93,7 +94,7 @@ impl FromStr for ItemState {
 }
 
 /// Public process status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -231,6 +232,10 @@ mod tests {
         assert_eq!(Cancelled.public(), Status::Cancelled);
         for s in ItemState::ALL {
             assert_eq!(s.as_str().parse::<ItemState>(), Ok(s));
+            // The JSON form (responses, the OpenAPI enum) is the stored form.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            let public = s.public();
+            assert_eq!(serde_json::to_value(public).unwrap(), public.as_str());
         }
     }
 

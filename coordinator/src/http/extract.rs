@@ -1,8 +1,10 @@
-//! Extractors whose rejections are problem JSON: a JSON body (415 / 413 / 422) and the caller.
+//! Extractors whose rejections are problem JSON: a JSON body (415 / 413 / 422), path
+//! parameters (400), a query string (422) and the caller.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::AppState;
@@ -111,6 +113,50 @@ fn nul_path(v: &Value) -> Option<String> {
             path.join(".")
         }
     })
+}
+
+/// Path parameters; an undecodable one (bad percent-encoding, not UTF-8) is a 400 problem.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the path could not be decoded: {e}"),
+                vec!["invalid_path".into()],
+            )),
+        }
+    }
+}
+
+/// A query string; one that does not fit (a repeated parameter) is a 422 problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the query string is invalid: {e}"),
+                vec!["invalid_query".into()],
+            )),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

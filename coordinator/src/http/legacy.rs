@@ -5,11 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use tracing::instrument;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
+use super::bodies;
 use super::extract::ApiJson;
 use crate::auth::Caller;
 use crate::db;
@@ -17,12 +20,81 @@ use crate::domain::requests;
 use crate::domain::status::ItemState;
 use crate::domain::time::{fmt, now_ms};
 use crate::error::ApiError;
+use crate::error::answers::{
+    Conflict, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
+    UnsupportedMediaType,
+};
 use crate::events;
 
+/// `status` of an ingest answer.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    /// A new queue item (202).
+    Accepted,
+    /// The `(account_id, content_id)` was ingested before (200).
+    Duplicate,
+}
+
+/// The answer to `POST /ingest`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "accepted", "queue_item_id": "0190c6f0-0000-7000-8000-000000000002",
+    "content_id": "clip-7", "account_id": "acct-1", "queue_status": "QUEUED"}))]
+pub struct IngestAnswer {
+    pub status: IngestStatus,
+    pub queue_item_id: Uuid,
+    pub content_id: String,
+    pub account_id: String,
+    /// The item's internal state.
+    #[schema(value_type = ItemState)]
+    pub queue_status: String,
+}
+
+/// `status` of a legacy cancel.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledTag {
+    Cancelled,
+}
+
+/// The answer to `POST /cancel`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LegacyCancelled {
+    pub status: CancelledTag,
+    pub queue_item_id: Uuid,
+    /// The state the item was cancelled from.
+    pub previous_status: ItemState,
+}
+
+/// The answer to `POST /runtime-snapshots/upsert`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SnapshotAnswer {
+    /// Stored; `strategy_synced_at` as stored (RFC 3339, milliseconds).
+    Upserted {
+        account_id: String,
+        snapshot_id: String,
+        strategy_version: i64,
+        #[schema(format = DateTime)]
+        strategy_synced_at: String,
+    },
+    /// A newer snapshot is stored: this one was ignored (`strategy_version` is the incoming
+    /// one).
+    IgnoredStale {
+        account_id: String,
+        snapshot_id: String,
+        strategy_version: i64,
+    },
+}
+
 /// `POST /ingest`
-#[utoipa::path(post, path = "/ingest", tag = "legacy", request_body = super::docs::IngestBody,
-    responses((status = 202, body = super::docs::IngestAccepted), (status = 200, body = super::docs::IngestAccepted),
-              (status = 404, body = super::docs::Problem), (status = 422, body = super::docs::Problem)),
+#[utoipa::path(post, path = "/ingest", tag = "legacy", request_body = bodies::IngestBody,
+    responses((status = 202, description = "A new queue item", body = IngestAnswer),
+              (status = 200, description = "Ingested before", body = IngestAnswer),
+              (status = 401, response = Unauthorized), (status = 404, response = NotFound),
+              (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
+              (status = 422, response = Unprocessable), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn ingest(
@@ -113,44 +185,41 @@ pub async fn ingest(
     if req.callback_url.is_some() {
         st.callbacks.notify_one();
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "accepted",
-            "queue_item_id": id,
-            "content_id": req.content_id,
-            "account_id": req.account_id,
-            "queue_status": state.as_str(),
-        })),
-    )
-        .into_response())
+    let body = IngestAnswer {
+        status: IngestStatus::Accepted,
+        queue_item_id: id,
+        content_id: req.content_id,
+        account_id: req.account_id,
+        queue_status: state.as_str().to_owned(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn duplicate(existing: db::queue_items::ItemRow) -> Response {
-    (
-        StatusCode::OK,
-        Json(json!({
-            "status": "duplicate",
-            "queue_item_id": existing.queue_item_id,
-            "content_id": existing.content_id,
-            "account_id": existing.account_id,
-            "queue_status": existing.state,
-        })),
-    )
-        .into_response()
+    let body = IngestAnswer {
+        status: IngestStatus::Duplicate,
+        queue_item_id: existing.queue_item_id,
+        content_id: existing.content_id.unwrap_or_default(),
+        account_id: existing.account_id.unwrap_or_default(),
+        queue_status: existing.state,
+    };
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// `POST /cancel`
-#[utoipa::path(post, path = "/cancel", tag = "legacy", request_body = super::docs::LegacyCancelBody,
-    responses((status = 200, body = super::docs::LegacyCancelled), (status = 404, body = super::docs::Problem),
-              (status = 409, body = super::docs::Problem)),
+#[utoipa::path(post, path = "/cancel", tag = "legacy", request_body = bodies::LegacyCancelBody,
+    responses((status = 200, description = "The item was cancelled", body = LegacyCancelled),
+              (status = 401, response = Unauthorized), (status = 404, response = NotFound),
+              (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+              (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+              (status = 500, response = Internal), (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn cancel(
     State(st): State<AppState>,
     _caller: Caller,
     ApiJson(body): ApiJson,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyCancelled>, ApiError> {
     let (content_id, account_id, reason) =
         requests::legacy_cancel(&body).map_err(ApiError::unprocessable)?;
     let now = now_ms();
@@ -193,37 +262,43 @@ pub async fn cancel(
     if item.callback_url.is_some() {
         st.callbacks.notify_one();
     }
-    Ok(Json(json!({
-        "status": "cancelled",
-        "queue_item_id": item.queue_item_id,
-        "previous_status": state.as_str(),
-    })))
+    Ok(Json(LegacyCancelled {
+        status: CancelledTag::Cancelled,
+        queue_item_id: item.queue_item_id,
+        previous_status: state,
+    }))
 }
 
 /// `POST /runtime-snapshots/upsert`
-#[utoipa::path(post, path = "/runtime-snapshots/upsert", tag = "legacy", request_body = super::docs::SnapshotBody,
-    responses((status = 200, body = super::docs::SnapshotResult), (status = 422, body = super::docs::Problem)),
+#[utoipa::path(post, path = "/runtime-snapshots/upsert", tag = "legacy", request_body = bodies::SnapshotBody,
+    responses((status = 200, description = "Stored, or ignored as stale", body = SnapshotAnswer,
+               example = json!({"status": "upserted", "account_id": "acct-1", "snapshot_id": "snap-3",
+                   "strategy_version": 4, "strategy_synced_at": "2026-03-22T08:30:00.000Z"})),
+              (status = 401, response = Unauthorized), (status = 413, response = PayloadTooLarge),
+              (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+              (status = 500, response = Internal), (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn snapshot(
     State(st): State<AppState>,
     _caller: Caller,
     ApiJson(body): ApiJson,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SnapshotAnswer>, ApiError> {
     let s = requests::snapshot(&body).map_err(ApiError::unprocessable)?;
-    Ok(Json(match db::snapshots::upsert(&st.db, &s).await? {
-        Some(synced) => json!({
-            "status": "upserted",
-            "account_id": s.account_id,
-            "snapshot_id": s.snapshot_id,
-            "strategy_version": s.strategy_version,
-            "strategy_synced_at": fmt(synced),
-        }),
-        None => json!({
-            "status": "ignored_stale",
-            "account_id": s.account_id,
-            "snapshot_id": s.snapshot_id,
-            "strategy_version": s.strategy_version,
-        }),
+    let synced = db::snapshots::upsert(&st.db, &s).await?;
+    let (account_id, snapshot_id, strategy_version) =
+        (s.account_id, s.snapshot_id, s.strategy_version);
+    Ok(Json(match synced {
+        Some(synced) => SnapshotAnswer::Upserted {
+            account_id,
+            snapshot_id,
+            strategy_version,
+            strategy_synced_at: fmt(synced),
+        },
+        None => SnapshotAnswer::IgnoredStale {
+            account_id,
+            snapshot_id,
+            strategy_version,
+        },
     }))
 }

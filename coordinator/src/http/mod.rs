@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod batched;
+pub mod bodies;
 pub mod capabilities;
 pub mod dashboard;
 pub mod docs;

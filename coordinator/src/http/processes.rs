@@ -4,19 +4,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::instrument;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::AppState;
 use super::batched::{Creation, Outcome};
-use super::extract::ApiJson;
-use super::{AppState, views};
+use super::bodies;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::views::{self, ProcessBody};
 use crate::auth::Caller;
 use crate::db;
 use crate::domain::requests::{self, CapabilityRequest, Strategy};
@@ -24,14 +27,123 @@ use crate::domain::routing::RoutingError;
 use crate::domain::status::{self, ItemState, Status};
 use crate::domain::{capabilities, time::now_ms};
 use crate::error::ApiError;
+use crate::error::answers::{
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
+};
 use crate::events;
 use phonefarm_shared::CancelMode;
 
+/// `status` of an accepted creation.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptedTag {
+    Accepted,
+}
+
+/// The answer to a creation (202), or to a repeat of its idempotency key (200, with
+/// `duplicate`, `process_status` and, when the body differs from the first one,
+/// `payload_mismatch`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "accepted", "process_id": "0190c6f0-0000-7000-8000-000000000001",
+    "request_id": "req-42", "process_type": "keyword_warmup"}))]
+pub struct Accepted {
+    pub status: AcceptedTag,
+    pub process_id: Uuid,
+    pub request_id: String,
+    pub process_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_mismatch: Option<bool>,
+}
+
+/// A page of `GET /processes`, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ProcessList<'a> {
+    pub processes: Vec<ProcessBody<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A process and its status after a cancel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessRef {
+    pub process_id: Uuid,
+    pub status: Status,
+}
+
+/// The run a cancel found (or the process's target when nothing runs).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveTarget {
+    pub process_id: Uuid,
+    pub phone_id: Option<String>,
+    pub account_id: Option<String>,
+    pub queue_item_id: Option<Uuid>,
+    pub capability_request_id: String,
+}
+
+/// What was done about a running item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminationStatus {
+    /// Nothing was running.
+    NotNeeded,
+    /// A soft stop was asked.
+    Requested,
+    /// A soft stop was asked; a hard abort follows after `force_after_seconds`.
+    Scheduled,
+    /// A hard abort was sent.
+    Issued,
+}
+
+/// The agent, phone and run of the active item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Container {
+    pub agent_id: String,
+    pub phone_id: Option<String>,
+    pub run_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Termination {
+    pub process_id: Uuid,
+    pub status: TerminationStatus,
+    pub terminate_issued: bool,
+    pub container: Option<Container>,
+}
+
+/// The answer to `POST /processes/{process_id}/cancel`.
+#[allow(clippy::large_enum_variant)] // one per request, serialized at once
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CancelAnswer {
+    /// Pending items were cancelled at once; running ones were asked to stop.
+    CancelRequested {
+        cancelled_queue_item_ids: Vec<Uuid>,
+        active_queue_item_ids: Vec<Uuid>,
+        active_target: ActiveTarget,
+        termination: Termination,
+        process: ProcessRef,
+    },
+    /// The process was terminal already: nothing changed.
+    IgnoredTerminal { process: ProcessRef },
+}
+
 /// `POST /capability-requests/enqueue`
 #[utoipa::path(post, path = "/capability-requests/enqueue", tag = "processes",
-    request_body = super::docs::EnqueueBody,
-    responses((status = 202, body = super::docs::Accepted), (status = 200, body = super::docs::Accepted),
-              (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
+    request_body = bodies::EnqueueBody,
+    responses((status = 202, description = "A new process", body = Accepted),
+              (status = 200, description = "A repeat of an accepted request", body = Accepted,
+               example = json!({"status": "accepted", "process_id": "0190c6f0-0000-7000-8000-000000000001",
+                   "request_id": "req-42", "process_type": "keyword_warmup", "duplicate": true,
+                   "process_status": "queued"})),
+              (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+              (status = 404, response = NotFound), (status = 413, response = PayloadTooLarge),
+              (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+              (status = 500, response = Internal), (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(request_id))]
 pub async fn enqueue(
@@ -65,9 +177,13 @@ pub async fn enqueue(
 
 /// `POST /maintenance/requests`
 #[utoipa::path(post, path = "/maintenance/requests", tag = "processes",
-    request_body = super::docs::MaintenanceBody,
-    responses((status = 202, body = super::docs::Accepted), (status = 200, body = super::docs::Accepted),
-              (status = 422, body = super::docs::Problem), (status = 404, body = super::docs::Problem)),
+    request_body = bodies::MaintenanceBody,
+    responses((status = 202, description = "A new process", body = Accepted),
+              (status = 200, description = "A repeat of an accepted request", body = Accepted),
+              (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+              (status = 404, response = NotFound), (status = 413, response = PayloadTooLarge),
+              (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+              (status = 500, response = Internal), (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn maintenance(
@@ -89,13 +205,16 @@ pub async fn maintenance(
     create(&st, req).await
 }
 
-fn accepted_body(process_id: Uuid, req: &CapabilityRequest) -> Value {
-    json!({
-        "status": "accepted",
-        "process_id": process_id,
-        "request_id": req.request_id,
-        "process_type": req.capability,
-    })
+fn accepted_body(process_id: Uuid, req: &CapabilityRequest) -> Accepted {
+    Accepted {
+        status: AcceptedTag::Accepted,
+        process_id,
+        request_id: req.request_id.clone(),
+        process_type: req.capability.clone(),
+        duplicate: None,
+        process_status: None,
+        payload_mismatch: None,
+    }
 }
 
 /// Creates the process, its queue items and the `accepted` callback in one transaction (shared
@@ -149,12 +268,16 @@ async fn duplicate(
     else {
         return Ok(None);
     };
-    let mut body = accepted_body(id, req);
-    body["duplicate"] = json!(true);
-    body["process_status"] = json!(status);
-    if stored != fingerprint {
-        body["payload_mismatch"] = json!(true);
-    }
+    let process_status = Status::parse(&status).ok_or_else(|| {
+        tracing::error!(process_id = %id, status, "stored process status is unknown");
+        ApiError::internal()
+    })?;
+    let body = Accepted {
+        duplicate: Some(true),
+        process_status: Some(process_status),
+        payload_mismatch: (stored != fingerprint).then_some(true),
+        ..accepted_body(id, req)
+    };
     Ok(Some((StatusCode::OK, Json(body)).into_response()))
 }
 
@@ -165,13 +288,16 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// `GET /processes/{process_id}`
 #[utoipa::path(get, path = "/processes/{process_id}", tag = "processes",
     params(("process_id" = String, Path)),
-    responses((status = 200, body = super::docs::ProcessDoc), (status = 404, body = super::docs::Problem)),
+    responses((status = 200, description = "The process", body = ProcessBody<'static>),
+              (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+              (status = 404, response = NotFound), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(process_id = %id))]
 pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let pid = parse_id(&id)?;
     // Batched with the other reads waiting at this moment (see `super::batched`).
@@ -189,10 +315,17 @@ pub async fn get(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListParams {
+    /// Only processes with this public status.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Only processes of this type (`keyword_warmup`, `fyp_warmup`, `maintenance`).
     process_type: Option<String>,
+    /// Only processes of this `requested_by.system` (a system-bound key sees its own only).
     system: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -213,14 +346,17 @@ fn decode_cursor(s: &str) -> Option<(OffsetDateTime, Uuid)> {
 
 /// `GET /processes`: newest first, keyset pagination.
 #[utoipa::path(get, path = "/processes", tag = "processes", params(ListParams),
-    responses((status = 200, body = super::docs::ProcessList), (status = 422, body = super::docs::Problem)),
+    responses((status = 200, description = "A page of processes", body = ProcessList<'static>),
+              (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+              (status = 422, response = Unprocessable), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all)]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListParams>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     if let Some(s) = &q.status
         && Status::parse(s).is_none()
@@ -285,24 +421,32 @@ pub async fn list(
             views::process(p, mine)
         })
         .collect();
-    Ok(Json(
-        json!({"processes": processes, "next_cursor": next_cursor}),
-    ))
+    Ok(Json(ProcessList {
+        processes,
+        next_cursor,
+    })
+    .into_response())
 }
 
 /// `POST /processes/{process_id}/cancel`
 #[utoipa::path(post, path = "/processes/{process_id}/cancel", tag = "processes",
-    params(("process_id" = String, Path)), request_body = super::docs::CancelBody,
-    responses((status = 200, body = super::docs::CancelResponse), (status = 404, body = super::docs::Problem),
-              (status = 422, body = super::docs::Problem)),
+    params(("process_id" = String, Path)), request_body = bodies::CancelBody,
+    responses((status = 200, description = "What the cancel did", body = CancelAnswer,
+               example = json!({"status": "ignored_terminal",
+                   "process": {"process_id": "0190c6f0-0000-7000-8000-000000000001", "status": "completed"}})),
+              (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+              (status = 403, response = Forbidden), (status = 404, response = NotFound),
+              (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
+              (status = 422, response = Unprocessable), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(process_id = %id))]
 pub async fn cancel(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CancelAnswer>, ApiError> {
     let pid = parse_id(&id)?;
     let req = requests::cancel(&body).map_err(ApiError::unprocessable)?;
     caller.may_act_as(&req.requested_by.system)?;
@@ -314,10 +458,12 @@ pub async fn cancel(
         .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
     let current = Status::parse(&p.status).ok_or_else(ApiError::internal)?;
     if current.is_terminal() {
-        return Ok(Json(json!({
-            "status": "ignored_terminal",
-            "process": {"process_id": p.process_id, "status": p.status},
-        })));
+        return Ok(Json(CancelAnswer::IgnoredTerminal {
+            process: ProcessRef {
+                process_id: p.process_id,
+                status: current,
+            },
+        }));
     }
     let items = db::queue_items::for_process_locked(&mut tx, pid).await?;
     let mut states = Vec::with_capacity(items.len());
@@ -356,12 +502,14 @@ pub async fn cancel(
         milestones.push(next.as_str());
     }
     let (termination, force_at) = match (active.is_empty(), req.strategy) {
-        (true, _) => ("not_needed", None),
-        (false, Strategy::Soft) => ("requested", None),
-        (false, Strategy::Hard) => ("issued", None),
-        (false, Strategy::SoftThenForce) if req.force_after_seconds == 0 => ("issued", None),
+        (true, _) => (TerminationStatus::NotNeeded, None),
+        (false, Strategy::Soft) => (TerminationStatus::Requested, None),
+        (false, Strategy::Hard) => (TerminationStatus::Issued, None),
+        (false, Strategy::SoftThenForce) if req.force_after_seconds == 0 => {
+            (TerminationStatus::Issued, None)
+        }
         (false, Strategy::SoftThenForce) => (
-            "scheduled",
+            TerminationStatus::Scheduled,
             Some(now + time::Duration::seconds(req.force_after_seconds)),
         ),
     };
@@ -383,9 +531,9 @@ pub async fn cancel(
     // relay publishes them on pf.ctl.<agent>); the forced half of soft_then_force is the
     // sweeper's, at cancel_force_at.
     let mode = match termination {
-        "issued" => Some(CancelMode::Hard),
-        "requested" | "scheduled" => Some(CancelMode::Soft),
-        _ => None,
+        TerminationStatus::Issued => Some(CancelMode::Hard),
+        TerminationStatus::Requested | TerminationStatus::Scheduled => Some(CancelMode::Soft),
+        TerminationStatus::NotNeeded => None,
     };
     let mut orders = 0;
     if let Some(mode) = mode {
@@ -416,29 +564,38 @@ pub async fn cancel(
     }
     let first_active = active.first();
     let container = first_active.and_then(|i| {
-        i.agent_id
-            .as_ref()
-            .map(|agent| json!({"agent_id": agent, "phone_id": i.phone_id, "run_id": i.run_id}))
+        i.agent_id.as_ref().map(|agent| Container {
+            agent_id: agent.clone(),
+            phone_id: i.phone_id.clone(),
+            run_id: i.run_id,
+        })
     });
-    Ok(Json(json!({
-        "status": "cancel_requested",
-        "cancelled_queue_item_ids": cancelled_ids,
-        "active_queue_item_ids": active_ids,
-        "active_target": {
-            "process_id": p.process_id,
-            "phone_id": first_active.and_then(|i| i.phone_id.clone()).or_else(|| p.target.get("phone_id").and_then(Value::as_str).map(String::from)),
-            "account_id": first_active.and_then(|i| i.account_id.clone()).or_else(|| p.target.get("account_id").and_then(Value::as_str).map(String::from)),
-            "queue_item_id": first_active.map(|i| i.queue_item_id),
-            "capability_request_id": p.request_id,
+    let from_target = |key: &str| p.target.get(key).and_then(Value::as_str).map(String::from);
+    Ok(Json(CancelAnswer::CancelRequested {
+        cancelled_queue_item_ids: cancelled_ids,
+        active_queue_item_ids: active_ids,
+        active_target: ActiveTarget {
+            process_id: p.process_id,
+            phone_id: first_active
+                .and_then(|i| i.phone_id.clone())
+                .or_else(|| from_target("phone_id")),
+            account_id: first_active
+                .and_then(|i| i.account_id.clone())
+                .or_else(|| from_target("account_id")),
+            queue_item_id: first_active.map(|i| i.queue_item_id),
+            capability_request_id: p.request_id.clone(),
         },
-        "termination": {
-            "process_id": p.process_id,
-            "status": termination,
-            "terminate_issued": termination == "issued",
-            "container": container,
+        termination: Termination {
+            process_id: p.process_id,
+            status: termination,
+            terminate_issued: termination == TerminationStatus::Issued,
+            container,
         },
-        "process": {"process_id": p.process_id, "status": next.as_str()},
-    })))
+        process: ProcessRef {
+            process_id: p.process_id,
+            status: next,
+        },
+    }))
 }
 
 #[cfg(test)]
