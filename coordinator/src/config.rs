@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Serve the API only: no NATS connection, no dispatch (another replica dispatches).
     #[arg(long, env = "PHONEFARM_NO_NATS", default_value_t = false, action = clap::ArgAction::Set)]
     pub no_nats: bool,
+    /// Servers each JetStream stream and bucket is stored on: 1 on a single nats-server, 3 on
+    /// a production cluster (at most the cluster's size). Existing streams are changed to it.
+    #[arg(long, env = "PHONEFARM_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub nats_replicas: u64,
     /// Lease of a running queue item: renewed by every milestone or heartbeat of the agent.
     #[arg(long, env = "PHONEFARM_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
     pub lease_seconds: u64,

@@ -88,6 +88,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.lease = std::time::Duration::from_secs(args.lease_seconds);
         config.accept_timeout = std::time::Duration::from_secs(args.accept_timeout_seconds);
         config.offline_after = std::time::Duration::from_secs(args.agent_offline_seconds);
+        config.replicas = args.nats_replicas as usize;
         Some(bus::connect(config).await.context("connecting to NATS")?)
     };
     let listener = tokio::net::TcpListener::bind(args.bind)

@@ -103,12 +103,32 @@ pub enum UplinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("bad NATS URL in {url}: {reason}")]
+    BadUrl { url: String, reason: String },
     #[error("cannot connect to NATS at {url}")]
     Connect {
         url: String,
         #[source]
         source: async_nats::ConnectError,
     },
+}
+
+/// The servers of a comma-separated list of NATS URLs (at least one): the client fails over
+/// between them (and the servers the cluster announces).
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("{}: {e}", phonefarm_shared::redact_url(u)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no NATS server URL given".into());
+    }
+    Ok(servers)
 }
 
 /// The inbox prefix of an agent: replies to its requests come only there.
@@ -189,8 +209,12 @@ pub async fn connect(
     if tls.required {
         opts = opts.require_tls(true);
     }
+    let servers = server_addrs(url).map_err(|reason| UplinkError::BadUrl {
+        url: phonefarm_shared::redact_url(url),
+        reason,
+    })?;
     let client = opts
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|source| UplinkError::Connect {
             url: phonefarm_shared::redact_url(url),
@@ -223,6 +247,15 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_servers() {
+        let s = server_addrs("nats://a:4222, nats://b:4223,").expect("parses");
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].host(), s[1].port()), ("b", 4223));
+        assert!(server_addrs("").is_err());
+        assert!(server_addrs("nats://a:x").is_err());
+    }
 
     #[test]
     fn credentials_from_options() {

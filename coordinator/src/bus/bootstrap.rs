@@ -174,12 +174,42 @@ async fn ensure_stream(
     config: stream::Config,
 ) -> Result<stream::Stream, BootstrapError> {
     let name = config.name.clone();
-    js.get_or_create_stream(config)
+    let err = |e: async_nats::Error| BootstrapError::Stream {
+        name: name.clone(),
+        source: e,
+    };
+    let wanted = config.num_replicas.max(1);
+    let mut stream = js
+        .get_or_create_stream(config)
         .await
-        .map_err(|e| BootstrapError::Stream {
-            name,
-            source: Box::new(e),
+        .map_err(|e| err(Box::new(e)))?;
+    // An installation that grew into a cluster: the existing stream takes the replica count
+    // it is now configured with (the server moves its data to the new peers).
+    let existing = stream.cached_info().config.clone();
+    if existing.num_replicas.max(1) != wanted {
+        tracing::info!(
+            stream = %name,
+            from = existing.num_replicas,
+            to = wanted,
+            "changing the stream's replica count"
+        );
+        js.update_stream(stream::Config {
+            num_replicas: wanted,
+            ..existing
         })
+        .await
+        .map_err(|e| err(Box::new(e)))?;
+        stream = js.get_stream(&name).await.map_err(|e| err(Box::new(e)))?;
+    }
+    Ok(stream)
+}
+
+/// `config` stored on `replicas` servers.
+fn replicated(config: stream::Config, replicas: usize) -> stream::Config {
+    stream::Config {
+        num_replicas: replicas.max(1),
+        ..config
+    }
 }
 
 async fn ensure_consumer(
@@ -201,20 +231,22 @@ async fn ensure_consumer(
 
 /// Creates every stream, bucket and the coordinator consumer (a no-op when they exist).
 pub async fn ensure(js: &jetstream::Context, config: &BusConfig) -> Result<(), BootstrapError> {
-    ensure_stream(js, work_stream()).await?;
-    ensure_stream(js, control_stream()).await?;
-    let events = ensure_stream(js, event_stream()).await?;
+    let r = config.replicas;
+    ensure_stream(js, replicated(work_stream(), r)).await?;
+    ensure_stream(js, replicated(control_stream(), r)).await?;
+    let events = ensure_stream(js, replicated(event_stream(), r)).await?;
     ensure_consumer(&events, subjects::EVT_STREAM, coordinator_consumer()).await?;
-    ensure_stream(
-        js,
-        kv_stream(subjects::AGENTS_BUCKET, 1, config.presence_max_age),
-    )
-    .await?;
-    ensure_stream(js, kv_stream(subjects::FLOWS_BUCKET, 5, Duration::ZERO)).await?;
+    let presence = kv_stream(subjects::AGENTS_BUCKET, 1, config.presence_max_age);
+    ensure_stream(js, replicated(presence, r)).await?;
+    let flows = kv_stream(subjects::FLOWS_BUCKET, 5, Duration::ZERO);
+    ensure_stream(js, replicated(flows, r)).await?;
     // The shared bucket of evidence from before per-agent buckets (agents may no longer write
     // it; what it holds stays readable).
-    ensure_stream(js, object_stream(subjects::EVIDENCE_BUCKET)).await?;
-    tracing::info!("jetstream streams, buckets and the coordinator consumer are in place");
+    ensure_stream(js, replicated(object_stream(subjects::EVIDENCE_BUCKET), r)).await?;
+    tracing::info!(
+        replicas = r,
+        "jetstream streams, buckets and the coordinator consumer are in place"
+    );
     Ok(())
 }
 
@@ -241,7 +273,10 @@ pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(),
     )
     .await?;
     if subjects::is_bucket_token(agent_id) {
-        ensure_stream(js, object_stream(&subjects::evidence_bucket(agent_id))).await?;
+        // As many replicas as the work stream `ensure` made (the installation's count).
+        let replicas = work.cached_info().config.num_replicas;
+        let bucket = object_stream(&subjects::evidence_bucket(agent_id));
+        ensure_stream(js, replicated(bucket, replicas)).await?;
     } else {
         tracing::warn!(
             agent_id,

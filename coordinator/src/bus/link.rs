@@ -64,6 +64,8 @@ pub enum LinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("bad NATS URL in {url}: {reason}")]
+    BadUrl { url: String, reason: String },
     #[error("cannot connect to NATS at {url}")]
     Connect {
         url: String,
@@ -134,11 +136,52 @@ impl NatsLink {
         &self,
         opts: async_nats::ConnectOptions,
     ) -> Result<async_nats::Client, LinkError> {
-        opts.connect(self.url.as_str())
+        let servers = server_addrs(&self.url).map_err(|reason| LinkError::BadUrl {
+            url: self.display_url(),
+            reason,
+        })?;
+        opts.connect(servers)
             .await
             .map_err(|source| LinkError::Connect {
                 url: self.display_url(),
                 source,
             })
+    }
+}
+
+/// The servers of a comma-separated list of NATS URLs (at least one). The client tries them
+/// in turn and, once connected, fails over to any of them (and to the servers the cluster
+/// announces).
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("{}: {e}", phonefarm_shared::redact_url(u)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no NATS server URL given".into());
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_servers() {
+        let s = server_addrs("nats://a:4222, nats://b:4223,tls://c:4224").expect("parses");
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].host(), "b");
+        assert_eq!(s[1].port(), 4223);
+        assert!(s[2].tls_required());
+        assert_eq!(server_addrs("nats://a:4222").expect("one").len(), 1);
+        assert!(server_addrs(" , ").is_err());
+        let err = server_addrs("nats://a:4222,nats://b:notaport").expect_err("bad port");
+        assert!(err.contains("b:notaport"), "{err}");
     }
 }

@@ -84,6 +84,9 @@ pub struct BusConfig {
     /// enqueue -> Accepted applied p50 71-88 vs 101-115 ms; enqueue -> Accepted acked p99
     /// 39-53 vs 40-42 ms.
     pub ingest_lanes: usize,
+    /// Servers each stream and bucket is stored on (1 on a single server, 3 on a production
+    /// cluster; at most the cluster's size).
+    pub replicas: usize,
 }
 
 impl BusConfig {
@@ -104,6 +107,7 @@ impl BusConfig {
             presence_max_age: Duration::from_secs(120),
             event_order_wait: bootstrap::EVENT_ACK_WAIT + Duration::from_secs(10),
             ingest_lanes: 4,
+            replicas: 1,
         }
     }
 
