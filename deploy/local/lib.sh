@@ -135,3 +135,30 @@ ensure_all() {
   ensure_postgres
   ensure_nats
 }
+
+# Supervision for deploy/local/run and deploy/local/cluster: `supervise NAME PID LOG ...`
+# (triples) waits until one of these processes exits, then says which, with its exit status and
+# the last lines of its log, and returns 1 (the caller's EXIT trap stops the rest). A signal
+# (Ctrl-C, TERM) interrupts the wait: the caller's trap runs and the script exits.
+supervise() {
+  local -a names=() pids=() logs=()
+  while [ "$#" -ge 3 ]; do names+=("$1"); pids+=("$2"); logs+=("$3"); shift 3; done
+  [ "${#pids[@]}" -gt 0 ] || die "supervise: nothing to supervise"
+  local done_pid status i
+  while :; do
+    status=0
+    done_pid=
+    wait -n -p done_pid "${pids[@]}" || status=$?
+    for i in "${!pids[@]}"; do
+      if [ "${pids[$i]}" = "$done_pid" ] || ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        [ "${pids[$i]}" = "$done_pid" ] || status=unknown
+        printf 'error: %s (pid %s) exited with status %s; the end of %s:\n' \
+          "${names[$i]}" "${pids[$i]}" "$status" "${logs[$i]}" >&2
+        tail -n "${SUPERVISE_TAIL:-20}" "${logs[$i]}" 2>/dev/null | sed 's/^/  | /' >&2
+        return 1
+      fi
+    done
+    # Woken without any of them gone (not our children any more): look again in a second.
+    [ -n "$done_pid" ] || sleep 1
+  done
+}
