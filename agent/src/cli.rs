@@ -37,6 +37,10 @@ pub enum UsbDiscovery {
 #[derive(Debug, Parser)]
 #[command(name = "phonefarm-agent", version)]
 pub struct Cli {
+    /// A TOML file of options (keys: the long flags with `_` for `-`, e.g. `nats_url`); default
+    /// /etc/phonefarm/agent.toml when present. Precedence: flag > environment > file > default.
+    #[arg(long, env = "PHONEFARM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Directory holding the host key (`adbkey`, `adbkey.pub`); created on first start.
     #[arg(long, env = "PHONEFARM_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
@@ -92,6 +96,11 @@ pub enum Command {
     Key,
     /// Run the agent: NATS uplink, phones, runner, until SIGTERM or Ctrl-C.
     Daemon(crate::daemon::RunArgs),
+    /// Check this host: USB, udev, adb, NATS credentials and clock, journal, flow packs,
+    /// phones. Each check says PASS, WARN or FAIL with the fix; exit status 1 on any FAIL. Run
+    /// it as the agent's user (`sudo -u phonefarm phonefarm-agent doctor`) with the agent
+    /// stopped, or its phones show as claimed.
+    Doctor(crate::doctor::DoctorArgs),
     /// Run one capability on one phone: milestones on stderr as they happen (one line each),
     /// the result JSON on stdout.
     ///
@@ -343,8 +352,82 @@ fn daemon_config(
     Ok(config)
 }
 
+/// The daemon configuration `doctor` checks: the daemon's flags and the global ones.
+pub(crate) fn doctor_config(
+    cli: &Cli,
+    args: &crate::doctor::DoctorArgs,
+) -> anyhow::Result<crate::daemon::DaemonConfig> {
+    daemon_config(
+        args.run.clone(),
+        &cli.state_dir,
+        &cli.tcp,
+        cli.usb_discovery,
+        cli.usb_poll_ms,
+    )
+}
+
+/// A phone `doctor` found: its handle once online, else its state and why.
+pub(crate) type FoundPhone = (String, Result<PhoneHandle, (String, String)>);
+
+/// Every phone (`--tcp` and USB) for `doctor`, each online or with its state.
+pub(crate) async fn doctor_phones(cli: &Cli) -> anyhow::Result<Vec<FoundPhone>> {
+    let ctx = Ctx::new(cli, load_key(cli)?);
+    let mut found = Vec::new();
+    for addr in &ctx.tcp {
+        let h = match ctx.connect(addr).await {
+            Ok(h) => h,
+            Err(e) => {
+                found.push((addr.clone(), Err(("offline".into(), format!("{e:#}")))));
+                continue;
+            }
+        };
+        found.push((addr.clone(), online(&ctx, h).await));
+    }
+    if let Some(m) = ctx.usb().await {
+        for p in m.settled(ctx.deadline()).await.iter() {
+            let label = format!("{} at {}", p.phone_id, p.port_path);
+            let phone = match (&p.handle, p.state) {
+                (Some(h), UsbState::Online) => online(&ctx, h.clone()).await,
+                _ => Err((
+                    p.state.as_str().to_string(),
+                    p.detail.clone().unwrap_or_else(|| "no connection".into()),
+                )),
+            };
+            found.push((label, phone));
+        }
+    }
+    Ok(found)
+}
+
+async fn online(ctx: &Ctx, h: PhoneHandle) -> Result<PhoneHandle, (String, String)> {
+    match h.wait_online(ctx.deadline()).await {
+        Ok(_) => Ok(h),
+        Err(e) => {
+            let state = match h.state() {
+                ConnState::Unauthorized => "unauthorized",
+                _ => "offline",
+            };
+            Err((state.into(), e.to_string()))
+        }
+    }
+}
+
+/// `doctor`: every check, printed; the exit status.
+async fn doctor(cli: &Cli, args: &crate::doctor::DoctorArgs) -> anyhow::Result<i32> {
+    let checks = crate::doctor::run_checks(cli, args).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", crate::doctor::render_text(&checks));
+    }
+    Ok(crate::doctor::exit_code(&checks))
+}
+
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Doctor(args) = &cli.command {
+        return doctor(&cli, args).await;
+    }
     let key = load_key(&cli)?;
     if let Command::Key = cli.command {
         println!("{}", key.public_key_line());
@@ -364,7 +447,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let ctx = Ctx::new(&cli, key);
     match cli.command {
-        Command::Key | Command::Daemon(_) => Ok(0),
+        Command::Key | Command::Daemon(_) | Command::Doctor(_) => Ok(0),
         Command::Run { .. } => {
             let result = run_one(&ctx, &cli.command).await?;
             println!("{result}");

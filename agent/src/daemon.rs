@@ -485,7 +485,28 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
         inner.clone(),
     ));
 
+    // systemd (Type=notify): started; then a keep-alive from a task on this runtime, so a
+    // runtime that stops scheduling tasks stops the pings and WatchdogSec restarts the agent.
+    if let Err(e) = phonefarm_startup::notify::ready() {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if let Some(every) = phonefarm_startup::notify::watchdog_interval() {
+        let stop = inner.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let _ = phonefarm_startup::notify::watchdog();
+                    }
+                }
+            }
+        });
+    }
+
     shutdown.cancelled().await;
+    let _ = phonefarm_startup::notify::stopping();
     tracing::info!(%agent_id, "agent stopping");
     inner.cancel();
     let join_all = async { while tasks.join_next().await.is_some() {} };

@@ -7,6 +7,7 @@ pub mod adb;
 pub mod assets;
 pub mod cli;
 pub mod daemon;
+pub mod doctor;
 pub mod fleet;
 pub mod phone;
 pub mod runner;

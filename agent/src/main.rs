@@ -1,6 +1,5 @@
 //! `phonefarm-agent`: parses the command line, initialises tracing and runs the CLI.
 
-use clap::Parser as _;
 use phonefarm_agent::cli::{Cli, run};
 
 // The system allocator, on purpose (unlike the coordinator): with mimalloc the agents of the
@@ -13,7 +12,11 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = phonefarm_startup::parse::<Cli>(
+        std::path::Path::new("/etc/phonefarm/agent.toml"),
+        &["daemon", "doctor"],
+    )
+    .unwrap_or_else(|e| e.exit());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -39,13 +39,18 @@ pub async fn run(
 
 /// As [`run`], plus the NATS bus when `bus` is given (connected and bootstrapped by
 /// [`bus::connect`]): runs the relay, dispatcher, ingester, sweeper and fleet mirror too.
-pub async fn run_with_bus(
-    listener: TcpListener,
+/// `listener` is a plain TCP listener or [`crate::tls::TlsListener`] (HTTPS).
+pub async fn run_with_bus<L>(
+    listener: L,
     db: PgPool,
     settings: Settings,
     bus: Option<BusHandle>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let http_client = GuardedClient::builder(SsrfPolicy::new(settings.allow.clone()))
         .timeout(Duration::from_secs(10))
         .user_agent(concat!("phonefarm-coordinator/", env!("CARGO_PKG_VERSION")))
@@ -74,7 +79,10 @@ pub async fn run_with_bus(
         settings.public_metrics,
     )
     .with_bus(bus);
-    let served = http::serve(listener, state, shutdown.clone()).await;
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
     shutdown.cancel();
     if let Some(d) = deliverer {
         let _ = d.await;

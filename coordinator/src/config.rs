@@ -10,6 +10,11 @@ use secrecy::SecretString;
 #[derive(Debug, Parser)]
 #[command(name = "phonefarm-coordinator", version, about)]
 pub struct Cli {
+    /// A TOML file of options (keys: the long flags with `_` for `-`, e.g. `database_url`);
+    /// default /etc/phonefarm/coordinator.toml when present. Precedence: flag > environment >
+    /// file > default.
+    #[arg(long, env = "PHONEFARM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,6 +57,13 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "PHONEFARM_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); else plain HTTP, e.g.
+    /// behind a TLS-terminating proxy.
+    #[arg(long, env = "PHONEFARM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PHONEFARM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub nats: NatsArgs,
     /// The NATS trust chain's directory (`nats init`): given, the account JWT (with the

@@ -15,3 +15,4 @@ pub mod events;
 pub mod fleet_auth;
 pub mod flowpacks;
 pub mod http;
+pub mod tls;

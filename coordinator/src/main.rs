@@ -1,7 +1,6 @@
 //! `phonefarm-coordinator`: parse the configuration, initialise tracing, run the command.
 
 use anyhow::Context;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use phonefarm_coordinator::config::{ApiKeyCommand, Cli, Command, ServeArgs};
@@ -13,7 +12,11 @@ use phonefarm_coordinator::{app, auth, bus, db, fleet_auth, flowpacks};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = phonefarm_startup::parse::<Cli>(
+        std::path::Path::new("/etc/phonefarm/coordinator.toml"),
+        &["serve"],
+    )
+    .unwrap_or_else(|e| e.exit());
     // One-shot commands print their result only; the server logs at info.
     let default_filter = match cli.command {
         Command::Serve(_) => "info,sqlx=warn",
@@ -64,6 +67,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Bad TLS files fail before anything connects.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(phonefarm_coordinator::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let pool = db::connect(&args.db.database_url)
         .await
         .context("connecting to Postgres")?;
@@ -94,7 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
-    tracing::info!(addr = %args.bind, "coordinator listening");
+    tracing::info!(addr = %args.bind, tls = tls.is_some(), "coordinator listening");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -124,7 +134,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_metrics: args.public_metrics,
         deliverer: Some(Default::default()),
     };
-    app::run_with_bus(listener, pool, settings, bus, shutdown).await
+    // systemd (Type=notify): listening; keep-alives from a task on this runtime, so a runtime
+    // that stops scheduling tasks stops them and WatchdogSec restarts the coordinator.
+    if let Err(e) = phonefarm_startup::notify::ready() {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if let Some(every) = phonefarm_startup::notify::watchdog_interval() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let _ = phonefarm_startup::notify::watchdog();
+                    }
+                }
+            }
+            let _ = phonefarm_startup::notify::stopping();
+        });
+    }
+    match tls {
+        Some(config) => {
+            let listener = phonefarm_coordinator::tls::TlsListener::new(listener, config)
+                .context("the TLS listener")?;
+            app::run_with_bus(listener, pool, settings, bus, shutdown).await
+        }
+        None => app::run_with_bus(listener, pool, settings, bus, shutdown).await,
+    }
 }
 
 async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
