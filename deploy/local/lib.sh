@@ -75,6 +75,20 @@ ensure_usbvm_packages() {
   fi
 }
 
+# What deploy/package/{build,check} need besides cargo: dpkg-shlibdeps (the packages'
+# library dependencies), strip, lintian and systemd-analyze.
+ensure_package_tools() {
+  local missing=()
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+  command -v strip >/dev/null 2>&1 || missing+=(binutils)
+  command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt_install --no-install-recommends "${missing[@]}"
+  fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 wait_port() {
