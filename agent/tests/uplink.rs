@@ -4,9 +4,8 @@
 //! coordinator's bootstrap does, publishes work and controls, and reads `PF_EVT`.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -23,111 +22,14 @@ use phonefarm_shared::{
     AgentEvent, CancelMode, Capability, Control, EventKind, Inventory, Outcome, PackReport,
     Presence, WorkOrder, subjects,
 };
+use phonefarm_testkit::{NatsServer, wait_for};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
 fn packs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flowpacks")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A nats-server child process; killed (SIGKILL) on drop.
-struct NatsServer {
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    async fn start(store: &Path) -> Self {
-        let mut s = Self {
-            port: free_port(),
-            store: store.to_path_buf(),
-            child: None,
-        };
-        s.spawn().await;
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for(
-            "nats-server to listen",
-            Duration::from_secs(10),
-            async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
-    }
-
-    /// Kills the server (as a crash or a network cut would look to the agent).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port and store dir.
-    async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Polls `check` until it yields a value; panics after `timeout`.
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn js_client(url: &str) -> jetstream::Context {
@@ -418,9 +320,8 @@ struct Env {
 
 async fn env(agent: &str, with_events: bool) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("nats");
     let state = dir.path().join("agent");
-    let nats = NatsServer::start(&store).await;
+    let nats = NatsServer::start();
     let js = js_client(&nats.url()).await;
     bootstrap(&js, agent, with_events).await;
     Env {
@@ -565,7 +466,7 @@ async fn a_nats_outage_mid_run_loses_and_duplicates_nothing() {
         async || (pending()? >= 3).then_some(()),
     )
     .await;
-    env.nats.restart().await;
+    env.nats.restart_async().await;
 
     let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(90)).await;
     assert_complete_sequence(&events);
@@ -619,7 +520,7 @@ async fn the_publisher_goes_again_when_nats_is_back_not_when_its_backoff_ends() 
         },
     )
     .await;
-    env.nats.restart().await;
+    env.nats.restart_async().await;
     let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
     assert_complete_sequence(&events);
     daemon.stop().await;
@@ -659,7 +560,7 @@ async fn journaled_events_are_published_by_the_next_agent_process() {
     );
     daemon.stop().await;
 
-    env.nats.restart().await;
+    env.nats.restart_async().await;
     let daemon = Agent::start(cfg);
     let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
     assert_complete_sequence(&events);
@@ -887,7 +788,7 @@ async fn evidence_of_a_failure_during_a_nats_outage_is_kept_and_uploaded_when_na
     );
     // The agent restarts before NATS is back: the next process uploads what the last one kept.
     daemon.stop().await;
-    env.nats.restart().await;
+    env.nats.restart_async().await;
     let daemon = Agent::start(cfg);
 
     let events = wait_finished(&env.js, agent, o.queue_item_id, Duration::from_secs(60)).await;
@@ -999,7 +900,7 @@ async fn presence_and_inventory_report_the_phones_and_their_changes() {
 
     // Nothing changes on the phones, but the connection comes back: the report is sent again.
     let cut = now_ms();
-    env.nats.restart().await;
+    env.nats.restart_async().await;
     let after = wait_for(
         "an inventory after the reconnect",
         Duration::from_secs(30),
@@ -1213,27 +1114,14 @@ async fn the_daemon_authenticates_and_refuses_a_bad_agent_id() {
     assert!(err.to_string().contains("subject-safe"), "{err:#}");
 
     // A server that requires a user and password: the agent's presence arrives with them.
-    let port = free_port();
-    let store = dir.path().join("nats");
-    let mut child = Command::new(NATS_SERVER)
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-js",
-            "--user",
-            "agent",
-            "--pass",
-            "s3cret",
-            "-sd",
-        ])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs");
-    let url = format!("nats://127.0.0.1:{port}");
+    let conf_path = dir.path().join("nats-auth.conf");
+    std::fs::write(
+        &conf_path,
+        "authorization {\n  user: \"agent\"\n  password: \"s3cret\"\n}\n",
+    )
+    .unwrap();
+    let server = NatsServer::start_with_config(Some(conf_path));
+    let url = server.url();
     let client = async_nats::ConnectOptions::new()
         .user_and_password("agent".into(), "s3cret".into())
         .retry_on_initial_connect()
@@ -1257,8 +1145,7 @@ async fn the_daemon_authenticates_and_refuses_a_bad_agent_id() {
     assert_eq!(presence.agent_id, "rack-i");
     assert_eq!(presence.phones, 0);
     daemon.stop().await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1307,38 +1194,14 @@ async fn the_agent_works_with_the_least_privilege_permissions() {
         "{}",
         String::from_utf8_lossy(&entry.stderr)
     );
-    let port = free_port();
+    // Port and store come from the command line (testkit).
     let conf = format!(
-        "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\nauthorization {{\n  users: [\n    {{ user: \"coordinator\", password: \"coord-pw\", permissions: {{ publish: {{ allow: [\">\"] }}, subscribe: {{ allow: [\">\"] }} }} }}\n{}\n  ]\n}}\n",
-        dir.path().join("nats").display(),
+        "authorization {{\n  users: [\n    {{ user: \"coordinator\", password: \"coord-pw\", permissions: {{ publish: {{ allow: [\">\"] }}, subscribe: {{ allow: [\">\"] }} }} }}\n{}\n  ]\n}}\n",
         String::from_utf8_lossy(&entry.stdout)
     );
     let conf_path = dir.path().join("nats.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let mut server = NatsServer {
-        port,
-        store: dir.path().join("nats"),
-        child: None,
-    };
-    let child = Command::new(NATS_SERVER)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs");
-    server.child = Some(child);
-    wait_for(
-        "nats-server to listen",
-        Duration::from_secs(10),
-        async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        },
-    )
-    .await;
+    let server = NatsServer::start_with_config(Some(conf_path));
     let client = async_nats::ConnectOptions::new()
         .user_and_password("coordinator".into(), "coord-pw".into())
         .retry_on_initial_connect()

@@ -6,9 +6,6 @@
 //! sets the number of callbacks (default 5000), `CALLBACK_BENCH_DELAY_MS` makes the receiver
 //! slow (default 0).
 
-#[path = "../tests/support/cb_db.rs"]
-mod cb_db;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let n = env_number("CALLBACK_BENCH_N", 5000);
     let delay = Duration::from_millis(env_number("CALLBACK_BENCH_DELAY_MS", 0));
 
-    let db = cb_db::TestDb::new().await;
+    let db = phonefarm_testkit::coordinator::app::AppDb::new().await;
     let received = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .fallback(

@@ -1,24 +1,19 @@
 //! Callback delivery end to end: real Postgres (one database per test), real HTTP receivers on
 //! loopback, the real deliverer loop with a short backoff.
 
-#[path = "support/cb_db.rs"]
-mod cb_db;
-#[path = "support/cb_receiver.rs"]
-#[allow(dead_code)]
-mod cb_receiver;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use cb_db::TestDb;
-use cb_receiver::{Hanging, Received, Receiver, Reply, wait_until};
 use hmac::{Hmac, KeyInit, Mac};
 use phonefarm_coordinator::callbacks::{
     self, Backoff, Deliverer, DelivererConfig, NewCallback, PROCESS_UPDATED, QUEUE_ITEM_UPDATED,
 };
 use phonefarm_net::{GuardedClient, SsrfPolicy};
+use phonefarm_testkit::coordinator::app::AppDb;
+use phonefarm_testkit::coordinator::receivers::{Hanging, Received, Receiver, Reply};
+use phonefarm_testkit::eventually;
 use secrecy::SecretString;
 use serde_json::json;
 use sha2::Sha256;
@@ -235,7 +230,7 @@ fn verify_signatures(received: &Received, legacy_key: &[u8], standard_key: &[u8]
 
 #[tokio::test]
 async fn signed_delivery_verifies_with_the_documented_algorithm() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let secret = "s3cr3t-not-whsec";
     let running = Running::start(&db.pool, loopback_client(), Some(secret), fast_config());
@@ -248,7 +243,7 @@ async fn signed_delivery_verifies_with_the_documented_algorithm() {
         &body,
     )
     .await;
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
 
     let received = receiver.received();
     assert_eq!(received.len(), 1);
@@ -278,7 +273,7 @@ async fn signed_delivery_verifies_with_the_documented_algorithm() {
 
 #[tokio::test]
 async fn whsec_secret_keys_standard_webhooks_with_the_decoded_bytes() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let key: Vec<u8> = (0u8..32)
         .map(|i| i.wrapping_mul(37).wrapping_add(11))
@@ -293,7 +288,7 @@ async fn whsec_secret_keys_standard_webhooks_with_the_decoded_bytes() {
         &process_body(1),
     )
     .await;
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
     let received = receiver.received();
     assert_eq!(received.len(), 1);
     // The documented scheme keys with the secret as written; Standard Webhooks with the
@@ -304,7 +299,7 @@ async fn whsec_secret_keys_standard_webhooks_with_the_decoded_bytes() {
 
 #[tokio::test]
 async fn unsigned_without_a_secret() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let running = Running::start(&db.pool, loopback_client(), None, fast_config());
 
@@ -315,7 +310,7 @@ async fn unsigned_without_a_secret() {
         &process_body(1),
     )
     .await;
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
     let received = receiver.received();
     assert_eq!(received.len(), 1);
     for name in [
@@ -332,7 +327,7 @@ async fn unsigned_without_a_secret() {
 
 #[tokio::test]
 async fn server_error_then_success_is_retried_with_identical_bytes() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![Reply::Status(500), Reply::Status(200)]).await;
     let secret = "retry-secret";
     let running = Running::start(&db.pool, loopback_client(), Some(secret), fast_config());
@@ -344,7 +339,7 @@ async fn server_error_then_success_is_retried_with_identical_bytes() {
         &process_body(2),
     )
     .await;
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
 
     let received = receiver.received();
     assert_eq!(received.len(), 2, "one failure, one success, nothing more");
@@ -372,7 +367,7 @@ async fn server_error_then_success_is_retried_with_identical_bytes() {
 
     // Delivered once: nothing further arrives.
     assert!(
-        !wait_until(Duration::from_millis(500), || async {
+        !eventually(Duration::from_millis(500), || async {
             receiver.count() > 2
         })
         .await
@@ -384,9 +379,9 @@ async fn server_error_then_success_is_retried_with_identical_bytes() {
 /// still delivered at once, while the hanging attempt is in flight. Both broken ones are retried.
 #[tokio::test]
 async fn slow_and_dead_receivers_do_not_hold_up_others() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let hanging = Hanging::start().await;
-    let dead = cb_receiver::dead_addr().await;
+    let dead = phonefarm_testkit::coordinator::receivers::dead_addr().await;
     let healthy = Receiver::start(vec![]).await;
     let mut config = fast_config();
     // Long enough that the healthy delivery below clearly happens while it is in flight.
@@ -407,7 +402,7 @@ async fn slow_and_dead_receivers_do_not_hold_up_others() {
         &process_body(1),
     )
     .await;
-    assert!(wait_until(WAIT, || async { hanging.accepted() >= 1 }).await);
+    assert!(eventually(WAIT, || async { hanging.accepted() >= 1 }).await);
 
     let healthy_id = enqueue(
         &db.pool,
@@ -417,7 +412,7 @@ async fn slow_and_dead_receivers_do_not_hold_up_others() {
     )
     .await;
     assert!(
-        wait_until(Duration::from_secs(4), || state_is(
+        eventually(Duration::from_secs(4), || state_is(
             &db.pool,
             healthy_id,
             "delivered"
@@ -432,7 +427,7 @@ async fn slow_and_dead_receivers_do_not_hold_up_others() {
 
     // The dead receiver is retried (connection refused each time).
     assert!(
-        wait_until(WAIT, || async {
+        eventually(WAIT, || async {
             attempts(&db.pool, dead_id).await.len() >= 2
         })
         .await
@@ -445,7 +440,7 @@ async fn slow_and_dead_receivers_do_not_hold_up_others() {
     assert!(state_is(&db.pool, dead_id, "pending").await);
 
     // The hanging one times out, is recorded and retried on a new connection.
-    assert!(wait_until(WAIT, || async { hanging.accepted() >= 2 }).await);
+    assert!(eventually(WAIT, || async { hanging.accepted() >= 2 }).await);
     let hang_attempts = attempts(&db.pool, hang_id).await;
     assert!(!hang_attempts.is_empty());
     assert_eq!(hang_attempts[0].error.as_deref(), Some("timed out"));
@@ -461,7 +456,7 @@ async fn slow_and_dead_receivers_do_not_hold_up_others() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     // An allowed target the redirect points at: it must never be contacted.
     let target = Receiver::start(vec![]).await;
     let to_private = Receiver::start(vec![]).await;
@@ -488,7 +483,7 @@ async fn redirects_are_not_followed() {
     )
     .await;
     for id in [private_id, loopback_id] {
-        assert!(wait_until(WAIT, || state_is(&db.pool, id, "failed")).await);
+        assert!(eventually(WAIT, || state_is(&db.pool, id, "failed")).await);
         let tries = attempts(&db.pool, id).await;
         assert_eq!(tries.len(), 1);
         assert_eq!(tries[0].status_code, Some(302));
@@ -505,7 +500,7 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn gives_up_after_the_window_and_records_every_attempt() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     receiver.set_fallback(Reply::Status(503));
     let mut config = fast_config();
@@ -524,7 +519,7 @@ async fn gives_up_after_the_window_and_records_every_attempt() {
         &process_body(1),
     )
     .await;
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "failed")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "failed")).await);
     let row = delivery(&db.pool, event_id).await;
     let tries = attempts(&db.pool, event_id).await;
     assert!(tries.len() >= 3, "{} attempts", tries.len());
@@ -540,7 +535,7 @@ async fn gives_up_after_the_window_and_records_every_attempt() {
     // Failed is final.
     let count = receiver.count();
     assert!(
-        !wait_until(Duration::from_millis(500), || async {
+        !eventually(Duration::from_millis(500), || async {
             receiver.count() > count
         })
         .await
@@ -550,7 +545,7 @@ async fn gives_up_after_the_window_and_records_every_attempt() {
 
 #[tokio::test]
 async fn ssrf_guard_applies_at_delivery_time() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let port = receiver.addr.port();
     let strict =
@@ -590,7 +585,7 @@ async fn ssrf_guard_applies_at_delivery_time() {
         .await,
     ];
     for id in ids {
-        assert!(wait_until(WAIT, || state_is(&db.pool, id, "failed")).await);
+        assert!(eventually(WAIT, || state_is(&db.pool, id, "failed")).await);
         let tries = attempts(&db.pool, id).await;
         assert_eq!(tries.len(), 1);
         let error = tries[0].error.clone().unwrap_or_default();
@@ -605,7 +600,7 @@ async fn ssrf_guard_applies_at_delivery_time() {
 /// (DNS may change).
 #[tokio::test]
 async fn permanent_errors_fail_at_the_first_attempt() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let port = receiver.addr.port();
     let strict =
@@ -629,11 +624,11 @@ async fn permanent_errors_fail_at_the_first_attempt() {
     )
     .await;
     for id in permanent {
-        assert!(wait_until(WAIT, || state_is(&db.pool, id, "failed")).await);
+        assert!(eventually(WAIT, || state_is(&db.pool, id, "failed")).await);
         assert_eq!(attempts(&db.pool, id).await.len(), 1);
     }
     assert!(
-        wait_until(WAIT, || async {
+        eventually(WAIT, || async {
             attempts(&db.pool, by_name).await.len() >= 2
         })
         .await
@@ -647,7 +642,7 @@ async fn permanent_errors_fail_at_the_first_attempt() {
 /// the normal case.
 #[tokio::test]
 async fn replicas_share_the_outbox_without_duplicates() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let a = Running::start(&db.pool, loopback_client(), None, fast_config());
     let b = Running::start(&db.pool, loopback_client(), None, fast_config());
@@ -667,7 +662,7 @@ async fn replicas_share_the_outbox_without_duplicates() {
     }
     let pool = db.pool.clone();
     assert!(
-        wait_until(WAIT, || {
+        eventually(WAIT, || {
             let pool = pool.clone();
             async move {
                 sqlx::query_scalar::<_, i64>(
@@ -702,7 +697,7 @@ async fn replicas_share_the_outbox_without_duplicates() {
 /// A row leased by a deliverer that died comes back when its lease runs out.
 #[tokio::test]
 async fn expired_lease_is_picked_up_again() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let receiver = Receiver::start(vec![]).await;
     let event_id = enqueue(&db.pool, None, &receiver.url("/"), &process_body(1)).await;
     // What a claim by a crashed replica leaves behind: a lease far enough in the future that a
@@ -719,7 +714,7 @@ async fn expired_lease_is_picked_up_again() {
     let running = Running::start(&db.pool, loopback_client(), None, fast_config());
     running.notify.notify_one();
     assert!(
-        !wait_until(Duration::from_millis(500), || async {
+        !eventually(Duration::from_millis(500), || async {
             receiver.count() > 0
         })
         .await,
@@ -732,7 +727,7 @@ async fn expired_lease_is_picked_up_again() {
         .await
         .expect("expire the lease");
     running.notify.notify_one();
-    assert!(wait_until(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
+    assert!(eventually(WAIT, || state_is(&db.pool, event_id, "delivered")).await);
     assert_eq!(receiver.count(), 1);
     let tries = attempts(&db.pool, event_id).await;
     assert_eq!(tries.len(), 1);
@@ -743,7 +738,7 @@ async fn expired_lease_is_picked_up_again() {
 /// The outbox row exists only if the caller's transaction commits; replays are no-ops.
 #[tokio::test]
 async fn enqueue_is_transactional_and_idempotent() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let body = process_body(3);
     let event_id = Uuid::now_v7();
     let queue_item_id = Uuid::now_v7();

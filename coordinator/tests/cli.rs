@@ -3,12 +3,8 @@
 
 use std::process::{Command, Output};
 
+use phonefarm_testkit::{TestDb, admin_url};
 use sqlx::PgPool;
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 fn bin(args: &[&str], db: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_phonefarm-coordinator"))
@@ -26,14 +22,8 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn api_keys_are_created_listed_and_revoked() {
-    let admin = admin_url();
-    let name = format!("pf_cli_{}", uuid::Uuid::new_v4().simple());
-    let pool = PgPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let test_db = TestDb::create().await;
+    let url = test_db.url.clone();
 
     let out = bin(
         &[
@@ -86,12 +76,6 @@ async fn api_keys_are_created_listed_and_revoked() {
             .unwrap();
     assert!(revoked);
     db.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
 }
 
 #[test]

@@ -4,25 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use phonefarm_testkit::TestDb;
 
 const SECRET: &str = "metrics-test-secret";
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn database() -> String {
-    let admin = admin_url();
-    let name = format!("pf_metrics_{}", uuid::Uuid::new_v4().simple());
-    let pool = PgPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
@@ -90,13 +74,13 @@ impl Drop for Served {
 
 #[tokio::test]
 async fn metrics_need_a_token_unless_public_metrics_is_given() {
-    let db = database().await;
-    let private = Served::start(&db, &[]).await;
+    let db = TestDb::create().await;
+    let private = Served::start(&db.url, &[]).await;
     assert_eq!(private.metrics(None).await, 401, "private by default");
     assert_eq!(private.metrics(Some("wrong")).await, 401);
     assert_eq!(private.metrics(Some(SECRET)).await, 200);
     drop(private);
 
-    let public = Served::start(&db, &["--public-metrics"]).await;
+    let public = Served::start(&db.url, &["--public-metrics"]).await;
     assert_eq!(public.metrics(None).await, 200, "--public-metrics opens it");
 }

@@ -2,22 +2,17 @@
 //! a callback host that answers a public address when the API checks the URL and a private one
 //! when the deliverer dials is never connected to.
 
-#[path = "support/cb_db.rs"]
-mod cb_db;
-#[path = "support/cb_receiver.rs"]
-#[allow(dead_code)]
-mod cb_receiver;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use cb_db::TestDb;
-use cb_receiver::{Hanging, wait_until};
 use phonefarm_coordinator::callbacks::{
     self, Backoff, Deliverer, DelivererConfig, NewCallback, PROCESS_UPDATED,
 };
 use phonefarm_net::testing::ScriptedLookup;
 use phonefarm_net::{GuardedClient, SsrfPolicy};
+use phonefarm_testkit::coordinator::app::AppDb;
+use phonefarm_testkit::coordinator::receivers::Hanging;
+use phonefarm_testkit::eventually;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +20,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn a_callback_host_rebinding_to_a_private_address_is_never_dialled() {
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     // A private service on loopback; the host name is scripted: public for the API's check,
     // then this address for every delivery.
     let private = Hanging::start().await;
@@ -96,7 +91,7 @@ async fn a_callback_host_rebinding_to_a_private_address_is_never_dialled() {
         .expect("attempts")
     };
     assert!(
-        wait_until(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             errors().await.len() >= 2
         })
         .await,

@@ -9,15 +9,9 @@ use phonefarm_agent::adb::auth::{
     AdbKey, android_pubkey_decode, fingerprint_b64, parse_public_key_line, verify_token,
 };
 
-const ADB: &str = "/usr/bin/adb";
+use phonefarm_testkit::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const ADB: &str = "/usr/bin/adb";
 
 /// Lets Debian's adb create `$home/.android/adbkey{,.pub}`, then stops its server.
 fn adb_keygen(home: &Path) {

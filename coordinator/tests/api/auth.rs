@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 #[tokio::test]
 async fn no_secret_and_no_key_is_auth_not_configured() {

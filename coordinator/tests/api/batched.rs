@@ -8,7 +8,7 @@ use phonefarm_coordinator::http::batched::{self, Creation, Outcome};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 const CB: &str = "http://127.0.0.1:9/cb";
 

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 #[tokio::test]
 async fn cancelling_queued_work_is_immediate_and_emits_callbacks_in_sequence() {

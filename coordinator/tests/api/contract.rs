@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 /// Asserts `actual` has exactly the keys of `shape` (recursively for objects), plus `extra`
 /// additive keys at the top level.

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 #[tokio::test]
 async fn every_validation_problem_is_reported_as_problem_json() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 struct PrivatePostgres {
     dir: PathBuf,
@@ -122,7 +122,7 @@ impl Drop for PrivatePostgres {
 #[tokio::test]
 async fn postgres_outage_is_a_503_and_recovers_by_itself() {
     let pg = PrivatePostgres::start();
-    let db = TestDb::on(&pg.url()).await;
+    let db = AppDb::on(&pg.url()).await;
     let app = spawn_on(db, Options::default()).await;
     app.account("acc-1", "phone-1").await;
     let r = app

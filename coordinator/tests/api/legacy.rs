@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::app::*;
 
 async fn asset_server() -> String {
     let app = axum::Router::new()

@@ -1,5 +1,6 @@
 //! Integration tests of the coordinator's public API: real Postgres (a database per test),
-//! real HTTP over loopback, real callback receivers.
+//! real HTTP over loopback, real callback receivers (the harness:
+//! `phonefarm_testkit::coordinator::app`).
 
 mod auth;
 mod batched;
@@ -8,4 +9,3 @@ mod contract;
 mod enqueue;
 mod faults;
 mod legacy;
-mod support;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use phonefarm_coordinator::bus::{self, bootstrap};
 use phonefarm_shared::subjects;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 #[tokio::test]
 async fn bootstrap_is_idempotent_across_restarts() {
@@ -78,7 +78,7 @@ async fn readiness_reports_nats_down() {
         s == 503 && b["checks"]["nats"] == false && b["checks"]["postgres"] == true
     })
     .await;
-    app.nats.restart().await;
+    app.nats.restart_async().await;
     wait_until("readyz 200", Duration::from_secs(20), || async {
         app.get("/readyz").await.0 == 200
     })

@@ -4,7 +4,7 @@ use phonefarm_shared::{CancelMode, Control, EventKind, Outcome, WorkOrder};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 async fn running(app: &BusApp, agent: &SimAgent, request: &str) -> (Uuid, WorkOrder) {
     let pid = app

@@ -3,7 +3,7 @@ use std::time::Duration;
 use phonefarm_shared::{Capability, EventKind};
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 #[tokio::test]
 async fn enqueued_work_reaches_the_agent_and_completes() {

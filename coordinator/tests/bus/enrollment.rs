@@ -14,7 +14,7 @@ use phonefarm_coordinator::bus::NatsCredentials;
 use phonefarm_coordinator::fleet_auth::{self, EnrollOptions, FleetAuthError, permissions};
 
 use crate::operator::OperatorNats;
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -36,7 +36,7 @@ async fn can_publish(client: &async_nats::Client, agent_id: &str) -> bool {
 #[tokio::test]
 async fn a_revoked_agent_is_cut_off_within_seconds_and_refused() {
     let mut op = OperatorNats::start().await;
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let coord = op.connect_coordinator().await;
     phonefarm_coordinator::bus::bootstrap::ensure(
         &async_nats::jetstream::new(coord.clone()),
@@ -106,7 +106,7 @@ async fn a_revoked_agent_is_cut_off_within_seconds_and_refused() {
     ));
 
     // The resolver keeps the pushed JWT: still refused after a server restart.
-    op.nats.restart().await;
+    op.nats.restart_async().await;
     assert!(op.connect_agent(&creds, "rack-07").await.is_err());
 
     // Enrolled anew, the agent gets a new key that works.
@@ -220,7 +220,7 @@ fn text(b: &[u8]) -> String {
 #[tokio::test]
 async fn the_cli_enrolls_lists_and_revokes_agents() {
     let op = OperatorNats::start().await;
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let out_dir = tempfile::tempdir().unwrap();
     let creds = out_dir.path().join("rack-07.creds");
     let c = creds.to_str().unwrap();
@@ -356,7 +356,7 @@ async fn the_coordinator_connects_over_tls_with_a_client_certificate() {
 #[tokio::test]
 async fn rotating_the_account_signing_key_keeps_old_users_until_it_is_retired() {
     let mut op = OperatorNats::start().await;
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     phonefarm_coordinator::bus::bootstrap::ensure(
         &async_nats::jetstream::new(op.connect_coordinator().await),
         &test_config(op.url()),
@@ -423,7 +423,7 @@ async fn rotating_the_account_signing_key_keeps_old_users_until_it_is_retired() 
 #[tokio::test]
 async fn a_revocation_recorded_while_nats_was_away_takes_effect_when_serve_starts() {
     let op = OperatorNats::start().await;
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let e = fleet_auth::enroll(
         &db.pool,
         &op.authority,

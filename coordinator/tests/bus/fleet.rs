@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 async fn updated_at(app: &BusApp, phone: &str) -> time::OffsetDateTime {
     app.scalar("SELECT updated_at FROM phones WHERE phone_id = $1", phone)

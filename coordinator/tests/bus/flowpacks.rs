@@ -10,7 +10,7 @@ use ed25519_dalek::Verifier as _;
 use phonefarm_coordinator::flowpacks::{self, FlowPackError};
 use phonefarm_shared::{PackRejected, PackReport, PackRunning, SignedPack, subjects};
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 fn pack(revision: u32) -> String {
     let text = std::fs::read_to_string(

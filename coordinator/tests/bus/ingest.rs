@@ -3,7 +3,7 @@ use std::time::Duration;
 use phonefarm_shared::{CancelMode, Control, EventKind};
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 async fn version(app: &BusApp, pid: uuid::Uuid) -> i64 {
     app.scalar("SELECT version FROM processes WHERE process_id = $1", pid)

@@ -1,11 +1,6 @@
 //! Integration tests of the coordinator's NATS side: a real nats-server per test, real
-//! Postgres (a database per test), and a simulated agent speaking the shared wire contract.
-
-#[allow(dead_code, unused_imports)]
-#[path = "../api/support.rs"]
-mod api_support;
-#[allow(dead_code)]
-mod support;
+//! Postgres (a database per test), and a simulated agent speaking the shared wire contract
+//! (the harness: `phonefarm_testkit::coordinator::bus`).
 
 mod bootstrap;
 mod cancel;

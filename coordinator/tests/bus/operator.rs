@@ -11,7 +11,7 @@ use phonefarm_coordinator::fleet_auth::Authority;
 
 pub use phonefarm_testkit::operator::TestCa;
 
-use crate::support::NatsServer;
+use phonefarm_testkit::NatsServer;
 
 /// nats-server in operator mode with TLS, and the trust chain it trusts.
 pub struct OperatorNats {
@@ -40,7 +40,7 @@ impl OperatorNats {
             &root.path().join("auth/server/auth.conf"),
             verify_clients,
         );
-        let nats = NatsServer::start_with(Some(conf)).await;
+        let nats = NatsServer::start_with_config(Some(conf));
         OperatorNats {
             nats,
             authority,

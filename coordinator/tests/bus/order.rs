@@ -5,7 +5,7 @@
 use phonefarm_shared::EventKind;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 #[tokio::test]
 async fn events_delivered_out_of_seq_order_are_applied_in_seq_order() {

@@ -4,7 +4,7 @@ use std::time::Duration;
 use phonefarm_shared::EventKind;
 use serde_json::json;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 /// nats-server killed and restarted (same port and store) with work in flight: every order
 /// reaches the agent exactly once per attempt and the relay resumes by itself.
@@ -66,7 +66,7 @@ async fn a_nats_outage_loses_nothing() {
         },
     )
     .await;
-    app.nats.restart().await;
+    app.nats.restart_async().await;
     wait_until("outbox drained", Duration::from_secs(30), || async {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(&app.db.pool)

@@ -12,7 +12,7 @@ use phonefarm_coordinator::fleet_auth::{self, EnrollOptions};
 use phonefarm_shared::{EventKind, subjects};
 
 use crate::operator::OperatorNats;
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 fn short(client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
@@ -48,7 +48,7 @@ fn watcher(name: &str) -> consumer::pull::Config {
 #[tokio::test]
 async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_evidence() {
     let op = OperatorNats::start().await;
-    let db = TestDb::new().await;
+    let db = AppDb::new().await;
     let mut creds = std::collections::HashMap::new();
     for a in ["rack-a", "rack-b"] {
         let e = fleet_auth::enroll(&db.pool, &op.authority, a, &EnrollOptions::default())

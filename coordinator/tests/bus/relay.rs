@@ -6,7 +6,7 @@ use phonefarm_coordinator::bus::{self, relay};
 use phonefarm_coordinator::db;
 use phonefarm_shared::subjects;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 async fn published(app: &BusApp) -> Vec<String> {
     sqlx::query_scalar("SELECT msg_id FROM outbox WHERE published_at IS NOT NULL ORDER BY id")

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::*;
+use phonefarm_testkit::coordinator::bus::*;
 
 const PASSWORD: &str = "pw-5d1c0e7a-secret";
 
@@ -21,14 +21,6 @@ fn coordinator(db: &str, port: u16) -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_coordinator_given_nats_credentials_connects_and_logs_no_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,8 +32,8 @@ async fn a_coordinator_given_nats_credentials_connects_and_logs_no_secret() {
         ),
     )
     .unwrap();
-    let nats = NatsServer::start_with(Some(conf)).await;
-    let db = TestDb::new().await;
+    let nats = NatsServer::start_with_config(Some(conf));
+    let db = AppDb::new().await;
     let secret_file = dir.path().join("nats-password");
     std::fs::write(&secret_file, format!("{PASSWORD}\n")).unwrap();
 

@@ -1,7 +1,9 @@
-//! Shared test support: a real `nats-server` per test on a free port with a temp store (killed
-//! on drop, restartable on the same port and store to simulate an outage), a fresh migrated-by-
-//! the-caller Postgres database per test (dropped afterwards), free ports and bounded waits;
-//! `bench`: the figures the benches print.
+//! The one test harness of the workspace: a real `nats-server` per test on a free port with a
+//! temp store (killed on drop, restartable on the same port and store to simulate an outage), a
+//! fresh Postgres database per test (dropped afterwards), free ports and bounded waits
+//! (`wait_until`, `wait_for`); `coordinator` (feature `coordinator`): the coordinator spawned
+//! over a fresh migrated database, with or without its bus, a client with one method per
+//! endpoint, callback receivers and a simulated agent; `bench`: the figures the benches print.
 
 use std::future::Future;
 use std::net::TcpStream;
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 pub mod bench;
+#[cfg(feature = "coordinator")]
+pub mod coordinator;
 pub mod operator;
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
@@ -32,6 +36,44 @@ where
     loop {
         if cond().await {
             return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `cond` comes to hold within `deadline` (for "this does not happen" checks too).
+pub async fn eventually<F, Fut>(deadline: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it yields a value, which it returns; panics naming `what` after
+/// `deadline`.
+pub async fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
         }
         assert!(
             Instant::now() < until,
@@ -63,6 +105,7 @@ pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
     config: Option<PathBuf>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -73,10 +116,16 @@ impl NatsServer {
 
     /// Starts with a configuration file (the command line's port and store override it).
     pub fn start_with_config(config: Option<PathBuf>) -> NatsServer {
+        Self::start_with_env(config, Vec::new())
+    }
+
+    /// Starts with a configuration file and environment variables (which the file may use).
+    pub fn start_with_env(config: Option<PathBuf>, env: Vec<(String, String)>) -> NatsServer {
         let mut s = NatsServer {
             port: free_port(),
             store: tempfile::tempdir().expect("temp dir"),
             config,
+            env,
             child: None,
         };
         s.restart();
@@ -100,13 +149,41 @@ impl NatsServer {
         }
     }
 
-    /// Starts it again on the same port and store, waiting until it accepts connections.
+    /// Starts it again on the same port and store, waiting (blocking the thread) until it
+    /// accepts connections.
     pub fn restart(&mut self) {
+        self.spawn();
+        let until = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "nats-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Self::restart`] for async tests: waits without blocking the runtime, so the clients
+    /// under test (reconnecting, re-subscribing) run meanwhile.
+    pub async fn restart_async(&mut self) {
+        self.spawn();
+        let port = self.port;
+        wait_until("nats-server to listen", Duration::from_secs(15), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
+    fn spawn(&mut self) {
         self.kill();
         let mut cmd = Command::new(nats_server_bin());
         if let Some(c) = &self.config {
             cmd.arg("-c").arg(c);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .args([
                 "-a",
@@ -122,15 +199,6 @@ impl NatsServer {
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < until,
-                "nats-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -155,7 +223,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        let admin = admin_url();
+        Self::create_on(&admin_url()).await
+    }
+
+    /// A fresh database on the server of `admin` (an admin URL: a private server of the test).
+    pub async fn create_on(admin: &str) -> TestDb {
+        let admin = admin.to_owned();
         let name = format!("pf_test_{}", uuid::Uuid::new_v4().simple());
         let pool = PgPool::connect(&admin)
             .await

@@ -1,11 +1,10 @@
-//! Real HTTP receivers on loopback for callback and SSRF tests, and a bounded poll helper.
+//! Scripted HTTP receivers on loopback for the callback and SSRF tests: answers from a script,
+//! redirects, a receiver that accepts and never answers.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,24 +13,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-/// Polls `condition` every 20 ms until it holds or `deadline` passes; returns whether it held.
-pub async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// What a receiver answers.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
-//! `spawn_app()`: a coordinator on 127.0.0.1:0 over a fresh database, and a client with one
-//! method per endpoint. Callback receivers are real HTTP servers on loopback.
+//! `spawn_app()`: a coordinator on 127.0.0.1:0 over a fresh migrated database, and a client
+//! with one method per endpoint. Callback receivers are real HTTP servers on loopback.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,77 +13,41 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+pub use crate::wait_until;
 
-/// A fresh, migrated database, dropped when the value is dropped.
-pub struct TestDb {
+/// A fresh database with the coordinator's migrations run, and a pool on it (dropped with
+/// its connections when the value is dropped).
+pub struct AppDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    _db: crate::TestDb,
 }
 
-impl TestDb {
-    pub async fn new() -> TestDb {
-        Self::on(&admin_url()).await
+impl AppDb {
+    pub async fn new() -> AppDb {
+        Self::on(&crate::admin_url()).await
     }
 
-    pub async fn on(admin: &str) -> TestDb {
-        let name = format!("pf_test_{}", uuid::Uuid::new_v4().simple());
-        let admin_pool = PgPool::connect(admin)
-            .await
-            .expect("connect to the admin database");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin_pool)
-            .await
-            .expect("create test database");
-        admin_pool.close().await;
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-        let url = format!("{base}/{name}");
-        let pool = db::connect(&url)
+    /// On the server of `admin` (a private server the test may stop).
+    pub async fn on(admin: &str) -> AppDb {
+        let guard = crate::TestDb::create_on(admin).await;
+        let pool = db::connect(&guard.url)
             .await
             .expect("connect to the test database");
         db::MIGRATOR.run(&pool).await.expect("migrate");
-        TestDb { name, url, pool }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = admin_url();
-        if !self
-            .url
-            .starts_with(admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin))
-        {
-            return; // a private server the test stops itself
+        AppDb {
+            name: guard.name.clone(),
+            url: guard.url.clone(),
+            pool,
+            _db: guard,
         }
-        // Drop from a separate thread with its own runtime: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    if let Ok(pool) = PgPool::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&pool)
-                        .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 
 pub struct TestApp {
     pub base: String,
-    pub db: TestDb,
+    pub db: AppDb,
     pub admin_key: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
@@ -104,10 +68,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(opts: Options) -> TestApp {
-    spawn_on(TestDb::new().await, opts).await
+    spawn_on(AppDb::new().await, opts).await
 }
 
-pub async fn spawn_on(db: TestDb, opts: Options) -> TestApp {
+pub async fn spawn_on(db: AppDb, opts: Options) -> TestApp {
     let admin_key = auth::generate_key();
     if !opts.no_keys {
         db::api_keys::insert(
@@ -270,22 +234,6 @@ pub fn keyword_request(request_id: &str, account: &str, callback: &str) -> Value
         "callback": {"url": callback, "metadata": {"campaign": "c-1"}},
         "requested_by": {"system": "ugc-tracker", "user": "ana", "metadata": {}}
     })
-}
-
-/// Waits for `cond` with a deadline instead of sleeping.
-pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// One received callback.

@@ -2,7 +2,6 @@
 //! drop; restartable on the same port and store for outage tests), a coordinator with the bus
 //! over a fresh database, and a simulated agent speaking the shared wire contract.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -17,100 +16,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use crate::api_support::{Receiver, TestDb, milestones, wait_until};
-
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A nats-server with JetStream on a free port and a temp store dir.
-pub struct NatsServer {
-    pub port: u16,
-    pub store: tempfile::TempDir,
-    config: Option<std::path::PathBuf>,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    pub async fn start() -> NatsServer {
-        Self::start_with(None).await
-    }
-
-    /// Starts with a config file (command-line port and store dir override it).
-    pub async fn start_with(config: Option<std::path::PathBuf>) -> NatsServer {
-        Self::start_with_env(config, Vec::new()).await
-    }
-
-    pub async fn start_with_env(
-        config: Option<std::path::PathBuf>,
-        env: Vec<(String, String)>,
-    ) -> NatsServer {
-        let mut s = NatsServer {
-            port: free_port(),
-            store: tempfile::tempdir().expect("temp dir"),
-            config,
-            env,
-            child: None,
-        };
-        s.spawn().await;
-        s
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let mut cmd = Command::new(NATS_SERVER);
-        if let Some(c) = &self.config {
-            cmd.arg("-c").arg(c);
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        cmd.args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-js",
-            "-sd",
-        ])
-        .arg(self.store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("spawn nats-server"));
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the server (an outage).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port and store dir.
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use super::app::{AppDb, Receiver, milestones};
+pub use crate::{NatsServer, free_port, wait_until};
 
 /// Short timings so tests finish fast.
 pub fn test_config(url: String) -> BusConfig {
@@ -128,7 +35,7 @@ pub fn test_config(url: String) -> BusConfig {
 
 pub struct BusApp {
     pub base: String,
-    pub db: TestDb,
+    pub db: AppDb,
     pub nats: NatsServer,
     pub bus: BusHandle,
     pub key: String,
@@ -147,8 +54,8 @@ impl BusApp {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let nats = NatsServer::start().await;
-        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let db = AppDb::new().await;
         let key = auth::generate_key();
         db::api_keys::insert(
             &db.pool,
