@@ -15,4 +15,5 @@ pub mod events;
 pub mod fleet_auth;
 pub mod flowpacks;
 pub mod http;
+pub mod lifecycle;
 pub mod tls;

@@ -30,7 +30,6 @@ pub mod fleet;
 pub mod ingester;
 pub mod link;
 pub mod relay;
-pub mod settle;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -122,11 +121,7 @@ impl BusConfig {
 
     /// Backoff before the attempt after `attempt` (1-based).
     pub fn backoff(&self, attempt: i32) -> Duration {
-        let exp = attempt.clamp(1, 16) as u32 - 1;
-        self.retry_base
-            .checked_mul(1 << exp)
-            .unwrap_or(self.retry_max)
-            .min(self.retry_max)
+        crate::domain::retry::backoff(attempt, self.retry_base, self.retry_max)
     }
 }
 

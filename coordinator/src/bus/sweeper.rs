@@ -17,18 +17,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use phonefarm_shared::CancelMode;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::ingester::settle_change;
-use super::{BusHandle, idle, settle, td};
+use super::{BusHandle, idle, td};
 use crate::db;
-use crate::domain::status::ItemState;
 use crate::domain::time::now_ms;
+use crate::lifecycle::lapse;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,117 +34,6 @@ pub struct Swept {
     pub offline: usize,
     /// Another replica holds the sweeper lock.
     pub skipped: bool,
-}
-
-/// Expires one lapsed lease; true if it did (callbacks may have been enqueued).
-async fn expire(bus: &BusHandle, db: &PgPool, item_id: Uuid) -> Result<(bool, bool), sqlx::Error> {
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    let Some(locked) = settle::lock_item(&mut tx, item_id).await? else {
-        return Ok((false, false));
-    };
-    let item = locked.item();
-    let state: ItemState = item.state.parse().unwrap_or(ItemState::Queued);
-    let lapsed = matches!(state, ItemState::Claimed | ItemState::Executing)
-        && item.lease_expires_at.is_some_and(|l| l < now);
-    if !lapsed {
-        return Ok((false, false));
-    }
-    let (next, code, message) = if item.cancel_requested_at.is_some() {
-        (
-            ItemState::Cancelled,
-            "lease_expired",
-            "the run stopped reporting after a cancel",
-        )
-    } else if item.attempt < item.max_attempts {
-        (
-            ItemState::Retryable,
-            "lease_expired",
-            "the agent stopped reporting; the run will be retried",
-        )
-    } else {
-        (
-            ItemState::DeadLetter,
-            "lease_expired",
-            "the agent stopped reporting and no attempts are left",
-        )
-    };
-    let err = settle::error_value(code, message, item.queue_item_id, now);
-    let next_at =
-        (next == ItemState::Retryable).then(|| now + td(bus.config.backoff(item.attempt)));
-    db::dispatch::finish(
-        &mut tx,
-        item.queue_item_id,
-        next.as_str(),
-        None,
-        Some(&err),
-        next_at,
-        now,
-    )
-    .await?;
-    db::queue_items::record_event(
-        &mut tx,
-        item.queue_item_id,
-        "lease_expired",
-        now,
-        json!({"attempt": item.attempt, "state_was": item.state, "next": next.as_str()}),
-    )
-    .await?;
-    if let Some(agent) = item.agent_id.as_deref() {
-        settle::enqueue_cancel(
-            &mut tx,
-            agent,
-            item.queue_item_id,
-            item.attempt,
-            CancelMode::Hard,
-            "lease",
-        )
-        .await?;
-    }
-    let callbacks = settle_change(&mut tx, &locked, next, None, Some(err), now).await?;
-    tx.commit().await?;
-    tracing::warn!(queue_item_id = %item.queue_item_id, process_id = ?item.process_id, agent_id = ?item.agent_id,
-        attempt = item.attempt, next = %next, "lease lapsed");
-    Ok((true, callbacks))
-}
-
-/// Issues the hard half of due `soft_then_force` cancels; returns orders written.
-async fn force_cancels(db: &PgPool) -> Result<usize, sqlx::Error> {
-    let now = now_ms();
-    let due = db::dispatch::forced_cancels_due(db, now).await?;
-    let mut by_process: std::collections::BTreeMap<Uuid, Vec<(Uuid, i32, String)>> =
-        Default::default();
-    for (pid, item, attempt, agent) in due {
-        by_process
-            .entry(pid)
-            .or_default()
-            .push((item, attempt, agent));
-    }
-    let mut written = 0;
-    for (pid, items) in by_process {
-        let mut tx = db.begin().await?;
-        db::processes::get_for_update(&mut tx, pid).await?;
-        if !db::dispatch::clear_force(&mut tx, pid).await? {
-            continue; // another pass did it
-        }
-        for (item, attempt, agent) in items {
-            settle::enqueue_cancel(&mut tx, &agent, item, attempt, CancelMode::Hard, "force")
-                .await?;
-            db::queue_items::record_event(
-                &mut tx,
-                item,
-                "cancel_forced",
-                now,
-                json!({"attempt": attempt, "agent_id": agent}),
-            )
-            .await?;
-            written += 1;
-        }
-        tx.commit().await?;
-        tracing::info!(process_id = %pid, "forced cancel issued");
-    }
-    db::dispatch::clear_moot_forces(db, now).await?;
-    Ok(written)
 }
 
 /// Marks agents offline whose last heartbeat (as seen here, or as stored) is too old.
@@ -246,12 +131,12 @@ async fn sweep(
     let mut notify = false;
     if judge_leases {
         for item in db::dispatch::lapsed(db, now_ms(), 200).await? {
-            let (done, cb) = expire(bus, db, item).await?;
+            let (done, cb) = lapse::expire(&super::ingester::timing(bus), db, item).await?;
             swept.lapsed += usize::from(done);
             notify |= cb;
         }
     }
-    swept.forced = force_cancels(db).await?;
+    swept.forced = lapse::force_cancels(db).await?;
     swept.offline = offline_agents(bus, db).await?;
     if notify {
         callbacks.notify_one();

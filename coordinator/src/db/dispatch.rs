@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::outbox::OutboxRow;
+use crate::domain::status::ItemState;
 
 /// Advisory lock keys of the singleton loops (one holder across all coordinator replicas).
 pub const DISPATCH_LOCK: i64 = 0x5046_4449_5350; // "PFDISP"
@@ -207,7 +208,7 @@ pub struct RunItem {
     pub queue_item_id: Uuid,
     pub process_id: Option<Uuid>,
     pub kind: String,
-    pub state: String,
+    pub state: ItemState,
     pub attempt: i32,
     pub max_attempts: i32,
     pub agent_id: Option<String>,
@@ -409,7 +410,7 @@ pub struct ItemDetail {
     pub queue_item_id: Uuid,
     pub process_id: Option<Uuid>,
     pub kind: String,
-    pub state: String,
+    pub state: ItemState,
     pub mode: String,
     pub routing: String,
     pub phone_id: Option<String>,

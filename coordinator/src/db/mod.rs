@@ -17,6 +17,7 @@ pub mod phones;
 pub mod processes;
 pub mod queue_items;
 pub mod snapshots;
+mod states;
 
 pub use held::Held;
 use sqlx::PgPool;
@@ -75,6 +76,11 @@ pub fn pool_options() -> PgPoolOptions {
                 Ok(true)
             })
         })
+}
+
+/// One trivial statement: whether Postgres answers (`/readyz`).
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(drop)
 }
 
 pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {

@@ -6,6 +6,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::Status;
+
 #[derive(Debug, Clone, FromRow)]
 pub struct ProcessRow {
     pub process_id: Uuid,
@@ -13,7 +15,7 @@ pub struct ProcessRow {
     pub request_id: String,
     pub system: String,
     pub mode: String,
-    pub status: String,
+    pub status: Status,
     pub target: Value,
     pub inputs: Value,
     pub requested_by: Value,
@@ -108,7 +110,7 @@ pub async fn find_by_key<'e>(
     process_type: &str,
     system: &str,
     request_id: &str,
-) -> Result<Option<(Uuid, String, Vec<u8>)>, sqlx::Error> {
+) -> Result<Option<(Uuid, Status, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT process_id, status, fingerprint FROM processes \
          WHERE process_type = $1 AND system = $2 AND request_id = $3",
@@ -139,7 +141,7 @@ pub struct ProcessView {
     pub process_type: String,
     pub request_id: String,
     pub system: String,
-    pub status: String,
+    pub status: Status,
     pub target: Box<JsonRawValue>,
     pub requested_by: Box<JsonRawValue>,
     pub callback: Box<JsonRawValue>,

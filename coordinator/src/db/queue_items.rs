@@ -6,13 +6,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::routing::Planned;
+use crate::domain::status::ItemState;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ItemRow {
     pub queue_item_id: Uuid,
     pub process_id: Option<Uuid>,
     pub kind: String,
-    pub state: String,
+    pub state: ItemState,
     pub phone_id: Option<String>,
     pub account_id: Option<String>,
     pub attempt: i32,
@@ -97,7 +98,7 @@ pub const STATES_MANY_SQL: &str = "SELECT process_id, queue_item_id, state FROM 
 pub async fn states_for_processes<'e>(
     db: impl PgExecutor<'e>,
     ids: &[Uuid],
-) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, Uuid, ItemState)>, sqlx::Error> {
     sqlx::query_as(STATES_MANY_SQL)
         .bind(ids)
         .fetch_all(db)

@@ -78,16 +78,7 @@ pub async fn put(
         ]));
     }
     let put = requests::account_put(&body).map_err(ApiError::unprocessable)?;
-    let mut tx = st.db.begin().await?;
-    let (row, created) = db::accounts::upsert(
-        &mut tx,
-        &id,
-        put.phone_id.as_deref(),
-        put.platform_username.as_deref(),
-        put.active,
-    )
-    .await?;
-    tx.commit().await?;
+    let (row, created) = crate::lifecycle::fleet::put_account(&st.db, &id, &put).await?;
     let code = if created {
         StatusCode::CREATED
     } else {

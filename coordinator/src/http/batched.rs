@@ -92,7 +92,7 @@ pub enum Outcome {
 pub type Committer = Batcher<Creation, Result<Outcome, ApiError>>;
 
 /// A process as `GET /processes/{id}` shows it: the row and its items' (id, state).
-pub type Found = Arc<(ProcessView, Vec<(Uuid, String)>)>;
+pub type Found = Arc<(ProcessView, Vec<(Uuid, ItemState)>)>;
 
 pub type ViewReader = Batcher<Uuid, Result<Option<Found>, ApiError>>;
 
@@ -284,7 +284,36 @@ fn accepted_event(c: &Creation, callback: &Value) -> Option<(String, Uuid, Value
     Some((url, event_id, body))
 }
 
-/// One batch of reads on the worker's connection; hands the connection back.
+/// The rows and item states of `ids`, by process id.
+async fn read_found(held: &mut Held, ids: &[Uuid]) -> Result<HashMap<Uuid, Found>, sqlx::Error> {
+    let (views, states) = held
+        .with(async |conn| {
+            let views = db::processes::get_views(&mut *conn, ids).await?;
+            let states = if views.is_empty() {
+                Vec::new()
+            } else {
+                let found: Vec<Uuid> = views.iter().map(|v| v.process_id).collect();
+                db::queue_items::states_for_processes(&mut *conn, &found).await?
+            };
+            Ok((views, states))
+        })
+        .await?;
+    let mut items: HashMap<Uuid, Vec<(Uuid, ItemState)>> = HashMap::new();
+    for (process_id, item, state) in states {
+        items.entry(process_id).or_default().push((item, state));
+    }
+    Ok(views
+        .into_iter()
+        .map(|v| {
+            let id = v.process_id;
+            (id, Arc::new((v, items.remove(&id).unwrap_or_default())))
+        })
+        .collect())
+}
+
+/// One batch of reads on the worker's connection; hands the connection back. A batch that
+/// fails for any reason but Postgres being away (a row this build cannot decode) is read again
+/// one process at a time, so one bad row fails only its own request.
 async fn read_views(
     mut held: Held,
     ids: Vec<Uuid>,
@@ -293,30 +322,18 @@ async fn read_views(
         let mut seen = HashSet::with_capacity(ids.len());
         ids.iter().copied().filter(|id| seen.insert(*id)).collect()
     };
-    let read = held.with(async |conn| {
-        let views = db::processes::get_views(&mut *conn, &unique).await?;
-        let states = if views.is_empty() {
-            Vec::new()
-        } else {
-            let found: Vec<Uuid> = views.iter().map(|v| v.process_id).collect();
-            db::queue_items::states_for_processes(&mut *conn, &found).await?
-        };
-        Ok((views, states))
-    });
-    let out = match read.await {
-        Ok((views, states)) => {
-            let mut items: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
-            for (process_id, item, state) in states {
-                items.entry(process_id).or_default().push((item, state));
+    let out = match read_found(&mut held, &unique).await {
+        Ok(found) => ids.iter().map(|id| Ok(found.get(id).cloned())).collect(),
+        Err(err) if unique.len() > 1 && !is_unavailable(&err) => {
+            tracing::warn!(error = %err, size = unique.len(), "view batch failed; reading its processes one by one");
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                out.push(match read_found(&mut held, &[*id]).await {
+                    Ok(found) => Ok(found.get(id).cloned()),
+                    Err(err) => Err(ApiError::from(err)),
+                });
             }
-            let found: HashMap<Uuid, Found> = views
-                .into_iter()
-                .map(|v| {
-                    let id = v.process_id;
-                    (id, Arc::new((v, items.remove(&id).unwrap_or_default())))
-                })
-                .collect();
-            ids.iter().map(|id| Ok(found.get(id).cloned())).collect()
+            out
         }
         Err(err) => {
             let err = ApiError::from(err);

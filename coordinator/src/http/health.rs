@@ -65,13 +65,10 @@ pub async fn healthz() -> Json<Health> {
                example = json!({"status": "unavailable", "checks": {"postgres": false, "nats": true}})),
               (status = 500, response = Internal)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let pg = tokio::time::timeout(
-        Duration::from_secs(1),
-        sqlx::query("SELECT 1").execute(&st.db),
-    )
-    .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
+    let pg = tokio::time::timeout(Duration::from_secs(1), crate::db::ping(&st.db))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
     let nats = match &st.bus {
         None => None,
         Some(bus) => Some(

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use tracing::instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -24,7 +23,7 @@ use crate::error::answers::{
     Conflict, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
     UnsupportedMediaType,
 };
-use crate::events;
+use crate::lifecycle::{self, cancel::LegacyOutcome, ingest::Ingested};
 
 /// `status` of an ingest answer.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -46,8 +45,7 @@ pub struct IngestAnswer {
     pub content_id: String,
     pub account_id: String,
     /// The item's internal state.
-    #[schema(value_type = ItemState)]
-    pub queue_status: String,
+    pub queue_status: ItemState,
 }
 
 /// `status` of a legacy cancel.
@@ -138,61 +136,24 @@ pub async fn ingest(
     if !errors.is_empty() {
         return Err(ApiError::unprocessable(errors));
     }
-    let now = now_ms();
-    let scheduled = req.scheduling_hint.filter(|t| *t > now);
-    let state = if scheduled.is_some() {
-        ItemState::Scheduled
-    } else {
-        ItemState::Queued
-    };
-    let id = Uuid::now_v7();
-    let inputs = req.inputs();
-    let mut tx = st.db.begin().await?;
-    let inserted = db::queue_items::insert_ingest(
-        &mut tx,
-        db::queue_items::NewIngest {
-            queue_item_id: id,
-            account_id: &req.account_id,
-            content_id: &req.content_id,
-            state: state.as_str(),
-            inputs: &inputs,
-            scheduled_at: scheduled,
-            callback_url: req.callback_url.as_deref(),
-            metadata: &req.metadata,
-            now,
-        },
-    )
-    .await?;
-    if !inserted {
-        drop(tx);
-        let existing = db::queue_items::find_ingest(&st.db, &req.account_id, &req.content_id)
-            .await?
-            .ok_or_else(ApiError::internal)?;
-        return Ok(duplicate(existing));
+    match lifecycle::ingest::create(&st.db, &req, now_ms()).await? {
+        Ingested::Exists(existing) => Ok(duplicate(existing)),
+        Ingested::Created {
+            queue_item_id,
+            state,
+            wake,
+        } => {
+            st.wake(wake);
+            let body = IngestAnswer {
+                status: IngestStatus::Accepted,
+                queue_item_id,
+                content_id: req.content_id,
+                account_id: req.account_id,
+                queue_status: state,
+            };
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
     }
-    events::queue_item_updated(
-        &mut tx,
-        req.callback_url.as_deref(),
-        id,
-        &req.content_id,
-        &req.account_id,
-        state.as_str(),
-        None,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    if req.callback_url.is_some() {
-        st.callbacks.notify_one();
-    }
-    let body = IngestAnswer {
-        status: IngestStatus::Accepted,
-        queue_item_id: id,
-        content_id: req.content_id,
-        account_id: req.account_id,
-        queue_status: state.as_str().to_owned(),
-    };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn duplicate(existing: db::queue_items::ItemRow) -> Response {
@@ -222,51 +183,34 @@ pub async fn cancel(
 ) -> Result<Json<LegacyCancelled>, ApiError> {
     let (content_id, account_id, reason) =
         requests::legacy_cancel(&body).map_err(ApiError::unprocessable)?;
-    let now = now_ms();
-    let mut tx = st.db.begin().await?;
-    let item = db::queue_items::find_ingest_locked(&mut tx, &account_id, &content_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(vec![format!(
-                "queue_item_not_found:{account_id}:{content_id}"
-            )])
-        })?;
-    let state: ItemState = item.state.parse().map_err(|_| ApiError::internal())?;
-    if !matches!(
-        state,
-        ItemState::Queued | ItemState::Scheduled | ItemState::Retryable
-    ) {
-        return Err(ApiError::conflict(format!("not_cancellable:{state}")));
-    }
-    db::queue_items::cancel(&mut tx, &[item.queue_item_id], now).await?;
-    db::queue_items::record_event(
-        &mut tx,
-        item.queue_item_id,
-        "cancelled",
-        now,
-        json!({"reason": reason}),
-    )
-    .await?;
-    events::queue_item_updated(
-        &mut tx,
-        item.callback_url.as_deref(),
-        item.queue_item_id,
-        &content_id,
+    match lifecycle::cancel::legacy(
+        &st.db,
         &account_id,
-        ItemState::Cancelled.as_str(),
-        None,
-        now,
+        &content_id,
+        reason.as_deref(),
+        now_ms(),
     )
-    .await?;
-    tx.commit().await?;
-    if item.callback_url.is_some() {
-        st.callbacks.notify_one();
+    .await?
+    {
+        LegacyOutcome::NotFound => Err(ApiError::not_found(vec![format!(
+            "queue_item_not_found:{account_id}:{content_id}"
+        )])),
+        LegacyOutcome::NotCancellable(state) => {
+            Err(ApiError::conflict(format!("not_cancellable:{state}")))
+        }
+        LegacyOutcome::Cancelled {
+            queue_item_id,
+            previous,
+            wake,
+        } => {
+            st.wake(wake);
+            Ok(Json(LegacyCancelled {
+                status: CancelledTag::Cancelled,
+                queue_item_id,
+                previous_status: previous,
+            }))
+        }
     }
-    Ok(Json(LegacyCancelled {
-        status: CancelledTag::Cancelled,
-        queue_item_id: item.queue_item_id,
-        previous_status: state,
-    }))
 }
 
 /// `POST /runtime-snapshots/upsert`
@@ -285,7 +229,7 @@ pub async fn snapshot(
     ApiJson(body): ApiJson,
 ) -> Result<Json<SnapshotAnswer>, ApiError> {
     let s = requests::snapshot(&body).map_err(ApiError::unprocessable)?;
-    let synced = db::snapshots::upsert(&st.db, &s).await?;
+    let synced = lifecycle::fleet::upsert_snapshot(&st.db, &s).await?;
     let (account_id, snapshot_id, strategy_version) =
         (s.account_id, s.snapshot_id, s.strategy_version);
     Ok(Json(match synced {

@@ -150,6 +150,22 @@ impl AppState {
         Ok(rules)
     }
 
+    /// Wakes what a committed lifecycle change needs: the callback deliverer, and with a bus the
+    /// outbox relay and the dispatcher.
+    pub fn wake(&self, wake: crate::lifecycle::Wake) {
+        if wake.callbacks {
+            self.callbacks.notify_one();
+        }
+        if let Some(bus) = &self.bus {
+            if wake.relay {
+                bus.wakers.relay.notify_one();
+            }
+            if wake.dispatch {
+                bus.wakers.dispatch.notify_one();
+            }
+        }
+    }
+
     pub fn invalidate_capabilities(&self) {
         let mut state = self.capabilities.lock();
         state.generation += 1;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::instrument;
 use utoipa::ToSchema;
@@ -22,17 +22,19 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::views::{self, ProcessBody};
 use crate::auth::Caller;
 use crate::db;
-use crate::domain::requests::{self, CapabilityRequest, Strategy};
+use crate::domain::requests::{self, CapabilityRequest};
 use crate::domain::routing::RoutingError;
-use crate::domain::status::{self, ItemState, Status};
+use crate::domain::status::{ItemState, Status};
 use crate::domain::{capabilities, time::now_ms};
 use crate::error::ApiError;
 use crate::error::answers::{
     BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::events;
-use phonefarm_shared::CancelMode;
+use crate::lifecycle::{
+    self,
+    cancel::{Cancelled, TerminationStatus},
+};
 
 /// `status` of an accepted creation.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -83,20 +85,6 @@ pub struct ActiveTarget {
     pub account_id: Option<String>,
     pub queue_item_id: Option<Uuid>,
     pub capability_request_id: String,
-}
-
-/// What was done about a running item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TerminationStatus {
-    /// Nothing was running.
-    NotNeeded,
-    /// A soft stop was asked.
-    Requested,
-    /// A soft stop was asked; a hard abort follows after `force_after_seconds`.
-    Scheduled,
-    /// A hard abort was sent.
-    Issued,
 }
 
 /// The agent, phone and run of the active item.
@@ -268,13 +256,9 @@ async fn duplicate(
     else {
         return Ok(None);
     };
-    let process_status = Status::parse(&status).ok_or_else(|| {
-        tracing::error!(process_id = %id, status, "stored process status is unknown");
-        ApiError::internal()
-    })?;
     let body = Accepted {
         duplicate: Some(true),
-        process_status: Some(process_status),
+        process_status: Some(status),
         payload_mismatch: (stored != fingerprint).then_some(true),
         ..accepted_body(id, req)
     };
@@ -309,7 +293,7 @@ pub async fn get(
         .filter(|f| caller.sees(&f.0.system))
         .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
     let (p, items) = &*found;
-    let items = items.iter().map(|(id, state)| (*id, state.as_str()));
+    let items = items.iter().map(|(id, state)| (*id, *state));
     Ok(Json(views::process(p, items)).into_response())
 }
 
@@ -407,12 +391,12 @@ pub async fn list(
                 .map(|p| encode_cursor(p.created_at, p.process_id))
         })
         .flatten();
-    let mut by_process: HashMap<Uuid, Vec<(Uuid, &str)>> = HashMap::new();
+    let mut by_process: HashMap<Uuid, Vec<(Uuid, ItemState)>> = HashMap::new();
     for (process_id, item_id, state) in &items {
         by_process
             .entry(*process_id)
             .or_default()
-            .push((*item_id, state.as_str()));
+            .push((*item_id, *state));
     }
     let processes: Vec<_> = rows
         .iter()
@@ -450,118 +434,31 @@ pub async fn cancel(
     let pid = parse_id(&id)?;
     let req = requests::cancel(&body).map_err(ApiError::unprocessable)?;
     caller.may_act_as(&req.requested_by.system)?;
-    let now = now_ms();
-    let mut tx = st.db.begin().await?;
-    let p = db::processes::get_for_update(&mut tx, pid)
-        .await?
-        .filter(|p| caller.sees(&p.system))
-        .ok_or_else(|| ApiError::not_found(vec![format!("process_not_found:{id}")]))?;
-    let current = Status::parse(&p.status).ok_or_else(ApiError::internal)?;
-    if current.is_terminal() {
-        return Ok(Json(CancelAnswer::IgnoredTerminal {
-            process: ProcessRef {
-                process_id: p.process_id,
-                status: current,
-            },
-        }));
-    }
-    let items = db::queue_items::for_process_locked(&mut tx, pid).await?;
-    let mut states = Vec::with_capacity(items.len());
-    let (mut cancelled, mut active) = (Vec::new(), Vec::new());
-    for item in &items {
-        let s: ItemState = item.state.parse().map_err(|_| ApiError::internal())?;
-        if s.is_pending() {
-            cancelled.push(item);
-            states.push(ItemState::Cancelled);
-        } else {
-            if matches!(s, ItemState::Claimed | ItemState::Executing) {
-                active.push(item);
-            }
-            states.push(s);
+    let outcome =
+        lifecycle::cancel::process(&st.db, pid, &req, |s| caller.sees(s), now_ms()).await?;
+    let (p, cancelled_ids, active, termination, next, wake) = match outcome {
+        Cancelled::NotFound => {
+            return Err(ApiError::not_found(vec![format!("process_not_found:{id}")]));
         }
-    }
-    let cancelled_ids: Vec<Uuid> = cancelled.iter().map(|i| i.queue_item_id).collect();
+        Cancelled::Terminal { process } => {
+            return Ok(Json(CancelAnswer::IgnoredTerminal {
+                process: ProcessRef {
+                    process_id: process.process_id,
+                    status: process.status,
+                },
+            }));
+        }
+        Cancelled::Requested {
+            process,
+            cancelled,
+            active,
+            termination,
+            next,
+            wake,
+        } => (process, cancelled, active, termination, next, wake),
+    };
+    st.wake(wake);
     let active_ids: Vec<Uuid> = active.iter().map(|i| i.queue_item_id).collect();
-    db::queue_items::cancel(&mut tx, &cancelled_ids, now).await?;
-    db::queue_items::mark_cancel_requested(&mut tx, &active_ids, now).await?;
-    for i in &cancelled_ids {
-        db::queue_items::record_event(&mut tx, *i, "cancelled", now, json!({"reason": req.reason}))
-            .await?;
-    }
-    for i in &active_ids {
-        let payload = json!({"reason": req.reason, "strategy": req.strategy.as_str()});
-        db::queue_items::record_event(&mut tx, *i, "cancel_requested", now, payload).await?;
-    }
-    let next = status::next(current, &states, true);
-    let first_request = p.cancel_requested_at.is_none();
-    let mut milestones: Vec<&str> = Vec::new();
-    if first_request {
-        milestones.push("cancel_requested");
-    }
-    if next.is_terminal() {
-        milestones.push(next.as_str());
-    }
-    let (termination, force_at) = match (active.is_empty(), req.strategy) {
-        (true, _) => (TerminationStatus::NotNeeded, None),
-        (false, Strategy::Soft) => (TerminationStatus::Requested, None),
-        (false, Strategy::Hard) => (TerminationStatus::Issued, None),
-        (false, Strategy::SoftThenForce) if req.force_after_seconds == 0 => {
-            (TerminationStatus::Issued, None)
-        }
-        (false, Strategy::SoftThenForce) => (
-            TerminationStatus::Scheduled,
-            Some(now + time::Duration::seconds(req.force_after_seconds)),
-        ),
-    };
-    let update = db::processes::StateUpdate {
-        status: next.as_str().into(),
-        partial_progress: status::progress(&states),
-        cancel_requested_at: Some(now),
-        cancel_strategy: Some(req.strategy.as_str().into()),
-        cancel_reason: Some(req.reason.clone()),
-        cancel_force_at: force_at,
-        finished_at: next.is_terminal().then_some(now),
-        events: milestones.len() as i64,
-    };
-    let version = db::processes::apply(&mut tx, pid, &update).await?;
-    for (n, m) in milestones.iter().enumerate() {
-        events::process_updated(&mut tx, &p, m, next.as_str(), version + 1 + n as i64, now).await?;
-    }
-    // Cancel orders to the agents running the active items, committed with the request (the
-    // relay publishes them on pf.ctl.<agent>); the forced half of soft_then_force is the
-    // sweeper's, at cancel_force_at.
-    let mode = match termination {
-        TerminationStatus::Issued => Some(CancelMode::Hard),
-        TerminationStatus::Requested | TerminationStatus::Scheduled => Some(CancelMode::Soft),
-        TerminationStatus::NotNeeded => None,
-    };
-    let mut orders = 0;
-    if let Some(mode) = mode {
-        let tag = Uuid::now_v7().to_string();
-        for i in &active {
-            if let Some(agent) = i.agent_id.as_deref() {
-                crate::bus::settle::enqueue_cancel(
-                    &mut tx,
-                    agent,
-                    i.queue_item_id,
-                    i.attempt,
-                    mode,
-                    &tag,
-                )
-                .await?;
-                orders += 1;
-            }
-        }
-    }
-    tx.commit().await?;
-    if !milestones.is_empty() {
-        st.callbacks.notify_one();
-    }
-    if orders > 0
-        && let Some(bus) = &st.bus
-    {
-        bus.wakers.relay.notify_one();
-    }
     let first_active = active.first();
     let container = first_active.and_then(|i| {
         i.agent_id.as_ref().map(|agent| Container {

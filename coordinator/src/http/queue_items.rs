@@ -93,8 +93,7 @@ pub struct QueueItem {
     pub queue_item_id: Uuid,
     pub process_id: Option<Uuid>,
     pub kind: String,
-    #[schema(value_type = ItemState)]
-    pub state: String,
+    pub state: ItemState,
     pub mode: String,
     pub routing: String,
     pub agent_id: Option<String>,

@@ -33,14 +33,14 @@ pub struct LinkedIds {
 }
 
 impl LinkedIds {
-    fn new<'a>(items: impl Iterator<Item = (Uuid, &'a str)>) -> Self {
+    fn new(items: impl Iterator<Item = (Uuid, ItemState)>) -> Self {
         let mut ids = Self::default();
         for (id, state) in items {
             let id = id.to_string();
-            match state.parse::<ItemState>().ok().map(ItemState::public) {
-                Some(Status::Completed) => ids.completed_queue_item_ids.push(id.clone()),
-                Some(Status::FailedTerminal) => ids.failed_queue_item_ids.push(id.clone()),
-                Some(Status::Cancelled) => ids.cancelled_queue_item_ids.push(id.clone()),
+            match state.public() {
+                Status::Completed => ids.completed_queue_item_ids.push(id.clone()),
+                Status::FailedTerminal => ids.failed_queue_item_ids.push(id.clone()),
+                Status::Cancelled => ids.cancelled_queue_item_ids.push(id.clone()),
                 _ => {}
             }
             ids.queue_item_ids.push(id);
@@ -69,8 +69,7 @@ pub struct ProcessBody<'a> {
     process_id: Uuid,
     process_type: &'a str,
     request_id: &'a str,
-    #[schema(value_type = Status)]
-    status: &'a str,
+    status: Status,
     /// The target as requested (`routing`, `phone_id`, `account_id`, ...).
     #[schema(value_type = Object)]
     target: &'a RawValue,
@@ -95,15 +94,15 @@ pub struct ProcessBody<'a> {
 }
 
 /// `items`: `(queue_item_id, state)` of the process's items in id order.
-pub fn process<'a, 'b>(
-    p: &'a ProcessView,
-    items: impl IntoIterator<Item = (Uuid, &'b str)>,
-) -> ProcessBody<'a> {
+pub fn process(
+    p: &ProcessView,
+    items: impl IntoIterator<Item = (Uuid, ItemState)>,
+) -> ProcessBody<'_> {
     ProcessBody {
         process_id: p.process_id,
         process_type: &p.process_type,
         request_id: &p.request_id,
-        status: &p.status,
+        status: p.status,
         target: &p.target,
         requested_by: &p.requested_by,
         callback: &p.callback,

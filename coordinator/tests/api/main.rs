@@ -9,3 +9,4 @@ mod contract;
 mod enqueue;
 mod faults;
 mod legacy;
+mod states;

@@ -81,15 +81,15 @@ pub async fn process(
 ) -> Result<bool, sqlx::Error> {
     let states: Vec<ItemState> = items
         .iter()
-        .filter_map(|i| {
+        .map(|i| {
             if i.queue_item_id == change.item.queue_item_id {
-                Some(change.new_state)
+                change.new_state
             } else {
-                i.state.parse().ok()
+                i.state
             }
         })
         .collect();
-    let current = Status::parse(&p.status).unwrap_or(Status::Queued);
+    let current = p.status;
     let next = status::next(current, &states, p.cancel_requested_at.is_some());
     let mut milestones: Vec<&str> = Vec::new();
     if next == Status::Executing && p.executing_at.is_none() {

@@ -1,0 +1,30 @@
+//! The lifecycle layer, between `http/` + `bus/` and `db/`: every change of a process or queue
+//! item is one function here, in one transaction together with the callbacks and NATS
+//! messages it causes (outbox rows). Handlers parse, authorize, call one of these and render;
+//! the bus moves messages and calls these.
+//!
+//! - `agent_event`: one run event of an agent (the ingester's transaction).
+//! - `cancel`: a process cancel (public) and a `post_video` cancel (legacy).
+//! - `ingest`: a `post_video` item (`POST /ingest`).
+//! - `lapse`: a run whose lease lapsed; the forced half of `soft_then_force` (the sweeper's).
+//! - `fleet`: an account put, a runtime snapshot upsert.
+//! - `settle`: after an item changed state, the process's status, milestones and callbacks
+//!   (the ingester and the sweeper call it inside their transactions), and cancel orders.
+//!
+//! The group-committed creation of processes is `http::batched` (its batches are the
+//! transactions).
+
+pub mod agent_event;
+pub mod cancel;
+pub mod fleet;
+pub mod ingest;
+pub mod lapse;
+pub mod settle;
+
+/// What to wake after a commit: the callback deliverer, the outbox relay, the dispatcher.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub callbacks: bool,
+    pub relay: bool,
+    pub dispatch: bool,
+}
