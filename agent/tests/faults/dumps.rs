@@ -71,6 +71,25 @@ async fn slow_input_is_waited_out() {
     );
 }
 
+/// Three taps in a row lost (a slow phone mid-transition, as the long soak met with
+/// PF_SOAK_SEED=20261207 on post_video's profile tab): a person keeps tapping, and so does
+/// the run; the fourth tap lands and the run completes with the search done once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_lost_taps_in_a_row_are_tapped_again() {
+    use phonefarm_phonesim::model::PhoneConfig;
+    let sim = sim(PhoneConfig::default()).await;
+    sim.phone
+        .lock()
+        .unwrap()
+        .inject_fault(Fault::LoseTaps { n: 3 }, FaultTrigger::AfterDumps(1));
+    let ran = run(&sim, "keyword_warmup", keyword_inputs()).await;
+    assert_eq!(ran.ok(), &keyword_done());
+    let lost =
+        ran.count(|a| matches!(a, Action::InputIgnored { reason } if reason == "transition"));
+    assert_eq!(lost, 3, "all three lost taps happened");
+    assert_eq!(ran.count(|a| matches!(a, Action::Searched { .. })), 1);
+}
+
 /// Taps that land on nothing (as during a transition) are tapped again once two reads show
 /// the screen unchanged: the like registers exactly once per video, and the run sends exactly
 /// one `input tap` more per lost tap than the same run on a phone that loses none.

@@ -239,3 +239,33 @@ async fn an_unknown_screen_is_a_flow_error_with_evidence() {
         )) >= 1
     );
 }
+
+/// A pop-up that comes up right after the query is typed takes the Enter meant for the search
+/// field: once it is dismissed the search is done again (and the run completes), as a person
+/// would search again, instead of waiting for results that never come. Found by the long soak
+/// (PF_SOAK_SEED=20261207: "expected search_results" after each of these three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_up_that_takes_the_enter_key_is_dismissed_and_the_search_done_again() {
+    for fault in [
+        Fault::LowBattery,
+        Fault::ScreenOff,
+        Fault::NotResponding { returns: 0 },
+    ] {
+        let sim = sim(realistic()).await;
+        // Inputs of keyword_warmup: 1 taps the search icon, 2 types the query, 3 is Enter.
+        sim.phone
+            .lock()
+            .unwrap()
+            .inject_fault(fault.clone(), FaultTrigger::AfterInputs(2));
+        let ran = run(&sim, "keyword_warmup", keyword_inputs()).await;
+        assert!(
+            ran.result.is_ok(),
+            "{fault:?}: {:?}",
+            ran.result
+                .as_ref()
+                .err()
+                .map(|e| (e.failure.code(), &e.message))
+        );
+        assert_eq!(ran.ok(), &keyword_done(), "{fault:?}");
+    }
+}

@@ -169,6 +169,10 @@ pub enum Interruption {
     AppLeft,
     /// The phone stopped answering (rebooting, adb offline, the connection dropped).
     Device(String),
+    /// A pop-up (a system dialog, the lock screen) came over the app after the last action
+    /// and the screen it should have led to never came: the pop-up took the action (a key or
+    /// typed text), so the step starts again, as a person would do it again.
+    ActionLost,
 }
 
 /// Why a run stopped short.
@@ -209,6 +213,7 @@ impl FlowFailure {
             Self::Device(_) | Self::Health { .. } => "device_error".into(),
             Self::Interrupted(Interruption::Device(_)) => "device_error".into(),
             Self::Interrupted(Interruption::AppLeft) => "flow_error:launcher".into(),
+            Self::Interrupted(Interruption::ActionLost) => "flow_error:unknown".into(),
             Self::Flow { screen, .. } => format!("flow_error:{screen}"),
             Self::Account(o) => format!("account_outcome:{}", o.as_str()),
             Self::InvalidInput(what) => format!("invalid_input:{what}"),

@@ -45,7 +45,7 @@ macro_rules! step {
 pub(super) use step;
 
 /// Taps repeated when the app did not take one.
-const MAX_RETAPS: u32 = 2;
+const MAX_RETAPS: u32 = 3;
 
 /// Screens that mean the app is not in front.
 const OUTSIDE_APP: &[&str] = &["launcher", "play_store"];
@@ -60,6 +60,9 @@ pub(super) struct Run<'c, 'a, D, S: ?Sized> {
     /// The last read, while no action or dwell happened since: reused instead of a dump.
     current: Option<Screen>,
     popups: PopupMemory,
+    /// [`PopupMemory::total`] at the last action: more now means a pop-up came over the app
+    /// since, and may have taken the action.
+    popups_at_action: u32,
     recoveries: u32,
     /// Permissions the flow needs: their prompts are allowed, any other is refused.
     needs: &'static [&'static str],
@@ -74,6 +77,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
             last_screen: "unknown".into(),
             current: None,
             popups: PopupMemory::default(),
+            popups_at_action: 0,
             recoveries: 0,
             needs,
         }
@@ -152,7 +156,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
         if let FlowFailure::Interrupted(why) = &e.failure {
             e.failure = match why {
                 Interruption::Device(d) => FlowFailure::Device(d.clone()),
-                Interruption::AppLeft => FlowFailure::Flow {
+                Interruption::AppLeft | Interruption::ActionLost => FlowFailure::Flow {
                     screen: self.last_screen.clone(),
                     detail: e.message.clone(),
                 },
@@ -173,6 +177,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
         self.ctx.sink.progress(&serde_json::json!({
             "recovering": match why {
                 Interruption::AppLeft => "app_left",
+                Interruption::ActionLost => "action_lost",
                 Interruption::Device(_) => "device",
             },
             "recoveries": self.recoveries,
@@ -277,6 +282,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
     /// Something was done on the phone: the last read no longer holds.
     fn acted(&mut self) {
         self.current = None;
+        self.popups_at_action = self.popups.total();
     }
 
     /// Waits until the screen is one of `names`.
@@ -314,6 +320,8 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
             return Ok(screen.clone());
         }
         let start = tokio::time::Instant::now();
+        // Reads, since a pop-up was dismissed after the last action, that show another screen.
+        let mut after_popup = 0;
         loop {
             let screen = self.settle().await?;
             if names.contains(&self.last_screen.as_str())
@@ -322,6 +330,20 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
                 return Ok(screen);
             }
             self.left_app(names)?;
+            if self.popups.total() > self.popups_at_action {
+                after_popup += 1;
+                // Two reads: the first after the dismissal may still be its transition.
+                if after_popup >= 2 {
+                    return Err(Self::interrupted(
+                        Interruption::ActionLost,
+                        format!(
+                            "a pop-up came over the app after the last action and {what} \
+                             never came ({})",
+                            self.last_screen
+                        ),
+                    ));
+                }
+            }
             if start.elapsed() >= timeout {
                 return Err(self.flow_error(what));
             }

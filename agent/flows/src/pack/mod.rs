@@ -204,6 +204,11 @@ impl PopupMemory {
     pub fn seen(&self, watcher: &str) -> u32 {
         self.seen.get(watcher).copied().unwrap_or(0)
     }
+
+    /// Pop-ups dismissed so far in the run, of every watcher.
+    pub fn total(&self) -> u32 {
+        self.seen.values().sum()
+    }
 }
 
 /// What the current screen is, according to a pack.
