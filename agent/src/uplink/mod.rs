@@ -1,4 +1,5 @@
-//! The agent's side of NATS JetStream, designed to nats-server 2.9.10 (DESIGN.md section 3).
+//! The agent's side of NATS JetStream, designed to nats-server 2.9.10 (the streams, consumers
+//! and buckets are listed in the coordinator's `bus` module).
 //!
 //! - [`connect`]: the connection, with the agent's credentials and its own inbox prefix
 //!   (`_INBOX_<agent_id>`, so least-privilege permissions can allow exactly that), retrying the

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One row of the registry (contract section 3).
+/// One row of the registry (`GET /capabilities`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CapabilityRule {
     pub name: String,

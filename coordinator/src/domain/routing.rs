@@ -1,4 +1,5 @@
-//! Routing resolution: which (phone, account) pairs a target fans out into (contract section 3).
+//! Routing resolution: which (phone, account) pairs a target fans out into (`direct`, `queue`,
+//! `group`; the rules are in the OpenAPI description of `POST /capability-requests/enqueue`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

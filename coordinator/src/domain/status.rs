@@ -138,7 +138,9 @@ impl Status {
     }
 }
 
-/// A process's status from its items (contract section 6). `None` for a process without items.
+/// A process's status from its items (any executing → executing; else any retrying →
+/// retrying; else any queued-like → queued; all terminal: the outcome). `None` for a process
+/// without items.
 pub fn derive(items: &[ItemState], cancel_requested: bool) -> Option<Status> {
     if items.is_empty() {
         return None;

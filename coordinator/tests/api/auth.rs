@@ -1,4 +1,5 @@
-//! The 401/403/404/500 rules of contract section 1.
+//! The 401/403/404/500 rules of authentication: missing or wrong token 401, a key bound to
+//! another system 403 (and 404 for its processes), no secret and no key at all 500.
 
 use reqwest::Method;
 use serde_json::json;

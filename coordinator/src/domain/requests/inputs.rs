@@ -124,7 +124,8 @@ fn username_ok(s: &str) -> bool {
         .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '.' || ch == '_')
 }
 
-/// `maintenance.inputs` (section 4), shared by enqueue and POST /maintenance/requests.
+/// `maintenance.inputs` (`steps` of `edit_profile`), shared by enqueue and
+/// POST /maintenance/requests.
 pub fn maintenance_inputs(c: &mut Checker, inputs: &Map<String, Value>) -> Option<Value> {
     let steps = match inputs.get("steps").filter(|v| !v.is_null()) {
         None => {
