@@ -23,6 +23,8 @@ async fn serve_answers_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::make(dir.path());
     let port = free_port();
+    let notify = dir.path().join("notify");
+    let notified = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
     // File < environment < flag: the file's bind and database are overridden, its TLS files
     // and --no-nats apply.
     let config = dir.path().join("coordinator.toml");
@@ -42,6 +44,7 @@ async fn serve_answers_https_with_the_given_certificate() {
         .args(["serve", "--database-url", &db.url])
         .env("PHONEFARM_BIND", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/env")
+        .env("NOTIFY_SOCKET", &notify)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the coordinator starts");
@@ -67,6 +70,13 @@ async fn serve_answers_https_with_the_given_certificate() {
     )
     .await;
     assert!(server.try_wait().unwrap().is_none(), "still serving");
+    // systemd heard it is ready (Type=notify); no WATCHDOG_USEC, so no pings.
+    notified
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notified.recv(&mut buf).expect("READY=1 on $NOTIFY_SOCKET");
+    assert_eq!(&buf[..n], b"READY=1");
     // Plain HTTP on the same port gets no answer.
     let plain = reqwest::Client::builder()
         .no_proxy()

@@ -69,6 +69,8 @@ ensure_usbvm_packages() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v cpio >/dev/null 2>&1 || missing+=(cpio)
   command -v lsusb >/dev/null 2>&1 || missing+=(usbutils)
+  # systemd-udevd, run in the guest to apply the agent package's udev rule.
+  [ -x /lib/systemd/systemd-udevd ] || [ -x /usr/lib/systemd/systemd-udevd ] || missing+=(udev)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]} (USB bench)"
     apt_install --no-install-recommends "${missing[@]}"
