@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use phonefarm_net::{GuardedClient, SsrfPolicy};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::bus::{self, BusHandle};
 use crate::callbacks::{Deliverer, DelivererConfig};
+use crate::console::session::Peer;
 use crate::http::{self, AppState};
 
 /// Everything `serve` needs besides the listener.
@@ -50,6 +53,7 @@ pub async fn run_with_bus<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    for<'a> Peer: Connected<IncomingStream<'a, L>>,
 {
     let http_client = GuardedClient::builder(SsrfPolicy::new(settings.allow.clone()))
         .timeout(Duration::from_secs(10))
@@ -80,7 +84,9 @@ where
     )
     .with_bus(bus);
     let stop = shutdown.clone();
-    let served = axum::serve(listener, http::router(state))
+    // With the peer's address and transport: the audit log records where actions came from.
+    let app = http::router(state).into_make_service_with_connect_info::<Peer>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     shutdown.cancel();

@@ -4,7 +4,6 @@ pub mod accounts;
 pub mod batched;
 pub mod bodies;
 pub mod capabilities;
-pub mod dashboard;
 pub mod docs;
 pub mod extract;
 pub mod fleet;
@@ -257,9 +256,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_guarded))
-        .route("/ui", get(dashboard::index))
-        .route("/ui/", get(dashboard::index))
-        .route("/ui/app.js", get(dashboard::script))
+        .merge(crate::console::router())
         .fallback(fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -268,10 +265,14 @@ pub fn router(state: AppState) -> Router {
                 vec!["method_not_allowed".into()],
             )
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::audit::api_layer,
+        ))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state);
-    let docs =
-        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi());
+    let spec = docs::ApiDoc::openapi().merge_from(crate::console::audit::AuditDoc::openapi());
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", spec);
     Router::new()
         .merge(docs)
         .merge(api)
@@ -288,7 +289,9 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // With the peer's address: the audit log records where actions came from.
+    let app = router(state).into_make_service_with_connect_info::<crate::console::session::Peer>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
