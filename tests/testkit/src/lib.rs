@@ -17,6 +17,7 @@ pub mod bench;
 #[cfg(feature = "coordinator")]
 pub mod coordinator;
 pub mod operator;
+pub mod proxy;
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
 pub fn free_port() -> u16 {
