@@ -206,6 +206,7 @@ fn too_many_phones_on_one_controller_fail() {
 #[test]
 fn phones_behind_more_than_three_hub_tiers_warn() {
     let t = Tree::new();
+    assert_eq!(usb::hub_depth(&t.scan()).detail, "no phones on USB yet");
     t.phone("1-1.2.3.4", 1, 2, false);
     assert_status(&usb::hub_depth(&t.scan()), Status::Pass);
     t.phone("1-1.2.3.4.1", 1, 3, false);

@@ -328,12 +328,9 @@ pub fn hub_depth(sys: &Sysfs) -> Check {
         .filter(|d| d.hub_tiers() > 3)
         .map(|d| format!("{} ({} tiers)", d.port_path, d.hub_tiers()))
         .collect();
-    let max = sys
-        .devices
-        .iter()
-        .map(AdbDevice::hub_tiers)
-        .max()
-        .unwrap_or(0);
+    let Some(max) = sys.devices.iter().map(AdbDevice::hub_tiers).max() else {
+        return Check::pass("usb-hub-depth", "no phones on USB yet");
+    };
     if deep.is_empty() {
         return Check::pass(
             "usb-hub-depth",
