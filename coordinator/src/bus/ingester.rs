@@ -121,7 +121,13 @@ async fn handle(
         "inventory" => match phonefarm_shared::decode::<Inventory>(payload) {
             Ok(inv) if inv.agent_id == agent => db
                 .with(async |conn| {
-                    super::fleet::apply_inventory(conn, agent, &inv, bus.config.offline_after).await
+                    crate::lifecycle::inventory::apply_inventory(
+                        conn,
+                        agent,
+                        &inv,
+                        bus.config.offline_after,
+                    )
+                    .await
                 })
                 .await
                 .map(|n| Wake {

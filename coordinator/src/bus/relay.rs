@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use futures::future::join_all;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{BusHandle, idle};
@@ -146,8 +146,8 @@ pub async fn pass(bus: &BusHandle, conn: &mut PgConnection) -> Result<Pass, sqlx
         bus.handoff.release(handed.iter().map(|r| r.id));
         return out;
     }
-    let mut tx = conn.begin().await?;
-    let rows = db::outbox::claim(&mut tx, bus.config.relay_batch, &bus.handoff.held()).await?;
+    let (mut tx, rows) =
+        db::outbox::begin_claim(conn, bus.config.relay_batch, &bus.handoff.held()).await?;
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(Pass::default());

@@ -55,6 +55,18 @@ pub async fn insert_all(
     .await
 }
 
+/// Begins a transaction on `conn` and [`claim`]s rows in it: the relay publishes them and
+/// marks them inside it, then commits, so the row locks last while it publishes.
+pub async fn begin_claim<'c>(
+    conn: &'c mut PgConnection,
+    limit: i64,
+    skip: &[i64],
+) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, Vec<OutboxRow>), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let rows = claim(&mut tx, limit, skip).await?;
+    Ok((tx, rows))
+}
+
 /// Claims up to `limit` unpublished rows, oldest first, skipping rows another relay holds and
 /// the rows `skip` (handed to this relay by other means). The lock lasts until the caller's
 /// transaction ends.

@@ -3,6 +3,10 @@
 //! messages it causes (outbox rows). Handlers parse, authorize, call one of these and render;
 //! the bus moves messages and calls these.
 //!
+//! - `create`: a batch of new processes with their items and `accepted` callbacks (the API's
+//!   group commit, `http::batched`, gathers the batch).
+//! - `dispatch`: the dispatcher's claim pass (release SCHEDULED items, claim, work orders).
+//! - `inventory`: an agent's inventory report mirrored into `phones`.
 //! - `agent_event`: one run event of an agent (the ingester's transaction).
 //! - `cancel`: a process cancel (public) and a `post_video` cancel (legacy).
 //! - `ingest`: a `post_video` item (`POST /ingest`).
@@ -10,14 +14,14 @@
 //! - `fleet`: an account put, a runtime snapshot upsert.
 //! - `settle`: after an item changed state, the process's status, milestones and callbacks
 //!   (the ingester and the sweeper call it inside their transactions), and cancel orders.
-//!
-//! The group-committed creation of processes is `http::batched` (its batches are the
-//! transactions).
 
 pub mod agent_event;
 pub mod cancel;
+pub mod create;
+pub mod dispatch;
 pub mod fleet;
 pub mod ingest;
+pub mod inventory;
 pub mod lapse;
 pub mod settle;
 
