@@ -178,3 +178,15 @@ supervise() {
     [ -n "$done_pid" ] || sleep 1
   done
 }
+
+# Debian's chromium and chromium-driver for the console's browser test
+# (coordinator/tests/console_browser.rs); about 25 s to install on a fresh machine.
+ensure_chromium() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt_install --no-install-recommends "${missing[@]}"
+  fi
+}

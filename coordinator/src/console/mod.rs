@@ -30,6 +30,7 @@ const HTMX: &str = include_str!("assets/htmx.min.js");
 const HTMX_SSE: &str = include_str!("assets/htmx-sse.min.js");
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// Same-origin only, no inline script or style: escaped text could not run even if escaping
 /// failed.
@@ -81,7 +82,7 @@ async fn secure_headers(req: Request, next: Next) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     resp
@@ -93,6 +94,7 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
         "htmx-sse.min.js" => (HTMX_SSE, "text/javascript; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
         "console.css" => (CSS, "text/css; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
         _ => return ApiError::not_found(vec![format!("asset_not_found:{name}")]).into_response(),
     };
     (
@@ -116,6 +118,7 @@ fn layout(title: &str, who: Option<&Signed>, body: Markup) -> Markup {
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
                 title { (title) " · Phonefarm" }
                 link rel="stylesheet" href="/ui/assets/console.css";
+                link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
                 script src="/ui/assets/htmx.min.js" {}
                 script src="/ui/assets/htmx-sse.min.js" {}
                 script src="/ui/assets/console.js" {}

@@ -234,20 +234,18 @@ pub struct SignInForm {
     key: String,
 }
 
-/// Whether a cross-site page posted this form (`Origin` or `Sec-Fetch-Site` says so).
+/// Whether another site posted this form: `Sec-Fetch-Site` says so, or, from a browser that
+/// sends none, an `Origin` that is not this host.
 fn cross_site(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|s| s == "cross-site")
-    {
-        return true;
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    match (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        host,
-    ) {
+    match (text("origin"), text("host")) {
         (Some("null"), _) => true,
         (Some(origin), Some(host)) => {
             let bare = origin.split_once("://").map_or(origin, |(_, rest)| rest);
@@ -394,6 +392,10 @@ mod tests {
         h.insert("origin", HeaderValue::from_static("http://farm:8080"));
         assert!(!super::cross_site(&h));
         h.insert("origin", HeaderValue::from_static("https://evil.example"));
+        assert!(super::cross_site(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!super::cross_site(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(super::cross_site(&h));
         assert!(super::constant_time_eq(b"x", b"x") && !super::constant_time_eq(b"x", b"y"));
     }
