@@ -260,6 +260,11 @@ async fn actions_need_the_csrf_token_and_are_audited() {
         assert_eq!(address.as_deref(), Some("127.0.0.1"));
     }
     assert_eq!(rows[1].2.as_deref(), Some("ph-1"));
+    assert_eq!(
+        rows[3].2.as_deref(),
+        Some("ph-1"),
+        "the route's parameter, not the path"
+    );
     assert_eq!(rows[1].4, "console");
     assert_eq!(rows[3].4, "api");
 

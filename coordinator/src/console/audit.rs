@@ -222,8 +222,14 @@ pub async fn api_layer(State(st): State<AppState>, req: Request, next: Next) -> 
     if !audited {
         return next.run(req).await;
     }
-    let action = format!("{} {}", req.method(), route.unwrap_or_default());
-    let target = req.uri().path().to_owned();
+    let route = route.unwrap_or_default();
+    // The target is the route's parameter (a phone id, a process id), not the path.
+    let target = route
+        .split('/')
+        .zip(req.uri().path().split('/'))
+        .find(|(template, _)| template.starts_with('{'))
+        .map(|(_, value)| value.to_owned());
+    let action = format!("{} {route}", req.method());
     let peer = peer_of(req.extensions()).map(|p| p.addr);
     let from = address(req.headers(), peer);
     let authorization = req
@@ -241,7 +247,7 @@ pub async fn api_layer(State(st): State<AppState>, req: Request, next: Next) -> 
         let entry = Entry {
             actor,
             action,
-            target: Some(target),
+            target,
             address: from,
             via: "api",
             detail: json!({"status": resp.status().as_u16()}),
