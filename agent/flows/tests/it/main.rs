@@ -6,6 +6,7 @@ mod flows;
 mod hostile;
 mod model;
 mod packs;
+mod post_video;
 mod reload;
 mod screens;
 mod selector_props;
