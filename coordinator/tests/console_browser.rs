@@ -6,6 +6,7 @@
 //!
 //! Skipped, saying so, when `/usr/bin/chromedriver` is missing; `deploy/local/test` installs it.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,8 +27,10 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and the browser it started (its process group), also after a panic.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -37,6 +40,7 @@ impl Driver {
         let port = free_port();
         let child = Command::new(DRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
