@@ -91,7 +91,19 @@ pub async fn consume<F, Fut>(
                 Some(Ok(msg)) => in_hand.push(handle(msg)),
                 Some(Err(e)) => match e.kind() {
                     MessagesErrorKind::MissingHeartbeat => {
-                        tracing::debug!(%agent_id, stream, "missed heartbeats: server away? waiting");
+                        // The pull request may be gone with the server that held it (on a
+                        // cluster, the stream's leader died while this connection's own node
+                        // lives on, so no reconnect re-issues it): pull afresh. Messages in
+                        // hand carry on; if the server is away, keep waiting on the old pull.
+                        match bind(&js, stream, &name, &options).await {
+                            Ok(fresh) => {
+                                tracing::info!(%agent_id, stream, consumer = %name, "missed heartbeats: pulling afresh");
+                                messages = fresh;
+                            }
+                            Err(e) => {
+                                tracing::debug!(%agent_id, stream, error = %e, "missed heartbeats: server away? waiting");
+                            }
+                        }
                     }
                     MessagesErrorKind::ConsumerDeleted => {
                         tracing::warn!(%agent_id, stream, consumer = %name, "consumer deleted; binding again");

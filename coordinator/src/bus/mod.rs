@@ -181,7 +181,7 @@ pub async fn connect(config: BusConfig) -> Result<BusHandle, BusError> {
     tracing::info!(url = %link.display_url(), "NATS connection up");
     bootstrap::check_server_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
-    bootstrap::ensure(&js, &config).await?;
+    ensure_within(&js, &config, BOOTSTRAP_WINDOW).await?;
     Ok(BusHandle {
         client,
         js,
@@ -190,6 +190,35 @@ pub async fn connect(config: BusConfig) -> Result<BusHandle, BusError> {
         heartbeats: Arc::new(fleet::Heartbeats::default()),
         handoff: Arc::new(relay::Handoff::default()),
     })
+}
+
+/// How long the start-up bootstrap keeps trying: a JetStream cluster answers nothing (requests
+/// time out) or 503 while it elects its meta leader, as when every node starts at once.
+const BOOTSTRAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// [`bootstrap::ensure`], tried again with backoff while it fails, for up to `window`; the
+/// last error if it never succeeds (a real misconfiguration, e.g. more replicas than servers).
+async fn ensure_within(
+    js: &jetstream::Context,
+    config: &BusConfig,
+    window: Duration,
+) -> Result<(), bootstrap::BootstrapError> {
+    let until = tokio::time::Instant::now() + window;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match bootstrap::ensure(js, config).await {
+            Ok(()) => return Ok(()),
+            Err(
+                e @ (bootstrap::BootstrapError::Stream { .. }
+                | bootstrap::BootstrapError::Consumer { .. }),
+            ) if tokio::time::Instant::now() + delay < until => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), retry_in = ?delay, "jetstream not ready; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Connections of the bus loops' own pool: each loop holds at most one or two at a time.
