@@ -8,15 +8,25 @@ use phonefarm_agent::cli::{Cli, run};
 // 9.7-10.1 CPU seconds).
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = phonefarm_startup::parse::<Cli>(
         std::path::Path::new("/etc/phonefarm/agent.toml"),
         &["daemon", "doctor"],
     )
     .unwrap_or_else(|e| e.exit());
+    // The daemon logs at info (phones online and offline, runs started and finished, NATS
+    // connections: journald keeps them); one-shot commands print their result and warnings
+    // only. RUST_LOG overrides both.
+    let default_filter = match cli.command {
+        phonefarm_agent::cli::Command::Daemon(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -48,3 +48,45 @@ fn the_daemon_notifies_ready_and_pings_the_watchdog() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Without `RUST_LOG` the daemon logs at info, for journald (here: its start line, with the
+/// NATS URL's secrets redacted); `RUST_LOG` still overrides it.
+#[test]
+fn the_daemon_logs_at_info_by_default() {
+    use std::io::{BufRead, BufReader};
+    let run = |rust_log: Option<&str>, wait: Duration| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_phonefarm-agent"));
+        cmd.args(["--config", "/dev/null", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .args(["daemon", "--agent-id", "rack-log", "--nats-url"])
+            .arg("nats://127.0.0.1:1")
+            .args(["--usb", "false"])
+            .env_remove("NOTIFY_SOCKET")
+            .stderr(std::process::Stdio::piped());
+        match rust_log {
+            Some(v) => cmd.env("RUST_LOG", v),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // The first line, or none when the child is killed after a deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stderr).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let first = rx.recv_timeout(wait).unwrap_or_default();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        first
+    };
+    let first = run(None, Duration::from_secs(30));
+    assert!(
+        first.contains("INFO") && first.contains("agent starting"),
+        "{first:?}"
+    );
+    let quiet = run(Some("error"), Duration::from_secs(3));
+    assert!(!quiet.contains("agent starting"), "{quiet:?}");
+}

@@ -560,6 +560,7 @@ impl Actor {
             });
         }
         self.phones.send_replace(Arc::new(phones));
+        log_changes(&self.statuses.borrow(), &statuses);
         self.statuses.send_if_modified(|current| {
             if *current == statuses {
                 false
@@ -568,6 +569,29 @@ impl Actor {
                 true
             }
         });
+    }
+}
+
+/// One info line per phone whose state changed (appeared, went online, offline, unauthorized,
+/// needs attention) and per phone gone: what an operator reading the journal wants to know.
+fn log_changes(before: &[PhoneStatus], after: &[PhoneStatus]) {
+    for now in after {
+        let was = before.iter().find(|b| b.phone_id == now.phone_id);
+        if was.map(|b| b.state) != Some(now.state) {
+            tracing::info!(
+                phone_id = %now.phone_id,
+                location = %now.location,
+                from = ?was.map(|b| b.state),
+                to = ?now.state,
+                "phone state changed"
+            );
+        }
+    }
+    for gone in before
+        .iter()
+        .filter(|b| !after.iter().any(|a| a.phone_id == b.phone_id))
+    {
+        tracing::info!(phone_id = %gone.phone_id, location = %gone.location, "phone gone");
     }
 }
 
