@@ -332,7 +332,7 @@ async fn keep_evidence(deps: &RunnerDeps, order: &WorkOrder, e: &FlowError) {
     }
 }
 
-/// `post_video` inputs as the coordinator sends them (API.md section 9).
+/// `post_video` inputs as the coordinator sends them (the `post_video` request in the coordinator's OpenAPI document, `/openapi.json`).
 #[derive(Debug, serde::Deserialize)]
 struct PostVideoOrder {
     content_id: String,

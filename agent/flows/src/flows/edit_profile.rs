@@ -34,7 +34,7 @@ pub struct MaintenanceStep {
     pub params: EditProfileParams,
 }
 
-/// `maintenance.inputs` (API.md section 4).
+/// `maintenance.inputs` (their schema: the coordinator's OpenAPI document, `/openapi.json`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct MaintenanceInputs {
     pub steps: Vec<MaintenanceStep>,

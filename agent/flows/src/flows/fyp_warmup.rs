@@ -49,7 +49,7 @@ impl Judge for OverlapJudge {
     }
 }
 
-/// `fyp_warmup.inputs` (API.md section 4).
+/// `fyp_warmup.inputs` (their schema: the coordinator's OpenAPI document, `/openapi.json`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct FypWarmupInputs {
     #[serde(default = "default_duration")]

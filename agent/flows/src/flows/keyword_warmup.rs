@@ -25,7 +25,7 @@ pub struct CommentPlan {
     pub text: String,
 }
 
-/// `keyword_warmup.inputs` (API.md section 4).
+/// `keyword_warmup.inputs` (their schema: the coordinator's OpenAPI document, `/openapi.json`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct KeywordWarmupInputs {
     pub keywords: Vec<String>,

@@ -46,7 +46,7 @@ pub const MEDIA_DIR: &str = "/sdcard/DCIM/Camera";
 /// The longest marker accepted.
 pub const MAX_MARKER_LEN: usize = 64;
 
-/// What to post. The agent fetches `video_path` (API.md section 9) and hands over the bytes.
+/// What to post. The agent fetches `video_path` (the `post_video` request in the coordinator's OpenAPI document) and hands over the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostVideoInputs {
     /// File name on the phone, e.g. `<content_id>.mp4`: `[A-Za-z0-9._-]`, a video extension.
