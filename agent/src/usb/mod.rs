@@ -9,6 +9,10 @@
 //! queued while it sends one, behind the small [`BulkIo`] trait so the logic is tested with a
 //! fake ([`fake`]) rather than hardware. Discovery and opening through rusb live in
 //! [`rusb_io`]; a failing `rusb::Context::new()` means "no USB", not a crash.
+//!
+//! It links the system libusb (`libusb-1.0-0-dev`, found through pkg-config), not rusb's
+//! vendored build, which lacks udev here. Opening drains what a previous connection left on the
+//! IN endpoint ([`drain_stale_input`], framing-aware: a stale header's payload is waited for).
 
 pub mod fake;
 pub mod manager;

@@ -23,6 +23,11 @@
 //!
 //! **Invariant:** every message this module publishes was first committed to the outbox in the
 //! transaction of the state change that caused it.
+//!
+//! The bus has its own small Postgres pool (8 connections), so API load cannot starve dispatch
+//! and ingestion. The dispatcher, the relay and each ingester lane keep one connection between
+//! passes and events (`db::Held`, as the API's batch workers do): sqlx 0.9 pings every
+//! connection it takes back from the pool, a round trip and a spawned task per checkout.
 
 pub mod bootstrap;
 pub mod dispatcher;

@@ -19,6 +19,11 @@
 //! by [`enqueue`]); only the timestamp and signatures are fresh per attempt.
 //!
 //! [`GuardedClient`]: phonefarm_net::GuardedClient
+//!
+//! Round trips: the claim statement also says when the next row it did not take is due, so each
+//! look is one round trip, rows or none (`store::claim`). Attempts are recorded through a
+//! [`crate::batch::Batcher`] on one held connection: the attempts that finish while one batch is
+//! written go together in one statement and one commit.
 
 mod backoff;
 mod deliverer;

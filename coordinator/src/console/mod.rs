@@ -4,6 +4,14 @@
 //! An operator or admin API key is exchanged once for a session cookie ([`session`]); every
 //! action carries the session's CSRF token and is written to the audit log ([`audit`]), which
 //! also records the API's operator actions and is served at `GET /audit`.
+//!
+//! The CSP is strict: no inline script or style. `live` re-renders a page's live part each
+//! second and sends it when it changed. The pages: `fleet`, `phone` (health charts from
+//! `phone_health_samples`, filled by a trigger on `phones`), `processes`, `failures` (with the
+//! evidence from the agents' object stores). Their SQL is in `db::console_sessions`,
+//! `db::audit_log` and `db::console_views`. Tested over HTTP (`tests/console.rs`) and in
+//! Debian's chromium over WebDriver (`tests/console_browser.rs`, skipped without
+//! chromium-driver).
 
 pub mod audit;
 mod failures;

@@ -1,5 +1,11 @@
-//! Queries, one file per table. Handlers never write SQL; they call these with a pool or an
+//! Queries, one file per table (`dispatch` and `console_views` read across tables; `states`
+//! decodes stored states, `held` keeps a worker's connection). Handlers never write SQL; they call these with a pool or an
 //! open transaction.
+//!
+//! SQL outside this folder, on purpose: `callbacks::store` (the deliverer's queries over
+//! `callback_deliveries` and `callback_attempts`) and the advisory-lock queries of `bus::sweeper`
+//! (the singleton lock of a pass) and `fleet_auth` (the lock that serializes account-JWT
+//! pushes). `/healthz` and `/readyz` go through [`ping`].
 
 pub mod accounts;
 pub mod agent_credentials;

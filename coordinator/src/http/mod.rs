@@ -1,4 +1,8 @@
 //! The HTTP API: one file per resource, the shared state, the router and the serve loop.
+//!
+//! [`AppState`] holds the pool, the guarded HTTP client, auth, the callback `Notify`, metrics,
+//! the capability registry cached for 2 s (single-flight: a burst that finds it stale waits for
+//! one read) and the two batchers of [`batched`].
 
 pub mod accounts;
 pub mod batched;

@@ -3,6 +3,12 @@
 //! CLAIMED with attempt + 1 and a fresh run id, their `WorkOrder`s and `dispatched` records in
 //! the outbox. The routing rules are the candidate query's (`db::dispatch::candidates`);
 //! `bus::dispatcher` runs the passes and wakes the relay.
+//!
+//! Round trips: a pass is three (four in the pass that also releases SCHEDULED items, once per
+//! `dispatch_interval`). The advisory lock is taken inside the first statement and checked in
+//! the candidate query. Claims, orders and history rows go as one statement per 12 KiB or less
+//! (`db::statement_ranges`); the statement builds the subject, the message id and the history
+//! payload itself, so a claim sends little more than its encoded order.
 
 use std::collections::HashSet;
 
