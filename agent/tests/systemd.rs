@@ -50,7 +50,7 @@ fn the_daemon_notifies_ready_and_pings_the_watchdog() {
 }
 
 /// Without `RUST_LOG` the daemon logs at info, for journald (here: its start line, with the
-/// NATS URL's secrets redacted); `RUST_LOG` still overrides it.
+/// NATS URL's secrets redacted), in plain text off a terminal; `RUST_LOG` still overrides it.
 #[test]
 fn the_daemon_logs_at_info_by_default() {
     use std::io::{BufRead, BufReader};
@@ -86,6 +86,10 @@ fn the_daemon_logs_at_info_by_default() {
     assert!(
         first.contains("INFO") && first.contains("agent starting"),
         "{first:?}"
+    );
+    assert!(
+        !first.contains('\u{1b}'),
+        "no colour codes off a terminal: {first:?}"
     );
     let quiet = run(Some("error"), Duration::from_secs(3));
     assert!(!quiet.contains("agent starting"), "{quiet:?}");
