@@ -223,6 +223,9 @@ pub fn spawn<B: BulkIo>(bulk: Arc<B>, timing: UsbTiming) -> (UsbSink, UsbSource)
             while let Some((header, payload)) = jrx.blocking_recv() {
                 if let Err(e) = send_message(&*wb, &header, &payload, &timing) {
                     *wfailed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    // Refuse further sends before the reader's side hears of it, so a send
+                    // made after the source reported the failure always fails too.
+                    jrx.close();
                     let e = match e {
                         UsbError::NoDevice => e,
                         other => UsbError::Other(format!("write failed: {other}")),
