@@ -208,6 +208,7 @@ const AUDITED: &[(Method, &str)] = &[
     (Method::PUT, "/accounts/{account_id}"),
     (Method::PUT, "/capabilities/{name}"),
     (Method::POST, "/processes/{process_id}/cancel"),
+    (Method::POST, "/queue-items/{queue_item_id}/retry"),
 ];
 
 /// Middleware over the API: records a successful audited request with its caller's key name.

@@ -61,6 +61,10 @@ pub fn router() -> Router<AppState> {
         .route("/ui/processes", get(processes::list_page))
         .route("/ui/processes/{process_id}", get(processes::page))
         .route("/ui/processes/{process_id}/cancel", post(processes::cancel))
+        .route(
+            "/ui/queue-items/{queue_item_id}/retry",
+            post(processes::retry),
+        )
         .route("/ui/failures", get(failures::page))
         .route(
             "/ui/evidence/{queue_item_id}/{attempt}",

@@ -1,11 +1,12 @@
 //! `/ui/processes` (filters, search, pages) and `/ui/processes/{id}`: items per phone with
 //! attempts, the timeline of milestones and agent events, every callback with each delivery
-//! attempt, progress and result as fields; the cancel action.
+//! attempt, progress and result as fields; the cancel action, and an admin's retry of a
+//! dead-lettered item while its process is still open (decision 0005).
 
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use super::session::{CsrfForm, Signed};
 use super::{audit, fields, layout, live, see_other, when};
 use crate::auth::Caller;
+use crate::config::Role;
 use crate::db;
 use crate::db::console_views::{self as queries, ProcessFilter};
 use crate::domain::status::Status;
@@ -270,7 +272,7 @@ pub async fn fragment(st: &AppState, who: &Signed, id: Uuid) -> Result<Markup, A
         h2 { "Items" }
         table {
             thead { tr { th { "Item" } th { "Phone" } th { "Account" } th { "Agent" } th { "State" }
-                         th { "Attempt" } th { "Step" } th { "Error" } } }
+                         th { "Attempt" } th { "Step" } th { "Error" } th { "Retry" } } }
             tbody {
                 @for i in &items {
                     tr data-item=(i.queue_item_id) {
@@ -282,6 +284,7 @@ pub async fn fragment(st: &AppState, who: &Signed, id: Uuid) -> Result<Markup, A
                         td { (i.step.as_deref().unwrap_or("—")) }
                         td { @if let Some(e) = &i.error { (fields(e)) " "
                             @if i.attempt > 0 { a href={ "/ui/evidence/" (i.queue_item_id) "/" (i.attempt) } { "evidence" } } } }
+                        td { @if i.state == "DEAD_LETTER" { (retry_cell(who, i.queue_item_id, status, terminal)) } }
                     }
                 }
             }
@@ -341,6 +344,23 @@ fn short(id: &Uuid) -> String {
         .collect()
 }
 
+/// What the process page offers for a dead-lettered item: the retry button (admins, while
+/// the process is open), or why there is none.
+fn retry_cell(who: &Signed, item: Uuid, status: &str, terminal: bool) -> Markup {
+    html! {
+        @if terminal {
+            span.muted { "final: the process is " (status) }
+        } @else if who.role < Role::Admin {
+            span.muted { "an admin can retry it" }
+        } @else {
+            form.actions method="post" action={ "/ui/queue-items/" (item) "/retry" } {
+                (who.csrf_field())
+                button type="submit" { "Retry (one more attempt)" }
+            }
+        }
+    }
+}
+
 fn cancel_forms(who: &Signed, id: Uuid) -> Markup {
     html! {
         form.actions method="post" action={ "/ui/processes/" (id) "/cancel" } {
@@ -354,16 +374,39 @@ fn cancel_forms(who: &Signed, id: Uuid) -> Markup {
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    /// The item a retry just re-queued (said once above the page).
+    retried: Option<String>,
+}
+
 /// `GET /ui/processes/{process_id}`
-pub async fn page(State(st): State<AppState>, who: Signed, Path(id): Path<String>) -> Response {
+pub async fn page(
+    State(st): State<AppState>,
+    who: Signed,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Ok(pid) = Uuid::parse_str(&id) else {
         return super::error_page(Some(&who), not_found(&id));
     };
+    let retried = raw
+        .and_then(|r| {
+            let uri: axum::http::Uri = format!("/?{r}").parse().ok()?;
+            Query::<PageQuery>::try_from_uri(&uri).ok()?.0.retried
+        })
+        .and_then(|r| Uuid::parse_str(&r).ok());
     match fragment(&st, &who, pid).await {
         Ok(body) => layout(
             &format!("Process {pid}"),
             Some(&who),
-            live::wrap(&format!("processes/{pid}"), body),
+            html! {
+                @if let Some(item) = retried {
+                    p.notice data-retried=(item) { "Item " code { (item) } " is re-queued for one \
+                        more attempt: it runs when its phone is free." }
+                }
+                (live::wrap(&format!("processes/{pid}"), body))
+            },
         )
         .into_response(),
         Err(e) => super::error_page(Some(&who), e),
@@ -424,4 +467,64 @@ pub async fn cancel(
         return super::error_page(Some(&who), e.into());
     }
     see_other(&format!("/ui/processes/{id}"))
+}
+
+/// `POST /ui/queue-items/{queue_item_id}/retry` (admin): the API's retry, as this admin; back
+/// to the process page, which says what happened.
+pub async fn retry(
+    State(st): State<AppState>,
+    who: Signed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = who.csrf_refusal(&headers, form.csrf.as_deref()) {
+        return r;
+    }
+    let refused = |status, e: &ApiError| {
+        super::page_with(
+            status,
+            "Not retried",
+            Some(&who),
+            html! {
+                p.error { (e.detail) }
+                p { code { (e.errors.join(", ")) } }
+                p { a href="/ui/processes" { "Back to the processes" } }
+            },
+        )
+    };
+    if who.role < Role::Admin {
+        let e = ApiError::forbidden(
+            "insufficient_role",
+            "Retrying a dead-lettered item needs an admin key; ask an admin.",
+        );
+        return refused(e.status, &e);
+    }
+    let caller = Caller {
+        role: who.role,
+        system: None,
+        name: who.key_name.clone(),
+    };
+    let answer =
+        crate::http::queue_items::retry(State(st.clone()), caller, ApiPath(id.clone())).await;
+    let answer = match answer {
+        Ok(a) => a.0,
+        Err(e) if e.status.is_client_error() => return refused(e.status, &e),
+        Err(e) => return super::error_page(Some(&who), e),
+    };
+    let entry = audit::Entry::console(&who.key_name, "item.retry", Some(id), who.address.clone())
+        .with(
+            json!({"process_id": answer.process_id, "next_attempt": answer.next_attempt,
+                     "process_status": answer.process_status}),
+        );
+    if let Err(e) = audit::record(&st.db, entry).await {
+        return super::error_page(Some(&who), e.into());
+    }
+    match answer.process_id {
+        Some(pid) => see_other(&format!(
+            "/ui/processes/{pid}?retried={}",
+            answer.queue_item_id
+        )),
+        None => see_other("/ui/processes"),
+    }
 }

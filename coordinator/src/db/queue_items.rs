@@ -242,3 +242,24 @@ pub async fn find_ingest_locked(
     .fetch_optional(conn)
     .await
 }
+
+/// A `DEAD_LETTER` item back to `RETRYABLE`, due at `now`, allowed `max_attempts`; false if
+/// the item was not dead-lettered.
+pub async fn requeue_dead_letter(
+    conn: &mut PgConnection,
+    id: Uuid,
+    max_attempts: i32,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE queue_items SET state = 'RETRYABLE', next_attempt_at = $3, max_attempts = $2, \
+           finished_at = NULL, lease_expires_at = NULL, updated_at = $3 \
+         WHERE queue_item_id = $1 AND state = 'DEAD_LETTER'",
+    )
+    .bind(id)
+    .bind(max_attempts)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

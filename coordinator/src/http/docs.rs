@@ -37,7 +37,7 @@ impl Modify for Security {
         health::healthz, health::readyz, health::metrics,
         fleet::agents, fleet::phones, fleet::phone, fleet::put_phone, fleet::move_phone,
         fleet::phone_moves,
-        queue_items::get,
+        queue_items::get, queue_items::retry,
     ),
     components(
         schemas(Problem<'static>),

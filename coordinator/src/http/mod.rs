@@ -255,6 +255,10 @@ pub fn router(state: AppState) -> Router {
         .route("/phones/{phone_id}/move", post(fleet::move_phone))
         .route("/phones/{phone_id}/moves", get(fleet::phone_moves))
         .route("/queue-items/{queue_item_id}", get(queue_items::get))
+        .route(
+            "/queue-items/{queue_item_id}/retry",
+            post(queue_items::retry),
+        )
         .route("/capabilities", get(capabilities::list))
         .route("/capabilities/{name}", put(capabilities::put))
         .route("/healthz", get(health::healthz))

@@ -1,4 +1,5 @@
-//! `GET /queue-items/{id}`: the internal view of one queue item (operators).
+//! `GET /queue-items/{id}`: the internal view of one queue item (operators);
+//! `POST /queue-items/{id}/retry`: an admin re-queues a dead-lettered item (decision 0005).
 
 use std::collections::BTreeMap;
 
@@ -15,10 +16,13 @@ use super::extract::ApiPath;
 use crate::auth::Caller;
 use crate::config::Role;
 use crate::db;
-use crate::domain::status::ItemState;
-use crate::domain::time::{fmt, fmt_opt};
+use crate::domain::status::{ItemState, Status};
+use crate::domain::time::{fmt, fmt_opt, now_ms};
 use crate::error::ApiError;
-use crate::error::answers::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable};
+use crate::error::answers::{
+    BadRequest, Conflict, Forbidden, Internal, NotFound, Unauthorized, Unavailable,
+};
+use crate::lifecycle::retry::Retried;
 
 /// The item's times (RFC 3339, UTC, milliseconds).
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,6 +252,95 @@ pub async fn get(
         history,
         evidence,
     }))
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryStatus {
+    /// The item is `RETRYABLE` and due now.
+    Requeued,
+}
+
+/// The answer of `POST /queue-items/{queue_item_id}/retry`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryAnswer {
+    pub status: RetryStatus,
+    pub queue_item_id: Uuid,
+    /// The item's process (`null` for a legacy `post_video` item).
+    pub process_id: Option<Uuid>,
+    /// The item's state now (`RETRYABLE`).
+    pub queue_status: ItemState,
+    /// The attempt the dispatcher runs next; it is the item's last (`max_attempts`).
+    pub next_attempt: i32,
+    pub max_attempts: i32,
+    /// The process's status after the retry (`null` for a legacy item).
+    pub process_status: Option<Status>,
+}
+
+/// `POST /queue-items/{queue_item_id}/retry` (admin): a `DEAD_LETTER` item goes back to
+/// `RETRYABLE`, due now, with one more attempt allowed; its process gets the `retrying`
+/// milestone. A terminal process status is final, so an item whose process is terminal is
+/// refused (409 `process_terminal:<status>`: enqueue a new request instead), as is one whose
+/// process has a cancel requested (409 `cancel_requested`) and one not dead-lettered (409
+/// `not_dead_lettered:<STATE>`).
+#[utoipa::path(post, path = "/queue-items/{queue_item_id}/retry", tag = "fleet",
+    params(("queue_item_id" = String, Path)),
+    responses((status = 200, description = "The item is re-queued", body = RetryAnswer),
+              (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+              (status = 403, response = Forbidden), (status = 404, response = NotFound),
+              (status = 409, response = Conflict), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(queue_item_id = %id))]
+pub async fn retry(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RetryAnswer>, ApiError> {
+    caller.require(Role::Admin)?;
+    let not_found = || ApiError::not_found(vec![format!("queue_item_not_found:{id}")]);
+    let qid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let conflict = |detail: String, reason: String| {
+        ApiError::new(axum::http::StatusCode::CONFLICT, detail, vec![reason])
+    };
+    match crate::lifecycle::retry::dead_letter(&st.db, qid, &caller.name, now_ms()).await? {
+        Retried::NotFound => Err(not_found()),
+        Retried::NotDeadLettered(state) => Err(conflict(
+            format!("only a DEAD_LETTER item can be retried; this one is {state}"),
+            format!("not_dead_lettered:{state}"),
+        )),
+        Retried::ProcessTerminal(status) => Err(conflict(
+            format!(
+                "the item's process is {}, and a terminal status is final: enqueue a new \
+                 request to run the work again",
+                status.as_str()
+            ),
+            format!("process_terminal:{}", status.as_str()),
+        )),
+        Retried::CancelRequested => Err(conflict(
+            "the item's process has a cancel requested".into(),
+            "cancel_requested".into(),
+        )),
+        Retried::Requeued {
+            process_id,
+            attempt,
+            max_attempts,
+            process_status,
+            wake,
+        } => {
+            st.wake(wake);
+            Ok(Json(RetryAnswer {
+                status: RetryStatus::Requeued,
+                queue_item_id: qid,
+                process_id,
+                queue_status: ItemState::Retryable,
+                next_attempt: attempt + 1,
+                max_attempts,
+                process_status,
+            }))
+        }
+    }
 }
 
 /// The bucket holding `object`: an agent's own (`<agent_id>/<item>/<attempt>/<name>`), or the

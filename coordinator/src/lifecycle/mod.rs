@@ -12,6 +12,7 @@
 //! - `ingest`: a `post_video` item (`POST /ingest`).
 //! - `lapse`: a run whose lease lapsed; the forced half of `soft_then_force` (the sweeper's).
 //! - `fleet`: an account put, a runtime snapshot upsert.
+//! - `retry`: an admin's retry of a dead-lettered item (decision 0005).
 //! - `settle`: after an item changed state, the process's status, milestones and callbacks
 //!   (the ingester and the sweeper call it inside their transactions), and cancel orders.
 
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod inventory;
 pub mod lapse;
+pub mod retry;
 pub mod settle;
 
 /// What to wake after a commit: the callback deliverer, the outbox relay, the dispatcher.

@@ -203,6 +203,7 @@ async fn openapi_and_docs_are_served_without_internet() {
         "/phones",
         "/phones/{phone_id}",
         "/queue-items/{queue_item_id}",
+        "/queue-items/{queue_item_id}/retry",
         "/accounts/{account_id}",
         "/capabilities/{name}",
         "/metrics",
