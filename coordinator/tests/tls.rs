@@ -1,10 +1,11 @@
 //! `serve --tls-cert --tls-key`: the coordinator binary serves HTTPS itself (a real request over
 //! loopback, certificates from a test CA made with rcgen); and its configuration file, whose
-//! values lose to the environment and to flags.
+//! values lose to the environment and to flags; the console's session cookie over that HTTPS.
 
 use std::io::Write as _;
 use std::time::Duration;
 
+use phonefarm_testkit::coordinator::console::sign_in_raw;
 use phonefarm_testkit::operator::TestCa;
 use phonefarm_testkit::{TestDb, free_port, wait_until};
 
@@ -96,6 +97,79 @@ async fn serve_answers_https_with_the_given_certificate() {
         .build()
         .unwrap();
     assert!(untrusting.get(&url).send().await.is_err());
+    server.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_cookie_is_secure_over_the_coordinators_own_tls() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::make(dir.path());
+    let port = free_port();
+    let mut server = bin()
+        .args(["--config", "/dev/null", "serve", "--no-nats=true"])
+        .args([
+            "--database-url",
+            &db.url,
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--tls-cert")
+        .arg(dir.path().join("server.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("server-key.pem"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the coordinator starts");
+    let ca_pem = std::fs::read(&ca.ca).unwrap();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
+    wait_until(
+        "HTTPS /healthz answers 200",
+        Duration::from_secs(60),
+        || async {
+            https
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+        },
+    )
+    .await;
+    // `serve` migrated the database: an admin key can go in.
+    let pool = phonefarm_coordinator::db::connect(&db.url).await.unwrap();
+    let key = phonefarm_coordinator::auth::generate_key();
+    let hash = phonefarm_coordinator::auth::hash_key(&key);
+    phonefarm_coordinator::db::api_keys::insert(&pool, "tls-admin", &hash, "pf_", "admin", None)
+        .await
+        .unwrap();
+
+    let r = sign_in_raw(&https, &base, &key).await;
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    let set = r.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let attributes: Vec<&str> = set.split(';').map(str::trim).skip(1).collect();
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(attributes.contains(&flag), "{flag} missing: {set}");
+    }
+    // No proxy header said so: the coordinator knows the connection is its own TLS.
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = https
+        .get(format!("{base}/ui/fleet"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK, "the session works");
+    pool.close().await;
     server.kill().await.unwrap();
 }
 
