@@ -1,6 +1,6 @@
 //! The operators' console over real HTTP against a real coordinator and Postgres: sign-in and
-//! its cookie, CSRF, refused keys, expiry, revocation, the audit log (`/ui/audit` and
-//! `GET /audit`), and every page rendering real data.
+//! its cookie, CSRF, refused keys, expiry, revocation, the admins' sessions page, the audit
+//! log (`/ui/audit` and `GET /audit`), and every page rendering real data.
 
 use std::time::Duration;
 
@@ -461,4 +461,98 @@ async fn every_page_renders_real_data_and_escapes_it() {
             .unwrap();
     assert_eq!(audited["strategy"], "soft");
     assert_eq!(audited["status"], "cancel_requested");
+}
+
+#[tokio::test]
+async fn admins_list_sessions_without_their_ids_and_revoke_one() {
+    let app = spawn_app().await;
+    let admin = sign_in(&app, &app.admin_key).await;
+    let operator_key = app.key("op", "operator", None).await;
+    let operator = sign_in(&app, &operator_key).await;
+
+    let (status, page) = admin.get("/ui/sessions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.matches("data-session=").count(), 2, "{page}");
+    assert!(page.contains("test-admin") && page.contains("(this session)"));
+    assert!(
+        page.contains(">op") && page.contains(">operator<"),
+        "{page}"
+    );
+    assert!(page.contains("127.0.0.1"), "the address: {page}");
+    let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id_hash FROM console_sessions")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    for b in [&admin, &operator] {
+        let id = b.cookie.trim_start_matches("pf_session=");
+        assert!(!page.contains(id), "a session id on the page");
+    }
+    for h in &hashes {
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            !page.to_lowercase().contains(&hex),
+            "a session hash on the page"
+        );
+    }
+    assert!(
+        admin
+            .get("/ui/fleet")
+            .await
+            .1
+            .contains("href=\"/ui/sessions\"")
+    );
+
+    let (status, page) = operator.get("/ui/sessions").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("needs an admin key"));
+    assert!(
+        !operator
+            .get("/ui/fleet")
+            .await
+            .1
+            .contains("href=\"/ui/sessions\"")
+    );
+
+    let r: i64 = sqlx::query_scalar("SELECT ref FROM console_sessions WHERE key_name = 'op'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let path = format!("/ui/sessions/{r}/revoke");
+    let (status, _) = admin.post(&path, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
+    let op_csrf = operator.csrf().await;
+    let (status, _) = operator.post(&path, &[("csrf", &op_csrf)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "operators cannot revoke");
+    assert_eq!(operator.get("/ui/fleet").await.0, StatusCode::OK);
+
+    let csrf = admin.csrf().await;
+    let (status, _) = admin.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let r2 = operator
+        .http
+        .get(format!("{}/ui/processes", app.base))
+        .header(COOKIE, &operator.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r2.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r2.headers()[LOCATION], "/ui/sign-in");
+    assert_eq!(admin.get("/ui/fleet").await.0, StatusCode::OK);
+    let (_, page) = admin.get("/ui/sessions").await;
+    assert_eq!(page.matches("data-session=").count(), 1);
+    let (status, _) = admin.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "revoked already");
+
+    let audit: Vec<(String, String, Option<String>, Value)> = sqlx::query_as(
+        "SELECT actor, action, target, detail FROM audit_log WHERE action = 'session.revoke'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].0.as_str(), audit[0].2.as_deref()),
+        ("test-admin", Some("op"))
+    );
+    assert_eq!(audit[0].3["session"], r);
 }

@@ -8,8 +8,9 @@
 //! The CSP is strict: no inline script or style. `live` re-renders a page's live part each
 //! second and sends it when it changed. The pages: `fleet`, `phone` (health charts from
 //! `phone_health_samples`, filled by a trigger on `phones`), `processes`, `failures` (with the
-//! evidence from the agents' object stores). Their SQL is in `db::console_sessions`,
-//! `db::audit_log` and `db::console_views`. Tested over HTTP (`tests/console.rs`) and in
+//! evidence from the agents' object stores), `sessions` (admins list and revoke sessions).
+//! Their SQL is in `db::console_sessions`, `db::audit_log` and `db::console_views`. Tested
+//! over HTTP (`tests/console.rs`, the admin actions in `tests/console_admin.rs`) and in
 //! Debian's chromium over WebDriver (`tests/console_browser.rs`, skipped without
 //! chromium-driver).
 
@@ -20,6 +21,7 @@ mod live;
 mod phone;
 mod processes;
 pub mod session;
+mod sessions;
 
 use axum::Router;
 use axum::extract::Request;
@@ -75,6 +77,8 @@ pub fn router() -> Router<AppState> {
             get(failures::screenshot),
         )
         .route("/ui/audit", get(audit::page))
+        .route("/ui/sessions", get(sessions::page))
+        .route("/ui/sessions/{ref}/revoke", post(sessions::revoke))
         .route("/ui/live/{*view}", get(live::stream))
         .route("/ui/assets/{name}", get(asset))
         .layer(middleware::from_fn(secure_headers));
@@ -143,6 +147,7 @@ fn layout(title: &str, who: Option<&Signed>, body: Markup) -> Markup {
                         a href="/ui/processes" { "Processes" }
                         a href="/ui/failures" { "Failures" }
                         a href="/ui/audit" { "Audit" }
+                        @if s.role >= crate::config::Role::Admin { a href="/ui/sessions" { "Sessions" } }
                         span.who { (s.key_name) " (" (s.role.as_str()) ")" }
                         form method="post" action="/ui/sign-out" {
                             (s.csrf_field())

@@ -63,6 +63,11 @@ impl Signed {
         }
     }
 
+    /// The SHA-256 of the session id (to tell this session apart in lists; never shown).
+    pub(super) fn id_hash(&self) -> &[u8] {
+        &self.id_hash
+    }
+
     /// Whether this session still counts (for live streams, checked on every tick).
     pub async fn still_valid(&self, db: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
         Ok(lookup(db, &self.id_hash, false).await?.is_some())

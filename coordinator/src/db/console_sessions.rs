@@ -74,3 +74,56 @@ pub async fn revoke<'e>(
     .await?;
     Ok(())
 }
+
+/// A live session as the sessions page shows it (no id, no hash).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Listed {
+    pub r#ref: i64,
+    pub key_name: String,
+    pub role: String,
+    pub address: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Whether it is the session `mine` of [`list_live`].
+    pub mine: bool,
+}
+
+/// The live sessions (as [`live`] counts them), most recently seen first, at most 500.
+pub async fn list_live<'e>(
+    db: impl PgExecutor<'e>,
+    mine: &[u8],
+    now: OffsetDateTime,
+    idle_since: OffsetDateTime,
+) -> Result<Vec<Listed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.ref, s.key_name, s.role, s.address, s.created_at, s.last_seen_at, \
+           s.expires_at, s.id_hash = $1 AS mine FROM console_sessions s \
+         WHERE s.revoked_at IS NULL AND s.expires_at > $2 AND s.last_seen_at > $3 \
+           AND NOT EXISTS (SELECT 1 FROM api_keys k \
+                           WHERE k.name = s.key_name AND k.revoked_at IS NOT NULL) \
+         ORDER BY s.last_seen_at DESC, s.ref DESC LIMIT 500",
+    )
+    .bind(mine)
+    .bind(now)
+    .bind(idle_since)
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes the session with handle `r`; its key name, or `None` if there is no such session
+/// not revoked yet.
+pub async fn revoke_ref<'e>(
+    db: impl PgExecutor<'e>,
+    r: i64,
+    now: OffsetDateTime,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE console_sessions SET revoked_at = $2 WHERE ref = $1 AND revoked_at IS NULL \
+         RETURNING key_name",
+    )
+    .bind(r)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
