@@ -4,7 +4,7 @@
 //! PF_WORK agent-<id> --> work handler --> runner (journal order, Accepted) --ack-->
 //!                                            \--> run task per phone --> events --> journal --> publisher --> pf.evt.<id>.run
 //!                                                       \--> failed run's evidence --> spool (disk) --> uploader --> object store pf_evidence_<id>
-//! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard)
+//! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard) ; phoneops (reboot, locate)
 //! fleet (phones, probes) --> inventory reporter --> pf.evt.<id>.inventory ; presence --> KV pf_agents
 //! KV pf_flows --> pack watcher (signed by a trusted key?) --> PackStore (next run) ; pack reports --> pf.evt.<id>.packs
 //! ```
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adb::auth::{AdbKey, KeyRing};
 use crate::fleet::{FleetConfig, FleetHandle};
+use crate::phoneops::{OpsOptions, PhoneOps};
 use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
 use crate::uplink::consumer::{PullOptions, consume};
 use crate::uplink::evidence::{EvidenceSpool, EvidenceStore, UploaderOptions, run_uploader};
@@ -444,6 +445,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             },
         ));
     }
+    let ops = PhoneOps {
+        fleet: fleet.clone(),
+        runner: runner.clone(),
+        options: OpsOptions::default(),
+        shutdown: inner.clone(),
+    };
     {
         let runner = runner.clone();
         let id = agent_id.clone();
@@ -459,8 +466,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             inner.clone(),
             move |msg| {
                 let runner = runner.clone();
+                let ops = ops.clone();
                 let id = id.clone();
-                async move { on_control(&id, msg, &runner).await }
+                async move { on_control(&id, msg, &runner, &ops).await }
             },
         ));
     }
@@ -577,6 +585,11 @@ async fn on_work(
             let _ = msg.ack_with(AckKind::Nak(Some(busy_retry))).await;
             return;
         }
+        Ok(Admission::Held { by }) => {
+            tracing::info!(%agent_id, queue_item_id = %order.queue_item_id, phone_id = %order.phone_id, by, "phone held by an operator's action; order handed back");
+            let _ = msg.ack_with(AckKind::Nak(Some(busy_retry))).await;
+            return;
+        }
         Err(e) => {
             tracing::error!(%agent_id, queue_item_id = %order.queue_item_id, error = %e, "cannot admit work order; handed back");
             let _ = msg.ack_with(AckKind::Nak(Some(busy_retry))).await;
@@ -601,27 +614,67 @@ async fn on_work(
     }
 }
 
-/// One control message: decode, route, ack (controls for unknown runs are acked and ignored).
-async fn on_control(agent_id: &str, msg: jetstream::Message, runner: &RunnerHandle) {
-    match phonefarm_shared::decode::<Control>(&msg.payload) {
-        Ok(Control::Cancel {
+/// One control message: decode, route, ack (controls for unknown runs are acked and ignored;
+/// a refused phone action is logged with its reason and acked).
+async fn on_control(
+    agent_id: &str,
+    msg: jetstream::Message,
+    runner: &RunnerHandle,
+    ops: &PhoneOps,
+) {
+    let control = match phonefarm_shared::decode::<Control>(&msg.payload) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(%agent_id, error = %e, "undecodable control terminated");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    match control {
+        Control::Cancel {
             queue_item_id,
             attempt,
             mode,
-        }) => {
+        } => {
             let found = runner.cancel(queue_item_id, attempt, mode).await;
             if found {
                 tracing::info!(%agent_id, %queue_item_id, attempt, ?mode, "cancel delivered");
             } else {
                 tracing::info!(%agent_id, %queue_item_id, attempt, ?mode, "cancel for no running run ignored");
             }
-            if let Err(e) = msg.ack().await {
-                tracing::warn!(%agent_id, error = %e, "control ack failed");
-            }
         }
+        Control::Reboot {
+            phone_id,
+            request_id,
+        } => {
+            let started = ops.reboot(&phone_id, request_id).await;
+            log_action(agent_id, "reboot", &phone_id, request_id, started);
+        }
+        Control::Locate {
+            phone_id,
+            request_id,
+            for_seconds,
+        } => {
+            let started = ops.locate(&phone_id, request_id, for_seconds).await;
+            log_action(agent_id, "locate", &phone_id, request_id, started);
+        }
+    }
+    if let Err(e) = msg.ack().await {
+        tracing::warn!(%agent_id, error = %e, "control ack failed");
+    }
+}
+
+fn log_action(
+    agent_id: &str,
+    what: &str,
+    phone_id: &str,
+    request_id: uuid::Uuid,
+    started: Result<(), crate::phoneops::OpRefused>,
+) {
+    match started {
+        Ok(()) => tracing::info!(%agent_id, %phone_id, %request_id, what, "phone action started"),
         Err(e) => {
-            tracing::error!(%agent_id, error = %e, "undecodable control terminated");
-            let _ = msg.ack_with(AckKind::Term).await;
+            tracing::warn!(%agent_id, %phone_id, %request_id, what, reason = %e, "phone action refused")
         }
     }
 }

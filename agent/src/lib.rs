@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod fleet;
 pub mod phone;
+pub mod phoneops;
 pub mod runner;
 pub mod uplink;
 pub mod usb;

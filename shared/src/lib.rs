@@ -133,6 +133,40 @@ pub enum Control {
         attempt: u32,
         mode: CancelMode,
     },
+    /// Restart the phone (`adb reboot`), for an operator. The agent refuses it (logged) while
+    /// a run executes on the phone and keeps work off the phone until it has booted again.
+    Reboot {
+        phone_id: String,
+        /// Names the order (the outbox message id), for the logs.
+        request_id: Uuid,
+    },
+    /// Wake the phone and show a full-screen colour for `for_seconds`, so a technician finds
+    /// it on the rack; refused while a run executes, and no work starts meanwhile.
+    Locate {
+        phone_id: String,
+        request_id: Uuid,
+        for_seconds: u32,
+    },
+}
+
+/// `pf.watch.<agent_id>` (core NATS, never stored): someone is watching the phone's screen;
+/// capture it about once a second for `for_seconds` more. Viewers renew it every few seconds,
+/// so a lost one costs a frame or two and a stopped viewer stops the capture soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub phone_id: String,
+    pub for_seconds: u32,
+}
+
+/// `pf.screen.<agent_id>.<phone_id>` (core NATS, never stored): one capture of the phone's
+/// screen (`screencap -p`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenFrame {
+    pub phone_id: String,
+    /// Increases with every frame of this phone's capture loop.
+    pub seq: u64,
+    pub at_unix_ms: i64,
+    pub png: Vec<u8>,
 }
 
 /// How a run ended.
@@ -468,6 +502,37 @@ mod tests {
                     }],
                 }),
             ),
+            (
+                "reboot",
+                encode(&Control::Reboot {
+                    phone_id: "p".into(),
+                    request_id: id(2),
+                }),
+            ),
+            (
+                "locate",
+                encode(&Control::Locate {
+                    phone_id: "p".into(),
+                    request_id: id(2),
+                    for_seconds: 300,
+                }),
+            ),
+            (
+                "watch",
+                encode(&Watch {
+                    phone_id: "p".into(),
+                    for_seconds: 10,
+                }),
+            ),
+            (
+                "screen_frame",
+                encode(&ScreenFrame {
+                    phone_id: "p".into(),
+                    seq: 1,
+                    at_unix_ms: 2,
+                    png: vec![0x89, 0x50],
+                }),
+            ),
         ];
         let golden = [
             (
@@ -485,7 +550,15 @@ mod tests {
                 "pack_report",
                 "01 0161 01 04 01 0170 03 0168 01 016b 04 01 016b 05 00 0172",
             ),
+            ("reboot", "01 01 0170 1002020202020202020202020202020202"),
+            (
+                "locate",
+                "01 02 0170 1002020202020202020202020202020202 ac02",
+            ),
+            ("watch", "01 0170 0a"),
+            ("screen_frame", "01 0170 01 04 028950"),
         ];
+        assert_eq!(cases.len(), golden.len());
         for ((name, bytes), (_, want)) in cases.iter().zip(golden) {
             assert_eq!(hex(bytes), want.replace(' ', ""), "{name} changed layout");
         }

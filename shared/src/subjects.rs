@@ -23,6 +23,18 @@ pub fn inventory(agent_id: &str) -> String {
     format!("pf.evt.{agent_id}.inventory")
 }
 
+/// Watch requests for one agent's phones (`Watch`), core NATS: a console viewer is looking at
+/// a phone's screen. Not a stream: a watch is worth nothing once late.
+pub fn screen_watch(agent_id: &str) -> String {
+    format!("pf.watch.{agent_id}")
+}
+
+/// Frames of one phone's screen (`ScreenFrame`), core NATS, published by its agent while a
+/// watch is alive. Never stored.
+pub fn screen(agent_id: &str, phone_id: &str) -> String {
+    format!("pf.screen.{agent_id}.{phone_id}")
+}
+
 pub const WORK_STREAM: &str = "PF_WORK";
 pub const WORK_SUBJECTS: &str = "pf.work.*";
 pub const CTL_STREAM: &str = "PF_CTL";

@@ -1,6 +1,11 @@
 //! The runner: admits work orders (journal the order, journal and publish `Accepted`), runs at
 //! most one order per phone, and routes cancels to the run they name.
 //!
+//! An operator's action on a phone (reboot, locate: `crate::phoneops`) first *holds* the phone
+//! ([`RunnerHandle::hold`]): refused while a run executes on it, and while held no order starts
+//! on it (orders are handed back as [`Admission::Held`]). The runner's actor decides both, so a
+//! run and an action never overlap on one phone.
+//!
 //! [`RunnerHandle`] is the cloneable handle to the runner actor. Each admitted order runs in
 //! its own task ([`run`]): the flow from `phonefarm-flows` over a [`device::PhoneDevice`],
 //! milestones and heartbeats as [`phonefarm_shared::AgentEvent`]s, evidence on failure
@@ -73,6 +78,40 @@ pub enum Admission {
     Duplicate(Stored),
     /// The phone is running another order: try again later.
     Busy { running: Uuid },
+    /// An operator's action holds the phone (`reboot`, `locate`): try again later.
+    Held { by: &'static str },
+}
+
+/// Why a phone could not be held for an operator's action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldRefused {
+    #[error("a run is executing on the phone (queue item {0})")]
+    Running(Uuid),
+    #[error("the phone is busy with a {0}")]
+    Held(&'static str),
+    #[error("the runner has stopped")]
+    Stopped,
+}
+
+/// A phone held for an operator's action; released when dropped.
+#[derive(Debug)]
+pub struct PhoneHold {
+    phone_id: String,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for PhoneHold {
+    fn drop(&mut self) {
+        let cmd = Command::Release {
+            phone_id: std::mem::take(&mut self.phone_id),
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
 }
 
 /// Everything a run needs, shared by all runs.
@@ -108,6 +147,14 @@ enum Command {
         queue_item_id: Uuid,
         attempt: u32,
     },
+    Hold {
+        phone_id: String,
+        by: &'static str,
+        reply: oneshot::Sender<Result<(), HoldRefused>>,
+    },
+    Release {
+        phone_id: String,
+    },
 }
 
 struct Active {
@@ -129,6 +176,7 @@ impl RunnerHandle {
         let actor = Actor {
             deps: Arc::new(deps),
             active: HashMap::new(),
+            held: HashMap::new(),
             early_cancels: VecDeque::new(),
             rx,
             tx: tx.downgrade(),
@@ -162,6 +210,25 @@ impl RunnerHandle {
             .await;
         sent.is_ok() && rx.await.unwrap_or(false)
     }
+
+    /// Holds `phone_id` for an operator's action `by` (`reboot`, `locate`) until the returned
+    /// guard is dropped; refused while a run executes on it or another action holds it.
+    pub async fn hold(&self, phone_id: &str, by: &'static str) -> Result<PhoneHold, HoldRefused> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Hold {
+                phone_id: phone_id.to_string(),
+                by,
+                reply,
+            })
+            .await
+            .map_err(|_| HoldRefused::Stopped)?;
+        rx.await.map_err(|_| HoldRefused::Stopped)??;
+        Ok(PhoneHold {
+            phone_id: phone_id.to_string(),
+            tx: self.tx.clone(),
+        })
+    }
 }
 
 /// Finishes every order a previous agent process left unfinished (its run died with it):
@@ -191,6 +258,8 @@ const EARLY_CANCELS: usize = 1024;
 struct Actor {
     deps: Arc<RunnerDeps>,
     active: HashMap<String, Active>,
+    /// Phones held for an operator's action, and by which.
+    held: HashMap<String, &'static str>,
     early_cancels: VecDeque<(Uuid, u32)>,
     rx: mpsc::Receiver<Command>,
     tx: mpsc::WeakSender<Command>,
@@ -272,6 +341,24 @@ impl Actor {
                         self.deps.fleet.set_running(&phone_id, None).await;
                     }
                 }
+                Command::Hold {
+                    phone_id,
+                    by,
+                    reply,
+                } => {
+                    let r = if let Some(a) = self.active.get(&phone_id) {
+                        Err(HoldRefused::Running(a.queue_item_id))
+                    } else if let Some(other) = self.held.get(&phone_id) {
+                        Err(HoldRefused::Held(other))
+                    } else {
+                        self.held.insert(phone_id, by);
+                        Ok(())
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::Release { phone_id } => {
+                    self.held.remove(&phone_id);
+                }
             }
         }
         // Runs end with the agent: their orders stay unfinished in the journal and are
@@ -298,6 +385,10 @@ impl Actor {
             let key = (order.queue_item_id, order.attempt);
             let cancelled_early = self.early_cancels.contains(&key);
             if !cancelled_early {
+                if let Some(by) = self.held.get(&order.phone_id) {
+                    let _ = reply.send(Ok(Admission::Held { by }));
+                    continue;
+                }
                 let running = self
                     .active
                     .get(&order.phone_id)

@@ -57,19 +57,23 @@ impl Entry {
         self.detail = detail;
         self
     }
+
+    /// The row to insert, stamped now (for a caller that writes it in its own transaction).
+    pub fn row(&self) -> db::audit_log::New<'_> {
+        db::audit_log::New {
+            at: now_ms(),
+            actor: &self.actor,
+            action: &self.action,
+            target: self.target.as_deref(),
+            address: self.address.as_deref(),
+            via: self.via,
+            detail: &self.detail,
+        }
+    }
 }
 
 pub async fn record(db: &PgPool, e: Entry) -> Result<(), sqlx::Error> {
-    let row = db::audit_log::New {
-        at: now_ms(),
-        actor: &e.actor,
-        action: &e.action,
-        target: e.target.as_deref(),
-        address: e.address.as_deref(),
-        via: e.via,
-        detail: &e.detail,
-    };
-    db::audit_log::insert(db, &row).await
+    db::audit_log::insert(db, &e.row()).await
 }
 
 /// One recorded action.

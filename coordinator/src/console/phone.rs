@@ -1,5 +1,8 @@
 //! `/ui/phones/{id}`: health now and over 24 h, the current run with its live step, the last
-//! runs and their evidence; actions: enable/disable, attended on/off, label.
+//! runs and their evidence; actions: enable/disable, attended on/off, label, and reboot and
+//! locate, which the phone's agent carries out (`lifecycle::fleet::phone_action`: a `Control`
+//! order through the outbox, written with its audit entry; refused here while a run executes
+//! or the phone is offline, and again by the agent if a run started meanwhile).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -16,6 +19,10 @@ use crate::db::console_views::{self as queries, HealthSample};
 use crate::domain::time::now_ms;
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::lifecycle::fleet::{ActionRefused, PhoneAction, phone_action};
+
+/// How long locate shows its colour.
+pub const LOCATE_SECONDS: u32 = 60;
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(vec![format!("phone_not_found:{id}")])
@@ -161,6 +168,7 @@ fn actions(who: &Signed, id: &str) -> Markup {
         section.actions {
             (post("enable", "Enable")) (post("disable", "Disable"))
             (post("attend", "Attended on")) (post("unattend", "Attended off"))
+            (post("reboot", "Reboot")) (post("locate", "Locate"))
             form.inline method="post" action={ "/ui/phones/" (id) "/label" } {
                 (who.csrf_field())
                 input type="text" name="label" maxlength="100" placeholder="label";
@@ -202,7 +210,8 @@ pub struct ActionForm {
     label: Option<String>,
 }
 
-/// `POST /ui/phones/{phone_id}/{action}`: `enable`, `disable`, `attend`, `unattend`, `label`.
+/// `POST /ui/phones/{phone_id}/{action}`: `enable`, `disable`, `attend`, `unattend`, `label`,
+/// `reboot`, `locate`.
 pub async fn act(
     State(st): State<AppState>,
     who: Signed,
@@ -212,6 +221,16 @@ pub async fn act(
 ) -> Response {
     if let Some(r) = who.csrf_refusal(&headers, form.csrf.as_deref()) {
         return r;
+    }
+    match action.as_str() {
+        "reboot" => return order(&st, &who, &id, PhoneAction::Reboot).await,
+        "locate" => {
+            let locate = PhoneAction::Locate {
+                for_seconds: LOCATE_SECONDS,
+            };
+            return order(&st, &who, &id, locate).await;
+        }
+        _ => {}
     }
     let label = form.label.as_deref().map(str::trim);
     let (label, attended, enabled) = match action.as_str() {
@@ -262,4 +281,46 @@ pub async fn act(
         return super::error_page(Some(&who), e.into());
     }
     see_other(&format!("/ui/phones/{id}"))
+}
+
+/// Orders a reboot or locate from the phone's agent, audited in the same transaction.
+async fn order(st: &AppState, who: &Signed, id: &str, action: PhoneAction) -> Response {
+    let what = action.as_str();
+    let detail = match action {
+        PhoneAction::Reboot => json!({}),
+        PhoneAction::Locate { for_seconds } => json!({"for_seconds": for_seconds}),
+    };
+    let entry = audit::Entry::console(
+        &who.key_name,
+        &format!("phone.{what}"),
+        Some(id.to_string()),
+        who.address.clone(),
+    )
+    .with(detail);
+    let refused = match phone_action(&st.db, id, action, &entry.row()).await {
+        Ok(Ok(_)) => {
+            if let Some(bus) = &st.bus {
+                bus.wakers.relay.notify_one();
+            }
+            return see_other(&format!("/ui/phones/{id}"));
+        }
+        Ok(Err(r)) => r,
+        Err(e) => return super::error_page(Some(who), e.into()),
+    };
+    let why = match refused {
+        ActionRefused::NotFound => return super::error_page(Some(who), not_found(id)),
+        ActionRefused::Offline => "the phone is offline (or its agent is): nothing was sent".into(),
+        ActionRefused::Busy(q) => format!(
+            "a run is executing on the phone (queue item {q}): cancel it or wait until it ends"
+        ),
+    };
+    page_with(
+        StatusCode::CONFLICT,
+        &format!("Not sent: {what}"),
+        Some(who),
+        html! {
+            p.error data-refused=(what) { "The phone was not sent the " (what) ": " (why) "." }
+            p { a href={ "/ui/phones/" (id) } { "Back to the phone" } }
+        },
+    )
 }

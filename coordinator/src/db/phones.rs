@@ -80,6 +80,20 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, id: &str) -> Result<Option<PhoneRo
         .await
 }
 
+/// The phone, its row locked for an operator's action (`lifecycle::fleet::phone_action`).
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<PhoneRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        phone_select!(),
+        " WHERE p.phone_id = $1 FOR UPDATE OF p"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// One phone of an inventory report, in column form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reported {

@@ -97,6 +97,11 @@ pub enum Action {
         shown: ScreenKind,
     },
     Screenshot,
+    /// The image viewer opened a file (see [`crate::Viewed`]).
+    ImageViewed {
+        path: String,
+        colour: Option<[u8; 3]>,
+    },
     Rebooted,
     /// An injected fault happened.
     FaultFired {

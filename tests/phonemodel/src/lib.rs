@@ -183,6 +183,18 @@ pub struct Phone {
     pub(crate) faults: faults::FaultState,
     /// The keyguard is up (shown whenever the screen is on).
     pub(crate) locked: bool,
+    /// The image last opened in the viewer (shown while the viewer is in the foreground).
+    pub(crate) viewing: Option<Viewed>,
+}
+
+/// An image the system viewer shows full screen (`am start -a android.intent.action.VIEW -d
+/// file://…`), as the console's locate action opens it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Viewed {
+    pub path: String,
+    /// The colour of its first pixel when it is an 8-bit RGB PNG the model can read (stored
+    /// deflate blocks, as the agent writes it); None for anything else or a missing file.
+    pub colour: Option<[u8; 3]>,
 }
 
 impl Default for Phone {
@@ -228,6 +240,7 @@ impl Phone {
             settings: default_settings(),
             reboot_requested: false,
             boot_polls_left: 0,
+            viewing: None,
         }
     }
 
@@ -264,6 +277,14 @@ impl Phone {
         } else {
             self.screen_off();
         }
+    }
+
+    /// The image the viewer shows now: Some only while it is on screen (screen on, unlocked,
+    /// the viewer in the foreground).
+    pub fn viewing(&self) -> Option<&Viewed> {
+        (self.screen() == ScreenKind::ImageViewer)
+            .then_some(self.viewing.as_ref())
+            .flatten()
     }
 
     /// Whether the keyguard is up.

@@ -117,9 +117,93 @@ pub(crate) fn black_png(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// `png` with a `tEXt` chunk (`keyword`, `text`) inserted before `IEND`.
+pub(crate) fn with_text(mut png: Vec<u8>, keyword: &str, text: &str) -> Vec<u8> {
+    let iend = png.split_off(png.len().saturating_sub(12));
+    let mut data = keyword.as_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(text.as_bytes());
+    chunk(&mut png, b"tEXt", &data);
+    png.extend_from_slice(&iend);
+    png
+}
+
+/// The first pixel of an 8-bit RGB PNG whose image data starts with a stored (uncompressed)
+/// deflate block; None for any other PNG or anything else.
+pub(crate) fn first_rgb(bytes: &[u8]) -> Option<[u8; 3]> {
+    let mut rest = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?;
+    let mut rgb8 = false;
+    while rest.len() >= 12 {
+        let len = u32::from_be_bytes(rest[..4].try_into().ok()?) as usize;
+        let kind = &rest[4..8];
+        let data = rest.get(8..8 + len)?;
+        match kind {
+            b"IHDR" => rgb8 = data.get(8..10) == Some(&[8, 2]),
+            b"IDAT" if rgb8 => {
+                // zlib header (2 bytes), block header (BTYPE 00: the rest of its byte), LEN,
+                // NLEN, then the raw rows: a filter byte (0: none) and the pixels.
+                let block = data.get(2..)?;
+                if block.first()? & 0b110 != 0 {
+                    return None;
+                }
+                let raw = block.get(5..)?;
+                return match raw {
+                    [0, r, g, b, ..] => Some([*r, *g, *b]),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+        rest = rest.get(12 + len..)?;
+    }
+    None
+}
+
+/// An 8-bit RGB PNG of one colour in stored deflate blocks (what the agent's locate writes),
+/// for tests.
+#[cfg(test)]
+pub(crate) fn solid_rgb_stored(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let row: Vec<u8> = std::iter::once(0)
+        .chain(rgb.iter().copied().cycle().take(width as usize * 3))
+        .collect();
+    let raw = row.repeat(height as usize);
+    assert!(raw.len() <= 65_535, "one stored block");
+    let mut z = vec![0x78, 0x01, 0x01];
+    z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+    z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + u32::from(x)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_pixel_of_a_stored_rgb_png_and_text_chunks() {
+        let png = solid_rgb_stored(9, 20, [255, 0, 255]);
+        assert_eq!(first_rgb(&png), Some([255, 0, 255]));
+        assert_eq!(first_rgb(&black_png(4, 4)), None, "grayscale, compressed");
+        assert_eq!(first_rgb(b"not a png"), None);
+        assert_eq!(first_rgb(&png[..png.len() / 2]), None, "truncated");
+        let t = with_text(black_png(4, 4), "Description", "screen=Feed");
+        assert_eq!(&t[t.len() - 8..t.len() - 4], b"IEND");
+        let at = t.windows(4).position(|w| w == b"tEXt").unwrap();
+        assert_eq!(&t[at + 4..at + 4 + 23], b"Description\0screen=Feed");
+    }
 
     #[test]
     fn crc_matches_the_png_reference() {

@@ -32,6 +32,8 @@ pub const APP_LAUNCH_ACTIVITY: &str = "com.ss.android.ugc.aweme.splash.SplashAct
 pub(crate) const APP_MAIN_ACTIVITY: &str = "com.ss.android.ugc.aweme.main.MainActivity";
 pub(crate) const LAUNCHER_PACKAGE: &str = "com.google.android.apps.nexuslauncher";
 pub(crate) const PLAY_STORE_PACKAGE: &str = "com.android.vending";
+/// The system image viewer (Google Photos on a stock phone).
+pub(crate) const VIEWER_PACKAGE: &str = "com.google.android.apps.photos";
 pub(crate) const PERMISSION_PACKAGE: &str = "com.google.android.permissioncontroller";
 
 /// The size screens are laid out in (SCREENS.md's coordinates); a phone with another display

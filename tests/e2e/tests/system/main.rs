@@ -9,9 +9,11 @@
 //! - `faults`: the agent process killed, a NATS outage, a coordinator restart, two replicas,
 //!   a phone dropping off mid-run.
 //! - `hostile`: a phone low on battery gets no work until it is charged.
+//! - `phoneops`: the console's reboot and locate reach the simulated phone; refused during a run.
 
 mod cancel;
 mod capabilities;
 mod faults;
 mod harness;
 mod hostile;
+mod phoneops;

@@ -274,7 +274,9 @@ impl Phone {
         }
         match self.screen() {
             ScreenKind::ScreenOff | ScreenKind::Launcher => {}
-            ScreenKind::PlayStore => self.app.foreground = Foreground::Launcher,
+            ScreenKind::PlayStore | ScreenKind::ImageViewer => {
+                self.app.foreground = Foreground::Launcher;
+            }
             ScreenKind::PermissionDialog => self.apply(Tap::PermissionDeny),
             ScreenKind::UpdatePrompt => self.apply(Tap::UpdateDismiss),
             ScreenKind::LoggedOut

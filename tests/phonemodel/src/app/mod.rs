@@ -163,6 +163,8 @@ pub enum ScreenKind {
     LowBattery,
     /// The lock screen (swipe up to unlock).
     Keyguard,
+    /// The system's image viewer, full screen (the console's locate colour).
+    ImageViewer,
 }
 
 /// A text field that can hold focus.
@@ -294,6 +296,9 @@ pub(crate) enum Foreground {
     Launcher,
     App,
     PlayStore,
+    /// An image opened with `am start -a android.intent.action.VIEW -d file://…` (the
+    /// console's locate screen): [`crate::Phone::viewing`].
+    Viewer,
 }
 
 /// Why the permission dialog is up.
@@ -438,6 +443,7 @@ impl Phone {
         match self.app.foreground {
             Foreground::Launcher => return ScreenKind::Launcher,
             Foreground::PlayStore => return ScreenKind::PlayStore,
+            Foreground::Viewer => return ScreenKind::ImageViewer,
             Foreground::App if !self.app.running || !self.config.app_installed => {
                 return ScreenKind::Launcher;
             }

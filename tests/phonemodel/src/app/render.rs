@@ -10,7 +10,7 @@ use crate::catalogue::{SUGGESTIONS, Video, short_count};
 use crate::media::duration_text;
 use crate::ui::{
     APP_PACKAGE, BUTTON, EDIT, FRAME, IMAGE, LAUNCHER_PACKAGE, LINEAR, Node, PAGER,
-    PLAY_STORE_PACKAGE, RECYCLER, Rect, SCREEN_HEIGHT, SEEKBAR, TEXT, Window,
+    PLAY_STORE_PACKAGE, RECYCLER, Rect, SCREEN_HEIGHT, SEEKBAR, TEXT, VIEWER_PACKAGE, Window,
 };
 
 impl Phone {
@@ -28,6 +28,17 @@ impl Phone {
                 };
             }
             ScreenKind::PermissionDialog => return permission_window(self.app.permission_kind),
+            ScreenKind::ImageViewer => {
+                let name = self
+                    .viewing
+                    .as_ref()
+                    .map_or("", |v| v.path.rsplit('/').next().unwrap_or(v.path.as_str()));
+                return Window {
+                    package: VIEWER_PACKAGE,
+                    root: Node::new(FRAME, full())
+                        .child(Node::new(IMAGE, full()).desc(name.to_string())),
+                };
+            }
             _ => {}
         }
         if let Some(w) = self.system_window(kind) {

@@ -2,10 +2,11 @@
 
 use super::{DEFAULT_DUMP_PATH, err, out, status};
 use crate::actions::Action;
+use crate::app::Foreground;
 use crate::faults::Cost;
 use crate::fs::S_IFREG;
 use crate::ui::{SCREEN_HEIGHT, SCREEN_WIDTH};
-use crate::{Phone, ShellOutput, png};
+use crate::{Phone, ScreenKind, ShellOutput, Viewed, png};
 
 /// Android's `input text` escaping: `%s` is a space.
 fn input_text_unescape(s: &str) -> String {
@@ -220,11 +221,39 @@ impl Phone {
         }
     }
 
+    /// The system viewer opens `path` full screen (what `am start -a
+    /// android.intent.action.VIEW -d file://<path>` does); a missing or unreadable file shows
+    /// the viewer with no colour, as a real one shows its "can't load" page.
+    pub(crate) fn view_image(&mut self, path: &str) -> ShellOutput {
+        self.charge(Cost::Launch);
+        let colour = self.fs.read(path).ok().and_then(png::first_rgb);
+        let viewed = Viewed {
+            path: path.to_string(),
+            colour,
+        };
+        self.actions.push(Action::ImageViewed {
+            path: viewed.path.clone(),
+            colour,
+        });
+        self.viewing = Some(viewed);
+        self.app.foreground = Foreground::Viewer;
+        out(format!(
+            "Starting: Intent {{ act=android.intent.action.VIEW dat=file://{path} }}\n"
+        ))
+    }
+
+    /// `screencap`: a black PNG of the display's size whose `tEXt` chunk names what is on
+    /// screen (the screen, the video playing, the viewer's colour), so captures of different
+    /// screens differ as real ones do and captures of one screen are byte-identical.
     pub(super) fn cmd_screencap(&mut self, args: &[&str]) -> ShellOutput {
         self.charge(Cost::Screencap);
         let file = args.iter().copied().find(|a| !a.starts_with('-'));
         let screen = self.config.screen;
-        let png = png::black_png(screen.width as u32, screen.height as u32);
+        let png = png::with_text(
+            png::black_png(screen.width as u32, screen.height as u32),
+            "Description",
+            &self.screen_description(),
+        );
         self.actions.push(Action::Screenshot);
         match file {
             None => out(png),
@@ -237,5 +266,27 @@ impl Phone {
                 }
             }
         }
+    }
+}
+
+impl Phone {
+    /// What a screenshot shows, as text: `screen=Feed video=v-12`, `screen=ImageViewer
+    /// colour=ff00ff`.
+    fn screen_description(&self) -> String {
+        let kind = self.screen();
+        let mut s = format!("screen={kind:?}");
+        if let (ScreenKind::Feed | ScreenKind::Player | ScreenKind::CommentSheet, Some(v)) =
+            (kind, self.current_video())
+        {
+            s.push_str(&format!(" video={}", v.id));
+        }
+        if let Some(Viewed {
+            colour: Some([r, g, b]),
+            ..
+        }) = self.viewing()
+        {
+            s.push_str(&format!(" colour={r:02x}{g:02x}{b:02x}"));
+        }
+        s
     }
 }

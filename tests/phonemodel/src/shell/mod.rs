@@ -10,7 +10,8 @@
 //! `settings`, `pm` (`list packages`, `path`, `grant`, `revoke`, `clear`), `am` (`start`,
 //! `force-stop`, `broadcast`), `content query` (the media store's videos), `monkey`, `input`
 //! (`tap`, `swipe`, `draganddrop`, `text`,
-//! `keyevent`, `press`), `uiautomator dump`, `screencap`, `wm` (`size`, `density`), `reboot`,
+//! `keyevent`, `press`), `uiautomator dump`, `screencap`, `wm` (`size`, `density`,
+//! `dismiss-keyguard`), `reboot`,
 //! `sh`, `id`, `whoami`, `date`, `sleep` (returns at once), `pidof`. Anything else:
 //! `/system/bin/sh: X: inaccessible or not found`, exit 127.
 
@@ -295,7 +296,15 @@ impl Phone {
                     "Physical density: {}\n",
                     self.config.screen.density
                 )),
-                _ => err("usage: wm [size|density]\n", 1),
+                // No PIN on farm phones: the keyguard goes (while the screen is on).
+                Some(&"dismiss-keyguard") => {
+                    if self.locked && self.screen_on {
+                        self.locked = false;
+                        self.actions.push(crate::Action::Unlocked);
+                    }
+                    status(0)
+                }
+                _ => err("usage: wm [size|density|dismiss-keyguard]\n", 1),
             },
             "reboot" => {
                 self.power_cycle();

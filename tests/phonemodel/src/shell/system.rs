@@ -134,6 +134,7 @@ impl Phone {
                 "com.google.android.apps.nexuslauncher/.NexusLauncherActivity".into()
             }
             ScreenKind::PlayStore => "com.android.vending/com.google.android.finsky.activities.MainActivity".into(),
+            ScreenKind::ImageViewer => "com.google.android.apps.photos/.pager.HostPhotoPagerActivity".into(),
             ScreenKind::PermissionDialog => {
                 "com.google.android.permissioncontroller/com.android.permissioncontroller.permission.ui.GrantPermissionsActivity".into()
             }
@@ -343,13 +344,16 @@ impl Phone {
                 let mut component = None;
                 let mut stop_first = false;
                 let mut wait = false;
+                let (mut action, mut data) = (None, None);
                 let mut iter = args[1..].iter();
                 while let Some(a) = iter.next() {
                     match *a {
                         "-n" => component = iter.next().copied(),
                         "-S" => stop_first = true,
                         "-W" => wait = true,
-                        "-a" | "-c" | "-d" | "-t" | "-f" | "--user" | "-p" => {
+                        "-a" => action = iter.next().copied(),
+                        "-d" => data = iter.next().copied(),
+                        "-c" | "-t" | "-f" | "--user" | "-p" => {
                             iter.next();
                         }
                         "--es" | "--ei" | "--ez" => {
@@ -359,6 +363,12 @@ impl Phone {
                         a if !a.starts_with('-') && a.contains('/') => component = Some(a),
                         _ => {}
                     }
+                }
+                if component.is_none()
+                    && action == Some("android.intent.action.VIEW")
+                    && let Some(path) = data.and_then(|d| d.strip_prefix("file://"))
+                {
+                    return self.view_image(path);
                 }
                 let Some(component) = component else {
                     return err("Error: Activity not started, unable to resolve Intent\n", 1);

@@ -340,3 +340,40 @@ fn input_text_beyond_ascii_types_nothing_and_fails_as_on_stock_android() {
         "Search videos"
     );
 }
+
+/// The console's locate: wake, dismiss the keyguard, open a solid-colour PNG in the viewer;
+/// the viewer shows its colour, screenshots say so, HOME leaves it.
+#[test]
+fn locate_wakes_the_phone_and_the_viewer_shows_the_colour() {
+    let mut p = launched(UiVariant::A);
+    p.config_mut().behaviour.lock_screen = true;
+    p.set_screen_on(false);
+    assert!(p.locked());
+    let png = crate::png::solid_rgb_stored(9, 20, [255, 0, 255]);
+    p.write("/sdcard/Download/pf-locate.png", png, 0o100660, 0)
+        .unwrap();
+    sh(
+        &mut p,
+        "input keyevent KEYCODE_WAKEUP && wm dismiss-keyguard",
+    );
+    assert!(p.screen_on() && !p.locked());
+    sh(
+        &mut p,
+        "am start -a android.intent.action.VIEW -d file:///sdcard/Download/pf-locate.png -t image/png",
+    );
+    assert_eq!(p.screen(), ScreenKind::ImageViewer);
+    let v = p.viewing().expect("the viewer is up");
+    assert_eq!(v.colour, Some([255, 0, 255]));
+    assert!(p.actions().contains(&Action::ImageViewed {
+        path: "/sdcard/Download/pf-locate.png".into(),
+        colour: Some([255, 0, 255]),
+    }));
+    let shot = p.shell("screencap -p").stdout;
+    let text = String::from_utf8_lossy(&shot);
+    assert!(text.contains("screen=ImageViewer colour=ff00ff"), "{text}");
+    sh(&mut p, "input keyevent KEYCODE_HOME");
+    assert_eq!(p.screen(), ScreenKind::Launcher);
+    assert!(p.viewing().is_none());
+    let home = p.shell("screencap -p").stdout;
+    assert_ne!(shot, home, "different screens, different captures");
+}

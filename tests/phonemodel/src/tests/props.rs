@@ -240,6 +240,7 @@ proptest! {
                     nodes.iter().any(|n| n.get("resource-id") == "android:id/alertTitle")
                 }
                 ScreenKind::Keyguard => nodes.iter().all(|n| n.get("package") == "com.android.systemui"),
+                ScreenKind::ImageViewer => nodes.iter().all(|n| n.get("package") == "com.google.android.apps.photos"),
                 ScreenKind::ScreenOff => false,
             };
             prop_assert!(ok, "{:?} not shown by its dump after `{}`", kind, cmd);

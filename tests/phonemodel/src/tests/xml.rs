@@ -81,6 +81,12 @@ fn reach(variant: UiVariant, kind: ScreenKind) -> Phone {
         ScreenKind::VerificationRequired => {
             p.config_mut().account = AccountState::VerificationRequired
         }
+        ScreenKind::ImageViewer => {
+            sh(
+                &mut p,
+                "am start -a android.intent.action.VIEW -d file:///sdcard/x.png -t image/png",
+            );
+        }
     }
     p
 }
@@ -124,11 +130,12 @@ fn signature(kind: ScreenKind) -> &'static [&'static str] {
         | ScreenKind::NotResponding
         | ScreenKind::KeepsStopping
         | ScreenKind::LowBattery
-        | ScreenKind::Keyguard => &[],
+        | ScreenKind::Keyguard
+        | ScreenKind::ImageViewer => &[],
     }
 }
 
-const ALL: [ScreenKind; 25] = [
+const ALL: [ScreenKind; 26] = [
     ScreenKind::Launcher,
     ScreenKind::PlayStore,
     ScreenKind::Feed,
@@ -154,6 +161,7 @@ const ALL: [ScreenKind; 25] = [
     ScreenKind::KeepsStopping,
     ScreenKind::LowBattery,
     ScreenKind::Keyguard,
+    ScreenKind::ImageViewer,
 ];
 
 /// Signatures must not match any other screen, or flows could not tell screens apart.
@@ -209,6 +217,7 @@ fn every_screen_is_well_formed_and_has_its_signature() {
                     | ScreenKind::KeepsStopping
                     | ScreenKind::LowBattery
                     | ScreenKind::Keyguard
+                    | ScreenKind::ImageViewer
             );
             assert_eq!(app, !system, "{kind:?} package");
         }

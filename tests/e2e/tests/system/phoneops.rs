@@ -1,0 +1,282 @@
+//! The console's phone actions, end to end: a signed-in operator's reboot and locate go
+//! coordinator → outbox → JetStream `PF_CTL` → the agent → ADB → the simulated phone, which
+//! records them; refused while a run executes (by the coordinator, and by the agent for an order
+//! that reaches it anyway); audited; refused without the CSRF token or a session.
+
+use std::time::Duration;
+
+use phonefarm_coordinator::{auth, db};
+use phonefarm_phonemodel::Action;
+use phonefarm_shared::{Control, subjects};
+use phonefarm_testkit::wait_until;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::harness::{AGENT_ID, Options, System, warmup};
+
+/// A signed-in console session (cookie and CSRF token), without following redirects.
+pub struct Console {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    pub csrf: String,
+}
+
+impl Console {
+    pub async fn sign_in(sys: &System) -> Console {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let base = sys.coordinators[0].base.clone();
+        let r = http
+            .post(format!("{base}/ui/sign-in"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!("key={}", sys.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let set = r.headers()[SET_COOKIE].to_str().unwrap();
+        let cookie = set.split(';').next().unwrap().to_string();
+        let mut c = Console {
+            http,
+            base,
+            cookie,
+            csrf: String::new(),
+        };
+        let page = c.get("/ui/fleet").await.1;
+        let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        c.csrf = page[at..].split('"').next().unwrap().to_string();
+        c
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// Posts a form; `csrf` false leaves the token out.
+    pub async fn post(&self, path: &str, csrf: bool) -> reqwest::Response {
+        let body = if csrf {
+            format!("csrf={}", self.csrf)
+        } else {
+            String::new()
+        };
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The audit entries with this action, newest first.
+async fn audited(sys: &System, action: &str) -> Vec<Value> {
+    let log = sys.get("/audit").await;
+    log["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["action"] == action)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn reboots(sys: &System) -> usize {
+    sys.sims[0]
+        .actions()
+        .iter()
+        .filter(|a| matches!(a, Action::Rebooted))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_reboot_reaches_the_phone_which_comes_back_and_is_audited() {
+    let sys = System::start(Options::phones(1)).await;
+    let console = Console::sign_in(&sys).await;
+
+    // Without the CSRF token, or with only an API key (no session), nothing is sent.
+    let r = console.post("/ui/phones/SIM0001/reboot", false).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let pool = db::connect(sys.db_url()).await.unwrap();
+    let integrator = auth::generate_key();
+    db::api_keys::insert(
+        &pool,
+        "upstream",
+        &auth::hash_key(&integrator),
+        "pf_",
+        "integrator",
+        None,
+    )
+    .await
+    .unwrap();
+    for key in [&integrator, &sys.key] {
+        let r = console
+            .http
+            .post(format!("{}/ui/phones/SIM0001/reboot", console.base))
+            .bearer_auth(key)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!("csrf={}", console.csrf))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            r.headers()[LOCATION],
+            "/ui/sign-in",
+            "a bearer key is no session"
+        );
+    }
+    assert!(audited(&sys, "phone.reboot").await.is_empty());
+
+    let r = console.post("/ui/phones/SIM0001/reboot", true).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/phones/SIM0001");
+    wait_until(
+        "the simulated phone rebooted",
+        Duration::from_secs(30),
+        || async { reboots(&sys) == 1 },
+    )
+    .await;
+    // The phone went away with the reboot; the fleet reconnects it and reports it online.
+    sys.wait_phones_online().await;
+    let page = console.get("/ui/phones/SIM0001").await.1;
+    assert!(page.contains("data-phone-state=\"online\""), "{page}");
+
+    let entries = audited(&sys, "phone.reboot").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["target"], "SIM0001");
+    assert_eq!(entries[0]["via"], "console");
+    assert_eq!(entries[0]["actor"], "e2e");
+    assert_eq!(reboots(&sys), 1, "one order, one reboot");
+
+    // Work still runs on it afterwards (the agent's hold ended once it was back).
+    let id = sys
+        .enqueue(warmup(
+            &sys,
+            "after-reboot",
+            "acc-1",
+            json!({"keywords": ["cats"], "videos_per_keyword": 1, "watch_seconds": {"min": 1, "max": 1}}),
+        ))
+        .await;
+    sys.wait_status(&id, "completed", Duration::from_secs(90))
+        .await;
+}
+
+/// Long enough that only a cancel ends it.
+fn long() -> Value {
+    json!({"keywords": ["travel", "food"], "videos_per_keyword": 5, "watch_seconds": {"min": 20, "max": 30}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_and_locate_are_refused_while_a_run_executes() {
+    let sys = System::start(Options::phones(1)).await;
+    let console = Console::sign_in(&sys).await;
+    let id = sys.enqueue(warmup(&sys, "busy", "acc-1", long())).await;
+    sys.wait_status(&id, "executing", Duration::from_secs(90))
+        .await;
+    let item = sys.item_of(&id).await;
+    sys.wait_watching(&item).await;
+
+    // The coordinator refuses, says why, and sends nothing.
+    for action in ["reboot", "locate"] {
+        let r = console
+            .post(&format!("/ui/phones/SIM0001/{action}"), true)
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "{action}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("a run is executing on the phone") && page.contains(&item),
+            "{page}"
+        );
+        assert!(audited(&sys, &format!("phone.{action}")).await.is_empty());
+    }
+
+    // An order that reaches the agent anyway (a run started after the coordinator's check) is
+    // refused there: acked, and the phone is not rebooted.
+    let nats = async_nats::connect(sys.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let order = Control::Reboot {
+        phone_id: "SIM0001".into(),
+        request_id: uuid::Uuid::new_v4(),
+    };
+    let ack = js
+        .publish(
+            subjects::control(AGENT_ID),
+            phonefarm_shared::encode(&order).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(subjects::agent_consumer(AGENT_ID), subjects::CTL_STREAM)
+        .await
+        .unwrap();
+    wait_until(
+        "the agent acked the reboot order",
+        Duration::from_secs(30),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.unwrap();
+                info.ack_floor.stream_sequence >= ack.sequence
+            }
+        },
+    )
+    .await;
+    assert_eq!(reboots(&sys), 0, "refused while the run executes");
+    let item_now = sys.item(&item).await;
+    assert_eq!(item_now["state"], "EXECUTING", "{item_now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_locate_wakes_the_phone_and_shows_the_colour() {
+    let sys = System::start(Options::phones(1)).await;
+    let console = Console::sign_in(&sys).await;
+    {
+        let mut phone = sys.sims[0].phone.lock().unwrap();
+        phone.config_mut().behaviour.lock_screen = true;
+        phone.set_screen_on(false);
+    }
+    let r = console.post("/ui/phones/SIM0001/locate", true).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    wait_until(
+        "the locate colour on the phone's screen",
+        Duration::from_secs(30),
+        || async {
+            let phone = sys.sims[0].phone.lock().unwrap();
+            phone
+                .viewing()
+                .is_some_and(|v| v.colour == Some([255, 0, 255]))
+        },
+    )
+    .await;
+    {
+        let phone = sys.sims[0].phone.lock().unwrap();
+        assert!(phone.screen_on() && !phone.locked());
+        assert!(
+            phone.actions().contains(&Action::Key { code: 224 }),
+            "woken with KEYCODE_WAKEUP"
+        );
+    }
+    let entries = audited(&sys, "phone.locate").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["target"], "SIM0001");
+    assert_eq!(entries[0]["detail"]["for_seconds"], 60);
+}
