@@ -1,187 +1,18 @@
-//! The console in a real browser: Debian's chromium driven by chromium-driver over the W3C
-//! WebDriver protocol (plain HTTP with reqwest), against a real coordinator and Postgres. Signs
-//! in, sees a phone go offline live (no reload), disables it from its page, and checks that the
-//! browser logged no error (a CSP violation would be one). Screenshots are saved under
-//! `<target dir>/console-screenshots/`.
+//! The console in a real browser (testkit's `webdriver`: Debian's chromium over WebDriver),
+//! against a real coordinator and Postgres with no agent: signs in, sees a phone go offline live
+//! (no reload), disables it from its page, and checks that the browser logged no error and no
+//! request failed (a CSP violation would be one). The whole-system scenarios, with a real agent
+//! and simulated phones, are in `tests/e2e/tests/system/console.rs`. Screenshots are saved
+//! under `<target dir>/console-screenshots/` (or `$PF_ARTIFACTS`).
 //!
-//! Skipped, saying so, when `/usr/bin/chromedriver` is missing; `deploy/local/test` installs it.
+//! Skipped, loudly, when chromium or chromium-driver is missing, unless `PF_REQUIRE_BROWSER=1`
+//! (`deploy/local/test` sets it and installs them): then it fails.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
 use phonefarm_testkit::coordinator::app::{TestApp, spawn_app};
-use phonefarm_testkit::{eventually, free_port, wait_for, wait_until};
-use serde_json::{Value, json};
-
-const DRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Driver {
-    child: Child,
-    http: reqwest::Client,
-    session: String,
-    base: String,
-}
-
-impl Drop for Driver {
-    /// Ends chromedriver and the browser it started (its process group), also after a panic.
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        let port = free_port();
-        let child = Command::new(DRIVER)
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut d = Driver {
-            child,
-            http,
-            session: String::new(),
-            base,
-        };
-        let (http, status) = (d.http.clone(), format!("{}/status", d.base));
-        wait_until("chromedriver ready", Duration::from_secs(20), || {
-            let (http, status) = (http.clone(), status.clone());
-            async move {
-                match http.get(&status).send().await {
-                    Ok(r) => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|v| v["value"]["ready"] == true),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"]},
-            "goog:loggingPrefs": {"browser": "ALL"}
-        }}});
-        let r = d.raw("POST", "/session", Some(caps)).await;
-        d.session = r["sessionId"].as_str().expect("a session id").to_string();
-        d
-    }
-
-    async fn raw(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.base);
-        let req = match method {
-            "GET" => self.http.get(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.post(url).json(&body.unwrap_or(json!({}))),
-        };
-        let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(
-            v["value"]["error"].is_null(),
-            "WebDriver {method} {path}: {v}"
-        );
-        v["value"].clone()
-    }
-
-    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.raw(method, &format!("/session/{}{path}", self.session), body)
-            .await
-    }
-
-    async fn go(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({"url": url}))).await;
-    }
-
-    async fn url(&self) -> String {
-        self.cmd("GET", "/url", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The element `css` selects, if there is one now.
-    async fn find(&self, css: &str) -> Option<String> {
-        let url = format!("{}/session/{}/elements", self.base, self.session);
-        let v: Value = self
-            .http
-            .post(url)
-            .json(&json!({"using": "css selector", "value": css}))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        // A W3C element reference is an object with one entry (the element key).
-        let reference = v["value"].as_array()?.first()?.as_object()?;
-        reference.values().next()?.as_str().map(String::from)
-    }
-
-    async fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        let id = self.find(css).await?;
-        let url = format!(
-            "{}/session/{}/element/{id}/attribute/{name}",
-            self.base, self.session
-        );
-        let v: Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
-        v["value"].as_str().map(String::from)
-    }
-
-    async fn script(&self, js: &str) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            Some(json!({"script": js, "args": []})),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let png = self.cmd("GET", "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap())
-            .unwrap();
-        let dir = artifacts();
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, bytes).unwrap();
-        println!("screenshot: {}", path.display());
-    }
-
-    /// The browser's console messages of level SEVERE (errors, failed requests, CSP).
-    async fn errors(&self) -> Vec<Value> {
-        let log = self
-            .cmd("POST", "/se/log", Some(json!({"type": "browser"})))
-            .await;
-        log.as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["level"] == "SEVERE")
-            .cloned()
-            .collect()
-    }
-}
-
-fn artifacts() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    Path::new(&target).join("console-screenshots")
-}
+use phonefarm_testkit::wait_until;
+use phonefarm_testkit::webdriver::{Browser, PAGE_WAIT};
 
 async fn seed(app: &TestApp) {
     sqlx::query(
@@ -203,41 +34,14 @@ async fn seed(app: &TestApp) {
 
 #[tokio::test]
 async fn sign_in_watch_a_phone_go_offline_live_and_disable_it() {
-    if !Path::new(DRIVER).exists() || !Path::new(CHROMIUM).exists() {
-        println!(
-            "skipped: {DRIVER} or {CHROMIUM} is missing (apt-get install chromium chromium-driver)"
-        );
+    if !Browser::available("sign_in_watch_a_phone_go_offline_live_and_disable_it") {
         return;
     }
     let app = spawn_app().await;
     seed(&app).await;
-    let d = Driver::start().await;
+    let d = Browser::start().await;
 
-    d.go(&format!("{}/ui/fleet", app.base)).await;
-    assert!(
-        d.url().await.ends_with("/ui/sign-in"),
-        "sent to sign in first"
-    );
-    let key = d.find("input[name=key]").await.expect("the key field");
-    d.cmd(
-        "POST",
-        &format!("/element/{key}/value"),
-        Some(json!({"text": app.admin_key})),
-    )
-    .await;
-    let submit = d.find("form.signin button").await.unwrap();
-    d.cmd("POST", &format!("/element/{submit}/click"), None)
-        .await;
-    let signed_in = eventually(Duration::from_secs(15), || async {
-        d.url().await.ends_with("/ui/fleet")
-    })
-    .await;
-    assert!(
-        signed_in,
-        "not on the fleet page: {} {}",
-        d.url().await,
-        d.script("return document.body.innerText").await
-    );
+    d.sign_in(&app.base, &app.admin_key).await;
     let cookie = d.script("return document.cookie").await;
     assert_eq!(
         cookie, "",
@@ -262,15 +66,8 @@ async fn sign_in_watch_a_phone_go_offline_live_and_disable_it() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    wait_for(
-        "the phone shown offline",
-        Duration::from_secs(15),
-        async || {
-            (d.attribute("#phone-ph-live", "data-state").await.as_deref() == Some("offline"))
-                .then_some(())
-        },
-    )
-    .await;
+    d.wait_attribute("#phone-ph-live", "data-state", "offline", PAGE_WAIT)
+        .await;
     assert_eq!(
         d.script("return window.__noReload").await,
         42,
@@ -279,12 +76,7 @@ async fn sign_in_watch_a_phone_go_offline_live_and_disable_it() {
     d.screenshot("fleet-offline-live").await;
 
     d.go(&format!("{}/ui/phones/ph-live", app.base)).await;
-    let disable = d
-        .find("button[value=disable]")
-        .await
-        .expect("a disable button");
-    d.cmd("POST", &format!("/element/{disable}/click"), None)
-        .await;
+    d.click("button[value=disable]").await;
     let pool = app.db.pool.clone();
     wait_until("the phone disabled", Duration::from_secs(15), || {
         let pool = pool.clone();
@@ -296,12 +88,11 @@ async fn sign_in_watch_a_phone_go_offline_live_and_disable_it() {
         }
     })
     .await;
-    wait_for("the page showing it", Duration::from_secs(15), async || {
-        let text = d.script("return document.body.innerText").await;
-        text.as_str()
-            .is_some_and(|t| t.contains("disabled"))
-            .then_some(())
-    })
+    d.wait_script(
+        "the page showing it disabled",
+        "return document.body.innerText.includes('disabled')",
+        PAGE_WAIT,
+    )
     .await;
     d.screenshot("phone-disabled").await;
     let audited: i64 = sqlx::query_scalar(
@@ -312,7 +103,27 @@ async fn sign_in_watch_a_phone_go_offline_live_and_disable_it() {
     .unwrap();
     assert_eq!(audited, 1);
 
-    let errors = d.errors().await;
-    assert!(errors.is_empty(), "the browser logged errors: {errors:#?}");
-    d.cmd("DELETE", "", None).await;
+    // The check below can fail: a request that fails is reported (then drained).
+    let status = d
+        .wait_script(
+            "a fetch of a missing asset answered",
+            "if (window.__probe === undefined) { window.__probe = 0;
+                 fetch('/ui/assets/missing.css').then(r => window.__probe = r.status,
+                                                       e => window.__probe = String(e)); }
+             return window.__probe",
+            PAGE_WAIT,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let seen = d.problems().await;
+    assert!(
+        seen.iter().any(|p| p.to_string().contains("missing.css")),
+        "a failed request is seen: {seen:#?}"
+    );
+    let problems = d.problems().await;
+    assert!(
+        problems.is_empty(),
+        "the browser logged errors or failed requests: {problems:#?}"
+    );
+    d.quit().await;
 }

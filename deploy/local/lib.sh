@@ -179,8 +179,9 @@ supervise() {
   done
 }
 
-# Debian's chromium and chromium-driver for the console's browser test
-# (coordinator/tests/console_browser.rs); about 25 s to install on a fresh machine.
+# Debian's chromium and chromium-driver for the console's browser tests
+# (coordinator/tests/console_browser.rs, tests/e2e/tests/system/console.rs); about 25 s to
+# install on a fresh machine.
 ensure_chromium() {
   local missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)

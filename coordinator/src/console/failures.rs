@@ -1,6 +1,9 @@
 //! `/ui/failures`: the last 24 h of failed runs grouped by reason, flow pack revision, app
 //! version and phone model; `/ui/evidence/{item}/{attempt}`: a failed attempt's screenshot and
-//! UI dump as a tree with the nodes the failed selector names highlighted.
+//! UI dump as a tree with the nodes the failed selector names highlighted (or, on a screen no
+//! pack knows, the screen the flow expected named as what failed), the pack and revision the
+//! run used (from the agent's message) and the phone's app version. Evidence the agent has
+//! announced but not yet stored is said to be on its way, never shown as a broken image.
 
 use std::collections::HashMap;
 
@@ -71,6 +74,24 @@ async fn fetch(st: &AppState, object: &str) -> Result<Option<Vec<u8>>, ApiError>
     Ok(Some(buf))
 }
 
+/// Whether `object` is in its agent's store yet.
+async fn stored(st: &AppState, object: &str) -> bool {
+    let Some(bus) = &st.bus else { return false };
+    let Ok(store) = bus.js.get_object_store(&evidence_bucket(object)).await else {
+        return false;
+    };
+    store.info(object).await.is_ok()
+}
+
+/// The pack and revision the failed run used, as the agent's message ends: `… (screen S,
+/// pack NAME rN)` (agent/src/runner/run.rs).
+fn run_pack(message: &str) -> Option<String> {
+    let (_, rest) = message.rsplit_once(", pack ")?;
+    let pack = rest.strip_suffix(')')?;
+    let (name, revision) = pack.rsplit_once(" r")?;
+    (!name.is_empty() && revision.parse::<u32>().is_ok()).then(|| pack.to_string())
+}
+
 /// The bucket holding `object`: an agent's own (`<agent_id>/<item>/<attempt>/<name>`), or the
 /// shared one of evidence from before per-agent buckets (as `GET /queue-items/{id}` names it).
 fn evidence_bucket(object: &str) -> String {
@@ -138,15 +159,25 @@ async fn evidence_body(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // The agent announces evidence before its uploader has stored it: what is announced but
+    // not stored yet is said to be on its way, so the page never shows a broken image.
     let mut dump = None;
-    let mut has_screenshot = false;
+    let (mut has_screenshot, mut pending) = (false, false);
     for o in &objects {
         match (o.kind.as_deref(), &o.object) {
-            (Some("ui_dump"), Some(obj)) => dump = fetch(st, obj).await?,
-            (Some("screenshot"), Some(_)) => has_screenshot = true,
+            (Some("ui_dump"), Some(obj)) => {
+                dump = fetch(st, obj).await?;
+                pending |= dump.is_none();
+            }
+            (Some("screenshot"), Some(obj)) => {
+                has_screenshot = stored(st, obj).await;
+                pending |= !has_screenshot;
+            }
             _ => {}
         }
     }
+    let run_pack = run_pack(&message);
+    let app_version = phone.as_ref().and_then(|p| p.app_version.as_deref());
     let title = format!("Evidence of {} attempt {attempt}", d.kind);
     let body = html! {
         dl.facts {
@@ -154,12 +185,14 @@ async fn evidence_body(
                 " · " a href={ "/ui/processes/" (p) } { "process" } } }
             dt { "Phone" } dd { (d.phone_id.as_deref().unwrap_or("—")) }
             dt { "Agent" } dd { (d.agent_id.as_deref().unwrap_or("—")) }
-            dt { "Flow packs (name, revision)" } dd { @if packs.is_empty() { "—" } @else { (packs.join(", ")) } }
-            dt { "App version" } dd { (phone.as_ref().and_then(|p| p.app_version.as_deref()).unwrap_or("—")) }
+            dt { "Flow pack of the run" } dd data-run-pack=[run_pack.as_deref()] { (run_pack.as_deref().unwrap_or("—")) }
+            dt { "Flow packs on the agent" } dd { @if packs.is_empty() { "—" } @else { (packs.join(", ")) } }
+            dt { "App version" } dd data-app-version=[app_version] { (app_version.unwrap_or("—")) }
             dt { "Model" } dd { (phone.as_ref().and_then(|p| p.model.as_deref()).unwrap_or("—")) }
             dt { "Error" } dd.error { (error.as_ref().map(fields).unwrap_or(html! { "none" })) }
         }
         @if objects.is_empty() { p.muted { "No evidence was uploaded for this attempt." } }
+        @if pending { p.muted.pending { "The agent is still uploading evidence; reload in a moment." } }
         section.evidence {
             @if has_screenshot {
                 figure.screenshot {
@@ -221,6 +254,14 @@ fn selector_pairs(message: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The screens a flow waited for when the message says `… expected A or B (screen …`: on a
+/// screen no pack knows, that expectation is what failed (no node of it is there to highlight).
+fn expected_screens(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("expected ")?;
+    let names = rest.split(" (").next()?.trim();
+    (!names.is_empty()).then_some(names)
+}
+
 fn node_matches(n: &Node, pairs: &[(String, String)]) -> bool {
     !pairs.is_empty()
         && pairs.iter().all(|(k, v)| match k.as_str() {
@@ -246,12 +287,15 @@ fn dump_tree(xml: &[u8], message: &str) -> Markup {
         children.entry(n.parent).or_default().push(i);
     }
     let hits = nodes.iter().filter(|n| node_matches(n, &pairs)).count();
+    let expected = expected_screens(message);
     html! {
         figure.dump {
             figcaption { "UI dump (" (nodes.len()) " nodes)"
                 @if !pairs.is_empty() { " · selector "
                     code { @for (k, v) in &pairs { (k) "=" (v) " " } } " · "
-                    (hits) " matching node(s) highlighted" } }
+                    (hits) " matching node(s) highlighted" }
+                @if let Some(e) = expected { " · the flow expected screen "
+                    code.miss data-expected=(e) { (e) } ", which this is not" } }
             (subtree(nodes, &children, None, &pairs))
         }
     }
@@ -336,5 +380,18 @@ mod tests {
             ]
         );
         assert!(super::selector_pairs("no selector here").is_empty());
+    }
+
+    #[test]
+    fn the_run_pack_is_read_from_the_message() {
+        let m = "flow_error:unknown in step search: timed out (screen unknown, pack tiktok-32 r7)";
+        assert_eq!(super::run_pack(m).as_deref(), Some("tiktok-32 r7"));
+        assert_eq!(super::run_pack("no pack here"), None);
+        assert_eq!(
+            super::expected_screens(m.replace("timed out", "expected search_results").as_str()),
+            Some("search_results")
+        );
+        assert_eq!(super::expected_screens(m), None);
+        assert_eq!(super::run_pack("x (screen s, pack p rx)"), None);
     }
 }

@@ -11,8 +11,9 @@
 //! evidence from the agents' object stores), `sessions` (admins list and revoke sessions).
 //! Their SQL is in `db::console_sessions`, `db::audit_log` and `db::console_views`. Tested
 //! over HTTP (`tests/console.rs`, the admin actions in `tests/console_admin.rs`) and in
-//! Debian's chromium over WebDriver (`tests/console_browser.rs`, skipped without
-//! chromium-driver).
+//! Debian's chromium over WebDriver: `tests/console_browser.rs` (no agent) and, against a real
+//! agent and simulated phones, `tests/e2e/tests/system/console.rs` (skipped without
+//! chromium-driver unless `PF_REQUIRE_BROWSER=1`).
 
 pub mod audit;
 mod failures;

@@ -3,7 +3,8 @@
 //! fresh Postgres database per test (dropped afterwards), free ports and bounded waits
 //! (`wait_until`, `wait_for`); `coordinator` (feature `coordinator`): the coordinator spawned
 //! over a fresh migrated database, with or without its bus, a client with one method per
-//! endpoint, callback receivers and a simulated agent; `bench`: the figures the benches print.
+//! endpoint, callback receivers and a simulated agent; `bench`: the figures the benches print;
+//! `webdriver` (feature `browser`): Debian's chromium over WebDriver for the console's tests.
 
 use std::future::Future;
 use std::net::TcpStream;
@@ -18,6 +19,8 @@ pub mod bench;
 pub mod coordinator;
 pub mod operator;
 pub mod proxy;
+#[cfg(feature = "browser")]
+pub mod webdriver;
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again before returning).
 pub fn free_port() -> u16 {

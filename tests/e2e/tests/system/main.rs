@@ -10,9 +10,12 @@
 //!   a phone dropping off mid-run.
 //! - `hostile`: a phone low on battery gets no work until it is charged.
 //! - `phoneops`: the console's reboot and locate reach the simulated phone; refused during a run.
+//! - `console`: the operators' console in Debian's chromium over WebDriver (skipped without
+//!   it unless `PF_REQUIRE_BROWSER=1`).
 
 mod cancel;
 mod capabilities;
+mod console;
 mod faults;
 mod harness;
 mod hostile;
