@@ -243,6 +243,10 @@ async fn a_dead_letter_of_a_terminal_process_is_final() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(page.contains("terminal status is final") && page.contains("process_terminal"));
+    assert!(
+        page.contains(&format!("href=\"/ui/processes/{pid}\"")),
+        "back to the process: {page}"
+    );
 
     assert_eq!(app.status(pid).await, "failed_terminal");
     assert_eq!(

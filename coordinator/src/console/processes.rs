@@ -481,6 +481,15 @@ pub async fn retry(
     if let Some(r) = who.csrf_refusal(&headers, form.csrf.as_deref()) {
         return r;
     }
+    // The refusal page links back to the item's process, when there is one.
+    let process = match Uuid::parse_str(&id) {
+        Ok(qid) => db::dispatch::detail(&st.db, qid)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.process_id),
+        Err(_) => None,
+    };
     let refused = |status, e: &ApiError| {
         super::page_with(
             status,
@@ -489,7 +498,9 @@ pub async fn retry(
             html! {
                 p.error { (e.detail) }
                 p { code { (e.errors.join(", ")) } }
-                p { a href="/ui/processes" { "Back to the processes" } }
+                p { @if let Some(pid) = process {
+                        a href={ "/ui/processes/" (pid) } { "Back to the process" }
+                    } @else { a href="/ui/processes" { "Back to the processes" } } }
             },
         )
     };
