@@ -6,7 +6,8 @@
 //! A replayed `(queue_item_id, attempt, seq)` records nothing and changes nothing; an event of
 //! another attempt than the item's current one is ignored (fencing), and a stale run that
 //! reports `Accepted` is sent a hard cancel. A failed run's next state is
-//! [`retry::next_state`].
+//! [`retry::next_state`]. A run whose lease lapsed while it went on (`RETRYABLE`, same attempt,
+//! same agent) and then completes is done: its work is kept, not run again.
 
 use std::time::Duration;
 
@@ -214,7 +215,20 @@ pub async fn apply(
             result_json,
             error,
         } => {
-            if matches!(state, ItemState::Claimed | ItemState::Executing) {
+            // A run whose lease lapsed while it went on (its agent cut off from NATS) may
+            // still complete: the same attempt's completion, from the agent that held it,
+            // before the next attempt is dispatched, settles the item as if the lease had held,
+            // rather than being recorded and run again. Only a completion: the lapse itself
+            // sent the run a hard cancel, and a failure would only repeat the lapse's verdict.
+            let late_completion =
+                state == ItemState::Retryable && matches!(outcome, Outcome::Completed);
+            if matches!(state, ItemState::Claimed | ItemState::Executing) || late_completion {
+                if late_completion {
+                    tracing::info!(
+                        agent_id,
+                        "a run whose lease lapsed completed before its retry; accepted"
+                    );
+                }
                 let result = json_text(result_json);
                 let (next, err) = match outcome {
                     Outcome::Completed => (ItemState::Done, None),

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use phonefarm_coordinator::bus::BusConfig;
 use phonefarm_shared::{CancelMode, Control, EventKind};
 use serde_json::json;
 
@@ -201,6 +202,95 @@ async fn a_lapsed_lease_retries_with_the_next_attempt() {
     assert_eq!(app.item_state(o2.queue_item_id).await, "EXECUTING");
     agent.event(&o2, 8, finished_ok("{}")).await;
     app.wait_status(pid, "completed").await;
+}
+
+/// A run whose lease lapsed (the tests' lease is 2 s) and whose retry waits an hour, so its
+/// agent's late events reach the item while it is `RETRYABLE` at the same attempt.
+async fn lapsed_run_awaiting_retry(
+    app: &BusApp,
+    request_id: &str,
+) -> (SimAgent, uuid::Uuid, phonefarm_shared::WorkOrder) {
+    let (agent, pid, o1) = accepted_run(app, request_id, "http://127.0.0.1:9/cb").await;
+    app.wait_status(pid, "executing").await;
+    app.wait_item_state(o1.queue_item_id, "RETRYABLE").await;
+    let ctl = agent.next_control(Duration::from_secs(10)).await;
+    assert!(
+        matches!(ctl, Some(Control::Cancel { attempt: 1, .. })),
+        "the lapse's cancel: {ctl:?}"
+    );
+    (agent, pid, o1)
+}
+
+fn lapse_waits_an_hour(c: &mut BusConfig) {
+    c.lease = Duration::from_secs(2);
+    c.accept_timeout = Duration::from_secs(2);
+    c.retry_base = Duration::from_secs(3600);
+    c.retry_max = Duration::from_secs(3600);
+}
+
+#[tokio::test]
+async fn a_run_that_completes_after_its_lease_lapsed_is_done_not_run_again() {
+    let app = BusApp::spawn_with(lapse_waits_an_hour).await;
+    let (agent, pid, o1) = lapsed_run_awaiting_retry(&app, "late-done").await;
+    // The agent was cut off, not dead: the run went on and completed; its journal delivers
+    // the completion once the agent is back, before the retry was dispatched.
+    agent.event(&o1, 2, finished_ok(r#"{"late":true}"#)).await;
+    let p = app.wait_status(pid, "completed").await;
+    assert_eq!(p["result"]["late"], true);
+    assert_eq!(app.item_state(o1.queue_item_id).await, "DONE");
+    let attempt: i32 = app
+        .scalar(
+            "SELECT attempt FROM queue_items WHERE queue_item_id = $1",
+            o1.queue_item_id,
+        )
+        .await;
+    assert_eq!(attempt, 1, "no second attempt");
+    let next: Option<time::OffsetDateTime> = app
+        .scalar(
+            "SELECT next_attempt_at FROM queue_items WHERE queue_item_id = $1",
+            o1.queue_item_id,
+        )
+        .await;
+    assert_eq!(next, None, "the retry is still scheduled");
+}
+
+#[tokio::test]
+async fn a_lapsed_run_that_answers_the_lapse_s_cancel_still_retries() {
+    let app = BusApp::spawn_with(lapse_waits_an_hour).await;
+    let (agent, pid, o1) = lapsed_run_awaiting_retry(&app, "late-cancel").await;
+    let n = events(&app, o1.queue_item_id).await;
+    // The run heard the lapse's hard cancel and stopped: that is no cancel of the process.
+    agent
+        .event(
+            &o1,
+            2,
+            EventKind::Finished {
+                outcome: phonefarm_shared::Outcome::Cancelled,
+                result_json: "{}".into(),
+                error: None,
+            },
+        )
+        .await;
+    wait_until(
+        "the cancelled finish recorded",
+        Duration::from_secs(10),
+        || async { events(&app, o1.queue_item_id).await == n + 1 },
+    )
+    .await;
+    assert_eq!(app.item_state(o1.queue_item_id).await, "RETRYABLE");
+    assert_eq!(app.status(pid).await, "retrying");
+    // A failure of the lapsed run (its hard cancel, a phone that went away) changes nothing
+    // either: the lapse already decided.
+    agent
+        .event(&o1, 3, finished_err("flow_error:unknown_screen", false))
+        .await;
+    wait_until(
+        "the failed finish recorded",
+        Duration::from_secs(10),
+        || async { events(&app, o1.queue_item_id).await == n + 2 },
+    )
+    .await;
+    assert_eq!(app.item_state(o1.queue_item_id).await, "RETRYABLE");
 }
 
 #[tokio::test]
