@@ -252,20 +252,25 @@ pub async fn ensure(js: &jetstream::Context, config: &BusConfig) -> Result<(), B
 
 /// Enrollment on the bus (idempotent): the agent's consumers on `PF_WORK` and `PF_CTL`, and
 /// its own evidence bucket `pf_evidence_<id>` (agents whose id cannot name a bucket get none:
-/// `agent enroll` refuses such ids).
+/// `agent enroll` refuses such ids). `replicas` is the installation's count (`--nats-replicas`,
+/// as [`ensure`] was given): the streams it makes sure of keep it, and the bucket gets it.
 #[tracing::instrument(skip(js))]
-pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(), BootstrapError> {
+pub async fn enroll_agent(
+    js: &jetstream::Context,
+    agent_id: &str,
+    replicas: usize,
+) -> Result<(), BootstrapError> {
     if !phonefarm_shared::is_subject_token(agent_id) {
         return Err(BootstrapError::BadAgentId(agent_id.into()));
     }
-    let work = ensure_stream(js, work_stream()).await?;
+    let work = ensure_stream(js, replicated(work_stream(), replicas)).await?;
     ensure_consumer(
         &work,
         subjects::WORK_STREAM,
         agent_consumer(agent_id, subjects::work(agent_id)),
     )
     .await?;
-    let ctl = ensure_stream(js, control_stream()).await?;
+    let ctl = ensure_stream(js, replicated(control_stream(), replicas)).await?;
     ensure_consumer(
         &ctl,
         subjects::CTL_STREAM,
@@ -273,8 +278,6 @@ pub async fn enroll_agent(js: &jetstream::Context, agent_id: &str) -> Result<(),
     )
     .await?;
     if subjects::is_bucket_token(agent_id) {
-        // As many replicas as the work stream `ensure` made (the installation's count).
-        let replicas = work.cached_info().config.num_replicas;
         let bucket = object_stream(&subjects::evidence_bucket(agent_id));
         ensure_stream(js, replicated(bucket, replicas)).await?;
     } else {

@@ -125,7 +125,7 @@ pub async fn apply_presence(
         return Ok(false);
     }
     if need_enroll {
-        match bootstrap::enroll_agent(&bus.js, key).await {
+        match bootstrap::enroll_agent(&bus.js, key, bus.config.replicas).await {
             Ok(()) => {
                 if let Ok(mut map) = bus.heartbeats.inner.lock()
                     && let Some(s) = map.get_mut(key)
@@ -205,7 +205,9 @@ pub async fn run_presence(bus: BusHandle, db: PgPool, shutdown: CancellationToke
             match db::agents::ids(&db).await {
                 Ok(ids) => {
                     for id in ids {
-                        if let Err(e) = bootstrap::enroll_agent(&bus.js, &id).await {
+                        if let Err(e) =
+                            bootstrap::enroll_agent(&bus.js, &id, bus.config.replicas).await
+                        {
                             tracing::warn!(agent_id = %id, error = %e, "re-enrolling a known agent failed");
                         }
                     }

@@ -112,5 +112,46 @@ async fn enrollment_creates_the_agents_consumers() {
     })
     .await;
     // A presence under an unsafe id is never enrolled.
-    assert!(bootstrap::enroll_agent(&app.bus.js, "a.b").await.is_err());
+    assert!(
+        bootstrap::enroll_agent(&app.bus.js, "a.b", 1)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn on_a_cluster_every_stream_keeps_the_configured_replicas_through_enrollment() {
+    use futures::StreamExt;
+    let cluster = phonefarm_testkit::NatsCluster::start(3);
+    let mut config = test_config(cluster.urls());
+    config.replicas = 3;
+    // The cluster elects its leaders while the coordinator's bootstrap retries.
+    let bus = bus::connect(config)
+        .await
+        .expect("bus connect on the cluster");
+    // An agent shows up: its consumers and evidence bucket (once on start for known agents,
+    // once per new presence; both must leave the installation's replica count alone).
+    for _ in 0..2 {
+        bootstrap::enroll_agent(&bus.js, "rack-1", bus.config.replicas)
+            .await
+            .expect("enroll");
+    }
+    let mut names = Vec::new();
+    let mut streams = bus.js.streams();
+    while let Some(info) = streams.next().await {
+        let info = info.expect("stream info");
+        assert_eq!(
+            info.config.num_replicas, 3,
+            "stream {} has {} replicas",
+            info.config.name, info.config.num_replicas
+        );
+        names.push(info.config.name);
+    }
+    names.sort();
+    assert!(
+        names.contains(&subjects::WORK_STREAM.to_string())
+            && names.contains(&subjects::CTL_STREAM.to_string())
+            && names.contains(&"OBJ_pf_evidence_rack-1".to_string()),
+        "streams: {names:?}"
+    );
 }

@@ -75,7 +75,7 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .await
         .expect("bootstrap");
     for a in ["rack-a", "rack-b"] {
-        bootstrap::enroll_agent(&cjs, a).await.expect("enroll");
+        bootstrap::enroll_agent(&cjs, a, 1).await.expect("enroll");
         cjs.publish(subjects::work(a), format!("order for {a}").into())
             .await
             .unwrap()

@@ -67,7 +67,9 @@ async fn doctor_checks_nats_with_enrolled_credentials() {
     let bus = bus::connect(bc).await.expect("the coordinator connects");
     // What the coordinator does when the agent first shows up: its consumers and evidence
     // bucket.
-    bus::bootstrap::enroll_agent(&bus.js, AGENT).await.unwrap();
+    bus::bootstrap::enroll_agent(&bus.js, AGENT, bus.config.replicas)
+        .await
+        .unwrap();
 
     let enrolled = fleet_auth::enroll(&pool, &authority, AGENT, &EnrollOptions::default())
         .await

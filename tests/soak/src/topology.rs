@@ -18,7 +18,7 @@ use phonefarm_phonemodel::Phone;
 use phonefarm_phonesim::SimConfig;
 use phonefarm_phonesim::model::Behaviour;
 use phonefarm_testkit::proxy::Proxy;
-use phonefarm_testkit::{NatsServer, free_port};
+use phonefarm_testkit::{NatsCluster, free_port};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -150,49 +150,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Three nats-servers routed into one JetStream cluster. Clients get no server list from the
-/// cluster (`no_advertise`): agents must go through their proxies.
-pub struct NatsCluster {
-    pub nodes: Vec<NatsServer>,
-    _configs: tempfile::TempDir,
-}
-
-impl NatsCluster {
-    pub fn start() -> anyhow::Result<NatsCluster> {
-        let configs = tempfile::tempdir()?;
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let list = routes
-            .iter()
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut nodes = Vec::new();
-        for (i, port) in routes.iter().enumerate() {
-            let path = configs.path().join(format!("nats-{}.conf", i + 1));
-            std::fs::write(
-                &path,
-                format!(
-                    "server_name: nats-{n}\ncluster {{\n  name: soak\n  listen: 127.0.0.1:{port}\n  no_advertise: true\n  routes: [ {list} ]\n}}\n",
-                    n = i + 1
-                ),
-            )?;
-            nodes.push(NatsServer::start_with_config(Some(path)));
-        }
-        Ok(NatsCluster {
-            nodes,
-            _configs: configs,
-        })
-    }
-
-    pub fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 /// A child process with its command line kept, so it can be killed and started again.
@@ -429,7 +386,7 @@ impl System {
     pub async fn start(seed: u64) -> anyhow::Result<System> {
         let dir = tempfile::tempdir()?;
         let pg = Pg::start().context("starting Postgres")?;
-        let nats = NatsCluster::start().context("starting nats-servers")?;
+        let nats = NatsCluster::start(3);
         let coordinator = sibling("phonefarm-coordinator")?;
         let agent = sibling("phonefarm-agent")?;
         let db_env = vec![("DATABASE_URL".to_string(), pg.url())];

@@ -212,6 +212,57 @@ impl Drop for NatsServer {
     }
 }
 
+/// nats-servers routed into one JetStream cluster, each on its own port and store. Clients
+/// get no server list from the cluster (`no_advertise`): they use the URLs they are given
+/// (tests put proxies in front of some).
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    _configs: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes (3 for a cluster that survives one loss) and waits until each listens;
+    /// the cluster may still be electing its leaders.
+    pub fn start(n: usize) -> NatsCluster {
+        let configs = tempfile::tempdir().expect("temp dir");
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let path = configs.path().join(format!("nats-{}.conf", i + 1));
+                std::fs::write(
+                    &path,
+                    format!(
+                        "server_name: nats-{n}\ncluster {{\n  name: testkit\n  listen: 127.0.0.1:{port}\n  no_advertise: true\n  routes: [ {list} ]\n}}\n",
+                        n = i + 1
+                    ),
+                )
+                .expect("write a node's config");
+                NatsServer::start_with_config(Some(path))
+            })
+            .collect();
+        NatsCluster {
+            nodes,
+            _configs: configs,
+        }
+    }
+
+    /// Every node's URL, comma-separated (what `--nats-url` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// The admin database URL (`DATABASE_URL`, default the local `postgres` database).
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")
