@@ -228,16 +228,25 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// goes to the same lane, so they are applied in the order the stream delivered them; other
 /// items' events are applied meanwhile in the other lanes.
 fn lane(subject: &str, payload: &[u8], lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
     match parse_subject(subject) {
         Some((_, "run")) => match phonefarm_shared::decode::<AgentEvent>(payload) {
-            Ok(ev) => ev.queue_item_id.hash(&mut h),
-            Err(_) => subject.hash(&mut h),
+            Ok(ev) => lane_of_item(ev.queue_item_id, lanes),
+            Err(_) => lane_of(subject, lanes),
         },
-        Some((agent, _)) => agent.hash(&mut h),
-        None => subject.hash(&mut h),
+        Some((agent, _)) => lane_of(agent, lanes),
+        None => lane_of(subject, lanes),
     }
+}
+
+/// The lane every run event of `queue_item_id` goes to.
+pub fn lane_of_item(queue_item_id: uuid::Uuid, lanes: usize) -> usize {
+    lane_of(&queue_item_id, lanes)
+}
+
+fn lane_of(key: &(impl std::hash::Hash + ?Sized), lanes: usize) -> usize {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
     (h.finish() % lanes.max(1) as u64) as usize
 }
 

@@ -226,15 +226,24 @@ async fn ensure_within(
     }
 }
 
-/// Connections of the bus loops' own pool: each loop holds at most one or two at a time.
-const LOOP_CONNECTIONS: u32 = 8;
+/// Connections of the bus loops' own pool with `lanes` ingest lanes. Held for good once used:
+/// the relay's, the dispatcher's, the LISTEN connection and one per lane. Taken for a moment:
+/// the sweeper (its advisory-lock session and one more for each change it makes), the fleet
+/// mirror, the flow-pack reports and the start-up re-enrollment, with one to spare. (A fixed 8
+/// with 4 lanes left the sweeper one connection: the nemesis soak saw nearly every pass time
+/// out waiting for its second, so leases lapsed late or never.)
+pub fn loop_connections(lanes: usize) -> u32 {
+    const HELD: usize = 3;
+    const MOMENTARY: usize = 2 + 1 + 1 + 1 + 1;
+    u32::try_from(HELD + lanes + MOMENTARY).unwrap_or(u32::MAX)
+}
 
 /// The bus loops get their own pool on the same database, so a burst of API requests queued
 /// for the API's connections never delays a dispatch, a publish or an ingest (measured: with
 /// one shared pool, 100 concurrent enqueues held the relay ~300 ms behind the dispatcher).
-fn loop_pool(db: &PgPool) -> PgPool {
+fn loop_pool(db: &PgPool, lanes: usize) -> PgPool {
     crate::db::pool_options()
-        .max_connections(LOOP_CONNECTIONS)
+        .max_connections(loop_connections(lanes))
         .connect_lazy_with((*db.connect_options()).clone())
 }
 
@@ -245,7 +254,7 @@ pub fn spawn(
     callbacks: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let db = loop_pool(&db);
+    let db = loop_pool(&db, bus.config.ingest_lanes.max(1));
     vec![
         tokio::spawn(relay::run(bus.clone(), db.clone(), shutdown.clone())),
         tokio::spawn(dispatcher::run(

@@ -204,6 +204,40 @@ async fn a_lapsed_lease_retries_with_the_next_attempt() {
     app.wait_status(pid, "completed").await;
 }
 
+#[tokio::test]
+async fn leases_lapse_while_every_ingest_lane_holds_its_connection() {
+    // Many lanes, each keeping its connection once it applied an event: the sweeper must
+    // still get the connections it needs (with a fixed pool of 8 it got none after 5 lanes).
+    const LANES: usize = 12;
+    let app = BusApp::spawn_with(|c| {
+        c.lease = Duration::from_secs(2);
+        c.accept_timeout = Duration::from_secs(2);
+        c.ingest_lanes = LANES;
+    })
+    .await;
+    let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
+    // One event for an unknown item on every lane, published before the run's own events:
+    // the stream delivers them first, and each lane takes its connection for good.
+    let mut covered = std::collections::BTreeSet::new();
+    while covered.len() < LANES {
+        let id = uuid::Uuid::now_v7();
+        if covered.insert(phonefarm_coordinator::bus::ingester::lane_of_item(
+            id, LANES,
+        )) {
+            agent.event_for(id, 1, 1, EventKind::Heartbeat).await;
+        }
+    }
+    app.account("acc-1", "P1").await;
+    let pid = app
+        .enqueue_queued("lanes", "acc-1", "http://127.0.0.1:9/cb")
+        .await;
+    let o = agent.expect_order().await;
+    agent.event(&o, 1, EventKind::Accepted).await;
+    app.wait_status(pid, "executing").await;
+    // The run goes silent: its lease lapses and the sweeper retries it.
+    app.wait_item_state(o.queue_item_id, "RETRYABLE").await;
+}
+
 /// A run whose lease lapsed (the tests' lease is 2 s) and whose retry waits an hour, so its
 /// agent's late events reach the item while it is `RETRYABLE` at the same attempt.
 async fn lapsed_run_awaiting_retry(
