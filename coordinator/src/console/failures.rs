@@ -33,9 +33,9 @@ pub async fn page(State(st): State<AppState>, who: Signed) -> Response {
         Err(e) => return super::error_page(Some(&who), e.into()),
     };
     layout("Failures, last 24 h", Some(&who), html! {
-        p.muted { "Failed runs grouped by reason, the flow packs the agent ran, the app version and the phone model." }
+        p.muted { "Failed runs grouped by reason, the flow pack the run used, the app version and the phone model." }
         table.failures {
-            thead { tr { th { "Runs" } th { "Reason" } th { "Flow packs" } th { "App version" }
+            thead { tr { th { "Runs" } th { "Reason" } th { "Flow pack" } th { "App version" }
                          th { "Model" } th { "Last" } th { "Example" } } }
             tbody {
                 @for g in &groups {

@@ -215,22 +215,24 @@ pub struct FailureGroup {
 /// The statement of [`failures_24h`] (the console bench explains it).
 pub const FAILURES_24H_SQL: &str = "WITH f AS ( \
        SELECT e.queue_item_id, e.at, split_part(COALESCE(e.payload->'error'->>'code', \
-              'unknown'), ':', 1) AS reason, qi.kind, qi.phone_id, qi.agent_id \
+              'unknown'), ':', 1) AS reason, qi.kind, qi.phone_id, qi.agent_id, \
+              substring(e.payload->'error'->>'message' FROM ', pack (\\S+ r\\d+)\\)$') \
+              AS run_pack \
        FROM queue_item_events e JOIN queue_items qi ON qi.queue_item_id = e.queue_item_id \
        WHERE e.kind = 'finished' AND e.payload->>'outcome' = 'failed' \
          AND e.at > now() - interval '24 hours') \
      SELECT f.reason, \
-       (SELECT string_agg((r->>'name') || ' r' || (r->>'revision'), ', ') \
+       COALESCE(f.run_pack, (SELECT string_agg((r->>'name') || ' r' || (r->>'revision'), ', ') \
           FROM agent_flow_packs a, jsonb_array_elements(a.running) r \
-          WHERE a.agent_id = f.agent_id) AS pack, \
+          WHERE a.agent_id = f.agent_id)) AS pack, \
        p.app_version, p.model, count(*) AS runs, max(f.at) AS last_at, \
        (array_agg(f.queue_item_id ORDER BY f.at DESC))[1] AS example \
      FROM f LEFT JOIN phones p ON p.phone_id = f.phone_id \
      GROUP BY 1, 2, 3, 4 ORDER BY runs DESC, last_at DESC LIMIT 200";
 
 /// Failed runs of the last 24 h, grouped. The reason is the error code's first part; the pack
-/// is what the run's agent reported running for the item's kind; app version and model are the
-/// phone's.
+/// is the one the run used, as the agent's message ends (`… pack NAME rN)`), else what the
+/// run's agent reports running; app version and model are the phone's.
 pub async fn failures_24h(db: &PgPool) -> Result<Vec<FailureGroup>, sqlx::Error> {
     sqlx::query_as(FAILURES_24H_SQL).fetch_all(db).await
 }

@@ -19,6 +19,7 @@
 //!   whose path is printed.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,7 +83,10 @@ impl Browser {
             "PF_REQUIRE_BROWSER=1 but {} missing (apt-get install chromium chromium-driver)",
             missing.join(" and ")
         );
-        eprintln!(
+        // Straight to the stderr stream: the test harness captures `eprintln!` of tests that
+        // pass, and a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** SKIPPED {test}: {} missing (apt-get install chromium chromium-driver; \
              PF_REQUIRE_BROWSER=1 makes this a failure) ***\n",
             missing.join(" and ")

@@ -17,6 +17,7 @@
 //!    a tree with the unknown screen's nodes and the screen the flow expected marked as what
 //!    failed (no node of it is there to highlight), the pack and revision the run used and
 //!    the phone's app version;
+//!    the failures page groups it by reason, that pack, app version and model;
 //! 6. the browser logged no console error and no request failed.
 //!
 //! Screenshots go to `$PF_ARTIFACTS` or `<target dir>/console-screenshots/` (paths printed);
@@ -239,9 +240,31 @@ async fn the_console_in_a_browser_against_a_real_agent_and_simulated_phones() {
         .wait_status(&strange, "failed_terminal", Duration::from_secs(90))
         .await;
     assert_eq!(failed["error"]["code"], "flow_error:unknown", "{failed}");
+    let qid = sys.item_of(&strange).await;
     d.go(&format!("{base}/ui/processes/{strange}")).await;
     let href = d.attribute("a[href^='/ui/evidence/']", "href").await;
-    let evidence_url = format!("{base}{}", href.expect("a link to the evidence"));
+    assert_eq!(href, Some(format!("/ui/evidence/{qid}/1")));
+    // The failures page groups it by reason, the run's pack, app version and model, and links
+    // the evidence of its last attempt.
+    d.go(&format!("{base}/ui/failures")).await;
+    let rows = d
+        .script(
+            "return [...document.querySelectorAll('table.failures tbody tr')].map(r =>
+                 [...r.children].slice(0, 5).map(c => c.innerText)
+                     .concat([r.querySelector('a').getAttribute('href')]))",
+        )
+        .await;
+    let want = json!([
+        "1",
+        "flow_error",
+        "tiktok-32 r1",
+        "32.5.3",
+        "Phonesim_One",
+        format!("/ui/evidence/{qid}/last")
+    ]);
+    assert_eq!(rows, json!([want]), "the one failed run's group");
+    d.screenshot("system-failures").await;
+    let evidence_url = format!("{base}/ui/evidence/{qid}/last");
     // The agent announces evidence before its uploader has stored it: the page says so until
     // then (no broken image); reloaded until the screenshot and the dump are there.
     let width = wait_for(
