@@ -6,6 +6,7 @@
 //!                                                       \--> failed run's evidence --> spool (disk) --> uploader --> object store pf_evidence_<id>
 //! PF_CTL  agent-<id> --> control handler --> runner.cancel (soft / hard) ; phoneops (reboot, locate)
 //! fleet (phones, probes) --> inventory reporter --> pf.evt.<id>.inventory ; presence --> KV pf_agents
+//! pf.watch.<id> (core) --> screen watch --> screencap 1/s while watched --> pf.screen.<id>.<phone> (core)
 //! KV pf_flows --> pack watcher (signed by a trusted key?) --> PackStore (next run) ; pack reports --> pf.evt.<id>.packs
 //! ```
 //!
@@ -35,6 +36,7 @@ use crate::uplink::journal::{Journal, JournalError};
 use crate::uplink::packs::{PackBook, PackTrust, run_pack_reports, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
+use crate::uplink::screen::{ScreenOptions, run_screen_watch};
 use crate::uplink::{self, NatsAuth, NatsTls};
 use crate::usb::rusb_io::Discovery;
 
@@ -472,6 +474,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             },
         ));
     }
+    tasks.spawn(run_screen_watch(
+        client.clone(),
+        agent_id.clone(),
+        fleet.clone(),
+        ScreenOptions::default(),
+        inner.clone(),
+    ));
     tasks.spawn(run_presence(
         js.clone(),
         PresenceInfo {

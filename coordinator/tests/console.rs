@@ -556,3 +556,75 @@ async fn admins_list_sessions_without_their_ids_and_revoke_one() {
     );
     assert_eq!(audit[0].3["session"], r);
 }
+
+/// Without NATS (and for a phone no agent holds) the phone page still renders its screen panel;
+/// the screen stream answers, says why there is no live view and stays a valid event stream;
+/// the image endpoint is a problem, not a broken image; reboot and locate say the phone is
+/// offline and send nothing.
+#[tokio::test]
+async fn phone_actions_and_the_live_view_without_an_agent() {
+    let app = spawn_app().await;
+    phone(&app, "ph-x", "rack 9").await;
+    let b = sign_in(&app, &app.admin_key).await;
+    let (status, page) = b.get("/ui/phones/ph-x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("sse-connect=\"/ui/live/screen/ph-x\""),
+        "{page}"
+    );
+    for action in ["reboot", "locate"] {
+        assert!(page.contains(&format!("value=\"{action}\"")), "{page}");
+    }
+
+    let mut r = b
+        .http
+        .get(format!("{}/ui/live/screen/ph-x", b.base))
+        .header(COOKIE, &b.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CONTENT_TYPE], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = r.chunk().await.unwrap().expect("an event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: frame\n"), "{text}");
+    assert!(
+        text.contains("No live view: dependency_unavailable:nats"),
+        "{text}"
+    );
+
+    let img = b
+        .http
+        .get(format!("{}/ui/phones/ph-x/screen", b.base))
+        .header(COOKIE, &b.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(img.headers()[CONTENT_TYPE], "application/problem+json");
+
+    let csrf = b.csrf().await;
+    for action in ["reboot", "locate"] {
+        let (status, body) = b
+            .post(&format!("/ui/phones/ph-x/{action}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{action}: {body}");
+        assert!(body.contains("the phone is offline"), "{body}");
+    }
+    let (status, _) = b.post("/ui/phones/nope/reboot", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "nothing was ordered");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'phone.%'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 0, "refused actions are not audited as done");
+}

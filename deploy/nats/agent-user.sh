@@ -36,10 +36,11 @@ cat <<CONF
             "\$JS.API.STREAM.MSG.GET.OBJ_pf_evidence_$id",
             "\$JS.API.DIRECT.GET.OBJ_pf_evidence_$id.>",
             "\$JS.API.STREAM.PURGE.OBJ_pf_evidence_$id",
-            "\$O.pf_evidence_$id.>"
+            "\$O.pf_evidence_$id.>",
+            "pf.screen.$id.>"
           ]
         }
-        subscribe: { allow: ["_INBOX_$id.>"] }
+        subscribe: { allow: ["_INBOX_$id.>", "pf.watch.$id"] }
       }
     }
 CONF

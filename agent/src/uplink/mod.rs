@@ -12,6 +12,8 @@
 //! - [`presence`]: the presence heartbeat in KV `pf_agents` and the inventory reporter.
 //! - [`packs`]: the flow-pack watcher on KV `pf_flows`.
 //! - [`evidence`]: uploads to the object store `pf_evidence`.
+//! - [`screen`]: the console's live view: screen captures while a watch is alive, on core
+//!   NATS.
 
 pub mod consumer;
 pub mod evidence;
@@ -19,6 +21,7 @@ pub mod journal;
 pub mod packs;
 pub mod presence;
 pub mod publisher;
+pub mod screen;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -20,8 +20,10 @@
 //! - [`fleet`]: mirrors presence (KV `pf_agents`) into Postgres, writing only on change; the
 //!   latest heartbeats live in memory ([`fleet::Heartbeats`]), and the sweeper starts once they
 //!   are replayed.
+//! - [`screen`]: the console's live view: watches and the latest frame per watched phone, on
+//!   core NATS, in memory only.
 //!
-//! **Invariant:** every message this module publishes was first committed to the outbox in the
+//! **Invariant:** every message this module publishes to JetStream was first committed to the outbox in the
 //! transaction of the state change that caused it.
 //!
 //! The bus has its own small Postgres pool (8 connections), so API load cannot starve dispatch
@@ -35,6 +37,7 @@ pub mod fleet;
 pub mod ingester;
 pub mod link;
 pub mod relay;
+pub mod screen;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -161,6 +164,8 @@ pub struct BusHandle {
     pub heartbeats: Arc<fleet::Heartbeats>,
     /// Work orders this replica's dispatcher committed, for this replica's relay.
     pub handoff: Arc<relay::Handoff>,
+    /// The phones this replica's console viewers watch, and their latest frames.
+    pub screens: screen::Screens,
 }
 
 impl BusHandle {
@@ -188,6 +193,7 @@ pub async fn connect(config: BusConfig) -> Result<BusHandle, BusError> {
     let js = jetstream::new(client.clone());
     ensure_within(&js, &config, BOOTSTRAP_WINDOW).await?;
     Ok(BusHandle {
+        screens: screen::Screens::new(client.clone()),
         client,
         js,
         wakers: Arc::new(Wakers::default()),

@@ -1,6 +1,7 @@
 //! Live parts of pages: `GET /ui/live/<view>` is a server-sent event stream that re-renders
 //! the view about once a second and sends it (event `update`, the fragment's HTML) when it
 //! changed; htmx's SSE extension swaps it in. The stream ends when the session does.
+//! `screen/<phone_id>` is the phone's live screen instead (`super::screen`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -67,6 +68,9 @@ pub async fn stream(
     Path(view): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Some(phone_id) = view.strip_prefix("screen/") {
+        return super::screen::stream(st, who, phone_id.to_string()).await;
+    }
     let Some(view) = View::parse(&view, query) else {
         return ApiError::not_found(vec![format!("live_view_not_found:{view}")]).into_response();
     };

@@ -21,6 +21,7 @@ mod fleet;
 mod live;
 mod phone;
 mod processes;
+mod screen;
 pub mod session;
 mod sessions;
 
@@ -61,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/fleet", get(fleet::page))
         .route("/ui/phones/{phone_id}", get(phone::page))
         .route("/ui/phones/{phone_id}/{action}", post(phone::act))
+        .route("/ui/phones/{phone_id}/screen", get(screen::image))
         .route("/ui/processes", get(processes::list_page))
         .route("/ui/processes/{process_id}", get(processes::page))
         .route("/ui/processes/{process_id}/cancel", post(processes::cancel))

@@ -2,7 +2,8 @@
 //! runs and their evidence; actions: enable/disable, attended on/off, label, and reboot and
 //! locate, which the phone's agent carries out (`lifecycle::fleet::phone_action`: a `Control`
 //! order through the outbox, written with its audit entry; refused here while a run executes
-//! or the phone is offline, and again by the agent if a run started meanwhile).
+//! or the phone is offline, and again by the agent if a run started meanwhile). The live
+//! screen is `super::screen`.
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -195,6 +196,8 @@ pub async fn page(State(st): State<AppState>, who: Signed, Path(id): Path<String
         html! {
             (actions(&who, &id))
             (live::wrap(&format!("phones/{id}"), body))
+            h2 { "Screen" }
+            (super::screen::panel(&id))
             h2 { "Health" }
             (charts(&samples))
         },

@@ -11,8 +11,12 @@
 //!   up and purge what it replaces. Nothing of another agent's bucket, nor of the legacy shared
 //!   `pf_evidence`.
 //!
-//! Subscribe: only its inbox prefix `_INBOX_<id>.>` (the agent connects with that custom
-//! inbox prefix), where the replies to all of the above arrive.
+//! - its own phones' screen frames for the console's live view: `pf.screen.<id>.>` (core
+//!   NATS).
+//!
+//! Subscribe: its inbox prefix `_INBOX_<id>.>` (the agent connects with that custom inbox
+//! prefix), where the replies to all of the above arrive, and its own screen watches
+//! `pf.watch.<id>`.
 
 use phonefarm_shared::subjects;
 
@@ -52,6 +56,7 @@ pub fn agent_publish(id: &str) -> Permission {
         format!("$JS.API.DIRECT.GET.{evidence_stream}.>"),
         format!("$JS.API.STREAM.PURGE.{evidence_stream}"),
         format!("$O.{evidence}.>"),
+        format!("pf.screen.{id}.>"),
     ]);
     Permission {
         allow,
@@ -62,7 +67,10 @@ pub fn agent_publish(id: &str) -> Permission {
 /// Subscribe permissions of agent `id`.
 pub fn agent_subscribe(id: &str) -> Permission {
     Permission {
-        allow: vec![format!("{}.>", inbox_prefix(id))],
+        allow: vec![
+            format!("{}.>", inbox_prefix(id)),
+            subjects::screen_watch(id),
+        ],
         deny: Vec::new(),
     }
 }
@@ -88,6 +96,9 @@ mod tests {
                 "{s} deletes more than the agent's own watcher"
             );
         }
-        assert_eq!(agent_subscribe("rack-07").allow, ["_INBOX_rack-07.>"]);
+        assert_eq!(
+            agent_subscribe("rack-07").allow,
+            ["_INBOX_rack-07.>", "pf.watch.rack-07"]
+        );
     }
 }

@@ -280,6 +280,62 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .clone();
     assert_eq!(b_info.state.messages, 2, "one chunk and one meta of B's");
 
+    // Screen frames (core NATS): A's own phones' subject reaches the coordinator, B's is
+    // dropped by the server. The forged frame goes first: had it passed, it would arrive first.
+    let mut frames = coord.subscribe("pf.screen.>").await.unwrap();
+    coord.flush().await.unwrap();
+    a_client
+        .publish(subjects::screen("rack-b", "P1"), "forged".into())
+        .await
+        .unwrap();
+    a_client
+        .publish(subjects::screen("rack-a", "P1"), "own".into())
+        .await
+        .unwrap();
+    a_client.flush().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), frames.next())
+        .await
+        .expect("A's own frame arrives")
+        .unwrap();
+    assert_eq!(
+        first.subject.as_str(),
+        "pf.screen.rack-a.P1",
+        "agent A published B's screen"
+    );
+    assert_eq!(&first.payload[..], b"own");
+    // Watches: A hears its own, never B's (B's is published first, on one connection, so it
+    // would be in hand by the time A's own arrives).
+    let mut b_watches = a_client
+        .subscribe(subjects::screen_watch("rack-b"))
+        .await
+        .unwrap();
+    let mut a_watches = a_client
+        .subscribe(subjects::screen_watch("rack-a"))
+        .await
+        .unwrap();
+    a_client.flush().await.unwrap();
+    coord
+        .publish(subjects::screen_watch("rack-b"), "b".into())
+        .await
+        .unwrap();
+    coord
+        .publish(subjects::screen_watch("rack-a"), "a".into())
+        .await
+        .unwrap();
+    coord.flush().await.unwrap();
+    let own = tokio::time::timeout(Duration::from_secs(5), a_watches.next())
+        .await
+        .expect("A hears its own watch")
+        .unwrap();
+    assert_eq!(&own.payload[..], b"a");
+    assert!(
+        !matches!(
+            futures::FutureExt::now_or_never(b_watches.next()),
+            Some(Some(_))
+        ),
+        "agent A heard B's watches"
+    );
+
     // The same rules hold for agent B against A.
     let b = short(
         op.connect_agent(&creds["rack-b"], "rack-b")
@@ -314,7 +370,7 @@ fn the_user_password_script_grants_what_the_jwts_grant() {
         .map(|l| l.trim_end_matches(',').to_string())
         .collect();
     assert_eq!(got, want);
-    assert!(text.contains("subscribe: { allow: [\"_INBOX_rack-07.>\"] }"));
+    assert!(text.contains("subscribe: { allow: [\"_INBOX_rack-07.>\", \"pf.watch.rack-07\"] }"));
     let bad = std::process::Command::new("sh")
         .arg(&script)
         .args(["rack.07", "pw"])

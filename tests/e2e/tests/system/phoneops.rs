@@ -280,3 +280,189 @@ async fn console_locate_wakes_the_phone_and_shows_the_colour() {
     assert_eq!(entries[0]["target"], "SIM0001");
     assert_eq!(entries[0]["detail"]["for_seconds"], 60);
 }
+
+/// A server-sent event stream read by hand: `(event, data)` per event.
+struct EventStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl EventStream {
+    async fn open(console: &Console, path: &str) -> EventStream {
+        // No overall timeout: the stream lives as long as the test wants it.
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = http
+            .get(format!("{}{path}", console.base))
+            .header(COOKIE, &console.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/event-stream");
+        EventStream {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> (String, String) {
+        let read = async {
+            loop {
+                if let Some(i) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..i + 2).collect();
+                    let (mut event, mut data) = (String::new(), String::new());
+                    for line in block.lines() {
+                        if let Some(e) = line.strip_prefix("event:") {
+                            event = e.trim().to_string();
+                        } else if let Some(d) = line.strip_prefix("data:") {
+                            data.push_str(d.trim_start());
+                        }
+                    }
+                    if !event.is_empty() {
+                        return (event, data);
+                    }
+                    continue;
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("an event within 30 s")
+    }
+
+    /// The next `frame` event's frame number.
+    async fn frame(&mut self, phone: &str) -> u64 {
+        loop {
+            let (event, data) = self.next().await;
+            if event != "frame" {
+                continue;
+            }
+            assert!(
+                data.contains(&format!("src=\"/ui/phones/{phone}/screen?n=")),
+                "{data}"
+            );
+            let at = data.find("data-frame=\"").unwrap() + 12;
+            return data[at..].split('"').next().unwrap().parse().unwrap();
+        }
+    }
+}
+
+/// A change of a simulated phone's screen.
+type Change = fn(&mut phonefarm_phonemodel::Phone);
+
+fn screenshots(sys: &System, phone: usize) -> usize {
+    sys.sims[phone]
+        .actions()
+        .iter()
+        .filter(|a| matches!(a, Action::Screenshot))
+        .count()
+}
+
+/// The PNG the image endpoint serves now.
+async fn served(console: &Console, phone: &str) -> Vec<u8> {
+    let r = console
+        .http
+        .get(format!("{}/ui/phones/{phone}/screen", console.base))
+        .header(COOKIE, &console.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CONTENT_TYPE], "image/png");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let png = r.bytes().await.unwrap().to_vec();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_view_carries_frames_while_watched_and_the_agent_stops_after() {
+    let sys = System::start(Options::phones(2)).await;
+    let console = Console::sign_in(&sys).await;
+    let page = console.get("/ui/phones/SIM0001").await.1;
+    assert!(
+        page.contains("sse-connect=\"/ui/live/screen/SIM0001\""),
+        "{page}"
+    );
+    assert_eq!(screenshots(&sys, 0), 0, "nobody watches: no capture");
+
+    // One viewer of SIM0001, two of SIM0002.
+    let mut one = EventStream::open(&console, "/ui/live/screen/SIM0001").await;
+    let mut two_a = EventStream::open(&console, "/ui/live/screen/SIM0002").await;
+    let _two_b = EventStream::open(&console, "/ui/live/screen/SIM0002").await;
+
+    // The screens change between frames; the image endpoint follows with the latest.
+    let steps: [(&str, Change); 3] = [
+        ("screen=Launcher", |_| {}),
+        ("screen=Feed video=", |p| {
+            p.shell("monkey -p com.zhiliaoapp.musically -c android.intent.category.LAUNCHER 1");
+        }),
+        ("screen=ScreenOff", |p| p.set_screen_on(false)),
+    ];
+    let mut distinct: Vec<Vec<u8>> = Vec::new();
+    let mut last = 0;
+    for (want, change) in steps {
+        change(&mut sys.sims[0].phone.lock().unwrap());
+        let png = loop {
+            let n = one.frame("SIM0001").await;
+            assert!(n > last, "frame numbers grow: {n} after {last}");
+            last = n;
+            let png = served(&console, "SIM0001").await;
+            if String::from_utf8_lossy(&png).contains(want) {
+                break png;
+            }
+        };
+        if !distinct.contains(&png) {
+            distinct.push(png);
+        }
+    }
+    assert_eq!(distinct.len(), 3, "three screens, three distinct frames");
+    assert!(two_a.frame("SIM0002").await >= 1);
+
+    // One capture loop per phone, however many viewers: over a window of 5 captures of
+    // SIM0001, SIM0002 (two viewers) is captured about as often, not twice as often.
+    let (c1, c2) = (screenshots(&sys, 0), screenshots(&sys, 1));
+    wait_until(
+        "5 more captures of SIM0001",
+        Duration::from_secs(30),
+        || async { screenshots(&sys, 0) >= c1 + 5 },
+    )
+    .await;
+    let grown = screenshots(&sys, 1) - c2;
+    assert!(
+        grown <= 5 + 2,
+        "SIM0002 captured {grown} times in that window"
+    );
+
+    // The SIM0001 viewer leaves: the agent stops capturing it once the watch lapses, while
+    // SIM0002, still watched, is the clock.
+    drop(one);
+    wait_until(
+        "SIM0001's capture stopped",
+        Duration::from_secs(60),
+        || async {
+            let before = screenshots(&sys, 0);
+            let yardstick = screenshots(&sys, 1);
+            wait_until("3 captures of SIM0002", Duration::from_secs(30), || async {
+                screenshots(&sys, 1) >= yardstick + 3
+            })
+            .await;
+            screenshots(&sys, 0) == before
+        },
+    )
+    .await;
+    let (c1, c2) = (screenshots(&sys, 0), screenshots(&sys, 1));
+    wait_until(
+        "8 more captures of SIM0002",
+        Duration::from_secs(30),
+        || async { screenshots(&sys, 1) >= c2 + 8 },
+    )
+    .await;
+    assert_eq!(
+        screenshots(&sys, 0),
+        c1,
+        "SIM0001 is captured though nobody watches"
+    );
+}
