@@ -20,10 +20,7 @@ use crate::db::console_views::{self as queries, HealthSample};
 use crate::domain::time::now_ms;
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::lifecycle::fleet::{ActionRefused, PhoneAction, phone_action};
-
-/// How long locate shows its colour.
-pub const LOCATE_SECONDS: u32 = 60;
+use crate::lifecycle::fleet::{ActionRefused, LOCATE_SECONDS, PhoneAction, phone_action};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(vec![format!("phone_not_found:{id}")])

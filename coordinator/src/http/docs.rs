@@ -36,7 +36,7 @@ impl Modify for Security {
         capabilities::list, capabilities::put,
         health::healthz, health::readyz, health::metrics,
         fleet::agents, fleet::phones, fleet::phone, fleet::put_phone, fleet::move_phone,
-        fleet::phone_moves,
+        fleet::phone_moves, fleet::reboot_phone, fleet::locate_phone,
         queue_items::get, queue_items::retry,
     ),
     components(

@@ -20,9 +20,10 @@ use crate::db::{
 use crate::domain::time::{fmt, fmt_opt, now_ms};
 use crate::error::ApiError;
 use crate::error::answers::{
-    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
-    Unprocessable, UnsupportedMediaType,
+    BadRequest, Conflict, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized,
+    Unavailable, Unprocessable, UnsupportedMediaType,
 };
+use crate::lifecycle::fleet::{ActionRefused, PhoneAction, phone_action};
 
 /// `online`, or `offline` (silent for the offline window).
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -410,4 +411,102 @@ pub async fn phone_moves(
     Ok(Json(PhoneMoveList {
         moves: moves.iter().map(move_view).collect(),
     }))
+}
+
+/// An operator's action on a phone, ordered from its agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhoneActionOrdered {
+    pub phone_id: String,
+    /// `reboot` or `locate`.
+    pub action: String,
+    /// Names the order in the coordinator's and the agent's logs.
+    pub request_id: Uuid,
+    /// Always `ordered`: the agent carries it out (or refuses it, logged, if a run started on
+    /// the phone meanwhile).
+    pub status: String,
+}
+
+async fn order(
+    st: &AppState,
+    caller: &Caller,
+    address: Option<String>,
+    id: &str,
+    action: PhoneAction,
+) -> Result<(axum::http::StatusCode, Json<PhoneActionOrdered>), ApiError> {
+    caller.require(Role::Operator)?;
+    let what = action.as_str();
+    let detail = match action {
+        PhoneAction::Reboot => serde_json::json!({}),
+        PhoneAction::Locate { for_seconds } => serde_json::json!({"for_seconds": for_seconds}),
+    };
+    let entry = crate::console::audit::Entry {
+        actor: caller.name.clone(),
+        action: format!("phone.{what}"),
+        target: Some(id.to_string()),
+        address,
+        via: "api",
+        detail,
+    };
+    match phone_action(&st.db, id, action, &entry.row()).await? {
+        Ok(request_id) => {
+            if let Some(bus) = &st.bus {
+                bus.wakers.relay.notify_one();
+            }
+            let body = PhoneActionOrdered {
+                phone_id: id.to_string(),
+                action: what.into(),
+                request_id,
+                status: "ordered".into(),
+            };
+            Ok((axum::http::StatusCode::ACCEPTED, Json(body)))
+        }
+        Err(ActionRefused::NotFound) => {
+            Err(ApiError::not_found(vec![format!("phone_not_found:{id}")]))
+        }
+        Err(ActionRefused::Offline) => Err(ApiError::conflict(format!("phone_offline:{id}"))),
+        Err(ActionRefused::Busy(q)) => Err(ApiError::conflict(format!("phone_busy:{q}"))),
+    }
+}
+
+/// `POST /phones/{phone_id}/reboot`: the phone's agent reboots it (`adb reboot`) and gives it
+/// no work until it has booted again. Refused (409) while a run executes on the phone or the
+/// phone or its agent is offline. Audited as `phone.reboot`.
+#[utoipa::path(post, path = "/phones/{phone_id}/reboot", tag = "fleet", params(("phone_id" = String, Path)),
+    responses((status = 202, description = "The reboot is ordered from the phone's agent", body = PhoneActionOrdered),
+              (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+              (status = 403, response = Forbidden), (status = 404, response = NotFound),
+              (status = 409, response = Conflict), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(phone_id = %id))]
+pub async fn reboot_phone(
+    State(st): State<AppState>,
+    caller: Caller,
+    crate::console::session::Address(address): crate::console::session::Address,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(axum::http::StatusCode, Json<PhoneActionOrdered>), ApiError> {
+    order(&st, &caller, address, &id, PhoneAction::Reboot).await
+}
+
+/// `POST /phones/{phone_id}/locate`: the phone's agent wakes it and shows a full-screen colour
+/// for 60 s, so a technician finds it on the rack. Refused (409) while a run executes on the
+/// phone or the phone or its agent is offline. Audited as `phone.locate`.
+#[utoipa::path(post, path = "/phones/{phone_id}/locate", tag = "fleet", params(("phone_id" = String, Path)),
+    responses((status = 202, description = "The locate is ordered from the phone's agent", body = PhoneActionOrdered),
+              (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+              (status = 403, response = Forbidden), (status = 404, response = NotFound),
+              (status = 409, response = Conflict), (status = 500, response = Internal),
+              (status = 503, response = Unavailable)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(phone_id = %id))]
+pub async fn locate_phone(
+    State(st): State<AppState>,
+    caller: Caller,
+    crate::console::session::Address(address): crate::console::session::Address,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(axum::http::StatusCode, Json<PhoneActionOrdered>), ApiError> {
+    let locate = PhoneAction::Locate {
+        for_seconds: crate::lifecycle::fleet::LOCATE_SECONDS,
+    };
+    order(&st, &caller, address, &id, locate).await
 }

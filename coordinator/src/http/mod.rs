@@ -253,6 +253,8 @@ pub fn router(state: AppState) -> Router {
             get(fleet::phone).put(fleet::put_phone),
         )
         .route("/phones/{phone_id}/move", post(fleet::move_phone))
+        .route("/phones/{phone_id}/reboot", post(fleet::reboot_phone))
+        .route("/phones/{phone_id}/locate", post(fleet::locate_phone))
         .route("/phones/{phone_id}/moves", get(fleet::phone_moves))
         .route("/queue-items/{queue_item_id}", get(queue_items::get))
         .route(

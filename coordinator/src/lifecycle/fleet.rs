@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::db::{self, accounts::AccountRow};
 use crate::domain::requests::{AccountPut, Snapshot};
 
+/// How long the console's and the API's locate shows its colour.
+pub const LOCATE_SECONDS: u32 = 60;
+
 /// An operator's action on one phone, carried out by its agent (`phoneops` there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PhoneAction {

@@ -202,6 +202,8 @@ async fn openapi_and_docs_are_served_without_internet() {
         "/agents",
         "/phones",
         "/phones/{phone_id}",
+        "/phones/{phone_id}/reboot",
+        "/phones/{phone_id}/locate",
         "/queue-items/{queue_item_id}",
         "/queue-items/{queue_item_id}/retry",
         "/accounts/{account_id}",

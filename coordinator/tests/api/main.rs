@@ -9,4 +9,5 @@ mod contract;
 mod enqueue;
 mod faults;
 mod legacy;
+mod phone_actions;
 mod states;
