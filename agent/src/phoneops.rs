@@ -6,9 +6,9 @@
 //! this is the check that cannot race a run starting), and no work starts on it while held.
 //!
 //! - **reboot**: `reboot:` (what `adb reboot` does); the phone drops off, the fleet's probe
-//!   passes reconnect it, and the hold lasts until `sys.boot_completed` is `1` again (or
-//!   [`OpsOptions::back_within`], 3 min), so no work lands on a half-booted phone. The
-//!   inventory shows it offline meanwhile.
+//!   passes (USB: the manager) reconnect it, and the hold lasts until `sys.boot_completed` is
+//!   `1` again, checked each second (or [`OpsOptions::back_within`], 3 min), so no work lands
+//!   on a half-booted phone. The inventory shows it offline meanwhile.
 //! - **locate**: wake the screen (`input keyevent KEYCODE_WAKEUP`), dismiss the keyguard
 //!   (`wm dismiss-keyguard`: farm phones have no PIN), push a solid magenta PNG shaped like
 //!   the display to [`LOCATE_FILE`] and open it in the system's image viewer (`am start -a
@@ -117,8 +117,9 @@ impl PhoneOps {
             () = self.shutdown.cancelled() => return,
             _ = gone => {}
         }
+        // The fleet's probe passes reconnect it (every `probe_interval`); here only the cheap
+        // checks, not a probe pass of every phone each second.
         loop {
-            self.fleet.probe_now().await;
             if let Some(h) = self.fleet.phone(phone_id)
                 && matches!(h.state(), ConnState::Online(_))
             {
