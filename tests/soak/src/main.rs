@@ -55,9 +55,14 @@ struct Args {
     /// Seed of the nemesis and the workload (printed; give it again to replay the choices).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// How long the system may take to become quiet after the workload (seconds).
+    /// How long the system may go without progress (a process or queue item finishing)
+    /// after the workload before it counts as stuck (seconds). Phones work through their
+    /// backlog one run at a time, so quiet may take longer while items keep finishing.
     #[arg(long, default_value_t = 300)]
     quiet_secs: u64,
+    /// How long the system may take to become quiet at most, progressing or not (seconds).
+    #[arg(long, default_value_t = 900)]
+    quiet_max_secs: u64,
 }
 
 const KINDS: [&str; 7] = [
@@ -300,7 +305,10 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
             .filter_map(|q| q.process_id.clone())
             .collect()
     };
-    let until = tokio::time::Instant::now() + Duration::from_secs(args.quiet_secs);
+    let waited_from = tokio::time::Instant::now();
+    let cap = waited_from + Duration::from_secs(args.quiet_max_secs);
+    let mut stalled_until = waited_from + Duration::from_secs(args.quiet_secs);
+    let mut least_open = (i64::MAX, usize::MAX);
     let mut processes: BTreeMap<String, String> = BTreeMap::new();
     loop {
         for id in &ids {
@@ -334,18 +342,29 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
         if all_terminal && open == 0 && pending == 0 {
             break;
         }
-        if tokio::time::Instant::now() > until {
-            let waiting = ids
-                .iter()
-                .filter(|id| {
-                    !processes
-                        .get(*id)
-                        .is_some_and(|s| TERMINAL.contains(&s.as_str()))
-                })
-                .count();
+        let waiting = ids
+            .iter()
+            .filter(|id| {
+                !processes
+                    .get(*id)
+                    .is_some_and(|s| TERMINAL.contains(&s.as_str()))
+            })
+            .count();
+        let now = tokio::time::Instant::now();
+        if open < least_open.0 || waiting < least_open.1 {
+            // Progress: the stall window starts again.
+            least_open = (open.min(least_open.0), waiting.min(least_open.1));
+            stalled_until = now + Duration::from_secs(args.quiet_secs);
+        }
+        if now > stalled_until || now > cap {
             println!(
-                "soak: not quiet after {} s: {waiting} processes not terminal, {open} queue items open, {pending} outbox rows or callbacks pending",
-                args.quiet_secs
+                "soak: not quiet after {:.0} s ({}): {waiting} processes not terminal, {open} queue items open, {pending} outbox rows or callbacks pending",
+                (now - waited_from).as_secs_f64(),
+                if now > cap {
+                    format!("the cap, {} s", args.quiet_max_secs)
+                } else {
+                    format!("no progress for {} s", args.quiet_secs)
+                }
             );
             break;
         }
