@@ -5,6 +5,7 @@
 
 mod cancel_evidence;
 mod fleet_packs;
+mod phoneops;
 mod runs_and_auth;
 mod support;
 mod work;
