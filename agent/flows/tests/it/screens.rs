@@ -35,7 +35,8 @@ fn expected(kind: ScreenKind) -> &'static str {
         ScreenKind::Keyguard => "popup:keyguard",
         ScreenKind::Launcher => "launcher",
         ScreenKind::PlayStore => "play_store",
-        ScreenKind::Placeholder | ScreenKind::ScreenOff => "unknown",
+        // The viewer (the console's locate) is no app screen: runs start after it is gone.
+        ScreenKind::Placeholder | ScreenKind::ScreenOff | ScreenKind::ImageViewer => "unknown",
     }
 }
 
