@@ -216,8 +216,9 @@ pub struct FailureGroup {
 pub const FAILURES_24H_SQL: &str = "WITH f AS ( \
        SELECT e.queue_item_id, e.at, split_part(COALESCE(e.payload->'error'->>'code', \
               'unknown'), ':', 1) AS reason, qi.kind, qi.phone_id, qi.agent_id, \
-              substring(e.payload->'error'->>'message' FROM ', pack (\\S+ r\\d+)\\)$') \
-              AS run_pack \
+              CASE WHEN e.payload->'error'->>'message' LIKE '%, pack % r%)' \
+                THEN left(split_part(e.payload->'error'->>'message', ', pack ', -1), -1) \
+              END AS run_pack \
        FROM queue_item_events e JOIN queue_items qi ON qi.queue_item_id = e.queue_item_id \
        WHERE e.kind = 'finished' AND e.payload->>'outcome' = 'failed' \
          AND e.at > now() - interval '24 hours') \
