@@ -8,7 +8,7 @@
 //!   (`deploy/local/test` sets it), where a missing browser fails the test.
 //! - [`Browser::start`]: chromedriver on a free port in its own process group (killed with the
 //!   browser on drop, also after a panic), one headless session with the browser log and the
-//!   performance (network) log enabled.
+//!   performance (network) log enabled; a navigation slower than [`PAGE_LOAD`] fails.
 //! - Waits on the page ([`Browser::wait_attribute`], [`Browser::wait_script`]) poll with a
 //!   deadline; nothing sleeps as synchronisation.
 //! - [`Browser::problems`]: console errors (level `SEVERE`, which includes CSP violations and
@@ -33,6 +33,10 @@ use crate::{free_port, wait_for, wait_until};
 
 pub const DRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long a navigation may take before the WebDriver command fails (chromedriver's default
+/// is 300 s, which would hide a page stalled behind the browser's connection limit).
+pub const PAGE_LOAD: Duration = Duration::from_secs(10);
 
 /// How long a page condition is awaited by default.
 pub const PAGE_WAIT: Duration = Duration::from_secs(20);
@@ -139,6 +143,10 @@ impl Browser {
         }}});
         let r = b.raw("POST", "/session", Some(caps)).await;
         b.session = r["sessionId"].as_str().expect("a session id").to_string();
+        // A console page that takes longer than this to load is a failure, not a wait.
+        let page_load = PAGE_LOAD.as_millis() as u64;
+        b.cmd("POST", "/timeouts", Some(json!({"pageLoad": page_load})))
+            .await;
         b
     }
 
