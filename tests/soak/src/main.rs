@@ -5,6 +5,7 @@
 //! on a violated promise, printing the seed and the history around it.
 
 mod checker;
+mod figures;
 mod topology;
 mod workload;
 
@@ -63,6 +64,11 @@ struct Args {
     /// How long the system may take to become quiet at most, progressing or not (seconds).
     #[arg(long, default_value_t = 900)]
     quiet_max_secs: u64,
+    /// The benchmark: minutes of the same workload without the nemesis before the nemesis
+    /// starts; then both phases' completed processes per minute and enqueue -> completed
+    /// p50/p99 are printed side by side.
+    #[arg(long, default_value_t = 0)]
+    calm_minutes: u64,
 }
 
 const KINDS: [&str; 7] = [
@@ -237,6 +243,15 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
         stop.clone(),
     ));
 
+    let calm_from = now_ms();
+    if args.calm_minutes > 0 {
+        println!(
+            "soak: {} minutes of the workload without the nemesis (the benchmark's baseline)",
+            args.calm_minutes
+        );
+        tokio::time::sleep(Duration::from_secs(args.calm_minutes * 60)).await;
+    }
+    let nemesis_from = now_ms();
     let mut rng = Rng::new(args.seed);
     let mut faults: Vec<Fault> = Vec::new();
     let end = tokio::time::Instant::now() + Duration::from_secs(args.minutes * 60);
@@ -286,6 +301,7 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
             break;
         }
     }
+    let nemesis_to = now_ms();
     stop.cancel();
     let _ = load.await;
     if let Some(c) = crash {
@@ -443,6 +459,18 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
             .await?;
 
     report(&h, &faults, retries);
+    if args.calm_minutes > 0 {
+        bench_table(&[
+            (
+                "without nemesis",
+                figures::phase(&h.requests, &h.callbacks, calm_from, nemesis_from),
+            ),
+            (
+                "with nemesis",
+                figures::phase(&h.requests, &h.callbacks, nemesis_from, nemesis_to),
+            ),
+        ]);
+    }
     let violations = checker::check(&h);
     if violations.is_empty() {
         println!("soak: every promise held (seed {})", args.seed);
@@ -496,6 +524,23 @@ async fn soak(args: &Args) -> anyhow::Result<bool> {
     let kept = sys.dir.keep();
     println!("logs kept in {}", kept.display());
     Ok(false)
+}
+
+/// The benchmark's figures, a phase per line.
+fn bench_table(phases: &[(&str, figures::Phase)]) {
+    let ms = |v: Option<i64>| v.map_or("-".to_string(), |v| format!("{:.1} s", v as f64 / 1000.0));
+    println!("\nbenchmark (by the requests sent in each phase)");
+    println!("  phase              created  completed  completed/min  p50 enqueue->completed  p99");
+    for (name, p) in phases {
+        println!(
+            "  {name:<18} {:>7}  {:>9}  {:>13.1}  {:>22}  {}",
+            p.created,
+            p.completed,
+            p.per_minute,
+            ms(p.p50_ms),
+            ms(p.p99_ms)
+        );
+    }
 }
 
 fn report(h: &History, faults: &[Fault], retries: i64) {
