@@ -278,7 +278,11 @@ impl Authority {
             operator_signing,
             account_signing,
         };
-        let account_jwt = authority.account_jwt(&BTreeMap::new(), now)?;
+        // Issued a second before `now`: nats-server keeps a stored account JWT over a preloaded
+        // one only when the stored one was issued strictly later, so a revocation pushed in the
+        // same second as this init would otherwise be replaced by this preload (which revokes
+        // nothing) at the server's next restart.
+        let account_jwt = authority.account_jwt(&BTreeMap::new(), preload_issued_at(now))?;
 
         // The system user is signed by the system account itself (it has no signing key).
         let sys_user = KeyPair::new_user();
@@ -448,6 +452,12 @@ impl Authority {
     }
 }
 
+/// When the preloaded account JWT of a chain made at `now` says it was issued: before any JWT
+/// pushed after the init, even in the same second.
+fn preload_issued_at(now: i64) -> i64 {
+    now - 1
+}
+
 /// The part of every nats-server's configuration that trusts this operator: the operator JWT
 /// inline, the system account, and the account JWTs the resolver starts from (a newer pushed
 /// JWT, kept in the resolver's directory, wins over these).
@@ -472,6 +482,33 @@ fn server_conf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nats-server replaces a stored account JWT by the preloaded one at start unless the stored
+    /// one was issued strictly later: a revocation pushed in the init's own second must win.
+    #[test]
+    fn a_jwt_pushed_in_the_init_s_second_is_newer_than_the_preload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nats");
+        let a = Authority::init(&path, 1_700_000_000).unwrap();
+        let conf = std::fs::read_to_string(path.join(SERVER_CONF)).unwrap();
+        let line = conf
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{}:", a.public.account))
+            })
+            .expect("the account's preload line");
+        let token = line.split('"').nth(1).expect("a quoted JWT");
+        let preload: Claims<Account> = jwt::decode(token).unwrap();
+        let pushed: Claims<Account> =
+            jwt::decode(&a.account_jwt(&BTreeMap::new(), 1_700_000_000).unwrap()).unwrap();
+        assert!(
+            pushed.iat > preload.iat,
+            "pushed at {} vs preload at {}",
+            pushed.iat,
+            preload.iat
+        );
+    }
 
     #[test]
     fn init_writes_a_chain_that_loads_and_verifies() {

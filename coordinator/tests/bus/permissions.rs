@@ -14,9 +14,13 @@ use phonefarm_shared::{EventKind, subjects};
 use crate::operator::OperatorNats;
 use phonefarm_testkit::coordinator::bus::*;
 
+/// How long an answer that is allowed may take on a loaded machine; a refusal is waited out
+/// for as long.
+const ANSWER: Duration = Duration::from_secs(3);
+
 fn short(client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(2))
+        .timeout(ANSWER)
         .build(client)
 }
 
@@ -30,8 +34,7 @@ async fn refused(js: &jetstream::Context, subject: String, payload: &'static [u8
 
 /// A request that got no answer (denied requests are dropped by the server).
 async fn unanswered(client: &async_nats::Client, subject: String) -> bool {
-    let r =
-        tokio::time::timeout(Duration::from_secs(2), client.request(subject, "{}".into())).await;
+    let r = tokio::time::timeout(ANSWER, client.request(subject, "{}".into())).await;
     !matches!(r, Ok(Ok(ref m)) if !m.payload.is_empty())
 }
 
@@ -293,7 +296,7 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .await
         .unwrap();
     a_client.flush().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), frames.next())
+    let first = tokio::time::timeout(Duration::from_secs(20), frames.next())
         .await
         .expect("A's own frame arrives")
         .unwrap();
@@ -323,7 +326,7 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .await
         .unwrap();
     coord.flush().await.unwrap();
-    let own = tokio::time::timeout(Duration::from_secs(5), a_watches.next())
+    let own = tokio::time::timeout(Duration::from_secs(20), a_watches.next())
         .await
         .expect("A hears its own watch")
         .unwrap();
