@@ -13,6 +13,7 @@ use phonefarm_shared::{EventKind, subjects};
 
 use crate::operator::OperatorNats;
 use phonefarm_testkit::coordinator::bus::*;
+use phonefarm_testkit::wait_for;
 
 /// How long an answer that is allowed may take on a loaded machine; a refusal is waited out
 /// for as long.
@@ -283,31 +284,39 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .clone();
     assert_eq!(b_info.state.messages, 2, "one chunk and one meta of B's");
 
-    // Screen frames (core NATS): A's own phones' subject reaches the coordinator, B's is
-    // dropped by the server. The forged frame goes first: had it passed, it would arrive first.
+    // Screen frames (core NATS, at most once: each try publishes again until one arrives): A's
+    // own phones' subject reaches the coordinator, B's is dropped by the server. The forged
+    // frame goes first each time: had it passed, it would arrive first.
     let mut frames = coord.subscribe("pf.screen.>").await.unwrap();
     coord.flush().await.unwrap();
-    a_client
-        .publish(subjects::screen("rack-b", "P1"), "forged".into())
-        .await
-        .unwrap();
-    a_client
-        .publish(subjects::screen("rack-a", "P1"), "own".into())
-        .await
-        .unwrap();
-    a_client.flush().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(20), frames.next())
-        .await
-        .expect("A's own frame arrives")
-        .unwrap();
+    let first = wait_for(
+        "A's own frame arrives",
+        Duration::from_secs(30),
+        async || {
+            a_client
+                .publish(subjects::screen("rack-b", "P1"), "forged".into())
+                .await
+                .unwrap();
+            a_client
+                .publish(subjects::screen("rack-a", "P1"), "own".into())
+                .await
+                .unwrap();
+            a_client.flush().await.ok()?;
+            tokio::time::timeout(Duration::from_secs(2), frames.next())
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
     assert_eq!(
         first.subject.as_str(),
         "pf.screen.rack-a.P1",
         "agent A published B's screen"
     );
     assert_eq!(&first.payload[..], b"own");
-    // Watches: A hears its own, never B's (B's is published first, on one connection, so it
-    // would be in hand by the time A's own arrives).
+    // Watches: A hears its own, never B's (B's is published first each time, on one
+    // connection, so it would be in hand by the time A's own arrives).
     let mut b_watches = a_client
         .subscribe(subjects::screen_watch("rack-b"))
         .await
@@ -317,19 +326,26 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .await
         .unwrap();
     a_client.flush().await.unwrap();
-    coord
-        .publish(subjects::screen_watch("rack-b"), "b".into())
-        .await
-        .unwrap();
-    coord
-        .publish(subjects::screen_watch("rack-a"), "a".into())
-        .await
-        .unwrap();
-    coord.flush().await.unwrap();
-    let own = tokio::time::timeout(Duration::from_secs(20), a_watches.next())
-        .await
-        .expect("A hears its own watch")
-        .unwrap();
+    let own = wait_for(
+        "A hears its own watch",
+        Duration::from_secs(30),
+        async || {
+            coord
+                .publish(subjects::screen_watch("rack-b"), "b".into())
+                .await
+                .unwrap();
+            coord
+                .publish(subjects::screen_watch("rack-a"), "a".into())
+                .await
+                .unwrap();
+            coord.flush().await.ok()?;
+            tokio::time::timeout(Duration::from_secs(2), a_watches.next())
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
     assert_eq!(&own.payload[..], b"a");
     assert!(
         !matches!(
