@@ -6,6 +6,7 @@
 //! reordered, removed or inserted. New fields go into new variants or a new envelope version,
 //! appended at the end. The golden-bytes tests at the bottom fail on any layout change.
 
+pub mod screen;
 pub mod subjects;
 
 use serde::{Deserialize, Serialize};

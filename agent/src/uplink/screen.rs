@@ -13,8 +13,10 @@
 //! coordinator replicas asking; a capture starts only after the previous one ended (a slow phone
 //! gets fewer frames, never a queue of them). Captures go on during runs: watching a run is what
 //! an operator wants the view for, and one `screencap` a second costs a phone little next to
-//! the flow's own UI dumps. A frame larger than the server's `max_payload` (or [`MAX_FRAME`]) is
-//! dropped and logged, not split.
+//! the flow's own UI dumps. A frame larger than the server's `max_payload` (a real phone's
+//! 1080x2400 PNG is 1-3 MB, the default `max_payload` 1 MB) goes in parts
+//! (`phonefarm_shared::screen`), which the coordinator puts back together; one larger than
+//! [`MAX_FRAME`] is dropped and logged.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -102,11 +104,11 @@ pub async fn run_screen_watch(
         }
         let (tx, rx) = watch::channel(until);
         loops.insert(w.phone_id.clone(), tx);
-        let max_frame = client
+        // Room for the frame's other fields and the part header in one message.
+        let part_size = client
             .server_info()
             .max_payload
-            .saturating_sub(1024)
-            .min(MAX_FRAME);
+            .saturating_sub(1024 + w.phone_id.len());
         tracing::info!(%agent_id, phone_id = %w.phone_id, "screen watched: capturing");
         tokio::spawn(capture_loop(CaptureLoop {
             client: client.clone(),
@@ -115,7 +117,7 @@ pub async fn run_screen_watch(
             fleet: fleet.clone(),
             options: options.clone(),
             until: rx,
-            max_frame,
+            part_size,
             shutdown: shutdown.clone(),
         }));
     }
@@ -128,7 +130,8 @@ struct CaptureLoop {
     fleet: FleetHandle,
     options: ScreenOptions,
     until: watch::Receiver<Instant>,
-    max_frame: usize,
+    /// The largest slice of a PNG one message carries.
+    part_size: usize,
     shutdown: CancellationToken,
 }
 
@@ -160,23 +163,44 @@ async fn capture_loop(c: CaptureLoop) {
                 continue;
             }
         };
-        if png.len() > c.max_frame {
+        let parts = if png.len() > MAX_FRAME {
+            None
+        } else {
+            phonefarm_shared::screen::split(&png, c.part_size)
+        };
+        let Some(parts) = parts else {
             if !too_large {
-                tracing::warn!(phone_id = %c.phone_id, bytes = png.len(), max = c.max_frame, "screen frame too large for NATS; dropped");
+                tracing::warn!(phone_id = %c.phone_id, bytes = png.len(), max = MAX_FRAME, part_size = c.part_size, "screen frame too large to send; dropped");
                 too_large = true;
             }
             continue;
-        }
-        seq += 1;
-        let frame = ScreenFrame {
-            phone_id: c.phone_id.clone(),
-            seq,
-            at_unix_ms: super::now_ms(),
-            png,
         };
-        let bytes = phonefarm_shared::encode(&frame);
-        if let Err(e) = c.client.publish(c.subject.clone(), bytes.into()).await {
-            tracing::debug!(phone_id = %c.phone_id, error = %e, "screen frame not sent");
+        seq += 1;
+        let at_unix_ms = super::now_ms();
+        let whole = parts.len() == 1;
+        for (index, count, slice) in parts {
+            let bytes = phonefarm_shared::encode(&ScreenFrame {
+                phone_id: c.phone_id.clone(),
+                seq,
+                at_unix_ms,
+                png: slice.to_vec(),
+            });
+            let sent = if whole {
+                c.client.publish(c.subject.clone(), bytes.into()).await
+            } else {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    phonefarm_shared::screen::PART_HEADER,
+                    phonefarm_shared::screen::part_header(index, count),
+                );
+                c.client
+                    .publish_with_headers(c.subject.clone(), headers, bytes.into())
+                    .await
+            };
+            if let Err(e) = sent {
+                tracing::debug!(phone_id = %c.phone_id, error = %e, "screen frame not sent");
+                break;
+            }
         }
     }
 }

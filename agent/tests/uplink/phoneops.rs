@@ -1,6 +1,7 @@
 //! Operators' phone actions and the live screen, at the agent: a locate holds the phone (its
 //! work order is handed back until the locate ends, then runs), and screen watches from several
-//! requesters still mean one capture loop per phone.
+//! requesters still mean one capture loop per phone; a capture of a real phone's size (over
+//! nats-server's 1 MB `max_payload`) goes in parts and comes back whole.
 
 use futures::StreamExt as _;
 use phonefarm_phonemodel::Action;
@@ -193,5 +194,75 @@ async fn many_watchers_one_capture_loop_and_frames_on_the_agents_subject() {
     .await;
     assert_eq!(captures(&a), ca, "SIMW1 captured with no watch alive");
     stop_b.cancel();
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_larger_than_max_payload_goes_in_parts_and_comes_back_whole() {
+    let agent = "rack-big";
+    let env = env(agent, true).await;
+    // 2.5 MB: what a 1080x2400 capture of a busy screen weighs on a real phone.
+    let mut c = phonefarm_phonesim::SimConfig::with_serial("SIMBIG");
+    c.model.screencap_padding = 2_500_000;
+    let big = phonefarm_phonesim::spawn(c).await.expect("sim starts");
+    let daemon = Agent::start(config(agent, &env.nats.url(), &env.state, &[&big]));
+    phones_online(&env.js, agent, 1).await;
+    let client = async_nats::connect(env.nats.url()).await.unwrap();
+    let max_payload = client.server_info().max_payload;
+    assert!(
+        max_payload < 2_500_000,
+        "the server's max_payload is {max_payload}"
+    );
+    let mut msgs = client
+        .subscribe(subjects::screen(agent, "SIMBIG"))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    {
+        let (client, stop) = (client.clone(), stop.clone());
+        let w = phonefarm_shared::encode(&Watch {
+            phone_id: "SIMBIG".into(),
+            for_seconds: 3,
+        });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let _ = client
+                    .publish(subjects::screen_watch(agent), w.clone().into())
+                    .await;
+            }
+        });
+    }
+    let mut frames = phonefarm_shared::screen::Reassembler::new(8 << 20);
+    let (mut messages, mut whole) = (0usize, Vec::new());
+    while whole.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), msgs.next())
+            .await
+            .expect("a message of the phone's screen")
+            .unwrap();
+        messages += 1;
+        assert!(m.payload.len() <= max_payload, "{} bytes", m.payload.len());
+        let part = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(phonefarm_shared::screen::PART_HEADER))
+            .map(|v| {
+                phonefarm_shared::screen::parse_part_header(v.as_str()).expect("a good header")
+            });
+        assert!(part.is_some(), "a large frame sent whole");
+        let piece: ScreenFrame = phonefarm_shared::decode(&m.payload).unwrap();
+        if let Some(f) = frames.feed(part, piece) {
+            whole.push(f);
+        }
+    }
+    stop.cancel();
+    for f in &whole {
+        assert!(f.png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(f.png.ends_with(b"IEND\xaeB`\x82"), "the PNG ends with IEND");
+        assert!(f.png.len() > 2_500_000, "{} bytes", f.png.len());
+    }
+    assert!(whole[1].seq > whole[0].seq);
+    assert!(messages >= 2 * 3, "{messages} messages for two frames");
     daemon.stop().await;
 }

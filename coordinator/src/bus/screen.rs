@@ -4,7 +4,8 @@
 //! ```text
 //! viewer opens /ui/live/screen/<phone> --> Screens::watch (first viewer: a feed task)
 //! feed task --every 2 s: Watch{phone, 6 s} on pf.watch.<agent> (core NATS)--> agent
-//! agent --ScreenFrame on pf.screen.<agent>.<phone>--> feed task --> latest frame + notify viewers
+//! agent --ScreenFrame on pf.screen.<agent>.<phone> (in parts when large)--> feed task
+//!       --> latest frame + notify viewers
 //! last viewer leaves --> feed task ends: no renewals, the agent stops within 6 s
 //! ```
 //!
@@ -179,6 +180,7 @@ async fn feed(
     let watch_subject = subjects::screen_watch(&agent_id);
     let mut renew = tokio::time::interval(RENEW);
     let mut n = 0u64;
+    let mut parts = phonefarm_shared::screen::Reassembler::new(MAX_FRAME);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -192,8 +194,24 @@ async fn feed(
                 if msg.payload.len() > MAX_FRAME + 1024 {
                     continue;
                 }
-                match phonefarm_shared::decode::<ScreenFrame>(&msg.payload) {
-                    Ok(f) if f.phone_id == phone_id && f.png.starts_with(PNG_SIGNATURE) => {
+                let part = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(phonefarm_shared::screen::PART_HEADER))
+                    .map(|v| phonefarm_shared::screen::parse_part_header(v.as_str()));
+                let part = match part {
+                    Some(None) => {
+                        tracing::debug!(%phone_id, "screen frame part with a bad header ignored");
+                        continue;
+                    }
+                    Some(Some(p)) => Some(p),
+                    None => None,
+                };
+                let frame = phonefarm_shared::decode::<ScreenFrame>(&msg.payload)
+                    .map(|f| parts.feed(part, f));
+                match frame {
+                    Ok(None) => {}
+                    Ok(Some(f)) if f.phone_id == phone_id && f.png.starts_with(PNG_SIGNATURE) => {
                         n += 1;
                         let frame = Frame { n, at_unix_ms: f.at_unix_ms, png: Bytes::from(f.png) };
                         frames.send_replace(Some(frame));

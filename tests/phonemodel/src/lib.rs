@@ -136,6 +136,10 @@ pub struct PhoneConfig {
     pub screen: ScreenSize,
     /// Posted videos go under review (the upload ends with "Your video is under review.").
     pub review_posts: bool,
+    /// Bytes of incompressible filler `screencap` adds to its PNG (a private ancillary chunk
+    /// decoders skip), so a test gets the size of a real phone's capture (1-3 MB at
+    /// 1080x2400) rather than the model's 16 KiB black image. 0 by default.
+    pub screencap_padding: usize,
 }
 
 impl Default for PhoneConfig {
@@ -163,6 +167,7 @@ impl Default for PhoneConfig {
             fault_seed: 0,
             screen: ScreenSize::FHD_PLUS,
             review_posts: false,
+            screencap_padding: 0,
         }
     }
 }

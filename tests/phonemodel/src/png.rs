@@ -128,6 +128,28 @@ pub(crate) fn with_text(mut png: Vec<u8>, keyword: &str, text: &str) -> Vec<u8> 
     png
 }
 
+/// `png` with `len` bytes of pseudo-random filler in a private ancillary chunk (`pfPd`, which
+/// decoders skip) before `IEND`.
+pub(crate) fn with_padding(mut png: Vec<u8>, len: usize) -> Vec<u8> {
+    if len == 0 {
+        return png;
+    }
+    let iend = png.split_off(png.len().saturating_sub(12));
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            // xorshift64: filler that does not compress.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    chunk(&mut png, b"pfPd", &data);
+    png.extend_from_slice(&iend);
+    png
+}
+
 /// The first pixel of an 8-bit RGB PNG whose image data starts with a stored (uncompressed)
 /// deflate block; None for any other PNG or anything else.
 pub(crate) fn first_rgb(bytes: &[u8]) -> Option<[u8; 3]> {

@@ -387,6 +387,14 @@ async fn live_view_carries_frames_while_watched_and_the_agent_stops_after() {
         "{page}"
     );
     assert_eq!(screenshots(&sys, 0), 0, "nobody watches: no capture");
+    // SIM0002 captures at a real phone's size (2.5 MB, over nats-server's 1 MB default
+    // max_payload): its frames cross NATS in parts.
+    sys.sims[1]
+        .phone
+        .lock()
+        .unwrap()
+        .config_mut()
+        .screencap_padding = 2_500_000;
 
     // One viewer of SIM0001, two of SIM0002.
     let mut one = EventStream::open(&console, "/ui/live/screen/SIM0001").await;
@@ -420,6 +428,13 @@ async fn live_view_carries_frames_while_watched_and_the_agent_stops_after() {
     }
     assert_eq!(distinct.len(), 3, "three screens, three distinct frames");
     assert!(two_a.frame("SIM0002").await >= 1);
+    let large = served(&console, "SIM0002").await;
+    assert!(
+        large.len() > 2_500_000,
+        "SIM0002's frame: {} bytes",
+        large.len()
+    );
+    assert!(large.ends_with(b"IEND\xaeB`\x82"), "the whole PNG, to IEND");
 
     // One capture loop per phone, however many viewers: over a window of 5 captures of
     // SIM0001, SIM0002 (two viewers) is captured about as often, not twice as often.

@@ -249,10 +249,13 @@ impl Phone {
         self.charge(Cost::Screencap);
         let file = args.iter().copied().find(|a| !a.starts_with('-'));
         let screen = self.config.screen;
-        let png = png::with_text(
-            png::black_png(screen.width as u32, screen.height as u32),
-            "Description",
-            &self.screen_description(),
+        let png = png::with_padding(
+            png::with_text(
+                png::black_png(screen.width as u32, screen.height as u32),
+                "Description",
+                &self.screen_description(),
+            ),
+            self.config.screencap_padding,
         );
         self.actions.push(Action::Screenshot);
         match file {
