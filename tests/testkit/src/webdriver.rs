@@ -419,11 +419,18 @@ impl Browser {
     }
 }
 
-/// Where screenshots go: `$PF_ARTIFACTS`, else `<CARGO_TARGET_DIR or target>/console-screenshots`.
+/// Where screenshots go: `$PF_ARTIFACTS`, else `<target dir>/console-screenshots`. The target
+/// dir is the one holding the running test binary (`<target>/<profile>/deps/<binary>`), so the
+/// screenshots land under the workspace's target whatever the test's working directory (cargo
+/// runs each test in its crate's directory, where a relative `target` is not ignored by git).
 pub fn artifacts() -> PathBuf {
     if let Some(dir) = std::env::var_os("PF_ARTIFACTS") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    Path::new(&target).join("console-screenshots")
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target.join("console-screenshots")
 }
