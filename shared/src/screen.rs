@@ -82,38 +82,33 @@ impl Reassembler {
             self.partial = None;
             return (piece.png.len() <= self.max_bytes).then_some(piece);
         };
-        if index == 1 {
-            self.partial = Some(Partial {
+        let mut p = if index == 1 {
+            Partial {
                 frame: piece,
-                next: 2,
+                next: 1,
                 count,
-            });
+            }
         } else {
-            let follows = self.partial.as_ref().is_some_and(|p| {
-                p.next == index
-                    && p.count == count
-                    && p.frame.seq == piece.seq
-                    && p.frame.phone_id == piece.phone_id
-            });
+            // Anything but the next part of the frame in progress drops that frame.
+            let mut p = self.partial.take()?;
+            let follows = p.next == index
+                && p.count == count
+                && p.frame.seq == piece.seq
+                && p.frame.phone_id == piece.phone_id;
             if !follows {
-                self.partial = None;
                 return None;
             }
-            let p = self.partial.as_mut()?;
             p.frame.png.extend_from_slice(&piece.png);
-            p.next += 1;
-        }
-        if self
-            .partial
-            .as_ref()
-            .is_some_and(|p| p.frame.png.len() > self.max_bytes)
-        {
-            self.partial = None;
+            p
+        };
+        p.next += 1;
+        if p.frame.png.len() > self.max_bytes {
             return None;
         }
-        if self.partial.as_ref().is_some_and(|p| p.next > p.count) {
-            return self.partial.take().map(|p| p.frame);
+        if p.next > p.count {
+            return Some(p.frame);
         }
+        self.partial = Some(p);
         None
     }
 }

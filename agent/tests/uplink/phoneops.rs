@@ -104,6 +104,30 @@ async fn phones_online(js: &jetstream::Context, agent: &str, n: usize) {
     .await;
 }
 
+/// A viewer: renews a 3 s watch of `phone` on `agent` every `every` until `stop`.
+fn renew_watch(
+    client: &async_nats::Client,
+    agent: &'static str,
+    phone: &str,
+    every: Duration,
+    stop: &CancellationToken,
+) {
+    let (client, stop) = (client.clone(), stop.clone());
+    let w = phonefarm_shared::encode(&Watch {
+        phone_id: phone.into(),
+        for_seconds: 3,
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            let _ = client
+                .publish(subjects::screen_watch(agent), w.clone().into())
+                .await;
+        }
+    });
+}
+
 fn captures(p: &Sim) -> usize {
     p.phone
         .lock()
@@ -131,20 +155,7 @@ async fn many_watchers_one_capture_loop_and_frames_on_the_agents_subject() {
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     for phone in ["SIMW1", "SIMW1", "SIMW1", "SIMW2", "NOPE"] {
         let stop = if phone == "SIMW1" { &stop_a } else { &stop_b };
-        let (client, stop) = (client.clone(), stop.clone());
-        let w = phonefarm_shared::encode(&Watch {
-            phone_id: phone.into(),
-            for_seconds: 3,
-        });
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            while !stop.is_cancelled() {
-                tick.tick().await;
-                let _ = client
-                    .publish(subjects::screen_watch(agent), w.clone().into())
-                    .await;
-            }
-        });
+        renew_watch(&client, agent, phone, Duration::from_millis(200), stop);
     }
     let mut last = 0;
     for _ in 0..3 {
@@ -218,22 +229,7 @@ async fn a_capture_larger_than_max_payload_goes_in_parts_and_comes_back_whole() 
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    {
-        let (client, stop) = (client.clone(), stop.clone());
-        let w = phonefarm_shared::encode(&Watch {
-            phone_id: "SIMBIG".into(),
-            for_seconds: 3,
-        });
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            while !stop.is_cancelled() {
-                tick.tick().await;
-                let _ = client
-                    .publish(subjects::screen_watch(agent), w.clone().into())
-                    .await;
-            }
-        });
-    }
+    renew_watch(&client, agent, "SIMBIG", Duration::from_millis(500), &stop);
     let mut frames = phonefarm_shared::screen::Reassembler::new(8 << 20);
     let (mut messages, mut whole) = (0usize, Vec::new());
     while whole.len() < 2 {

@@ -194,18 +194,17 @@ async fn feed(
                 if msg.payload.len() > MAX_FRAME + 1024 {
                     continue;
                 }
-                let part = msg
+                let header = msg
                     .headers
                     .as_ref()
-                    .and_then(|h| h.get(phonefarm_shared::screen::PART_HEADER))
-                    .map(|v| phonefarm_shared::screen::parse_part_header(v.as_str()));
-                let part = match part {
+                    .and_then(|h| h.get(phonefarm_shared::screen::PART_HEADER));
+                let part = match header.map(|v| phonefarm_shared::screen::parse_part_header(v.as_str())) {
+                    None => None,
+                    Some(Some(p)) => Some(p),
                     Some(None) => {
                         tracing::debug!(%phone_id, "screen frame part with a bad header ignored");
                         continue;
                     }
-                    Some(Some(p)) => Some(p),
-                    None => None,
                 };
                 let frame = phonefarm_shared::decode::<ScreenFrame>(&msg.payload)
                     .map(|f| parts.feed(part, f));

@@ -39,6 +39,30 @@ async fn unanswered(client: &async_nats::Client, subject: String) -> bool {
     !matches!(r, Ok(Ok(ref m)) if !m.payload.is_empty())
 }
 
+/// The first message `sub` receives while `from` publishes `sends` (in order, then a flush)
+/// again every 2 s: core NATS delivers at most once, so one publish proves nothing by its
+/// absence. Fails after 30 s.
+async fn heard(
+    what: &str,
+    from: &async_nats::Client,
+    sends: &[(String, &'static str)],
+    sub: &mut async_nats::Subscriber,
+) -> async_nats::Message {
+    wait_for(what, Duration::from_secs(30), async || {
+        for (subject, payload) in sends {
+            from.publish(subject.clone(), payload.as_bytes().into())
+                .await
+                .unwrap();
+        }
+        from.flush().await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .ok()
+            .flatten()
+    })
+    .await
+}
+
 fn watcher(name: &str) -> consumer::pull::Config {
     consumer::pull::Config {
         name: Some(name.into()),
@@ -289,24 +313,14 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
     // frame goes first each time: had it passed, it would arrive first.
     let mut frames = coord.subscribe("pf.screen.>").await.unwrap();
     coord.flush().await.unwrap();
-    let first = wait_for(
+    let first = heard(
         "A's own frame arrives",
-        Duration::from_secs(30),
-        async || {
-            a_client
-                .publish(subjects::screen("rack-b", "P1"), "forged".into())
-                .await
-                .unwrap();
-            a_client
-                .publish(subjects::screen("rack-a", "P1"), "own".into())
-                .await
-                .unwrap();
-            a_client.flush().await.ok()?;
-            tokio::time::timeout(Duration::from_secs(2), frames.next())
-                .await
-                .ok()
-                .flatten()
-        },
+        &a_client,
+        &[
+            (subjects::screen("rack-b", "P1"), "forged"),
+            (subjects::screen("rack-a", "P1"), "own"),
+        ],
+        &mut frames,
     )
     .await;
     assert_eq!(
@@ -326,24 +340,14 @@ async fn enrolled_agents_are_confined_to_their_own_subjects_consumers_and_eviden
         .await
         .unwrap();
     a_client.flush().await.unwrap();
-    let own = wait_for(
+    let own = heard(
         "A hears its own watch",
-        Duration::from_secs(30),
-        async || {
-            coord
-                .publish(subjects::screen_watch("rack-b"), "b".into())
-                .await
-                .unwrap();
-            coord
-                .publish(subjects::screen_watch("rack-a"), "a".into())
-                .await
-                .unwrap();
-            coord.flush().await.ok()?;
-            tokio::time::timeout(Duration::from_secs(2), a_watches.next())
-                .await
-                .ok()
-                .flatten()
-        },
+        &coord,
+        &[
+            (subjects::screen_watch("rack-b"), "b"),
+            (subjects::screen_watch("rack-a"), "a"),
+        ],
+        &mut a_watches,
     )
     .await;
     assert_eq!(&own.payload[..], b"a");
