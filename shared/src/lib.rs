@@ -214,6 +214,13 @@ pub enum EventKind {
         result_json: String,
         error: Option<RunError>,
     },
+    /// The flow pack the run chose for the installed app (sent once, before the flow's first
+    /// step), so outcomes can be counted per pack revision. A run refused before it reached
+    /// the app (inputs, health) sends none.
+    PackChosen {
+        name: String,
+        revision: u32,
+    },
 }
 
 /// `pf.evt.<agent_id>.run`: one milestone of one attempt. `(queue_item_id, attempt, seq)` is
@@ -526,6 +533,19 @@ mod tests {
                 }),
             ),
             (
+                "pack_chosen",
+                encode(&AgentEvent {
+                    queue_item_id: id(1),
+                    attempt: 1,
+                    seq: 2,
+                    at_unix_ms: 3,
+                    kind: EventKind::PackChosen {
+                        name: "p".into(),
+                        revision: 4,
+                    },
+                }),
+            ),
+            (
                 "screen_frame",
                 encode(&ScreenFrame {
                     phone_id: "p".into(),
@@ -557,6 +577,10 @@ mod tests {
                 "01 02 0170 1002020202020202020202020202020202 ac02",
             ),
             ("watch", "01 0170 0a"),
+            (
+                "pack_chosen",
+                "01 1001010101010101010101010101010101 01 02 06 07 0170 04",
+            ),
             ("screen_frame", "01 0170 01 04 028950"),
         ];
         assert_eq!(cases.len(), golden.len());

@@ -44,6 +44,7 @@ pub async fn run_flow<S: MilestoneSink + ?Sized>(
         tracing::warn!(wanted = %want, chosen = %pack.name(), revision = pack.revision(), "order pins another flow pack; running the one for the installed app");
     }
     tracing::info!(pack = %pack.name(), revision = pack.revision(), "flow pack chosen");
+    sink.pack_chosen(pack.name(), pack.revision());
     let ctx = FlowCtx {
         ui,
         pack: &pack,

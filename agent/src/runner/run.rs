@@ -47,6 +47,13 @@ impl MilestoneSink for ChannelSink {
             counters_json: progress.to_string(),
         });
     }
+
+    fn pack_chosen(&self, name: &str, revision: u32) {
+        let _ = self.0.send(EventKind::PackChosen {
+            name: name.to_string(),
+            revision,
+        });
+    }
 }
 
 /// How a run ended, before it becomes `Finished`.

@@ -17,7 +17,7 @@
 
 pub mod audit;
 mod failures;
-mod fleet;
+pub mod fleet;
 mod live;
 mod phone;
 mod processes;

@@ -165,3 +165,20 @@ pub async fn for_item<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Vec<Event
     .fetch_all(db)
     .await
 }
+
+/// The flow pack (name, revision) an attempt's run reported choosing, if it reached the app.
+pub async fn pack_of<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    attempt: i32,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT payload->>'name', (payload->>'revision')::bigint FROM queue_item_events \
+         WHERE queue_item_id = $1 AND attempt = $2 AND kind = 'flow_pack' \
+         AND payload ? 'name' ORDER BY seq LIMIT 1",
+    )
+    .bind(id)
+    .bind(attempt)
+    .fetch_optional(db)
+    .await
+}

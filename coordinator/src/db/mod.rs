@@ -17,6 +17,7 @@ pub mod console_sessions;
 pub mod console_views;
 pub mod dispatch;
 pub mod flow_packs;
+pub mod gauges;
 mod held;
 pub mod item_events;
 pub mod outbox;

@@ -1,4 +1,5 @@
-//! Liveness, readiness and Prometheus metrics.
+//! Liveness, readiness and Prometheus metrics (the recorder's counters, then the gauges of
+//! `http::gauges`).
 
 use std::time::Duration;
 
@@ -104,9 +105,20 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
               (status = 503, response = Unavailable)),
     security((), ("bearer" = [])))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    let mut text = st.metrics.render();
+    // The operators' gauges (http::gauges), read now; a slow or failed read serves the
+    // counters with `phonefarm_gauges_up 0` instead of failing the scrape.
+    let read = tokio::time::timeout(Duration::from_secs(3), crate::db::gauges::read(&st.db)).await;
+    match read {
+        Ok(Ok(snap)) => text.push_str(&super::gauges::render(&snap)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the gauges");
+            text.push_str(&super::gauges::unavailable());
+        }
+        Err(_) => {
+            tracing::warn!("reading the gauges took over 3 s");
+            text.push_str(&super::gauges::unavailable());
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod docs;
 pub mod extract;
 pub mod fleet;
+pub mod gauges;
 pub mod health;
 pub mod legacy;
 pub mod processes;

@@ -80,6 +80,9 @@ fn history(kind: &EventKind) -> (&'static str, Value) {
         EventKind::Evidence { object, kind } => {
             ("evidence", json!({"object": object, "kind": kind}))
         }
+        EventKind::PackChosen { name, revision } => {
+            ("flow_pack", json!({"name": name, "revision": revision}))
+        }
         EventKind::Finished {
             outcome,
             result_json,
@@ -87,7 +90,7 @@ fn history(kind: &EventKind) -> (&'static str, Value) {
         } => (
             "finished",
             json!({
-                "outcome": match outcome { Outcome::Completed => "completed", Outcome::Failed => "failed", Outcome::Cancelled => "cancelled" },
+                "outcome": outcome_label(*outcome),
                 "result": json_text(result_json),
                 "error": error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "retryable": e.retryable})),
             }),
@@ -209,12 +212,15 @@ pub async fn apply(
         return Ok((applied, wake));
     }
     let mut change: Option<(ItemState, Option<Value>, Option<Value>)> = None;
+    let mut finished_run: Option<(&'static str, Option<(String, i64)>)> = None;
     match &ev.kind {
         EventKind::Finished {
             outcome,
             result_json,
             error,
         } => {
+            let pack = db::item_events::pack_of(&mut *tx, item.queue_item_id, item.attempt).await?;
+            finished_run = Some((outcome_label(*outcome), pack));
             // A run whose lease lapsed while it went on (its agent cut off from NATS) may
             // still complete: the same attempt's completion, from the agent that held it,
             // before the next attempt is dispatched, settles the item as if the lease had held,
@@ -307,7 +313,31 @@ pub async fn apply(
         tracing::info!(agent_id, from = %state, to = %next, "queue item state");
     }
     tx.commit().await?;
+    if let Some((outcome, pack)) = finished_run {
+        count_run(outcome, pack);
+    }
     Ok((applied, wake))
+}
+
+fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Failed => "failed",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+/// One run's outcome (its `Finished`, recorded once), by the flow pack revision it ran:
+/// `phonefarm_flow_runs_total`, which the alert on a pack revision's failure ratio reads. A
+/// run that never reached the app counts under `pack="none"`.
+fn count_run(outcome: &'static str, pack: Option<(String, i64)>) {
+    let (name, revision) = match pack {
+        Some((name, revision)) => (name, revision.to_string()),
+        None => ("none".to_string(), "none".to_string()),
+    };
+    metrics::counter!("phonefarm_flow_runs_total", "pack" => name, "revision" => revision,
+        "outcome" => outcome)
+    .increment(1);
 }
 
 /// What recording an event came to ([`Applied::Recorded`], `Early` or `Replay`), logged and

@@ -55,6 +55,8 @@ pub trait MilestoneSink: Send + Sync {
     fn step_finished(&self, step: &str, ok: bool);
     /// Counters so far, e.g. `{"keyword": "cooking", "videos_watched": 2}`.
     fn progress(&self, progress: &serde_json::Value);
+    /// The flow pack chosen for the installed app, once per run before the first step.
+    fn pack_chosen(&self, _name: &str, _revision: u32) {}
 }
 
 /// A sink that drops everything.
