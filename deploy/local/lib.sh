@@ -179,6 +179,15 @@ supervise() {
   done
 }
 
+# Debian's promtool (package `prometheus`) for deploy/prometheus/check (the alert rules, their
+# unit tests and the Grafana dashboard's queries) and the /metrics lint of
+# coordinator/tests/metrics.rs; about 10 s to install.
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  log "installing prometheus (for promtool)"
+  apt_install --no-install-recommends prometheus
+}
+
 # Debian's chromium and chromium-driver for the console's browser tests
 # (coordinator/tests/console_browser.rs, tests/e2e/tests/system/console.rs); about 25 s to
 # install on a fresh machine.

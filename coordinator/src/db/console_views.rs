@@ -214,7 +214,7 @@ pub struct FailureGroup {
 
 /// The statement of [`failures_24h`] (the console bench explains it).
 pub const FAILURES_24H_SQL: &str = "WITH f AS ( \
-       SELECT e.queue_item_id, e.at, split_part(COALESCE(e.payload->'error'->>'code', \
+       SELECT e.queue_item_id, e.attempt, e.at, split_part(COALESCE(e.payload->'error'->>'code', \
               'unknown'), ':', 1) AS reason, qi.kind, qi.phone_id, qi.agent_id, \
               CASE WHEN e.payload->'error'->>'message' LIKE '%, pack % r%)' \
                 THEN left(split_part(e.payload->'error'->>'message', ', pack ', -1), -1) \
@@ -223,7 +223,10 @@ pub const FAILURES_24H_SQL: &str = "WITH f AS ( \
        WHERE e.kind = 'finished' AND e.payload->>'outcome' = 'failed' \
          AND e.at > now() - interval '24 hours') \
      SELECT f.reason, \
-       COALESCE(f.run_pack, (SELECT string_agg((r->>'name') || ' r' || (r->>'revision'), ', ') \
+       COALESCE((SELECT (c.payload->>'name') || ' r' || (c.payload->>'revision') \
+          FROM queue_item_events c WHERE c.queue_item_id = f.queue_item_id \
+            AND c.attempt = f.attempt AND c.kind = 'flow_pack' LIMIT 1), \
+         f.run_pack, (SELECT string_agg((r->>'name') || ' r' || (r->>'revision'), ', ') \
           FROM agent_flow_packs a, jsonb_array_elements(a.running) r \
           WHERE a.agent_id = f.agent_id)) AS pack, \
        p.app_version, p.model, count(*) AS runs, max(f.at) AS last_at, \
@@ -232,8 +235,9 @@ pub const FAILURES_24H_SQL: &str = "WITH f AS ( \
      GROUP BY 1, 2, 3, 4 ORDER BY runs DESC, last_at DESC LIMIT 200";
 
 /// Failed runs of the last 24 h, grouped. The reason is the error code's first part; the pack
-/// is the one the run used, as the agent's message ends (`… pack NAME rN)`), else what the
-/// run's agent reports running; app version and model are the phone's.
+/// is the one the run reported choosing (its `flow_pack` event), else the one its message
+/// names (`… pack NAME rN)`, agents before that event), else what the run's agent reports
+/// running; app version and model are the phone's.
 pub async fn failures_24h(db: &PgPool) -> Result<Vec<FailureGroup>, sqlx::Error> {
     sqlx::query_as(FAILURES_24H_SQL).fetch_all(db).await
 }

@@ -123,4 +123,65 @@ async fn group_fan_out_with_one_failing_phone_is_failed_terminal_with_partial_pr
             .len(),
         1
     );
+
+    // The runs are counted per flow pack revision, as the agents reported choosing them: the
+    // banned account failed after the app was open, so all three ran a pack. Counters are per
+    // process (other tests of this binary add to them), hence at least.
+    let text = sys
+        .http
+        .get(format!("{}/metrics", sys.coordinators[0].base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let runs = |outcome: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("phonefarm_flow_runs_total{"))
+            .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .filter(|l| !l.contains("pack=\"none\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(runs("completed") >= 2.0, "{text}");
+    assert!(runs("failed") >= 1.0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("phonefarm_flow_runs_total{")
+                && l.contains("pack=\"tiktok-")
+                && l.contains("revision=\"")),
+        "{text}"
+    );
+    // Every metric the alert rules and the Grafana dashboard read is served (after runs and
+    // callbacks, when the counters exist too).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut used = std::collections::BTreeSet::new();
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/phonefarm.json",
+    ] {
+        let body = std::fs::read_to_string(root.join(file)).unwrap();
+        for (i, _) in body.match_indices("phonefarm_") {
+            let name: String = body[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 10, "{used:?}");
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read by alerts or dashboard but not served: {missing:?}"
+    );
 }
