@@ -33,6 +33,7 @@ use crate::runner::{self, Admission, RunnerDeps, RunnerHandle, RunnerOptions};
 use crate::uplink::consumer::{PullOptions, consume};
 use crate::uplink::evidence::{EvidenceSpool, EvidenceStore, UploaderOptions, run_uploader};
 use crate::uplink::journal::{Journal, JournalError};
+use crate::uplink::op_reports::{OpReports, run_op_reports};
 use crate::uplink::packs::{PackBook, PackTrust, run_pack_reports, run_pack_watcher};
 use crate::uplink::presence::{PresenceInfo, run_inventory, run_presence};
 use crate::uplink::publisher::{EventSink, PublisherOptions};
@@ -447,11 +448,19 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             },
         ));
     }
+    let (op_reports, op_queue) = OpReports::new(&agent_id);
+    tasks.spawn(run_op_reports(
+        js.clone(),
+        agent_id.clone(),
+        op_queue,
+        inner.clone(),
+    ));
     let ops = PhoneOps {
         fleet: fleet.clone(),
         runner: runner.clone(),
         options: OpsOptions::default(),
         shutdown: inner.clone(),
+        reports: op_reports,
     };
     {
         let runner = runner.clone();

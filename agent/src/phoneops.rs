@@ -17,7 +17,8 @@
 //!   HOME, and the hold ends.
 //!
 //! Each action runs in its own task, so the control consumer acks at once and a cancel is never
-//! queued behind a locate.
+//! queued behind a locate. Each is reported (`uplink::op_reports`): started or refused at once,
+//! then done or failed when it ends, so the console shows what became of it.
 
 use std::time::Duration;
 
@@ -25,9 +26,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use phonefarm_shared::OpOutcome;
+
 use crate::fleet::FleetHandle;
 use crate::phone::{ConnState, PhoneHandle, PushSource};
 use crate::runner::{HoldRefused, RunnerHandle};
+use crate::uplink::op_reports::OpReports;
 
 /// Where locate puts its image (the viewer needs shared storage to read it).
 pub const LOCATE_FILE: &str = "/sdcard/Download/phonefarm-locate.png";
@@ -67,6 +71,13 @@ pub enum OpRefused {
     Hold(#[from] HoldRefused),
 }
 
+/// How waiting for a rebooted phone ended.
+enum Back {
+    Booted,
+    NotInTime,
+    ShutDown,
+}
+
 /// Carries out operators' actions; cloneable.
 #[derive(Debug, Clone)]
 pub struct PhoneOps {
@@ -74,12 +85,21 @@ pub struct PhoneOps {
     pub runner: RunnerHandle,
     pub options: OpsOptions,
     pub shutdown: CancellationToken,
+    /// Where the outcome of each action goes (started or refused, then done or failed).
+    pub reports: OpReports,
 }
 
 impl PhoneOps {
     /// Holds the phone and reboots it in the background; refused at once (nothing done) for
-    /// an unknown phone or one running work.
+    /// an unknown phone or one running work. Reported as started or refused, then done once
+    /// the phone is back (failed if the command failed or it is not back in time).
     pub async fn reboot(&self, phone_id: &str, request_id: Uuid) -> Result<(), OpRefused> {
+        let started = self.start_reboot(phone_id, request_id).await;
+        self.report_start(phone_id, request_id, "reboot", &started);
+        started
+    }
+
+    async fn start_reboot(&self, phone_id: &str, request_id: Uuid) -> Result<(), OpRefused> {
         let handle = self
             .fleet
             .phone(phone_id)
@@ -89,22 +109,53 @@ impl PhoneOps {
         let phone_id = phone_id.to_string();
         tokio::spawn(async move {
             let deadline = Instant::now() + ops.options.command_timeout;
-            match handle.reboot(deadline).await {
+            let end = match handle.reboot(deadline).await {
                 Ok(()) => {
                     tracing::info!(%phone_id, %request_id, "phone rebooting");
-                    ops.wait_back(&handle, &phone_id).await;
+                    match ops.wait_back(&handle, &phone_id).await {
+                        Back::Booted => Some(OpOutcome::Done),
+                        Back::NotInTime => Some(OpOutcome::Failed {
+                            reason: format!(
+                                "the phone was not back within {} s",
+                                ops.options.back_within.as_secs()
+                            ),
+                        }),
+                        Back::ShutDown => None,
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%phone_id, %request_id, error = %e, "reboot failed");
+                    Some(OpOutcome::Failed {
+                        reason: format!("the reboot command failed: {e}"),
+                    })
                 }
-            }
+            };
             drop(hold);
+            if let Some(end) = end {
+                ops.reports.send(&phone_id, request_id, "reboot", end);
+            }
         });
         Ok(())
     }
 
+    fn report_start(
+        &self,
+        phone_id: &str,
+        request_id: Uuid,
+        action: &str,
+        started: &Result<(), OpRefused>,
+    ) {
+        let outcome = match started {
+            Ok(()) => OpOutcome::Started,
+            Err(e) => OpOutcome::Refused {
+                reason: e.to_string(),
+            },
+        };
+        self.reports.send(phone_id, request_id, action, outcome);
+    }
+
     /// Waits until the phone went away and is back, booted (or the deadline passed).
-    async fn wait_back(&self, old: &PhoneHandle, phone_id: &str) {
+    async fn wait_back(&self, old: &PhoneHandle, phone_id: &str) -> Back {
         let until = Instant::now() + self.options.back_within;
         // The old connection ends with the reboot; wait for that, so it is not taken for the
         // phone being back.
@@ -114,7 +165,7 @@ impl PhoneOps {
             state.wait_for(|s| !matches!(s, ConnState::Online(_))),
         );
         tokio::select! {
-            () = self.shutdown.cancelled() => return,
+            () = self.shutdown.cancelled() => return Back::ShutDown,
             _ = gone => {}
         }
         // The fleet's probe passes reconnect it (every `probe_interval`); here only the cheap
@@ -128,15 +179,15 @@ impl PhoneOps {
                     && String::from_utf8_lossy(&o.stdout).trim() == "1"
                 {
                     tracing::info!(%phone_id, "phone back after the reboot");
-                    return;
+                    return Back::Booted;
                 }
             }
             if Instant::now() >= until {
                 tracing::warn!(%phone_id, within = ?self.options.back_within, "phone not back after the reboot; taking work again");
-                return;
+                return Back::NotInTime;
             }
             if !crate::uplink::pause(self.options.poll, &self.shutdown).await {
-                return;
+                return Back::ShutDown;
             }
         }
     }
@@ -144,6 +195,17 @@ impl PhoneOps {
     /// Holds the phone, wakes it and shows the locate colour for `for_seconds`, in the
     /// background; refused at once for an unknown phone or one running work.
     pub async fn locate(
+        &self,
+        phone_id: &str,
+        request_id: Uuid,
+        for_seconds: u32,
+    ) -> Result<(), OpRefused> {
+        let started = self.start_locate(phone_id, request_id, for_seconds).await;
+        self.report_start(phone_id, request_id, "locate", &started);
+        started
+    }
+
+    async fn start_locate(
         &self,
         phone_id: &str,
         request_id: Uuid,
@@ -158,18 +220,27 @@ impl PhoneOps {
         let phone_id = phone_id.to_string();
         let show = Duration::from_secs(u64::from(for_seconds)).min(self.options.locate_max);
         tokio::spawn(async move {
-            match ops.show_colour(&handle).await {
+            let end = match ops.show_colour(&handle).await {
                 Ok(()) => {
                     tracing::info!(%phone_id, %request_id, for_seconds = show.as_secs(), "locate colour shown");
-                    crate::uplink::pause(show, &ops.shutdown).await;
+                    let waited = crate::uplink::pause(show, &ops.shutdown).await;
                     let deadline = Instant::now() + ops.options.command_timeout;
                     if let Err(e) = handle.shell("input keyevent KEYCODE_HOME", deadline).await {
                         tracing::warn!(%phone_id, error = %e, "cannot leave the locate screen");
                     }
+                    waited.then_some(OpOutcome::Done)
                 }
-                Err(e) => tracing::warn!(%phone_id, %request_id, error = %e, "locate failed"),
-            }
+                Err(e) => {
+                    tracing::warn!(%phone_id, %request_id, error = %e, "locate failed");
+                    Some(OpOutcome::Failed {
+                        reason: format!("the colour could not be shown: {e}"),
+                    })
+                }
+            };
             drop(hold);
+            if let Some(end) = end {
+                ops.reports.send(&phone_id, request_id, "locate", end);
+            }
         });
         Ok(())
     }

@@ -138,7 +138,7 @@ pub enum Control {
     /// a run executes on the phone and keeps work off the phone until it has booted again.
     Reboot {
         phone_id: String,
-        /// Names the order (the outbox message id), for the logs.
+        /// Names the order: in the logs, and in the agent's `PhoneOpReport`s about it.
         request_id: Uuid,
     },
     /// Wake the phone and show a full-screen colour for `for_seconds`, so a technician finds
@@ -148,6 +148,46 @@ pub enum Control {
         request_id: Uuid,
         for_seconds: u32,
     },
+}
+
+/// How an operator's phone action (`Control::Reboot`, `Control::Locate`) went on the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    /// The phone is held and the action under way.
+    Started,
+    /// Not started: nothing was done (a run executes on the phone, or it is not this agent's).
+    Refused { reason: String },
+    /// Finished: the phone is back after its reboot, or the locate colour was shown and left.
+    Done,
+    /// Started but did not complete (the reboot command failed, the phone did not come back
+    /// in time, the colour could not be shown).
+    Failed { reason: String },
+}
+
+impl OpOutcome {
+    /// `started`, `refused`, `done`, `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpOutcome::Started => "started",
+            OpOutcome::Refused { .. } => "refused",
+            OpOutcome::Done => "done",
+            OpOutcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// `pf.evt.<agent_id>.ops`: what became of one operator's phone action, sent when it starts
+/// (or is refused) and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneOpReport {
+    pub agent_id: String,
+    pub phone_id: String,
+    /// The `request_id` of the `Control` order.
+    pub request_id: Uuid,
+    /// `reboot` or `locate`.
+    pub action: String,
+    pub at_unix_ms: i64,
+    pub outcome: OpOutcome,
 }
 
 /// `pf.watch.<agent_id>` (core NATS, never stored): someone is watching the phone's screen;
@@ -546,6 +586,17 @@ mod tests {
                 }),
             ),
             (
+                "phone_op",
+                encode(&PhoneOpReport {
+                    agent_id: "a".into(),
+                    phone_id: "p".into(),
+                    request_id: id(2),
+                    action: "r".into(),
+                    at_unix_ms: 1,
+                    outcome: OpOutcome::Refused { reason: "b".into() },
+                }),
+            ),
+            (
                 "screen_frame",
                 encode(&ScreenFrame {
                     phone_id: "p".into(),
@@ -580,6 +631,10 @@ mod tests {
             (
                 "pack_chosen",
                 "01 1001010101010101010101010101010101 01 02 06 07 0170 04",
+            ),
+            (
+                "phone_op",
+                "01 0161 0170 1002020202020202020202020202020202 0172 02 01 0162",
             ),
             ("screen_frame", "01 0170 01 04 028950"),
         ];

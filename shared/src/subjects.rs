@@ -23,6 +23,11 @@ pub fn inventory(agent_id: &str) -> String {
     format!("pf.evt.{agent_id}.inventory")
 }
 
+/// Reports on operators' phone actions of one agent (`PhoneOpReport`), stream [`EVT_STREAM`].
+pub fn phone_ops(agent_id: &str) -> String {
+    format!("pf.evt.{agent_id}.ops")
+}
+
 /// Watch requests for one agent's phones (`Watch`), core NATS: a console viewer is looking at
 /// a phone's screen. Not a stream: a watch is worth nothing once late.
 pub fn screen_watch(agent_id: &str) -> String {

@@ -18,6 +18,7 @@
 pub mod consumer;
 pub mod evidence;
 pub mod journal;
+pub mod op_reports;
 pub mod packs;
 pub mod presence;
 pub mod publisher;

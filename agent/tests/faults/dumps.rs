@@ -128,3 +128,53 @@ async fn lost_taps_are_tapped_again() {
         "one more tap per lost one"
     );
 }
+
+/// A view that never takes a tap (every tap lost): the run stops after its re-taps with a flow
+/// error on the screen it stayed on, and the message names the view by its own attributes,
+/// which match exactly that view in the evidence's dump (so the console highlights it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_never_takes_a_tap_is_named_in_the_failure() {
+    use phonefarm_flows::dump::parse_dump_bytes;
+    use phonefarm_phonesim::model::PhoneConfig;
+    let sim = sim(PhoneConfig::default()).await;
+    sim.phone
+        .lock()
+        .unwrap()
+        .inject_fault(Fault::LoseTaps { n: 1000 }, FaultTrigger::AfterDumps(1));
+    let ran = run(&sim, "keyword_warmup", keyword_inputs()).await;
+    let e = ran.err();
+    assert!(e.code().starts_with("flow_error:"), "{e}");
+    let e = ran.failed_with(&e.code());
+    assert!(e.message.contains("taps on "), "{}", e.message);
+    assert!(e.message.ends_with(" did not take"), "{}", e.message);
+    // The named pairs, as the console reads them.
+    let named = e.message.split("taps on ").nth(1).unwrap();
+    let pairs: Vec<(&str, &str)> = named
+        .trim_end_matches(" did not take")
+        .split("\" ")
+        .map(|p| {
+            let (k, v) = p.split_once("=\"").unwrap();
+            (k, v.trim_end_matches('"'))
+        })
+        .collect();
+    assert!(!pairs.is_empty(), "{}", e.message);
+    let dump = e.evidence.as_ref().unwrap().dump.as_ref().unwrap();
+    let tree = parse_dump_bytes(dump).unwrap();
+    let matching = tree
+        .nodes()
+        .iter()
+        .filter(|n| {
+            pairs.iter().all(|(k, v)| match *k {
+                "resource_id" => n.resource_id == *v,
+                "content_desc" => n.content_desc == *v,
+                "text" => n.text == *v,
+                "class" => n.class == *v,
+                _ => false,
+            })
+        })
+        .count();
+    assert_eq!(matching, 1, "{pairs:?} in the dump");
+    let lost =
+        ran.count(|a| matches!(a, Action::InputIgnored { reason } if reason == "transition"));
+    assert_eq!(lost, 4, "the tap and its three re-taps");
+}

@@ -162,6 +162,22 @@ async fn handle(
                 return AckKind::Term;
             }
         },
+        "ops" => match phonefarm_shared::decode::<phonefarm_shared::PhoneOpReport>(payload) {
+            Ok(r) if r.agent_id == agent => db
+                .with(async |conn| {
+                    crate::lifecycle::fleet::phone_action_report(conn, agent, &r).await
+                })
+                .await
+                .map(|_| Wake::default()),
+            Ok(r) => {
+                tracing::warn!(agent_id = agent, claimed = %r.agent_id, "phone action report names another agent; dropped");
+                return AckKind::Term;
+            }
+            Err(e) => {
+                tracing::warn!(agent_id = agent, error = %e, "undecodable phone action report; dropped");
+                return AckKind::Term;
+            }
+        },
         other => {
             tracing::debug!(
                 agent_id = agent,

@@ -2,8 +2,9 @@
 //! runs and their evidence; actions: enable/disable, attended on/off, label, and reboot and
 //! locate, which the phone's agent carries out (`lifecycle::fleet::phone_action`: a `Control`
 //! order through the outbox, written with its audit entry; refused here while a run executes
-//! or the phone is offline, and again by the agent if a run started meanwhile). The live
-//! screen is `super::screen`.
+//! or the phone is offline, and again by the agent if a run started meanwhile). The live part
+//! lists the latest of those actions with the agent's answer (`phone_actions`: sent, started
+//! or refused with its reason, done or failed). The live screen is `super::screen`.
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -32,6 +33,7 @@ pub async fn fragment(st: &AppState, _who: &Signed, id: &str) -> Result<Markup, 
         .await?
         .ok_or_else(|| not_found(id))?;
     let runs = queries::items_of_phone(&st.db, id, 20).await?;
+    let ordered = db::phone_actions::of_phone(&st.db, id, 10).await?;
     let now = now_ms();
     let current = runs
         .iter()
@@ -64,6 +66,25 @@ pub async fn fragment(st: &AppState, _who: &Signed, id: &str) -> Result<Markup, 
             },
             None => p.muted { "Idle." },
         }
+        @if !ordered.is_empty() {
+            h2 { "Reboot and locate" }
+            table.phone-ops {
+                thead { tr { th { "Ordered" } th { "Action" } th { "By" } th { "Agent's answer" }
+                             th { "Why" } } }
+                tbody {
+                    @for a in &ordered {
+                        tr data-request=(a.request_id) {
+                            td { (when(Some(a.requested_at))) }
+                            td { (a.action) }
+                            td { (a.requested_by) }
+                            td { span.op.(a.state) data-action-state=(a.state) { (action_state(&a.state)) }
+                                 " " span.muted { (ago(Some(a.updated_at), now)) } }
+                            td { (a.reason.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Last runs" }
         table {
             thead { tr { th { "Created" } th { "Kind" } th { "State" } th { "Attempt" }
@@ -84,6 +105,18 @@ pub async fn fragment(st: &AppState, _who: &Signed, id: &str) -> Result<Markup, 
             }
         }
     })
+}
+
+/// What an action's state means to an operator.
+fn action_state(state: &str) -> &'static str {
+    match state {
+        "sent" => "sent, no answer yet",
+        "started" => "started",
+        "refused" => "refused by the agent",
+        "done" => "done",
+        "failed" => "failed",
+        _ => "unknown",
+    }
 }
 
 fn gib(bytes: i64) -> String {

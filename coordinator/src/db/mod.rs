@@ -21,6 +21,7 @@ pub mod gauges;
 mod held;
 pub mod item_events;
 pub mod outbox;
+pub mod phone_actions;
 pub mod phone_claims;
 pub mod phone_moves;
 pub mod phones;

@@ -41,8 +41,9 @@ pub enum ActionRefused {
 /// Orders `action` on `phone_id`: checks the phone as stored (known, online with its agent, no
 /// run on it), then writes the `Control` order for its agent to the outbox and `audit` to the
 /// audit log, in one transaction with the phone's row locked. Returns the order's request id;
-/// the caller wakes the relay. The agent checks again (a run may start before the order
-/// arrives) and refuses with a logged reason.
+/// the caller wakes the relay. The action is kept in `phone_actions` (state `sent`); the agent
+/// checks again (a run may start before the order arrives) and reports it started or refused,
+/// then done or failed ([`phone_action_report`]).
 pub async fn phone_action(
     db: &PgPool,
     phone_id: &str,
@@ -81,6 +82,18 @@ pub async fn phone_action(
     )
     .await?;
     db::audit_log::insert(&mut *tx, audit).await?;
+    db::phone_actions::insert(
+        &mut *tx,
+        &db::phone_actions::NewAction {
+            request_id,
+            phone_id,
+            agent_id: &agent,
+            action: action.as_str(),
+            requested_by: audit.actor,
+            at: audit.at,
+        },
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(phone_id, agent_id = %agent, %request_id, action = action.as_str(), "phone action ordered");
     Ok(Ok(request_id))
@@ -112,4 +125,38 @@ pub async fn upsert_snapshot(
     s: &Snapshot,
 ) -> Result<Option<OffsetDateTime>, sqlx::Error> {
     db::snapshots::upsert(db, s).await
+}
+
+/// Records an agent's `PhoneOpReport` on one of its actions (`pf.evt.<agent_id>.ops`); a
+/// report from another agent than the one ordered, or one going backwards, changes nothing.
+/// True if it changed the action.
+pub async fn phone_action_report(
+    conn: &mut sqlx::PgConnection,
+    agent_id: &str,
+    report: &phonefarm_shared::PhoneOpReport,
+) -> Result<bool, sqlx::Error> {
+    use phonefarm_shared::OpOutcome;
+    let reason = match &report.outcome {
+        OpOutcome::Refused { reason } | OpOutcome::Failed { reason } => Some(reason.as_str()),
+        OpOutcome::Started | OpOutcome::Done => None,
+    };
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(report.at_unix_ms) * 1_000_000)
+        .unwrap_or_else(|_| crate::domain::time::now_ms());
+    let changed = db::phone_actions::report(
+        conn,
+        agent_id,
+        &report.phone_id,
+        report.request_id,
+        report.outcome.as_str(),
+        reason,
+        at,
+    )
+    .await?;
+    if changed {
+        tracing::info!(agent_id, phone_id = %report.phone_id, request_id = %report.request_id,
+            action = %report.action, outcome = report.outcome.as_str(), reason, "phone action reported");
+    } else {
+        tracing::debug!(agent_id, request_id = %report.request_id, "phone action report changed nothing");
+    }
+    Ok(changed)
 }

@@ -110,3 +110,93 @@ async fn reboot_and_locate_are_ordered_from_the_phones_agent() {
     assert_eq!(r.body["errors"], json!([format!("phone_busy:{item}")]));
     assert_eq!(orders(&app).await.len(), 2);
 }
+
+/// What the phone's agent reports on an order moves its `phone_actions` row forward only:
+/// sent → started → done, a late or redelivered `started` and a report from another agent
+/// change nothing, and a refusal keeps its reason (the console's phone page lists them).
+#[tokio::test]
+async fn the_agents_reports_move_an_action_forward_only() {
+    use phonefarm_coordinator::db;
+    use phonefarm_coordinator::lifecycle::fleet::phone_action_report;
+    use phonefarm_shared::{OpOutcome, PhoneOpReport};
+
+    let app = spawn_app().await;
+    seed(&app).await;
+    let operator = app.key("ops", "operator", None).await;
+    let mut ids = Vec::new();
+    for action in ["reboot", "locate"] {
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/phones/ph-1/{action}"),
+                Some(&operator),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        ids.push(
+            r.body["request_id"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    let (reboot, locate) = (ids[0], ids[1]);
+    let state = async |id: uuid::Uuid| -> (String, Option<String>, String) {
+        let rows = db::phone_actions::of_phone(&app.db.pool, "ph-1", 10)
+            .await
+            .unwrap();
+        let r = rows.into_iter().find(|r| r.request_id == id).unwrap();
+        (r.state, r.reason, r.requested_by)
+    };
+    assert_eq!(state(reboot).await, ("sent".into(), None, "ops".into()));
+
+    let report = |id, agent: &str, action: &str, outcome| PhoneOpReport {
+        agent_id: agent.into(),
+        phone_id: "ph-1".into(),
+        request_id: id,
+        action: action.into(),
+        at_unix_ms: 1_790_000_000_000,
+        outcome,
+    };
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    let apply = async |conn: &mut sqlx::PgConnection, agent: &str, r: PhoneOpReport| {
+        phone_action_report(conn, agent, &r).await.unwrap()
+    };
+    // Another agent's word on it changes nothing.
+    let other = report(reboot, "rack-2", "reboot", OpOutcome::Done);
+    assert!(!apply(&mut conn, "rack-2", other).await);
+    assert_eq!(state(reboot).await.0, "sent");
+    let started = report(reboot, "rack-1", "reboot", OpOutcome::Started);
+    assert!(apply(&mut conn, "rack-1", started.clone()).await);
+    assert_eq!(state(reboot).await.0, "started");
+    let done = report(reboot, "rack-1", "reboot", OpOutcome::Done);
+    assert!(apply(&mut conn, "rack-1", done).await);
+    assert!(!apply(&mut conn, "rack-1", started).await, "a late started");
+    let failed = OpOutcome::Failed { reason: "x".into() };
+    assert!(
+        !apply(
+            &mut conn,
+            "rack-1",
+            report(reboot, "rack-1", "reboot", failed)
+        )
+        .await
+    );
+    assert_eq!(state(reboot).await.0, "done");
+
+    let why = "a run is executing on the phone (queue item 1)";
+    let refused = OpOutcome::Refused { reason: why.into() };
+    assert!(
+        apply(
+            &mut conn,
+            "rack-1",
+            report(locate, "rack-1", "locate", refused)
+        )
+        .await
+    );
+    assert_eq!(
+        state(locate).await,
+        ("refused".into(), Some(why.into()), "ops".into())
+    );
+}

@@ -417,7 +417,19 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
                     }
                 }
                 if start.elapsed() >= self.ctx.options.screen_timeout {
-                    return Err(self.flow_error(what.to_string()));
+                    // Still on the screen it was tapped on, the view still there: the taps did
+                    // not take. The message names that view, so the evidence can show it.
+                    let view = (self.last_screen == before)
+                        .then(|| find(self.pack(), &read).and_then(|i| read.tree.get(i)))
+                        .flatten();
+                    return Err(self.flow_error(match view {
+                        Some(node) => format!(
+                            "{what}: {} taps on {} did not take",
+                            attempt + 1,
+                            describe_view(node)
+                        ),
+                        None => what.to_string(),
+                    }));
                 }
                 tokio::time::sleep(self.ui().config().poll_interval).await;
             }
@@ -603,4 +615,21 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
         tracing::warn!(code = %error.code(), step = ?error.step, "flow failed: {}", error.message);
         error
     }
+}
+
+/// A view as `name="value"` pairs (the form selectors print in), from its own attributes:
+/// every pair matches it, so the console can find it in the evidence's UI dump. A value with a
+/// `"` in it is left out.
+pub(crate) fn describe_view(n: &Node) -> String {
+    [
+        ("resource_id", &n.resource_id),
+        ("content_desc", &n.content_desc),
+        ("text", &n.text),
+        ("class", &n.class),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty() && !v.contains('"'))
+    .map(|(k, v)| format!("{k}=\"{v}\""))
+    .collect::<Vec<_>>()
+    .join(" ")
 }

@@ -18,7 +18,11 @@
 //!    failed (no node of it is there to highlight), the pack and revision the run used and
 //!    the phone's app version;
 //!    the failures page groups it by reason, that pack, app version and model;
-//! 6. the browser logged no console error and no request failed.
+//! 6. the live view on a phone's page swaps its `<img>` for each new frame, each one loaded,
+//!    as the phone's screen changes, without a reload;
+//! 7. a run on a phone that loses every tap of one view fails on the screen it stayed on, and
+//!    its evidence highlights that view in the UI dump (`li.hit`);
+//! 8. the browser logged no console error and no request failed.
 //!
 //! Screenshots go to `$PF_ARTIFACTS` or `<target dir>/console-screenshots/` (paths printed);
 //! the ones in `docs/console/` come from here.
@@ -308,7 +312,87 @@ async fn the_console_in_a_browser_against_a_real_agent_and_simulated_phones() {
     d.screenshot("system-evidence").await;
 
     println!("scenario 6 from {:.1} s", started.elapsed().as_secs_f64());
-    // 6. Nothing went wrong in the browser.
+    // 6. The live view: on SIM0001's page the screen's <img> is swapped for each new frame
+    // (agent → NATS → coordinator → SSE → browser), each one loaded, without a reload, and it
+    // follows the phone's screen as it changes.
+    d.go(&format!("{base}/ui/phones/SIM0001")).await;
+    d.script("window.__noReload = 6; return null").await;
+    let loaded_frame = "const i = document.querySelector('div.frame img[data-frame]');
+        return i && i.complete && i.naturalWidth > 0
+            ? [Number(i.dataset.frame), i.getAttribute('src')] : null";
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    for step in 0..3 {
+        if step == 1 {
+            sys.sims[0].phone.lock().unwrap().set_screen_on(false);
+        }
+        if step == 2 {
+            sys.sims[0].phone.lock().unwrap().set_screen_on(true);
+        }
+        let after = seen.last().map_or(0, |(n, _)| *n);
+        let (n, src) = wait_for(
+            "the next frame loaded in the page",
+            Duration::from_secs(30),
+            async || {
+                let v = d.script(loaded_frame).await;
+                let n = v[0].as_u64()?;
+                (n > after).then(|| (n, v[1].as_str().unwrap_or_default().to_string()))
+            },
+        )
+        .await;
+        assert_eq!(src, format!("/ui/phones/SIM0001/screen?n={n}"));
+        seen.push((n, src));
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        d.script("return window.__noReload").await,
+        6,
+        "the frames came without a reload"
+    );
+    d.screenshot("system-live-view").await;
+
+    println!("scenario 7 from {:.1} s", started.elapsed().as_secs_f64());
+    // 7. A view that never takes a tap (the phone loses every tap of it): the run fails on the
+    // screen it stayed on, and its evidence highlights that view in the UI dump.
+    sys.sims[3]
+        .phone
+        .lock()
+        .unwrap()
+        .inject_fault(Fault::LoseTaps { n: 4 }, FaultTrigger::AfterDumps(1));
+    let untaken = sys
+        .enqueue(warmup_to(
+            "ui-untaken",
+            "acc-4",
+            short("untaken"),
+            &sys.callback_url,
+        ))
+        .await;
+    let failed = sys
+        .wait_status(&untaken, "failed_terminal", Duration::from_secs(90))
+        .await;
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not take"), "{failed}");
+    let qid = sys.item_of(&untaken).await;
+    let evidence_url = format!("{base}/ui/evidence/{qid}/last");
+    let hits = wait_for(
+        "the evidence of the untaken tap uploaded",
+        Duration::from_secs(30),
+        async || {
+            d.go(&evidence_url).await;
+            let js = "return document.querySelector('figure.dump')
+                ? document.querySelectorAll('figure.dump li.hit').length : null";
+            d.script(js).await.as_u64()
+        },
+    )
+    .await;
+    let text = d.text().await;
+    assert_eq!(hits, 1, "the one view the taps missed: {message}\n{text}");
+    assert!(text.contains("1 matching node(s) highlighted"), "{text}");
+    d.script("document.querySelector('figure.dump li.hit').scrollIntoView(); return null")
+        .await;
+    d.screenshot("system-evidence-highlight").await;
+
+    println!("scenario 8 from {:.1} s", started.elapsed().as_secs_f64());
+    // 8. Nothing went wrong in the browser.
     let problems = d.problems().await;
     assert!(
         problems.is_empty(),

@@ -1,14 +1,16 @@
 //! The console's phone actions, end to end: a signed-in operator's reboot and locate go
 //! coordinator → outbox → JetStream `PF_CTL` → the agent → ADB → the simulated phone, which
 //! records them; refused while a run executes (by the coordinator, and by the agent for an order
-//! that reaches it anyway); audited; refused without the CSRF token or a session.
+//! that reaches it anyway, which the phone's page then shows with the agent's reason); what the
+//! agent reports (started, done) on the phone's page; audited; refused without the CSRF token
+//! or a session.
 
 use std::time::Duration;
 
 use phonefarm_coordinator::{auth, db};
 use phonefarm_phonemodel::Action;
 use phonefarm_shared::{Control, subjects};
-use phonefarm_testkit::wait_until;
+use phonefarm_testkit::{wait_for, wait_until};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -157,6 +159,16 @@ async fn console_reboot_reaches_the_phone_which_comes_back_and_is_audited() {
     sys.wait_phones_online().await;
     let page = console.get("/ui/phones/SIM0001").await.1;
     assert!(page.contains("data-phone-state=\"online\""), "{page}");
+    // The agent reported the reboot done once the phone had booted; the page says so.
+    wait_until(
+        "the reboot shown as done on the phone's page",
+        Duration::from_secs(60),
+        || async {
+            let page = console.get("/ui/phones/SIM0001").await.1;
+            page.contains("data-action-state=\"done\"")
+        },
+    )
+    .await;
 
     let entries = audited(&sys, "phone.reboot").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -208,12 +220,29 @@ async fn reboot_and_locate_are_refused_while_a_run_executes() {
     }
 
     // An order that reaches the agent anyway (a run started after the coordinator's check) is
-    // refused there: acked, and the phone is not rebooted.
+    // refused there: acked, the phone is not rebooted, and the refusal with its reason is on
+    // the phone's page. The order is written as the coordinator writes one that passed its
+    // check (its `phone_actions` row, state `sent`), then published to the agent.
+    let request_id = uuid::Uuid::new_v4();
+    let pool = db::connect(sys.db_url()).await.unwrap();
+    db::phone_actions::insert(
+        &pool,
+        &db::phone_actions::NewAction {
+            request_id,
+            phone_id: "SIM0001",
+            agent_id: AGENT_ID,
+            action: "reboot",
+            requested_by: "e2e",
+            at: time::OffsetDateTime::now_utc(),
+        },
+    )
+    .await
+    .unwrap();
     let nats = async_nats::connect(sys.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let order = Control::Reboot {
         phone_id: "SIM0001".into(),
-        request_id: uuid::Uuid::new_v4(),
+        request_id,
     };
     let ack = js
         .publish(
@@ -243,6 +272,23 @@ async fn reboot_and_locate_are_refused_while_a_run_executes() {
     assert_eq!(reboots(&sys), 0, "refused while the run executes");
     let item_now = sys.item(&item).await;
     assert_eq!(item_now["state"], "EXECUTING", "{item_now}");
+    let row = format!("data-request=\"{request_id}\"");
+    let page = wait_for(
+        "the agent's refusal on the phone's page",
+        Duration::from_secs(30),
+        async || {
+            let page = console.get("/ui/phones/SIM0001").await.1;
+            let at = page.find(&row)?;
+            let tr = &page[at..at + page[at..].find("</tr>")?];
+            tr.contains("data-action-state=\"refused\"")
+                .then(|| tr.to_string())
+        },
+    )
+    .await;
+    assert!(
+        page.contains("a run is executing on the phone") && page.contains(&item),
+        "the agent's reason: {page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,6 +325,16 @@ async fn console_locate_wakes_the_phone_and_shows_the_colour() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["target"], "SIM0001");
     assert_eq!(entries[0]["detail"]["for_seconds"], 60);
+    // The agent reported it started (done comes after the 60 s of colour).
+    wait_until(
+        "the locate shown as started on the phone's page",
+        Duration::from_secs(30),
+        || async {
+            let page = console.get("/ui/phones/SIM0001").await.1;
+            page.contains("data-action-state=\"started\"")
+        },
+    )
+    .await;
 }
 
 /// A server-sent event stream read by hand: `(event, data)` per event.
