@@ -347,24 +347,33 @@ async fn run() -> anyhow::Result<()> {
             t.day()
         )
     };
-    let pages: Vec<(&str, String, bool)> = vec![
-        ("baseline GET /healthz", "/healthz".into(), true),
+    // (name, path, bearer auth (else the session cookie), baseline)
+    let pages: Vec<(&str, String, bool, bool)> = vec![
+        ("baseline GET /healthz", "/healthz".into(), true, true),
         (
             "baseline GET /processes/{id} (API)",
             format!("/processes/{pid}"),
             true,
+            true,
         ),
-        ("fleet", "/ui/fleet".into(), false),
-        ("phone (24 h of samples)", "/ui/phones/P0000".into(), false),
+        ("fleet", "/ui/fleet".into(), false, false),
+        (
+            "phone (24 h of samples)",
+            "/ui/phones/P0000".into(),
+            false,
+            false,
+        ),
         (
             "phone (no samples)",
             format!("/ui/phones/P{:04}", phones - 1),
             false,
+            false,
         ),
-        ("processes", "/ui/processes".into(), false),
+        ("processes", "/ui/processes".into(), false, false),
         (
             "processes ?status&capability",
             "/ui/processes?status=failed_terminal&capability=keyword_warmup".into(),
+            false,
             false,
         ),
         (
@@ -375,38 +384,51 @@ async fn run() -> anyhow::Result<()> {
                 day(since + time::Duration::days(1))
             ),
             false,
+            false,
         ),
         (
             "processes ?q=request_id",
             format!("/ui/processes?q=req-{middle}"),
+            false,
             false,
         ),
         (
             "processes ?q=process_id",
             format!("/ui/processes?q={pid}"),
             false,
+            false,
         ),
         (
             "processes ?status=cancelled (rare)",
             "/ui/processes?status=cancelled&system=ops".into(),
+            false,
             false,
         ),
         (
             "process (group, failed)",
             format!("/ui/processes/{pid}"),
             false,
+            false,
         ),
-        ("failures (24 h)", "/ui/failures".into(), false),
+        ("failures (24 h)", "/ui/failures".into(), false, false),
         (
             "evidence (no dump fetch)",
             format!("/ui/evidence/{failed_item}/1"),
             false,
+            false,
         ),
-        ("audit", "/ui/audit".into(), false),
-        ("sessions", "/ui/sessions".into(), false),
+        ("audit", "/ui/audit".into(), false, false),
+        ("sessions", "/ui/sessions".into(), false, false),
+        // The operators' gauges read Postgres at every scrape (1,000 phones).
+        (
+            "GET /metrics (with the gauges)",
+            "/metrics".into(),
+            true,
+            false,
+        ),
     ];
     let mut rows = Vec::new();
-    for (name, path, api) in &pages {
+    for (name, path, api, baseline) in &pages {
         let auth = if *api {
             ("authorization", bearer.as_str())
         } else {
@@ -419,7 +441,7 @@ async fn run() -> anyhow::Result<()> {
             p99: percentile(&ms, 0.99),
             max: ms.last().copied().unwrap_or(f64::NAN),
             bytes,
-            baseline: *api,
+            baseline: *baseline,
         });
     }
     let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(
