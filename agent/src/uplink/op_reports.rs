@@ -17,11 +17,11 @@ use crate::uplink::now_ms;
 /// action as sent, without the agent's answer.
 pub const GIVE_UP: Duration = Duration::from_secs(120);
 
-/// Where `phoneops` sends its reports; cloneable. [`OpReports::none`] drops them (tests).
+/// Where `phoneops` sends its reports; cloneable.
 #[derive(Debug, Clone)]
 pub struct OpReports {
     agent_id: String,
-    tx: Option<mpsc::UnboundedSender<PhoneOpReport>>,
+    tx: mpsc::UnboundedSender<PhoneOpReport>,
 }
 
 impl OpReports {
@@ -31,30 +31,21 @@ impl OpReports {
         (
             Self {
                 agent_id: agent_id.to_string(),
-                tx: Some(tx),
+                tx,
             },
             rx,
         )
     }
 
-    pub fn none() -> Self {
-        Self {
-            agent_id: String::new(),
-            tx: None,
-        }
-    }
-
     pub fn send(&self, phone_id: &str, request_id: Uuid, action: &str, outcome: OpOutcome) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(PhoneOpReport {
-                agent_id: self.agent_id.clone(),
-                phone_id: phone_id.to_string(),
-                request_id,
-                action: action.to_string(),
-                at_unix_ms: now_ms(),
-                outcome,
-            });
-        }
+        let _ = self.tx.send(PhoneOpReport {
+            agent_id: self.agent_id.clone(),
+            phone_id: phone_id.to_string(),
+            request_id,
+            action: action.to_string(),
+            at_unix_ms: now_ms(),
+            outcome,
+        });
     }
 }
 
