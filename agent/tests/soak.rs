@@ -294,12 +294,21 @@ async fn soak_realistic_phones_with_random_faults() {
                 }
                 let name = planned.name();
                 if outcome != want {
+                    // The phone's last actions say what it did with the run's last inputs.
+                    let tail: Vec<String> = actions
+                        .iter()
+                        .rev()
+                        .take(40)
+                        .rev()
+                        .map(|a| format!("{a:?}"))
+                        .collect();
                     t.wrong.push(format!(
-                        "run {i} on phone {p}: {capability} with {name} (fired: {fired}) ended {outcome}, want {want}: {}",
+                        "run {i} on phone {p}: {capability} with {name} (fired: {fired}) ended {outcome}, want {want}: {}\n  the phone's last actions:\n    {}",
                         match &r {
                             Err(e) => e.to_string(),
                             Ok(v) => v.to_string(),
-                        }
+                        },
+                        tail.join("\n    ")
                     ));
                 }
                 if capability == "post_video" && outcome == "completed" && posted != 1 {

@@ -233,6 +233,32 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
     jetstream::new(client)
 }
 
+/// Publishes one message to JetStream under `msg_id` (so a retry is stored once) and waits up
+/// to 5 s for the stream's ack; the error says why it is not stored.
+pub(crate) async fn publish_stored(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: bytes::Bytes,
+    msg_id: &str,
+) -> Result<(), String> {
+    let publish = async {
+        js.send_publish(
+            subject.to_string(),
+            jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .message_id(msg_id),
+        )
+        .await?
+        .await?;
+        Ok::<(), async_nats::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), publish).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no ack within 5 s".into()),
+    }
+}
+
 /// Sleeps `delay` unless `shutdown` fires first (then false).
 pub(crate) async fn pause(delay: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
     tokio::select! {

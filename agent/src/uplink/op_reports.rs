@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use phonefarm_shared::{OpOutcome, PhoneOpReport, subjects};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::uplink::now_ms;
+use crate::uplink::{now_ms, publish_stored};
 
 /// How long one report is retried before it is dropped (logged): the console then shows the
 /// action as sent, without the agent's answer.
@@ -67,24 +67,11 @@ pub async fn run_op_reports(
         let until = tokio::time::Instant::now() + GIVE_UP;
         let mut delay = Duration::from_millis(200);
         loop {
-            let publish = async {
-                js.send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(msg_id.clone()),
-                )
-                .await?
-                .await?;
-                Ok::<(), async_nats::Error>(())
-            };
-            let r = tokio::time::timeout(Duration::from_secs(5), publish).await;
-            match r {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    tracing::warn!(%agent_id, %msg_id, error = %e, "phone action report failed")
+            match publish_stored(&js, &subject, payload.clone(), &msg_id).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(%agent_id, %msg_id, error = %e, "phone action report not stored")
                 }
-                Err(_) => tracing::warn!(%agent_id, %msg_id, "phone action report timed out"),
             }
             if tokio::time::Instant::now() >= until {
                 tracing::error!(%agent_id, %msg_id, "phone action report dropped after retrying");

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use async_nats::jetstream::{self, consumer};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -30,7 +30,7 @@ use sha2::Digest as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{now_ms, pause};
+use super::{now_ms, pause, publish_stored};
 
 /// The prefix of a pack key's text form.
 pub const KEY_PREFIX: &str = "ed25519:";
@@ -457,21 +457,9 @@ pub async fn run_pack_reports(
         let msg_id = format!("packs:{agent_id}:{started_at_unix_ms}:{seq}");
         let mut delay = Duration::from_millis(200);
         loop {
-            let publish = async {
-                js.send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(msg_id.clone()),
-                )
-                .await?
-                .await?;
-                Ok::<(), async_nats::Error>(())
-            };
-            match tokio::time::timeout(Duration::from_secs(5), publish).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => tracing::warn!(%agent_id, seq, error = %e, "pack report failed"),
-                Err(_) => tracing::warn!(%agent_id, seq, "pack report timed out"),
+            match publish_stored(&js, &subject, payload.clone(), &msg_id).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(%agent_id, seq, error = %e, "pack report not stored"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
