@@ -351,9 +351,11 @@ impl Phone {
             .collect()
     }
 
-    /// Drops the faults injected and not fired yet.
+    /// Drops the faults injected and not fired yet, and the taps a fired `LoseTaps` has not
+    /// lost yet: what one test (or soak run) injected does not reach the next one.
     pub fn clear_pending_faults(&mut self) {
         self.faults.pending.clear();
+        self.faults.lost_taps = 0;
     }
 
     /// Whether adb answers now (false during an outage or while rebooting).
