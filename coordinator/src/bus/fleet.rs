@@ -81,10 +81,6 @@ impl Heartbeats {
     }
 }
 
-fn ms(t: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(t as i128 * 1_000_000).ok()
-}
-
 /// Applies one presence put; returns true if Postgres was written.
 pub async fn apply_presence(
     bus: &BusHandle,
@@ -151,7 +147,7 @@ pub async fn apply_presence(
             agent_id: key,
             version: &presence.version,
             host: &presence.host,
-            started_at: ms(presence.started_at_unix_ms),
+            started_at: crate::domain::time::from_unix_ms(presence.started_at_unix_ms),
             phones: presence.phones.min(i32::MAX as u32) as i32,
             seen_at: created,
         },

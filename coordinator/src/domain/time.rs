@@ -23,6 +23,16 @@ pub fn now_ms() -> OffsetDateTime {
     now.replace_millisecond(ms).unwrap_or(now)
 }
 
+/// Unix milliseconds (as agents send them) as a time; `None` out of range.
+pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// [`from_unix_ms`], or now when out of range.
+pub fn from_unix_ms_or_now(ms: i64) -> OffsetDateTime {
+    from_unix_ms(ms).unwrap_or_else(now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,8 +184,8 @@ pub async fn apply_report(
     agent_id: &str,
     report: &PackReport,
 ) -> Result<Vec<phonefarm_shared::PackRejected>, sqlx::Error> {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(report.at_unix_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let at =
+        crate::domain::time::from_unix_ms(report.at_unix_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let running = serde_json::to_value(&report.running).unwrap_or_default();
     let rejected = serde_json::to_value(&report.rejected).unwrap_or_default();
     let seq = i64::try_from(report.seq).unwrap_or(i64::MAX);

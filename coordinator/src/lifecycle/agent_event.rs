@@ -21,7 +21,7 @@ use super::settle::{self, Change};
 use crate::db;
 use crate::domain::retry;
 use crate::domain::status::ItemState;
-use crate::domain::time::now_ms;
+use crate::domain::time::{from_unix_ms_or_now, now_ms};
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +57,6 @@ impl Timing {
 
 fn td(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
-}
-
-fn at(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or_else(|_| now_ms())
 }
 
 fn json_text(s: &str) -> Value {
@@ -140,7 +136,7 @@ pub async fn apply(
             agent_id,
             seq,
             kind,
-            at: at(ev.at_unix_ms),
+            at: from_unix_ms_or_now(ev.at_unix_ms),
             payload: &payload,
             anyway: order == Order::GiveUp,
             renew_below,
@@ -193,7 +189,7 @@ pub async fn apply(
         item.attempt,
         seq,
         kind,
-        at(ev.at_unix_ms),
+        from_unix_ms_or_now(ev.at_unix_ms),
         &payload,
         order == Order::GiveUp,
     )

@@ -140,8 +140,7 @@ pub async fn phone_action_report(
         OpOutcome::Refused { reason } | OpOutcome::Failed { reason } => Some(reason.as_str()),
         OpOutcome::Started | OpOutcome::Done => None,
     };
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(report.at_unix_ms) * 1_000_000)
-        .unwrap_or_else(|_| crate::domain::time::now_ms());
+    let at = crate::domain::time::from_unix_ms_or_now(report.at_unix_ms);
     let changed = db::phone_actions::report(
         conn,
         agent_id,

@@ -11,7 +11,7 @@ use sqlx::{Connection as _, PgConnection};
 use time::OffsetDateTime;
 
 use crate::db;
-use crate::domain::time::now_ms;
+use crate::domain::time::{from_unix_ms_or_now, now_ms};
 
 fn phone_state(s: PhoneState) -> &'static str {
     match s {
@@ -20,10 +20,6 @@ fn phone_state(s: PhoneState) -> &'static str {
         PhoneState::Offline => "offline",
         PhoneState::NeedsAttention => "needs_attention",
     }
-}
-
-fn at(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or_else(|_| now_ms())
 }
 
 /// Whether a report by another agent may take a phone from its holder now: it has none yet,
@@ -61,7 +57,7 @@ pub async fn apply_inventory(
     if !db::agents::advance_inventory(
         &mut *tx,
         agent_id,
-        at(inv.at_unix_ms),
+        from_unix_ms_or_now(inv.at_unix_ms),
         inv.seq.min(i64::MAX as u64) as i64,
     )
     .await?
