@@ -16,6 +16,7 @@ pub mod device;
 pub mod dump;
 pub mod flows;
 pub mod pack;
+pub mod quoted;
 pub mod selector;
 pub mod text;
 pub mod ui;

@@ -134,7 +134,8 @@ async fn lost_taps_are_tapped_again() {
 /// which match exactly that view in the evidence's dump (so the console highlights it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_that_never_takes_a_tap_is_named_in_the_failure() {
-    use phonefarm_flows::dump::parse_dump_bytes;
+    use phonefarm_flows::parse_dump_bytes;
+    use phonefarm_flows::quoted::{pairs_match, quoted_pairs};
     use phonefarm_phonesim::model::PhoneConfig;
     let sim = sim(PhoneConfig::default()).await;
     sim.phone
@@ -147,31 +148,15 @@ async fn a_view_that_never_takes_a_tap_is_named_in_the_failure() {
     let e = ran.failed_with(&e.code());
     assert!(e.message.contains("taps on "), "{}", e.message);
     assert!(e.message.ends_with(" did not take"), "{}", e.message);
-    // The named pairs, as the console reads them.
-    let named = e.message.split("taps on ").nth(1).unwrap();
-    let pairs: Vec<(&str, &str)> = named
-        .trim_end_matches(" did not take")
-        .split("\" ")
-        .map(|p| {
-            let (k, v) = p.split_once("=\"").unwrap();
-            (k, v.trim_end_matches('"'))
-        })
-        .collect();
+    // The named pairs, as the console reads them, match that one view of the dump.
+    let pairs = quoted_pairs(&e.message);
     assert!(!pairs.is_empty(), "{}", e.message);
     let dump = e.evidence.as_ref().unwrap().dump.as_ref().unwrap();
     let tree = parse_dump_bytes(dump).unwrap();
     let matching = tree
         .nodes()
         .iter()
-        .filter(|n| {
-            pairs.iter().all(|(k, v)| match *k {
-                "resource_id" => n.resource_id == *v,
-                "content_desc" => n.content_desc == *v,
-                "text" => n.text == *v,
-                "class" => n.class == *v,
-                _ => false,
-            })
-        })
+        .filter(|n| pairs_match(n, &pairs))
         .count();
     assert_eq!(matching, 1, "{pairs:?} in the dump");
     let lost =

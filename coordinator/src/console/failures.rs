@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
+use phonefarm_flows::quoted::{pairs_match, quoted_pairs};
 use phonefarm_flows::{Node, parse_dump_bytes};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -226,34 +227,6 @@ async fn running_packs(st: &AppState, agent: &str) -> Result<Vec<String>, ApiErr
         .unwrap_or_default())
 }
 
-/// `name="value"` pairs of a selector quoted in an error message (`no resource_id="x" ...`).
-fn selector_pairs(message: &str) -> Vec<(String, String)> {
-    const NAMES: [&str; 7] = [
-        "resource_id",
-        "text",
-        "text_contains",
-        "content_desc",
-        "content_desc_contains",
-        "class",
-        "package",
-    ];
-    let mut out = Vec::new();
-    let mut rest = message;
-    while let Some(eq) = rest.find("=\"") {
-        let name_start = rest[..eq]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
-        let name = &rest[name_start..eq];
-        let after = &rest[eq + 2..];
-        let Some(end) = after.find('"') else { break };
-        if NAMES.contains(&name) {
-            out.push((name.to_string(), after[..end].to_string()));
-        }
-        rest = &after[end + 1..];
-    }
-    out
-}
-
 /// The screens a flow waited for when the message says `… expected A or B (screen …`: on a
 /// screen no pack knows, that expectation is what failed (no node of it is there to highlight).
 fn expected_screens(message: &str) -> Option<&str> {
@@ -262,31 +235,17 @@ fn expected_screens(message: &str) -> Option<&str> {
     (!names.is_empty()).then_some(names)
 }
 
-fn node_matches(n: &Node, pairs: &[(String, String)]) -> bool {
-    !pairs.is_empty()
-        && pairs.iter().all(|(k, v)| match k.as_str() {
-            "resource_id" => n.resource_id == *v,
-            "text" => n.text == *v,
-            "text_contains" => n.text.contains(v.as_str()),
-            "content_desc" => n.content_desc == *v,
-            "content_desc_contains" => n.content_desc.contains(v.as_str()),
-            "class" => n.class == *v,
-            "package" => n.package == *v,
-            _ => false,
-        })
-}
-
 fn dump_tree(xml: &[u8], message: &str) -> Markup {
     let Ok(tree) = parse_dump_bytes(xml) else {
         return html! { p.error { "The UI dump could not be read." } };
     };
-    let pairs = selector_pairs(message);
+    let pairs = quoted_pairs(message);
     let nodes = tree.nodes();
     let mut children: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         children.entry(n.parent).or_default().push(i);
     }
-    let hits = nodes.iter().filter(|n| node_matches(n, &pairs)).count();
+    let hits = nodes.iter().filter(|n| pairs_match(n, &pairs)).count();
     let expected = expected_screens(message);
     html! {
         figure.dump {
@@ -314,7 +273,7 @@ fn subtree(
         ul.tree {
             @for &i in kids {
                 @let n = &nodes[i];
-                li.(if node_matches(n, pairs) { "hit" } else { "" }) {
+                li.(if pairs_match(n, pairs) { "hit" } else { "" }) {
                     span.class { (n.class.rsplit('.').next().unwrap_or("")) }
                     @if !n.resource_id.is_empty() { " " span.rid { "#" (n.resource_id) } }
                     @if !n.text.is_empty() { " " span.text { "“" (n.text) "”" } }
@@ -367,21 +326,6 @@ pub async fn screenshot(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn selectors_are_read_from_messages() {
-        let p = super::selector_pairs(
-            r#"no resource_id="com.app:id/like" text_contains="Like" clickable on screen"#,
-        );
-        assert_eq!(
-            p,
-            vec![
-                ("resource_id".into(), "com.app:id/like".into()),
-                ("text_contains".into(), "Like".into())
-            ]
-        );
-        assert!(super::selector_pairs("no selector here").is_empty());
-    }
-
     #[test]
     fn the_run_pack_is_read_from_the_message() {
         let m = "flow_error:unknown in step search: timed out (screen unknown, pack tiktok-32 r7)";

@@ -426,7 +426,7 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
                         Some(node) => format!(
                             "{what}: {} taps on {} did not take",
                             attempt + 1,
-                            describe_view(node)
+                            crate::quoted::describe_node(node)
                         ),
                         None => what.to_string(),
                     }));
@@ -615,21 +615,4 @@ impl<'c, 'a, D: Device, S: MilestoneSink + ?Sized> Run<'c, 'a, D, S> {
         tracing::warn!(code = %error.code(), step = ?error.step, "flow failed: {}", error.message);
         error
     }
-}
-
-/// A view as `name="value"` pairs (the form selectors print in), from its own attributes:
-/// every pair matches it, so the console can find it in the evidence's UI dump. A value with a
-/// `"` in it is left out.
-pub(crate) fn describe_view(n: &Node) -> String {
-    [
-        ("resource_id", &n.resource_id),
-        ("content_desc", &n.content_desc),
-        ("text", &n.text),
-        ("class", &n.class),
-    ]
-    .iter()
-    .filter(|(_, v)| !v.is_empty() && !v.contains('"'))
-    .map(|(k, v)| format!("{k}=\"{v}\""))
-    .collect::<Vec<_>>()
-    .join(" ")
 }
