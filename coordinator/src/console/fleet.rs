@@ -17,25 +17,41 @@ pub const HOT_C: f32 = 45.0;
 /// A phone at or below this battery level (%) is low.
 pub const LOW_BATTERY: i32 = 20;
 
-/// What needs an operator about a phone, if anything.
+/// The states a phone is shown in (`PhoneRow::effective_state`), in the page's order.
+pub const PHONE_STATES: [&str; 5] = [
+    "online",
+    "busy",
+    "offline",
+    "unauthorized",
+    "needs_attention",
+];
+
+/// Everything that can need an operator about a phone, as [`attention`] says it.
+pub const ATTENTION: [&str; 6] = [
+    "offline",
+    "unauthorized",
+    "needs attention",
+    "overheating",
+    "low battery",
+    "disabled",
+];
+
+/// What needs an operator about a phone, if anything (in [`ATTENTION`]'s order).
 pub fn attention(p: &PhoneRow) -> Vec<&'static str> {
-    let mut why = Vec::new();
-    match p.effective_state() {
-        "offline" => why.push("offline"),
-        "unauthorized" => why.push("unauthorized"),
-        "needs_attention" => why.push("needs attention"),
-        _ => {}
-    }
-    if p.temperature_c.is_some_and(|t| t >= HOT_C) {
-        why.push("overheating");
-    }
-    if p.battery_level.is_some_and(|b| b <= LOW_BATTERY) {
-        why.push("low battery");
-    }
-    if !p.enabled {
-        why.push("disabled");
-    }
-    why
+    let state = p.effective_state();
+    let needs = [
+        state == "offline",
+        state == "unauthorized",
+        state == "needs_attention",
+        p.temperature_c.is_some_and(|t| t >= HOT_C),
+        p.battery_level.is_some_and(|b| b <= LOW_BATTERY),
+        !p.enabled,
+    ];
+    ATTENTION
+        .iter()
+        .zip(needs)
+        .filter_map(|(why, n)| n.then_some(*why))
+        .collect()
 }
 
 /// The live part of the page.
@@ -59,13 +75,6 @@ pub async fn fragment(st: &AppState) -> Result<Markup, ApiError> {
             count(&|p| p.battery_level.is_some_and(|b| b <= LOW_BATTERY)),
         ),
         ("disabled", count(&|p| !p.enabled)),
-    ];
-    let states = [
-        "online",
-        "busy",
-        "offline",
-        "unauthorized",
-        "needs_attention",
     ];
     Ok(html! {
         section.tiles {
@@ -96,7 +105,7 @@ pub async fn fragment(st: &AppState) -> Result<Markup, ApiError> {
                 }
             }
         }
-        @for state in states {
+        @for state in PHONE_STATES {
             @let mine: Vec<&PhoneRow> = phones.iter().filter(|p| p.effective_state() == state).collect();
             @if !mine.is_empty() {
                 h2 { "Phones " span.state.(state) { (state) } " (" (mine.len()) ")" }

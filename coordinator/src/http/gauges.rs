@@ -6,27 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::console::fleet::attention;
+use crate::console::fleet::{ATTENTION, PHONE_STATES, attention};
 use crate::db::gauges::{OPEN_STATES, Snapshot};
-
-/// The phone states a phone is counted in (`PhoneRow::effective_state`).
-pub const PHONE_STATES: [&str; 5] = [
-    "online",
-    "busy",
-    "offline",
-    "unauthorized",
-    "needs_attention",
-];
-
-/// Why a phone needs an operator, as label values (`console::fleet::attention`).
-pub const ATTENTION: [&str; 6] = [
-    "offline",
-    "unauthorized",
-    "needs_attention",
-    "overheating",
-    "low_battery",
-    "disabled",
-];
+use crate::db::phones::PhoneRow;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn esc(v: &str) -> String {
@@ -35,8 +17,15 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// One agent's phones: by state, and by what needs an operator.
-type Tally<'a> = (BTreeMap<&'a str, u64>, BTreeMap<String, u64>);
+/// One agent's phones: by [`PHONE_STATES`], and by [`ATTENTION`] (same positions).
+#[derive(Default)]
+struct Tally {
+    states: [u64; PHONE_STATES.len()],
+    why: [u64; ATTENTION.len()],
+}
+
+const GAUGES_UP_HELP: &str =
+    "1 if the gauges below were read from Postgres at this scrape, 0 if the read failed.";
 
 struct Out(String);
 
@@ -59,16 +48,34 @@ impl Out {
         }
         let _ = writeln!(self.0, " {value}");
     }
+
+    /// A family of one sample without labels.
+    fn single(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family with one sample per phone whose online agent reports `value`.
+    fn per_phone(
+        &mut self,
+        name: &str,
+        help: &str,
+        phones: &[PhoneRow],
+        value: fn(&PhoneRow) -> Option<f64>,
+    ) {
+        self.family(name, help);
+        for p in phones {
+            if let (Some(v), Some(agent), true) = (value(p), &p.agent_id, p.agent_online) {
+                self.sample(name, &[("agent_id", agent), ("phone_id", &p.phone_id)], v);
+            }
+        }
+    }
 }
 
 /// The gauges of `snap`.
 pub fn render(snap: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(256 + snap.phones.len() * 200));
-    o.family(
-        "phonefarm_gauges_up",
-        "1 if the gauges below were read from Postgres at this scrape, 0 if the read failed.",
-    );
-    o.sample("phonefarm_gauges_up", &[], 1.0);
+    o.single("phonefarm_gauges_up", GAUGES_UP_HELP, 1.0);
 
     o.family(
         "phonefarm_agent_up",
@@ -91,26 +98,29 @@ pub fn render(snap: &Snapshot) -> String {
     );
 
     // Per agent (every known agent, and the agent a phone names), zero-filled.
-    let mut by_agent: BTreeMap<&str, Tally<'_>> = BTreeMap::new();
+    let mut by_agent: BTreeMap<&str, Tally> = BTreeMap::new();
     for a in &snap.agents {
         by_agent.entry(a.agent_id.as_str()).or_default();
     }
     for p in &snap.phones {
-        let (states, why) = by_agent
+        let t = by_agent
             .entry(p.agent_id.as_deref().unwrap_or(""))
             .or_default();
-        *states.entry(p.effective_state()).or_default() += 1;
+        if let Some(i) = PHONE_STATES.iter().position(|s| *s == p.effective_state()) {
+            t.states[i] += 1;
+        }
         for w in attention(p) {
-            *why.entry(w.replace(' ', "_")).or_default() += 1;
+            if let Some(i) = ATTENTION.iter().position(|r| *r == w) {
+                t.why[i] += 1;
+            }
         }
     }
     o.family(
         "phonefarm_phones",
         "Phones by agent and state (offline with their agent, busy while they run an item).",
     );
-    for (agent, (states, _)) in &by_agent {
-        for s in PHONE_STATES {
-            let n = states.get(s).copied().unwrap_or(0);
+    for (agent, t) in &by_agent {
+        for (s, n) in PHONE_STATES.iter().zip(t.states) {
             o.sample(
                 "phonefarm_phones",
                 &[("agent_id", agent), ("state", s)],
@@ -122,42 +132,28 @@ pub fn render(snap: &Snapshot) -> String {
         "phonefarm_phones_needing_attention",
         "Phones by agent and what needs an operator (one phone may count under several reasons).",
     );
-    for (agent, (_, why)) in &by_agent {
-        for r in ATTENTION {
-            let n = why.get(r).copied().unwrap_or(0);
+    for (agent, t) in &by_agent {
+        for (r, n) in ATTENTION.iter().zip(t.why) {
+            let reason = r.replace(' ', "_");
             o.sample(
                 "phonefarm_phones_needing_attention",
-                &[("agent_id", agent), ("reason", r)],
+                &[("agent_id", agent), ("reason", &reason)],
                 n as f64,
             );
         }
     }
-    o.family(
+    o.per_phone(
         "phonefarm_phone_temperature_celsius",
         "Battery temperature of each phone its online agent reports.",
+        &snap.phones,
+        |p| p.temperature_c.map(f64::from),
     );
-    for p in &snap.phones {
-        if let (Some(t), Some(agent), true) = (p.temperature_c, &p.agent_id, p.agent_online) {
-            o.sample(
-                "phonefarm_phone_temperature_celsius",
-                &[("agent_id", agent), ("phone_id", &p.phone_id)],
-                f64::from(t),
-            );
-        }
-    }
-    o.family(
+    o.per_phone(
         "phonefarm_phone_battery_percent",
         "Battery level of each phone its online agent reports.",
+        &snap.phones,
+        |p| p.battery_level.map(f64::from),
     );
-    for p in &snap.phones {
-        if let (Some(b), Some(agent), true) = (p.battery_level, &p.agent_id, p.agent_online) {
-            o.sample(
-                "phonefarm_phone_battery_percent",
-                &[("agent_id", agent), ("phone_id", &p.phone_id)],
-                f64::from(b),
-            );
-        }
-    }
 
     let depth = |state: &str| {
         snap.queue
@@ -165,11 +161,11 @@ pub fn render(snap: &Snapshot) -> String {
             .find(|(s, _)| s == state)
             .map_or(0, |(_, n)| *n)
     };
-    o.family(
+    o.single(
         "phonefarm_runs_executing",
         "Queue items running on a phone now (EXECUTING).",
+        depth("EXECUTING") as f64,
     );
-    o.sample("phonefarm_runs_executing", &[], depth("EXECUTING") as f64);
     o.family(
         "phonefarm_queue_items",
         "Queue items waiting or running, by state.",
@@ -177,31 +173,19 @@ pub fn render(snap: &Snapshot) -> String {
     for s in OPEN_STATES {
         o.sample("phonefarm_queue_items", &[("state", s)], depth(s) as f64);
     }
-    o.family(
+    o.single(
         "phonefarm_queue_oldest_age_seconds",
         "How long the oldest item that could run now (QUEUED, or RETRYABLE and due) has waited since it became due; 0 when none waits.",
-    );
-    o.sample(
-        "phonefarm_queue_oldest_age_seconds",
-        &[],
         snap.oldest_queued_seconds,
     );
-    o.family(
+    o.single(
         "phonefarm_callback_backlog",
         "Callback deliveries not delivered yet (pending, including those waiting for a retry).",
-    );
-    o.sample(
-        "phonefarm_callback_backlog",
-        &[],
         snap.callback_backlog as f64,
     );
-    o.family(
+    o.single(
         "phonefarm_callback_oldest_pending_age_seconds",
         "Age of the oldest pending callback delivery; 0 when none is pending.",
-    );
-    o.sample(
-        "phonefarm_callback_oldest_pending_age_seconds",
-        &[],
         snap.oldest_callback_seconds,
     );
     o.family(
@@ -211,7 +195,7 @@ pub fn render(snap: &Snapshot) -> String {
     o.sample(
         "phonefarm_dead_letters",
         &[("kind", "queue_item")],
-        snap.dead_lettered_items as f64,
+        depth("DEAD_LETTER") as f64,
     );
     o.sample(
         "phonefarm_dead_letters",
@@ -224,11 +208,7 @@ pub fn render(snap: &Snapshot) -> String {
 /// What is served when the read failed: only `phonefarm_gauges_up 0`.
 pub fn unavailable() -> String {
     let mut o = Out(String::new());
-    o.family(
-        "phonefarm_gauges_up",
-        "1 if the gauges below were read from Postgres at this scrape, 0 if the read failed.",
-    );
-    o.sample("phonefarm_gauges_up", &[], 0.0);
+    o.single("phonefarm_gauges_up", GAUGES_UP_HELP, 0.0);
     o.0
 }
 
@@ -250,7 +230,6 @@ mod tests {
             phones: vec![],
             queue: vec![],
             oldest_queued_seconds: 0.0,
-            dead_lettered_items: 0,
             callback_backlog: 0,
             oldest_callback_seconds: 0.0,
             failed_callbacks: 0,
