@@ -85,21 +85,35 @@ async fn metrics_need_a_token_unless_public_metrics_is_given() {
     assert_eq!(public.metrics(None).await, 200, "--public-metrics opens it");
 }
 
-/// The samples of a Prometheus text answer: `name{labels}` (as served) → value.
-fn samples(text: &str) -> std::collections::HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
+/// One `/metrics` answer: its text and its samples, `name{labels}` (as served) → value.
+struct Scrape {
+    text: String,
+    samples: std::collections::HashMap<String, f64>,
 }
 
-async fn scrape(app: &phonefarm_testkit::coordinator::app::TestApp) -> String {
-    let r = app.get("/metrics").await;
-    assert_eq!(r.status, 200);
-    r.body.as_str().expect("text").to_string()
+impl Scrape {
+    async fn of(app: &phonefarm_testkit::coordinator::app::TestApp) -> Scrape {
+        let r = app.get("/metrics").await;
+        assert_eq!(r.status, 200);
+        let text = r.body.as_str().expect("text").to_string();
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                Some((key.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        Scrape { text, samples }
+    }
+
+    /// The value of sample `key`; fails the test when it is not served.
+    fn at(&self, key: &str) -> f64 {
+        *self
+            .samples
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not served:\n{}", self.text))
+    }
 }
 
 /// What `promtool check metrics` says about a scrape (it lints names, types and help texts):
@@ -189,12 +203,8 @@ async fn the_gauges_count_the_fleet_the_queue_and_the_callbacks_in_postgres() {
     )
     .await;
 
-    let text = scrape(&app).await;
-    let s = samples(&text);
-    let at = |key: &str| -> f64 {
-        *s.get(key)
-            .unwrap_or_else(|| panic!("{key} is not served:\n{text}"))
-    };
+    let scrape = Scrape::of(&app).await;
+    let at = |key: &str| scrape.at(key);
     assert_eq!(at("phonefarm_gauges_up"), 1.0);
     assert_eq!(at(r#"phonefarm_agent_up{agent_id="rack-a"}"#), 1.0);
     assert_eq!(at(r#"phonefarm_agent_up{agent_id="rack-b"}"#), 0.0);
@@ -237,8 +247,9 @@ async fn the_gauges_count_the_fleet_the_queue_and_the_callbacks_in_postgres() {
         10.0
     );
     assert!(
-        !text.contains(r#"phone_id="P5""#),
-        "a phone of an offline agent has no current temperature or battery:\n{text}"
+        !scrape.text.contains(r#"phone_id="P5""#),
+        "a phone of an offline agent has no current temperature or battery:\n{}",
+        scrape.text
     );
     assert_eq!(at("phonefarm_runs_executing"), 1.0);
     for (state, n) in [
@@ -260,7 +271,7 @@ async fn the_gauges_count_the_fleet_the_queue_and_the_callbacks_in_postgres() {
     assert!((300.0..3600.0).contains(&oldest_cb), "{oldest_cb}");
     assert_eq!(at(r#"phonefarm_dead_letters{kind="queue_item"}"#), 1.0);
     assert_eq!(at(r#"phonefarm_dead_letters{kind="callback"}"#), 1.0);
-    if let Some(lint) = promtool_lint(&text) {
+    if let Some(lint) = promtool_lint(&scrape.text) {
         let ours: Vec<&str> = lint.lines().filter(|l| l.contains("phonefarm_")).collect();
         assert!(ours.is_empty(), "promtool check metrics: {ours:?}");
     }
@@ -270,12 +281,8 @@ async fn the_gauges_count_the_fleet_the_queue_and_the_callbacks_in_postgres() {
     run("UPDATE agents SET online = false WHERE agent_id = 'rack-a'").await;
     run("UPDATE callback_deliveries SET state = 'delivered' WHERE state = 'pending'").await;
     run("UPDATE queue_items SET state = 'RETRYABLE' WHERE state = 'DEAD_LETTER'").await;
-    let text = scrape(&app).await;
-    let s = samples(&text);
-    let at = |key: &str| -> f64 {
-        *s.get(key)
-            .unwrap_or_else(|| panic!("{key} is not served:\n{text}"))
-    };
+    let scrape = Scrape::of(&app).await;
+    let at = |key: &str| scrape.at(key);
     assert_eq!(at(r#"phonefarm_agent_up{agent_id="rack-a"}"#), 0.0);
     assert_eq!(
         at(r#"phonefarm_phones{agent_id="rack-a",state="offline"}"#),

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use phonefarm_shared::{AgentEvent, Inventory, subjects};
+use phonefarm_shared::{AgentEvent, Inventory, PhoneOpReport, subjects};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +100,32 @@ fn order_deliveries(wait: Duration) -> i64 {
     (1..).find(|&d| order_waited(d, wait)).unwrap_or(1)
 }
 
+/// Decodes a report that names its agent: terminated (and logged) when it does not decode or
+/// names another agent than the subject it came on.
+fn own<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    agent: &str,
+    what: &str,
+    named: fn(&T) -> &str,
+) -> Result<T, AckKind> {
+    match phonefarm_shared::decode::<T>(payload) {
+        Ok(v) if named(&v) == agent => Ok(v),
+        Ok(v) => {
+            tracing::warn!(
+                agent_id = agent,
+                claimed = named(&v),
+                what,
+                "report names another agent; dropped"
+            );
+            Err(AckKind::Term)
+        }
+        Err(e) => {
+            tracing::warn!(agent_id = agent, error = %e, what, "undecodable report; dropped");
+            Err(AckKind::Term)
+        }
+    }
+}
+
 /// Handles one message (`delivered`: how many times the server has delivered it); returns how
 /// to ack it.
 async fn handle(
@@ -137,47 +163,37 @@ async fn handle(
                 return AckKind::Term;
             }
         },
-        "inventory" => match phonefarm_shared::decode::<Inventory>(payload) {
-            Ok(inv) if inv.agent_id == agent => db
-                .with(async |conn| {
-                    crate::lifecycle::inventory::apply_inventory(
-                        conn,
-                        agent,
-                        &inv,
-                        bus.config.offline_after,
-                    )
-                    .await
-                })
+        "inventory" => {
+            let inv = match own::<Inventory>(payload, agent, "inventory", |i| &i.agent_id) {
+                Ok(inv) => inv,
+                Err(ack) => return ack,
+            };
+            db.with(async |conn| {
+                crate::lifecycle::inventory::apply_inventory(
+                    conn,
+                    agent,
+                    &inv,
+                    bus.config.offline_after,
+                )
                 .await
-                .map(|n| Wake {
-                    dispatch: n > 0,
-                    ..Wake::default()
-                }),
-            Ok(inv) => {
-                tracing::warn!(agent_id = agent, claimed = %inv.agent_id, "inventory names another agent; dropped");
-                return AckKind::Term;
-            }
-            Err(e) => {
-                tracing::warn!(agent_id = agent, error = %e, "undecodable inventory; dropped");
-                return AckKind::Term;
-            }
-        },
-        "ops" => match phonefarm_shared::decode::<phonefarm_shared::PhoneOpReport>(payload) {
-            Ok(r) if r.agent_id == agent => db
-                .with(async |conn| {
-                    crate::lifecycle::fleet::phone_action_report(conn, agent, &r).await
-                })
-                .await
-                .map(|_| Wake::default()),
-            Ok(r) => {
-                tracing::warn!(agent_id = agent, claimed = %r.agent_id, "phone action report names another agent; dropped");
-                return AckKind::Term;
-            }
-            Err(e) => {
-                tracing::warn!(agent_id = agent, error = %e, "undecodable phone action report; dropped");
-                return AckKind::Term;
-            }
-        },
+            })
+            .await
+            .map(|n| Wake {
+                dispatch: n > 0,
+                ..Wake::default()
+            })
+        }
+        "ops" => {
+            let r = match own::<PhoneOpReport>(payload, agent, "phone action", |r| &r.agent_id) {
+                Ok(r) => r,
+                Err(ack) => return ack,
+            };
+            db.with(async |conn| {
+                crate::lifecycle::fleet::phone_action_report(conn, agent, &r).await
+            })
+            .await
+            .map(|_| Wake::default())
+        }
         other => {
             tracing::debug!(
                 agent_id = agent,

@@ -139,10 +139,12 @@ async fn presence_and_inventory_make_the_fleet_view() {
 async fn bad_messages_are_dropped_without_stopping_the_ingester() {
     let app = BusApp::spawn().await;
     let agent = SimAgent::online(&app.nats.url(), "rack-1", &["P1"]).await;
-    // Garbage on every kind of subject, and an inventory naming another agent.
+    // Garbage on every kind of subject, and an inventory and a phone action report naming
+    // another agent.
     for subject in [
         "pf.evt.rack-1.run",
         "pf.evt.rack-1.inventory",
+        "pf.evt.rack-1.ops",
         "pf.evt.rack-1.weird",
     ] {
         agent
@@ -169,6 +171,40 @@ async fn bad_messages_are_dropped_without_stopping_the_ingester() {
         .unwrap()
         .await
         .unwrap();
+    let action = uuid::Uuid::new_v4();
+    phonefarm_coordinator::db::phone_actions::insert(
+        &app.db.pool,
+        &phonefarm_coordinator::db::phone_actions::NewAction {
+            request_id: action,
+            phone_id: "P1",
+            agent_id: "rack-1",
+            action: "reboot",
+            requested_by: "ops",
+            at: time::OffsetDateTime::now_utc(),
+        },
+    )
+    .await
+    .unwrap();
+    let report = |agent: &str, outcome| phonefarm_shared::PhoneOpReport {
+        agent_id: agent.into(),
+        phone_id: "P1".into(),
+        request_id: action,
+        action: "reboot".into(),
+        at_unix_ms: 1,
+        outcome,
+    };
+    for r in [
+        report("rack-2", phonefarm_shared::OpOutcome::Done),
+        report("rack-1", phonefarm_shared::OpOutcome::Started),
+    ] {
+        agent
+            .js
+            .publish("pf.evt.rack-1.ops", phonefarm_shared::encode(&r).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     // Then good work still flows.
     app.account("acc-1", "P1").await;
     let pid = app
@@ -195,6 +231,12 @@ async fn bad_messages_are_dropped_without_stopping_the_ingester() {
         info.num_ack_pending == 0 && info.num_pending == 0
     })
     .await;
+    // The report naming rack-2 was dropped; rack-1's own moved the action on.
+    let rows = phonefarm_coordinator::db::phone_actions::of_phone(&app.db.pool, "P1", 5)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, "started", "{rows:?}");
 }
 
 /// `(xmin, xmax)` of a row: a write changes xmin, a row lock sets xmax.

@@ -67,6 +67,32 @@ impl Console {
         (r.status(), r.text().await.unwrap())
     }
 
+    /// Waits until the phone's page lists an action (`request`, or any) in `state`, and
+    /// returns that row of the actions table.
+    pub async fn action_shown(
+        &self,
+        phone: &str,
+        request: Option<uuid::Uuid>,
+        state: &str,
+        deadline: Duration,
+    ) -> String {
+        let want = format!("data-action-state=\"{state}\"");
+        let id = request.map(|r| r.to_string()).unwrap_or_default();
+        wait_for(
+            &format!("an action {state} on {phone}'s page"),
+            deadline,
+            async || {
+                let page = self.get(&format!("/ui/phones/{phone}")).await.1;
+                page.split("<tr data-request=\"")
+                    .skip(1)
+                    .map(|row| row.split("</tr>").next().unwrap_or(row))
+                    .find(|row| row.starts_with(id.as_str()) && row.contains(&want))
+                    .map(str::to_string)
+            },
+        )
+        .await
+    }
+
     /// Posts a form; `csrf` false leaves the token out.
     pub async fn post(&self, path: &str, csrf: bool) -> reqwest::Response {
         let body = if csrf {
@@ -160,15 +186,9 @@ async fn console_reboot_reaches_the_phone_which_comes_back_and_is_audited() {
     let page = console.get("/ui/phones/SIM0001").await.1;
     assert!(page.contains("data-phone-state=\"online\""), "{page}");
     // The agent reported the reboot done once the phone had booted; the page says so.
-    wait_until(
-        "the reboot shown as done on the phone's page",
-        Duration::from_secs(60),
-        || async {
-            let page = console.get("/ui/phones/SIM0001").await.1;
-            page.contains("data-action-state=\"done\"")
-        },
-    )
-    .await;
+    console
+        .action_shown("SIM0001", None, "done", Duration::from_secs(60))
+        .await;
 
     let entries = audited(&sys, "phone.reboot").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -272,19 +292,14 @@ async fn reboot_and_locate_are_refused_while_a_run_executes() {
     assert_eq!(reboots(&sys), 0, "refused while the run executes");
     let item_now = sys.item(&item).await;
     assert_eq!(item_now["state"], "EXECUTING", "{item_now}");
-    let row = format!("data-request=\"{request_id}\"");
-    let page = wait_for(
-        "the agent's refusal on the phone's page",
-        Duration::from_secs(30),
-        async || {
-            let page = console.get("/ui/phones/SIM0001").await.1;
-            let at = page.find(&row)?;
-            let tr = &page[at..at + page[at..].find("</tr>")?];
-            tr.contains("data-action-state=\"refused\"")
-                .then(|| tr.to_string())
-        },
-    )
-    .await;
+    let page = console
+        .action_shown(
+            "SIM0001",
+            Some(request_id),
+            "refused",
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
         page.contains("a run is executing on the phone") && page.contains(&item),
         "the agent's reason: {page}"
@@ -326,15 +341,9 @@ async fn console_locate_wakes_the_phone_and_shows_the_colour() {
     assert_eq!(entries[0]["target"], "SIM0001");
     assert_eq!(entries[0]["detail"]["for_seconds"], 60);
     // The agent reported it started (done comes after the 60 s of colour).
-    wait_until(
-        "the locate shown as started on the phone's page",
-        Duration::from_secs(30),
-        || async {
-            let page = console.get("/ui/phones/SIM0001").await.1;
-            page.contains("data-action-state=\"started\"")
-        },
-    )
-    .await;
+    console
+        .action_shown("SIM0001", None, "started", Duration::from_secs(30))
+        .await;
 }
 
 /// A server-sent event stream read by hand: `(event, data)` per event.
