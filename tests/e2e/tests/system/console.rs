@@ -18,8 +18,8 @@
 //!    failed (no node of it is there to highlight), the pack and revision the run used and
 //!    the phone's app version;
 //!    the failures page groups it by reason, that pack, app version and model;
-//! 6. the live view on a phone's page swaps its `<img>` for each new frame, each one loaded,
-//!    as the phone's screen changes, without a reload;
+//! 6. the live view on a phone's page swaps its `<img>` for newer frames, each one loaded and
+//!    showing the phone's screen as it changes (off, then on again), without a reload;
 //! 7. a run on a phone that loses every tap of one view fails on the screen it stayed on, and
 //!    its evidence highlights that view in the UI dump (`li.hit`);
 //! 8. the browser logged no console error and no request failed.
@@ -317,32 +317,42 @@ async fn the_console_in_a_browser_against_a_real_agent_and_simulated_phones() {
     // follows the phone's screen as it changes.
     d.go(&format!("{base}/ui/phones/SIM0001")).await;
     d.script("window.__noReload = 6; return null").await;
+    // The frame the page shows, once loaded: its number, its URL, and what the phone's
+    // screen was (the simulator writes it into the PNG; the page's URL fetched again).
     let loaded_frame = "const i = document.querySelector('div.frame img[data-frame]');
-        return i && i.complete && i.naturalWidth > 0
-            ? [Number(i.dataset.frame), i.getAttribute('src')] : null";
-    let mut seen: Vec<(u64, String)> = Vec::new();
-    for step in 0..3 {
-        if step == 1 {
-            sys.sims[0].phone.lock().unwrap().set_screen_on(false);
+        if (!(i && i.complete && i.naturalWidth > 0)) return null;
+        const n = Number(i.dataset.frame), src = i.getAttribute('src');
+        return fetch(src).then(r => r.text())
+            .then(t => [n, src, (t.match(/screen=[A-Za-z]+/) || [''])[0]]);";
+    // (turn the screen on or off first, what the frame must show)
+    type Shows = fn(&str) -> bool;
+    let steps: [(Option<bool>, Shows); 3] = [
+        (None, |_| true),
+        (Some(false), |s| s == "screen=ScreenOff"),
+        (Some(true), |s| {
+            s.starts_with("screen=") && s != "screen=ScreenOff"
+        }),
+    ];
+    let mut last = 0;
+    for (screen_on, shows) in steps {
+        if let Some(on) = screen_on {
+            sys.sims[0].phone.lock().unwrap().set_screen_on(on);
         }
-        if step == 2 {
-            sys.sims[0].phone.lock().unwrap().set_screen_on(true);
-        }
-        let after = seen.last().map_or(0, |(n, _)| *n);
-        let (n, src) = wait_for(
-            "the next frame loaded in the page",
+        let (n, src, screen) = wait_for(
+            "a newer frame of the phone's screen loaded in the page",
             Duration::from_secs(30),
             async || {
                 let v = d.script(loaded_frame).await;
                 let n = v[0].as_u64()?;
-                (n > after).then(|| (n, v[1].as_str().unwrap_or_default().to_string()))
+                let screen = v[2].as_str().unwrap_or_default().to_string();
+                (n > last && shows(&screen))
+                    .then(|| (n, v[1].as_str().unwrap_or_default().to_string(), screen))
             },
         )
         .await;
-        assert_eq!(src, format!("/ui/phones/SIM0001/screen?n={n}"));
-        seen.push((n, src));
+        assert_eq!(src, format!("/ui/phones/SIM0001/screen?n={n}"), "{screen}");
+        last = n;
     }
-    assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(
         d.script("return window.__noReload").await,
         6,
