@@ -40,9 +40,9 @@ pub async fn flowpack(cmd: FlowpackCommand) -> Result<(), FlowPackError> {
             nats,
         } => {
             let key = load_key(&signing_key)?;
-            let toml = std::fs::read_to_string(&file).map_err(|source| FlowPackError::Io {
+            let toml = std::fs::read_to_string(&file).map_err(|error| FlowPackError::Io {
                 path: file.clone(),
-                source,
+                error,
             })?;
             let pool = pool(&db.database_url).await?;
             let js = jetstream(&nats).await?;

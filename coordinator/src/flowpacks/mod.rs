@@ -37,11 +37,11 @@ pub const REPORTS_CONSUMER: &str = "coordinator-packs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowPackError {
-    #[error("{}: {source}", path.display())]
+    /// The I/O error is in the message (not a `source`), so a `{:#}` chain says it once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not a flow-pack signing key (one line: {SEED_PREFIX}<base64 of 32 bytes>)", .0.display())]
     BadKey(std::path::PathBuf),
@@ -83,9 +83,9 @@ pub fn keygen(path: &Path) -> Result<SigningKey, FlowPackError> {
 
 /// Reads a publisher key written by [`keygen`].
 pub fn load_key(path: &Path) -> Result<SigningKey, FlowPackError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FlowPackError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| FlowPackError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let seed = text
         .trim()

@@ -81,12 +81,9 @@ pub enum PackProblem {
 /// Why packs could not be loaded or chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is in the message (not a `source`), so a `{:#}` chain says it once.
+    #[error("reading {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{origin}: {message}")]
     Toml { origin: String, message: String },
     #[error("{origin}: {}", join(problems))]
@@ -341,9 +338,9 @@ impl FlowPack {
 
     /// Reads and validates one pack file.
     pub fn load(path: &Path) -> Result<Self, PackError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PackError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| PackError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_toml_str(&path.display().to_string(), &text)
     }
@@ -579,9 +576,9 @@ impl PackSet {
 
     /// Every `*.toml` in `dir` (not recursive), or the single file `dir` points at.
     pub fn load_path(path: &Path) -> Result<Self, PackError> {
-        let io = |source| PackError::Io {
+        let io = |error| PackError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         if path.is_file() {
             return Self::new(vec![FlowPack::load(path)?]);
