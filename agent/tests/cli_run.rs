@@ -75,7 +75,7 @@ async fn run_failures_exit_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = sim.address();
     let p = packs();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["run", &addr, "dance", "--packs", p.to_str().unwrap()],
             "invalid_input:capability",
@@ -140,6 +140,10 @@ async fn run_failures_exit_non_zero_with_one_line() {
             ],
             "cannot read --inputs /no/such/inputs.json",
         ),
+        (
+            &["run", &addr, "keyword_warmup", "--packs", "/no/such/packs"],
+            "flow packs from /no/such/packs: reading /no/such/packs: ",
+        ),
     ];
     for (args, want) in cases {
         let out = agent(dir.path(), args).await;
@@ -148,6 +152,10 @@ async fn run_failures_exit_non_zero_with_one_line() {
         assert!(out.stdout.is_empty(), "{args:?}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "said once: {stderr}"
+        );
     }
 }
 

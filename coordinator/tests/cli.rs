@@ -109,6 +109,21 @@ fn invalid_configuration_exits_with_one_line() {
         let err = text(&out.stderr);
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+    // A missing signing key: its path and the I/O error, said once.
+    let out = bin(
+        &[
+            "flowpack",
+            "publish",
+            "/nonexistent/pack.toml",
+            "--signing-key",
+            "/nonexistent/flowpack.key",
+        ],
+        &admin_url(),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("/nonexistent/flowpack.key"), "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     // Postgres unreachable: a one-line cause, and nothing was bound.
     let out = bin(
         &["serve", "--bind", &bind],
